@@ -1,0 +1,1 @@
+"""driftline: streaming monitor for ML models in production."""

@@ -1,0 +1,5 @@
+"""The `driftline` command."""
+
+
+def main() -> None:
+    print("driftline")
