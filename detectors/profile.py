@@ -1,0 +1,333 @@
+"""Reference profiles: what "normal" looked like, for drift tests and relative thresholds.
+
+A profile is built once from training or validation rows and stored as plain JSON (no pickle:
+a profile crosses process and version boundaries and must be safe to load). Numeric features
+keep quantile bin edges (the window sketches bin on the same edges, so counts compare bin for
+bin), counts, moments and a bottom-k sample for two-sample tests; categorical features keep
+category counts. Predictions and labels are profiled the same way, and baseline metrics are
+computed when labels are present.
+
+Categorical values are spelt by :func:`~driftline.detectors.categories.category_string`
+everywhere (so ``True``, ``1`` and ``1.0`` are all ``"1"``), as the window sketches spell them.
+
+>>> rows = [{"prediction_id": str(i), "features": {"x": float(i), "c": "ab"[i % 2]},
+...          "prediction": "ab"[i % 2], "label": "a"} for i in range(10)]
+>>> p = build_profile(rows, model_id="m", model_version="1")
+>>> p.features["x"].edges.tolist()[:3], p.features["c"].counts, p.metrics["accuracy"]
+([0.0, 0.9, 1.8], {'a': 5, 'b': 5}, 0.5)
+>>> ReferenceProfile.from_dict(p.to_dict()) == p
+True
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from driftline.detectors.categories import category_strings
+from driftline.detectors.hashing import stable_keys
+from driftline.detectors.metrics import classification_metrics, regression_metrics
+from driftline.detectors.sketches import CategoricalSketch, ConfusionCounts, NumericSketch, RegressionSums
+
+__all__ = [
+    "CategoricalProfile",
+    "FeatureProfile",
+    "NumericProfile",
+    "ReferenceProfile",
+    "build_profile",
+    "load_rows",
+    "new_categorical_sketch",
+    "new_numeric_sketch",
+]
+
+DEFAULT_BINS = 10
+DEFAULT_SAMPLE = 5000
+# top-level keys of a flat row that are event metadata, not features
+_META_KEYS = frozenset({"prediction_id", "model_id", "model_version", "timestamp", "scores", "score",
+                        "segments", "schema_version"})
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _unnum(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+@dataclass(eq=False, slots=True)
+class NumericProfile:
+    """Quantile edges (deduplicated; first/last = observed min/max), counts on them, moments,
+    and the bottom-k sample (smallest stable keys of the row ids, key order)."""
+
+    edges: np.ndarray
+    counts: np.ndarray
+    sample: np.ndarray
+    mean: float
+    std: float
+    min: float
+    max: float
+    n: int
+    missing: int
+    kind: str = "numeric"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "numeric", "edges": self.edges.tolist(), "counts": self.counts.tolist(),
+                "sample": self.sample.tolist(), "mean": _num(self.mean), "std": _num(self.std),
+                "min": _num(self.min), "max": _num(self.max), "n": self.n, "missing": self.missing}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> NumericProfile:
+        return cls(np.array(d["edges"], dtype=np.float64), np.array(d["counts"], dtype=np.int64),
+                   np.array(d["sample"], dtype=np.float64), _unnum(d["mean"]), _unnum(d["std"]),
+                   _unnum(d["min"]), _unnum(d["max"]), int(d["n"]), int(d["missing"]))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NumericProfile) and _json_eq(self.to_dict(), other.to_dict())
+
+
+@dataclass(eq=False, slots=True)
+class CategoricalProfile:
+    counts: dict[str, int]
+    missing: int
+    kind: str = "categorical"
+
+    @property
+    def n(self) -> int:
+        return sum(self.counts.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "categorical", "counts": dict(sorted(self.counts.items())), "missing": self.missing}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CategoricalProfile:
+        return cls({str(k): int(v) for k, v in d["counts"].items()}, int(d["missing"]))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CategoricalProfile) and self.to_dict() == other.to_dict()
+
+
+FeatureProfile = NumericProfile | CategoricalProfile
+
+
+def _json_eq(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _feature_from_dict(d: Mapping[str, Any] | None) -> FeatureProfile | None:
+    if d is None:
+        return None
+    return NumericProfile.from_dict(d) if d["kind"] == "numeric" else CategoricalProfile.from_dict(d)
+
+
+@dataclass(eq=False, slots=True)
+class ReferenceProfile:
+    model_id: str
+    model_version: str
+    features: dict[str, FeatureProfile]
+    prediction: FeatureProfile | None = None
+    label: FeatureProfile | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    n_rows: int = 0
+
+    def get(self, name: str) -> FeatureProfile:
+        """A feature's profile; ``"prediction"``/``"label"`` name those unless a feature is so named."""
+        if name in self.features:
+            return self.features[name]
+        special = {"prediction": self.prediction, "label": self.label}.get(name)
+        if special is None:
+            raise KeyError(f"no profile for {name!r} in {self.model_id}/{self.model_version}")
+        return special
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "model_version": self.model_version,
+            "n_rows": self.n_rows,
+            "features": {k: v.to_dict() for k, v in sorted(self.features.items())},
+            "prediction": None if self.prediction is None else self.prediction.to_dict(),
+            "label": None if self.label is None else self.label.to_dict(),
+            "metrics": {k: _num(v) for k, v in sorted(self.metrics.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ReferenceProfile:
+        feats = {k: _feature_from_dict(v) for k, v in d["features"].items()}
+        return cls(str(d["model_id"]), str(d["model_version"]),
+                   {k: v for k, v in feats.items() if v is not None},
+                   _feature_from_dict(d.get("prediction")), _feature_from_dict(d.get("label")),
+                   {k: _unnum(v) for k, v in d.get("metrics", {}).items()}, int(d.get("n_rows", 0)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ReferenceProfile) and _json_eq(self.to_dict(), other.to_dict())
+
+
+# ---- building --------------------------------------------------------------------------------
+def _infer_kind(values: list[Any]) -> str:
+    """bool or str anywhere -> categorical; only numbers -> numeric (bool is not a number here)."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return "numeric"
+    return "categorical"
+
+
+def _numeric_profile(values: list[Any], keys: np.ndarray, bins: int, sample_size: int) -> NumericProfile:
+    x = np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
+    present = x[~np.isnan(x)]
+    if present.size:
+        edges = np.unique(np.quantile(present, np.linspace(0.0, 1.0, bins + 1)))
+        if edges.size == 1:  # constant feature: one degenerate bin
+            edges = np.repeat(edges, 2)
+    else:
+        edges = np.array([0.0, 0.0])
+    sk = NumericSketch(edges, sample_size=sample_size)
+    sk.update(x, keys)
+    return NumericProfile(edges, sk.counts, sk.sample_values, sk.mean, sk.std,
+                          math.nan if sk.min is None else sk.min, math.nan if sk.max is None else sk.max,
+                          sk.n, sk.missing)
+
+
+def _categorical_profile(values: list[Any]) -> CategoricalProfile:
+    sk = CategoricalSketch(max_categories=len(values))  # reference keeps every category
+    sk.update(category_strings(values))
+    return CategoricalProfile(dict(sorted(sk.counts.items())), sk.missing)
+
+
+def _profile(values: list[Any], kind: str, keys: np.ndarray, bins: int, sample_size: int) -> FeatureProfile:
+    if kind == "numeric":
+        return _numeric_profile(values, keys, bins, sample_size)
+    if kind == "categorical":
+        return _categorical_profile(values)
+    raise ValueError(f"unknown feature type {kind!r} (numeric, categorical)")
+
+
+def build_profile(
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    model_id: str,
+    model_version: str,
+    feature_types: Mapping[str, str] | None = None,
+    prediction_key: str = "prediction",
+    label_key: str = "label",
+    features_key: str = "features",
+    task: str | None = None,
+    bins: int = DEFAULT_BINS,
+    sample_size: int = DEFAULT_SAMPLE,
+) -> ReferenceProfile:
+    """Profile rows that are flat dicts or PredictionEvent-shaped (features nested under
+    ``features_key``). Types are inferred per column and overridable by ``feature_types``
+    (``"numeric"``/``"categorical"``; keys may also be ``prediction_key``/``label_key``).
+    ``task`` ("binary", "multiclass", "regression") fixes the kind of predictions and labels:
+    class ids sent as ints are still classes, not numbers.
+    Sample keys hash ``prediction_id`` when present, else the row number."""
+    types = dict(feature_types or {})
+    if task is not None:
+        target_kind = "numeric" if task == "regression" else "categorical"
+        types.setdefault(prediction_key, target_kind)
+        types.setdefault(label_key, target_kind)
+    columns: dict[str, list[Any]] = {}
+    preds: list[Any] = []
+    labels: list[Any] = []
+    ids: list[str] = []
+    n = 0
+    for n, row in enumerate(rows, start=1):  # offline build: a loop over rows is fine here
+        nested = row.get(features_key)
+        feats = nested if isinstance(nested, Mapping) else {
+            k: v for k, v in row.items() if k not in _META_KEYS and k not in (prediction_key, label_key)}
+        for name in columns.keys() - feats.keys():
+            columns[name].append(None)
+        for name, v in feats.items():
+            columns.setdefault(name, [None] * (n - 1)).append(v)
+        preds.append(row.get(prediction_key))
+        labels.append(row.get(label_key))
+        ids.append(str(row.get("prediction_id", n - 1)))
+    keys = stable_keys(ids)
+
+    def make(name: str, values: list[Any]) -> FeatureProfile:
+        return _profile(values, types.get(name) or _infer_kind(values), keys, bins, sample_size)
+
+    features = {name: make(name, vals) for name, vals in sorted(columns.items())}
+    has_pred = any(v is not None for v in preds)
+    has_label = any(v is not None for v in labels)
+    prediction = make(prediction_key, preds) if has_pred else None
+    label = make(label_key, labels) if has_label else None
+    metrics: dict[str, float] = {}
+    if prediction is not None and label is not None:
+        pairs = [(y, p) for y, p in zip(labels, preds, strict=True) if y is not None and p is not None]
+        y, p = (list(t) for t in zip(*pairs, strict=True)) if pairs else ([], [])
+        if prediction.kind == "numeric" and label.kind == "numeric":
+            rs = RegressionSums()
+            rs.update(np.array(y, dtype=np.float64), np.array(p, dtype=np.float64))
+            metrics = regression_metrics(rs)
+        else:
+            cc = ConfusionCounts()
+            cc.update(category_strings(y), category_strings(p))
+            metrics = classification_metrics(cc)
+    return ReferenceProfile(model_id, model_version, features, prediction, label, metrics, n)
+
+
+# ---- window sketches on the profile's bins ----------------------------------------------------
+def new_numeric_sketch(profile: ReferenceProfile, feature: str, sample_size: int = 1024) -> NumericSketch:
+    """A window sketch binned on the reference edges, so counts compare bin for bin."""
+    fp = profile.get(feature)
+    if not isinstance(fp, NumericProfile):
+        raise TypeError(f"{feature!r} is {fp.kind} in the profile, not numeric")
+    return NumericSketch(fp.edges, sample_size=sample_size)
+
+
+def new_categorical_sketch(
+    profile: ReferenceProfile, feature: str, max_categories: int = 256
+) -> CategoricalSketch:
+    """A window sketch that always keeps the reference categories (plus up to ``max_categories`` new)."""
+    fp = profile.get(feature)
+    if not isinstance(fp, CategoricalProfile):
+        raise TypeError(f"{feature!r} is {fp.kind} in the profile, not categorical")
+    return CategoricalSketch(categories=list(fp.counts), max_categories=max_categories)
+
+
+# ---- loading rows -----------------------------------------------------------------------------
+def _coerce(text: str) -> Any:
+    """CSV cells are text: empty -> missing, numbers -> float/int, everything else stays a string."""
+    if text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def load_rows(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Rows from ``.jsonl``/``.ndjson`` (one object per line), ``.json`` (a list), ``.csv``
+    (values coerced to numbers where they parse), or ``.parquet`` (needs pyarrow)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        with p.open(encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
+    elif suffix == ".json":
+        yield from json.loads(p.read_text(encoding="utf-8"))
+    elif suffix == ".csv":
+        with p.open(encoding="utf-8", newline="") as f:
+            for row in csv.DictReader(f):
+                yield {k: _coerce(v) for k, v in row.items()}
+    elif suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise RuntimeError("reading parquet needs pyarrow: pip install pyarrow") from exc
+        yield from pq.read_table(p).to_pylist()
+    else:
+        raise ValueError(f"unsupported file type {suffix!r} (jsonl, json, csv, parquet)")

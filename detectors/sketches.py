@@ -1,0 +1,631 @@
+"""Mergeable, bounded-memory partial aggregates for one window.
+
+Every sketch has the same shape: ``update(arrays)`` (vectorised, one call per decoded batch),
+``merge(other)`` (in place), ``to_dict()`` / ``from_dict()`` (JSON-safe, exact round trip).
+``merge`` is associative and commutative and a merged sketch is *bit-identical* to one sketch
+fed the concatenated data, however the data was split across partitions or workers. That is
+what makes partial aggregates per partition safe to combine per model, and replays reproducible.
+
+Floating-point sums are the hard part: ``a + b + c`` depends on the order. :class:`ExactSum`
+keeps the sum as one exact integer multiple of 2**-1126 (every float64 is one), so adding is
+exact and order-free; the float is rounded once, when read. The bottom-k sample of
+:class:`NumericSketch` is the set of (key, value) pairs with the smallest stable keys: a
+function of the *set* of events, so it too is independent of split and order (a reservoir
+sample is not), and a replayed event (same key) does not enter it twice.
+
+>>> a, b = NumericSketch(np.array([0.0, 1.0, 2.0])), NumericSketch(np.array([0.0, 1.0, 2.0]))
+>>> a.update(np.array([0.1, 1.5, np.nan]), np.array([5, 3, 9], dtype=np.uint64))
+>>> b.update(np.array([2.5]), np.array([1], dtype=np.uint64))
+>>> a.merge(b)
+>>> a.counts.tolist(), a.missing, a.out_of_range_high, a.sample_values.tolist()
+([1, 2], 1, 1, [2.5, 1.5, 0.1])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from typing import Any, Self
+
+import numpy as np
+
+from driftline.detectors.hashing import stable_keys
+
+__all__ = [
+    "CategoricalSketch",
+    "ConfusionCounts",
+    "ExactSum",
+    "NumericSketch",
+    "ProbabilitySums",
+    "RegressionSums",
+    "ScoreHistogram",
+    "bin_index",
+    "exact_squares",
+]
+
+# float64 = M * 2**(e - 53) with |M| < 2**53 and e >= -1073, so every float64 (subnormals
+# included) is an integer multiple of 2**-_SHIFT.
+_SHIFT = 1126
+_CHUNK = 1 << 24  # keeps float64 bincount partial sums of 27-bit integers below 2**53 (exact)
+_EXP_OFFSET = 1100  # frexp exponents lie in [-1073, 1024]
+# scikit-learn >= 1.5 clips probabilities to [eps, 1 - eps] with eps = float64 machine epsilon
+# (older versions used 1e-15); we follow the current one so log-loss matches it exactly.
+_PROB_EPS = float(np.finfo(np.float64).eps)
+
+
+def _enc(x: float | None) -> float | str | None:
+    """Make a float JSON-safe: strict JSON has no inf/nan, so those travel as strings."""
+    if x is None or math.isfinite(x):
+        return x
+    return repr(x)
+
+
+def _dec(x: float | str | None) -> float | None:
+    return None if x is None else float(x)
+
+
+class ExactSum:
+    """Exact, order-independent sum of float64 values, rounded to float64 once on read.
+
+    Non-finite values (inf, nan) are kept apart in a plain float, where they absorb
+    everything anyway; the finite part is an exact integer.
+
+    >>> s, t = ExactSum(), ExactSum()
+    >>> s.add(np.array([1e20, 1.0])); t.add(np.array([-1e20]))
+    >>> s.merge(t); s.value
+    1.0
+    """
+
+    __slots__ = ("_scaled", "_special")
+
+    def __init__(self) -> None:
+        self._scaled = 0  # sum * 2**_SHIFT, exact
+        self._special = 0.0  # sum of non-finite values
+
+    def add(self, values: np.ndarray) -> None:
+        v = np.asarray(values, dtype=np.float64).ravel()
+        finite = np.isfinite(v)
+        if not finite.all():
+            self._special += float(v[~finite].sum())
+            v = v[finite]
+        for start in range(0, v.size, _CHUNK):
+            self._add_chunk(v[start : start + _CHUNK])
+
+    def _add_chunk(self, v: np.ndarray) -> None:
+        mant, exp = np.frexp(v)
+        m = (mant * 2.0**53).astype(np.int64)  # exact: 53-bit signed integer mantissa
+        hi = (m >> 26).astype(np.float64)  # |hi| <= 2**27
+        lo = (m & ((1 << 26) - 1)).astype(np.float64)  # 0 <= lo < 2**26
+        idx = exp.astype(np.int64) + _EXP_OFFSET
+        hi_sums = np.bincount(idx, weights=hi)
+        lo_sums = np.bincount(idx, weights=lo)
+        total = self._scaled
+        for i in np.flatnonzero((hi_sums != 0) | (lo_sums != 0)).tolist():  # one per exponent
+            shift = i - _EXP_OFFSET - 53 + _SHIFT
+            total += (int(hi_sums[i]) << (shift + 26)) + (int(lo_sums[i]) << shift)
+        self._scaled = total
+
+    def add_scalar(self, x: float) -> None:
+        if not math.isfinite(x):
+            self._special += x
+            return
+        n, d = float(x).as_integer_ratio()  # d is a power of two <= 2**1074
+        self._scaled += n * ((1 << _SHIFT) // d)
+
+    def merge(self, other: ExactSum) -> None:
+        self._scaled += other._scaled
+        self._special += other._special
+
+    @property
+    def fraction(self) -> Fraction:
+        """The exact finite part, for callers that must avoid cancellation (variance, R²)."""
+        return Fraction(self._scaled, 1 << _SHIFT)
+
+    @property
+    def value(self) -> float:
+        try:
+            finite = self._scaled / (1 << _SHIFT)  # int / int is correctly rounded
+        except OverflowError:
+            finite = math.inf if self._scaled > 0 else -math.inf
+        return finite + self._special
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ExactSum):
+            return NotImplemented
+        return self._scaled == other._scaled and repr(self._special) == repr(other._special)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ExactSum({self.value!r})"
+
+    def to_json(self) -> list[str]:
+        return [format(self._scaled, "x"), repr(self._special)]
+
+    @classmethod
+    def from_json(cls, d: Sequence[str]) -> ExactSum:
+        s = cls()
+        s._scaled = int(d[0], 16)
+        s._special = float(d[1])
+        return s
+
+
+def exact_squares(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (p, e) with p + e == x*x exactly (Dekker's two-product, Veltkamp split).
+
+    Summing both parts into an :class:`ExactSum` gives an exact sum of squares, so variance and
+    R² can be computed as S2 - S1²/n without catastrophic cancellation. Exact unless |x| > 1e150.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    p = x * x
+    with np.errstate(invalid="ignore", over="ignore"):
+        c = 134217729.0 * x  # 2**27 + 1
+        hi = c - (c - x)
+        lo = x - hi
+        e = ((hi * hi - p) + 2.0 * hi * lo) + lo * lo
+    e = np.where(np.isfinite(e), e, 0.0)
+    return p, e
+
+
+def _check_same(name: str, a: object, b: object) -> None:
+    if a != b:
+        raise ValueError(f"cannot merge sketches with different {name}: {a!r} != {b!r}")
+
+
+# --------------------------------------------------------------------------------------------
+class ConfusionCounts:
+    """Confusion matrix over string labels (rows = true, cols = predicted).
+
+    Memory is ``len(labels)**2`` integers: bounded by the model's label set, not by traffic.
+    """
+
+    def __init__(self) -> None:
+        self.labels: list[str] = []
+        self.matrix = np.zeros((0, 0), dtype=np.int64)
+
+    @property
+    def n(self) -> int:
+        return int(self.matrix.sum())
+
+    def _extend(self, new_labels: Sequence[str]) -> None:
+        """Grow to the sorted union of labels, moving the existing counts to their new slots."""
+        union = sorted(set(self.labels).union(new_labels))
+        if len(union) == len(self.labels):
+            return
+        pos = np.searchsorted(np.array(union, dtype=object), np.array(self.labels, dtype=object))
+        grown = np.zeros((len(union), len(union)), dtype=np.int64)
+        grown[np.ix_(pos, pos)] = self.matrix
+        self.labels, self.matrix = union, grown
+
+    def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+        t = np.asarray(y_true).astype(str)
+        p = np.asarray(y_pred).astype(str)
+        if t.shape != p.shape:
+            raise ValueError("y_true and y_pred must have the same shape")
+        if t.size == 0:
+            return
+        uniq, inv = np.unique(np.concatenate([t, p]), return_inverse=True)
+        self._extend(uniq.tolist())
+        k = len(self.labels)
+        remap = np.searchsorted(np.array(self.labels), uniq)  # batch-local -> global label index
+        gt, gp = remap[inv[: t.size]], remap[inv[t.size :]]
+        self.matrix += np.bincount(gt * k + gp, minlength=k * k).reshape(k, k)
+
+    def merge(self, other: ConfusionCounts) -> None:
+        self._extend(other.labels)
+        pos = np.searchsorted(np.array(self.labels, dtype=object), np.array(other.labels, dtype=object))
+        self.matrix[np.ix_(pos, pos)] += other.matrix
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"labels": list(self.labels), "matrix": self.matrix.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        s = cls()
+        s.labels = [str(x) for x in d["labels"]]
+        k = len(s.labels)
+        s.matrix = np.array(d["matrix"], dtype=np.int64).reshape(k, k)
+        return s
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ConfusionCounts):
+            return NotImplemented
+        return self.labels == other.labels and np.array_equal(self.matrix, other.matrix)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# --------------------------------------------------------------------------------------------
+class ProbabilitySums:
+    """Exact sums for binary log-loss and Brier score (p is the probability of class 1)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.log_loss_sum = ExactSum()  # sum of -log(clipped probability of the true class)
+        self.brier_sum = ExactSum()  # sum of (p - y)**2
+
+    def update(self, y_true: np.ndarray, p_positive: np.ndarray) -> None:
+        y = np.asarray(y_true, dtype=np.float64)
+        p = np.asarray(p_positive, dtype=np.float64)
+        if y.shape != p.shape:
+            raise ValueError("y_true and p_positive must have the same shape")
+        # as sklearn: clip p and 1 - p separately, then take the log of the true class's column
+        p_true = np.where(y == 1.0, p, 1.0 - p)
+        self.n += int(y.size)
+        self.log_loss_sum.add(-np.log(np.clip(p_true, _PROB_EPS, 1.0 - _PROB_EPS)))
+        self.brier_sum.add((p - y) ** 2)
+
+    def merge(self, other: ProbabilitySums) -> None:
+        self.n += other.n
+        self.log_loss_sum.merge(other.log_loss_sum)
+        self.brier_sum.merge(other.brier_sum)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "log_loss_sum": self.log_loss_sum.to_json(),
+                "brier_sum": self.brier_sum.to_json()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        s = cls()
+        s.n = int(d["n"])
+        s.log_loss_sum = ExactSum.from_json(d["log_loss_sum"])
+        s.brier_sum = ExactSum.from_json(d["brier_sum"])
+        return s
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ProbabilitySums):
+            return NotImplemented
+        return (self.n, self.log_loss_sum, self.brier_sum) == (other.n, other.log_loss_sum, other.brier_sum)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# --------------------------------------------------------------------------------------------
+class ScoreHistogram:
+    """Counts of positive and negative examples per score bin on ``n_bins`` uniform bins of [0, 1].
+
+    Ranking metrics computed from it are those of the *binned* scores; the error against the raw
+    scores is bounded by the pairs that share a bin (see :func:`driftline.detectors.metrics.ranking_metrics`).
+    Scores outside [0, 1] are clipped into the end bins.
+    """
+
+    def __init__(self, n_bins: int = 200) -> None:
+        if n_bins < 1:
+            raise ValueError("n_bins must be >= 1")
+        self.n_bins = n_bins
+        self.pos = np.zeros(n_bins, dtype=np.int64)
+        self.neg = np.zeros(n_bins, dtype=np.int64)
+
+    def bins(self, scores: np.ndarray) -> np.ndarray:
+        """Bin index of each score: bin i holds [i/n, (i+1)/n), the last bin also holds 1.0."""
+        s = np.asarray(scores, dtype=np.float64)
+        return np.clip(np.floor(s * self.n_bins), 0, self.n_bins - 1).astype(np.int64)
+
+    def update(self, y_true: np.ndarray, p_positive: np.ndarray) -> None:
+        y = np.asarray(y_true).astype(bool)
+        b = self.bins(p_positive)
+        if y.shape != b.shape:
+            raise ValueError("y_true and p_positive must have the same shape")
+        self.pos += np.bincount(b[y], minlength=self.n_bins)
+        self.neg += np.bincount(b[~y], minlength=self.n_bins)
+
+    def merge(self, other: ScoreHistogram) -> None:
+        _check_same("n_bins", self.n_bins, other.n_bins)
+        self.pos += other.pos
+        self.neg += other.neg
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_bins": self.n_bins, "pos": self.pos.tolist(), "neg": self.neg.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        s = cls(int(d["n_bins"]))
+        s.pos = np.array(d["pos"], dtype=np.int64)
+        s.neg = np.array(d["neg"], dtype=np.int64)
+        return s
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ScoreHistogram):
+            return NotImplemented
+        return (self.n_bins == other.n_bins and np.array_equal(self.pos, other.pos)
+                and np.array_equal(self.neg, other.neg))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# --------------------------------------------------------------------------------------------
+class RegressionSums:
+    """Exact sums for MAE, RMSE, MAPE, R² and mean error.
+
+    Σy and Σy² are exact (squares via :func:`exact_squares`), so R²'s total sum of squares is
+    S2 - S1²/n computed in rational arithmetic: no cancellation when |mean| >> std.
+    """
+
+    _FIELDS = ("abs_err", "sq_err", "ape", "err", "y", "y2")
+    _MAPE_EPS = float(np.finfo(np.float64).eps)  # sklearn: |e| / max(|y|, eps)
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.abs_err = ExactSum()  # Σ|y - ŷ|
+        self.sq_err = ExactSum()  # Σ(y - ŷ)²
+        self.ape = ExactSum()  # Σ|y - ŷ| / max(|y|, eps)
+        self.err = ExactSum()  # Σ(ŷ - y): positive = over-prediction
+        self.y = ExactSum()  # Σy
+        self.y2 = ExactSum()  # Σy², exact
+
+    def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+        y = np.asarray(y_true, dtype=np.float64)
+        yp = np.asarray(y_pred, dtype=np.float64)
+        if y.shape != yp.shape:
+            raise ValueError("y_true and y_pred must have the same shape")
+        d = y - yp
+        ad = np.abs(d)
+        self.n += int(y.size)
+        self.abs_err.add(ad)
+        self.sq_err.add(d * d)
+        self.ape.add(ad / np.maximum(np.abs(y), self._MAPE_EPS))
+        self.err.add(-d)
+        self.y.add(y)
+        p, e = exact_squares(y)
+        self.y2.add(p)
+        self.y2.add(e)
+
+    def merge(self, other: RegressionSums) -> None:
+        self.n += other.n
+        for f in self._FIELDS:
+            getattr(self, f).merge(getattr(other, f))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, **{f: getattr(self, f).to_json() for f in self._FIELDS}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        s = cls()
+        s.n = int(d["n"])
+        for f in cls._FIELDS:
+            setattr(s, f, ExactSum.from_json(d[f]))
+        return s
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RegressionSums):
+            return NotImplemented
+        return self.n == other.n and all(getattr(self, f) == getattr(other, f) for f in self._FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# --------------------------------------------------------------------------------------------
+def bin_index(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Bin of each value on ``edges`` as np.histogram does ([e_i, e_i+1), last bin closed),
+    except that values outside the edges go to the first/last bin instead of being dropped.
+
+    The reference profile and the window sketches both bin with this function, so their
+    counts are comparable bin for bin.
+    """
+    e = np.asarray(edges, dtype=np.float64)
+    k = e.size - 1
+    return np.clip(np.searchsorted(e, values, side="right") - 1, 0, k - 1)
+
+
+class NumericSketch:
+    """One numeric feature in one window: histogram on fixed edges, moments, range, missing,
+    and a bottom-k sample (smallest stable keys) for two-sample tests such as KS."""
+
+    def __init__(self, edges: np.ndarray, sample_size: int = 1024) -> None:
+        e = np.asarray(edges, dtype=np.float64)
+        if e.ndim != 1 or e.size < 2 or np.any(np.diff(e) < 0) or not np.all(np.isfinite(e)):
+            raise ValueError("edges must be a finite, non-decreasing 1-d array of length >= 2")
+        if sample_size < 0:
+            raise ValueError("sample_size must be >= 0")
+        self.edges = e
+        self.sample_size = sample_size
+        self.counts = np.zeros(e.size - 1, dtype=np.int64)
+        self.n = 0
+        self.missing = 0
+        self.sum = ExactSum()
+        self.sumsq = ExactSum()  # exact Σx²
+        self.min: float | None = None
+        self.max: float | None = None
+        self.out_of_range_low = 0
+        self.out_of_range_high = 0
+        self.sample_keys = np.zeros(0, dtype=np.uint64)  # sorted ascending
+        self._sample_values = np.zeros(0, dtype=np.float64)
+
+    @property
+    def sample_values(self) -> np.ndarray:
+        """Sampled values, in key order (a deterministic pseudo-random order, not sorted)."""
+        return self._sample_values
+
+    @property
+    def mean(self) -> float:
+        return self.sum.value / self.n if self.n else math.nan
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation (ddof=0), from exact moments."""
+        if self.n == 0 or self.sum._special or self.sumsq._special:  # empty, or inf/nan values
+            return math.nan
+        s1, s2 = self.sum.fraction, self.sumsq.fraction
+        return math.sqrt((s2 - s1 * s1 / self.n) / self.n)
+
+    def update(self, values: np.ndarray, keys: np.ndarray) -> None:
+        v = np.asarray(values, dtype=np.float64)
+        k = np.asarray(keys, dtype=np.uint64)
+        if v.shape != k.shape:
+            raise ValueError("values and keys must have the same shape")
+        present = ~np.isnan(v)
+        self.missing += int(v.size - present.sum())
+        v, k = v[present], k[present]
+        if v.size == 0:
+            return
+        self.n += int(v.size)
+        self.counts += np.bincount(bin_index(self.edges, v), minlength=self.counts.size)
+        self.out_of_range_low += int((v < self.edges[0]).sum())
+        self.out_of_range_high += int((v > self.edges[-1]).sum())
+        self.sum.add(v)
+        p, e = exact_squares(v)
+        self.sumsq.add(p)
+        self.sumsq.add(e)
+        lo, hi = float(v.min()), float(v.max())
+        self.min = lo if self.min is None else min(self.min, lo)
+        self.max = hi if self.max is None else max(self.max, hi)
+        self._absorb(k, v)
+
+    def _absorb(self, keys: np.ndarray, values: np.ndarray) -> None:
+        """Keep the sample_size pairs with the smallest distinct keys (ties by smallest value)."""
+        m = self.sample_size
+        if m == 0:
+            return
+        if keys.size > 4 * m:  # cheap pre-filter; falls back to everything if duplicates bite
+            thr = np.partition(keys, m - 1)[m - 1]
+            keep = keys <= thr
+            if np.unique(keys[keep]).size >= m:
+                keys, values = keys[keep], values[keep]
+        ak = np.concatenate([self.sample_keys, keys])
+        av = np.concatenate([self._sample_values, values])
+        order = np.lexsort((av, ak))
+        ak, av = ak[order], av[order]
+        first = np.ones(ak.size, dtype=bool)
+        first[1:] = ak[1:] != ak[:-1]
+        self.sample_keys, self._sample_values = ak[first][:m], av[first][:m]
+
+    def merge(self, other: NumericSketch) -> None:
+        _check_same("edges", self.edges.tolist(), other.edges.tolist())
+        _check_same("sample_size", self.sample_size, other.sample_size)
+        self.counts += other.counts
+        self.n += other.n
+        self.missing += other.missing
+        self.sum.merge(other.sum)
+        self.sumsq.merge(other.sumsq)
+        self.out_of_range_low += other.out_of_range_low
+        self.out_of_range_high += other.out_of_range_high
+        if other.min is not None:
+            self.min = other.min if self.min is None else min(self.min, other.min)
+        if other.max is not None:
+            self.max = other.max if self.max is None else max(self.max, other.max)
+        self._absorb(other.sample_keys, other._sample_values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "edges": self.edges.tolist(),
+            "sample_size": self.sample_size,
+            "counts": self.counts.tolist(),
+            "n": self.n,
+            "missing": self.missing,
+            "sum": self.sum.to_json(),
+            "sumsq": self.sumsq.to_json(),
+            "min": _enc(self.min),
+            "max": _enc(self.max),
+            "out_of_range_low": self.out_of_range_low,
+            "out_of_range_high": self.out_of_range_high,
+            # uint64 keys exceed JSON's safe integer range in some parsers: hex strings
+            "sample_keys": [format(int(x), "x") for x in self.sample_keys.tolist()],
+            "sample_values": [_enc(x) for x in self._sample_values.tolist()],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        s = cls(np.array(d["edges"], dtype=np.float64), int(d["sample_size"]))
+        s.counts = np.array(d["counts"], dtype=np.int64)
+        s.n, s.missing = int(d["n"]), int(d["missing"])
+        s.sum, s.sumsq = ExactSum.from_json(d["sum"]), ExactSum.from_json(d["sumsq"])
+        s.min, s.max = _dec(d["min"]), _dec(d["max"])
+        s.out_of_range_low, s.out_of_range_high = int(d["out_of_range_low"]), int(d["out_of_range_high"])
+        s.sample_keys = np.array([int(x, 16) for x in d["sample_keys"]], dtype=np.uint64)
+        s._sample_values = np.array([float(x) for x in d["sample_values"]], dtype=np.float64)
+        return s
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NumericSketch):
+            return NotImplemented
+        a, b = self.to_dict(), other.to_dict()
+        return a == b
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# --------------------------------------------------------------------------------------------
+class CategoricalSketch:
+    """Counts per category of one categorical feature, with at most ``max_categories`` kept
+    beyond the pinned ones; the rest are counted in ``overflow``.
+
+    Which categories are kept must not depend on arrival order, or merged partials would differ
+    from a single pass. So ``categories`` (typically the reference profile's) are always kept,
+    and among the others the ``max_categories`` with the smallest stable hash are kept. A
+    category dropped by one partial has ``max_categories`` smaller-hash rivals there, so it is
+    dropped from the merge too: merging stays exact. Values are compared as strings.
+    """
+
+    def __init__(self, categories: Sequence[str] = (), max_categories: int = 256) -> None:
+        if max_categories < 0:
+            raise ValueError("max_categories must be >= 0")
+        self.pinned: tuple[str, ...] = tuple(sorted({str(c) for c in categories}))
+        self.max_categories = max_categories
+        self.counts: dict[str, int] = {}
+        self.missing = 0
+        self.overflow = 0
+        self._extra_keys: dict[str, int] = {}  # non-pinned kept category -> stable hash
+
+    @property
+    def n(self) -> int:
+        """Non-missing values seen (kept + overflow)."""
+        return sum(self.counts.values()) + self.overflow
+
+    def update(self, values: np.ndarray) -> None:
+        v = np.asarray(values, dtype=object)
+        missing = np.equal(v, None) | (v != v)  # None, or a float NaN from a CSV/DataFrame
+        self.missing += int(missing.sum())
+        present = v[~missing]
+        if present.size == 0:
+            return
+        cats, cnt = np.unique(present.astype(str), return_counts=True)
+        self._add(cats.tolist(), cnt.tolist())
+
+    def _add(self, cats: list[str], cnts: list[int]) -> None:
+        pinned = set(self.pinned)
+        fresh = [c for c in cats if c not in pinned and c not in self._extra_keys]  # per category
+        if fresh:
+            for c, h in zip(fresh, stable_keys(fresh).tolist(), strict=True):
+                self._extra_keys[c] = h
+        for c, n in zip(cats, cnts, strict=True):
+            self.counts[c] = self.counts.get(c, 0) + n
+        self._evict()
+
+    def _evict(self) -> None:
+        if len(self._extra_keys) <= self.max_categories:
+            return
+        ranked = sorted(self._extra_keys.items(), key=lambda kv: (kv[1], kv[0]))
+        for c, _ in ranked[self.max_categories :]:
+            self.overflow += self.counts.pop(c)
+            del self._extra_keys[c]
+
+    def merge(self, other: CategoricalSketch) -> None:
+        _check_same("categories", self.pinned, other.pinned)
+        _check_same("max_categories", self.max_categories, other.max_categories)
+        self.missing += other.missing
+        self.overflow += other.overflow
+        cats = list(other.counts)
+        self._add(cats, [other.counts[c] for c in cats])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"categories": list(self.pinned), "max_categories": self.max_categories,
+                "counts": dict(sorted(self.counts.items())), "missing": self.missing,
+                "overflow": self.overflow}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        s = cls(d["categories"], int(d["max_categories"]))
+        s.missing, s.overflow = int(d["missing"]), int(d["overflow"])
+        counts = {str(k): int(v) for k, v in d["counts"].items()}
+        s.counts = counts
+        extra = [c for c in counts if c not in set(s.pinned)]
+        s._extra_keys = dict(zip(extra, stable_keys(extra).tolist(), strict=True))
+        return s
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CategoricalSketch):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]

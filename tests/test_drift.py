@@ -1,0 +1,173 @@
+"""Drift tests against scipy on the same samples, plus power / null behaviour."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.spatial import distance
+
+from driftline.detectors import drift as d
+from driftline.detectors.drift import DriftResult
+
+
+@pytest.fixture(params=[0, 1, 2])
+def samples(request: pytest.FixtureRequest) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(request.param)
+    return rng.normal(size=300), rng.normal(0.2, 1.1, size=200)
+
+
+@pytest.fixture(params=[0, 1, 2])
+def counts(request: pytest.FixtureRequest) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(request.param)
+    ref = rng.multinomial(1000, [0.1, 0.2, 0.3, 0.4, 0.0])
+    cur = rng.multinomial(400, [0.15, 0.2, 0.25, 0.3, 0.1])
+    return ref, cur
+
+
+def test_sample_tests_equal_scipy(samples: tuple[np.ndarray, np.ndarray]) -> None:
+    r, c = samples
+    ks = stats.ks_2samp(r, c)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "p-value floored" on strong shifts
+        ad = stats.anderson_ksamp([r, c], variant="midrank")
+    cvm = stats.cramervonmises_2samp(r, c)
+    for res, (stat, p), name in (
+        (d.ks_test(r, c, feature="x"), (ks.statistic, ks.pvalue), "ks"),
+        (d.anderson_darling(r, c), (ad.statistic, ad.pvalue), "anderson_darling"),
+        (d.cramer_von_mises(r, c), (cvm.statistic, cvm.pvalue), "cramer_von_mises"),
+    ):
+        assert (res.test, res.statistic, res.p_value) == (name, stat, p)
+        assert res.drifted == (p < 0.05)
+    w = d.wasserstein_normed(r, c)
+    assert w.statistic == stats.wasserstein_distance(r, c) / np.std(r) and w.p_value is None
+
+
+def test_count_tests_equal_scipy(counts: tuple[np.ndarray, np.ndarray]) -> None:
+    ref, cur = counts
+    table = np.vstack([ref, cur])
+    chi = stats.chi2_contingency(table)
+    res = d.chi_square_test(ref, cur)
+    assert (res.statistic, res.p_value) == (chi.statistic, chi.pvalue)
+    p, q = ref / ref.sum(), cur / cur.sum()
+    assert d.jensen_shannon(ref, cur).statistic == distance.jensenshannon(p, q, base=2)
+    h = np.linalg.norm(np.sqrt(p) - np.sqrt(q)) / math.sqrt(2)  # the other textbook form
+    assert d.hellinger(ref, cur).statistic == pytest.approx(h, abs=1e-12)
+    pe, qe = np.maximum(p, 1e-4), np.maximum(q, 1e-4)
+    assert d.psi(ref, cur).statistic == pytest.approx(float(np.sum((qe - pe) * np.log(qe / pe))), rel=1e-12)
+
+
+def test_chi_square_drops_columns_empty_on_both_sides() -> None:
+    ref, cur = np.array([10, 0, 30, 5]), np.array([12, 0, 20, 9])
+    chi = stats.chi2_contingency(np.array([[10, 30, 5], [12, 20, 9]]))
+    res = d.chi_square_test(ref, cur)
+    assert (res.statistic, res.p_value) == (chi.statistic, chi.pvalue)
+    # homogeneity, not goodness of fit: differs from chisquare(cur, expected from ref)
+    gof = stats.chisquare(cur[cur + ref > 0], ref[cur + ref > 0] / ref.sum() * cur.sum())
+    assert res.p_value != gof.pvalue
+
+
+def test_binary_tests() -> None:
+    ref, cur = np.array([70, 30]), np.array([40, 45])
+    z = d.z_test_proportions(ref, cur)
+    chi = stats.chi2_contingency(np.vstack([ref, cur]), correction=False)
+    assert z.statistic**2 == pytest.approx(chi.statistic, rel=1e-12)
+    assert z.p_value == pytest.approx(chi.pvalue, rel=1e-9)
+    assert z.statistic > 0  # current has the larger share of the second category
+    f = d.fisher_exact_test(ref, cur)
+    fe = stats.fisher_exact([[70, 30], [40, 45]])
+    assert (f.statistic, f.p_value) == (fe.statistic, fe.pvalue)
+    with pytest.raises(ValueError):
+        d.z_test_proportions(np.array([1, 2, 3]), np.array([1, 2, 3]))
+
+
+def test_strong_shift_is_flagged_null_mostly_not() -> None:
+    rng = np.random.default_rng(7)
+    flagged = {name: 0 for name in ("ks", "anderson_darling", "cramer_von_mises", "wasserstein")}
+    trials = 40
+    for _ in range(trials):
+        r, c = rng.normal(size=500), rng.normal(size=500)
+        for name in flagged:
+            flagged[name] += d.run_test(name, r, c).drifted
+    for name, k in flagged.items():
+        assert k <= 6, (name, k)  # alpha = 0.05 -> ~2 of 40; wasserstein ~0.06 sd under the null
+    r, c = rng.normal(size=500), rng.normal(1.0, 1.0, size=500)
+    assert all(d.run_test(name, r, c).drifted for name in flagged)
+    edges = np.quantile(r, np.linspace(0, 1, 11))
+    rc = np.histogram(np.clip(r, edges[0], edges[-1]), edges)[0]
+    cc = np.histogram(np.clip(c, edges[0], edges[-1]), edges)[0]
+    count_tests = ("chi_square", "psi", "jensen_shannon", "hellinger")
+    assert all(d.run_test(name, rc, cc).drifted for name in count_tests)
+    cc_null = np.histogram(np.clip(rng.normal(size=500), edges[0], edges[-1]), edges)[0]
+    assert not any(d.run_test(n, rc, cc_null).drifted for n in ("psi", "jensen_shannon", "hellinger"))
+
+
+def test_undefined_cases_are_nan_not_errors() -> None:
+    empty = np.array([], dtype=np.float64)
+    assert math.isnan(d.ks_test(empty, np.ones(3)).statistic)
+    r = d.chi_square_test(np.array([0, 0]), np.array([1, 2]))
+    assert math.isnan(r.statistic) and not r.drifted
+    assert d.chi_square_test(np.array([5, 0]), np.array([3, 0])).p_value == 1.0
+    assert d.wasserstein_normed(np.ones(5), np.ones(5)).statistic == 0.0
+    assert d.wasserstein_normed(np.ones(5), np.full(5, 2.0)).statistic == math.inf
+
+
+def test_choose_test_rule() -> None:
+    assert d.choose_test("numeric", 5000, 1024) == "ks"
+    assert d.choose_test("numeric", 5000, 29) == "cramer_von_mises"
+    assert d.choose_test("binary", 100, 100) == "z"
+    assert d.choose_test("binary", 100, 10) == "fisher"
+    assert d.choose_test("categorical", 10, 10) == "chi_square"
+    with pytest.raises(ValueError):
+        d.choose_test("text", 10, 10)
+    assert {
+        "ks", "anderson_darling", "cramer_von_mises", "wasserstein",
+        "chi_square", "z", "fisher", "psi", "jensen_shannon", "hellinger"} == d.SAMPLE_TESTS | d.COUNT_TESTS
+    assert d.run_test("psi", np.array([50, 50]), np.array([60, 40]), threshold=0.01).drifted
+    with pytest.raises(ValueError):
+        d.run_test("nope", np.ones(2), np.ones(2))
+
+
+def _res(p: float | None, drifted: bool = False, stat: float = 1.0) -> DriftResult:
+    return DriftResult("f", "ks" if p is not None else "psi", stat, p, 0.05, drifted)
+
+
+def test_corrections() -> None:
+    ps = [0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205]
+    results = [_res(p) for p in ps] + [_res(None, drifted=True)]
+    bonf = d.correct(results, "bonferroni", 0.05)
+    assert [r.p_value for r in bonf[:8]] == [min(1.0, p * 8) for p in ps]
+    assert [r.drifted for r in bonf[:8]] == [True] + [False] * 7
+    assert bonf[8] == results[8]
+    # Benjamini-Hochberg by hand: q_(i) = min_{j >= i} p_(j) * m / j
+    m = len(ps)
+    expected = [min(ps[j] * m / (j + 1) for j in range(i, m)) for i in range(m)]
+    bh = d.correct(results, "bh", 0.05)
+    assert [r.p_value for r in bh[:8]] == pytest.approx(expected, rel=1e-12)
+    assert [r.drifted for r in bh[:8]] == [q < 0.05 for q in expected]
+    with pytest.raises(ValueError):
+        d.correct(results, "holm")
+
+
+def test_dataset_drift_and_to_dict() -> None:
+    assert d.dataset_drift([_res(0.01, True), _res(0.5, False)], share=0.5)
+    assert not d.dataset_drift([_res(0.01, True), _res(0.5), _res(0.6)], share=0.5)
+    assert not d.dataset_drift([])
+    r = DriftResult("f", "fisher", math.inf, 0.01, 0.05, True)
+    assert json.loads(json.dumps(r.to_dict(), allow_nan=False)) == {
+        "feature": "f", "test": "fisher", "statistic": None, "p_value": 0.01, "threshold": 0.05,
+        "drifted": True,
+    }
+
+
+@pytest.mark.parametrize("module", ["drift"])
+def test_docstring_examples(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"driftline.detectors.{module}"))
+    assert result.attempted > 0 and result.failed == 0
