@@ -1,0 +1,221 @@
+"""Kafka client configuration and topic administration shared by every driftline client.
+
+One :class:`KafkaSettings` describes how to reach the cluster; :func:`confluent_config`
+turns it into a confluent-kafka dict, so security settings are written once and the
+producer, the consumers and the admin client cannot drift apart.
+
+Topics are created up front with explicit partition counts (:func:`ensure_topics`):
+the embedded broker (and many real clusters) auto-create topics on first use with a
+default partition count, which silently breaks the co-partitioning the join relies on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENV_PREFIX = "DRIFTLINE_KAFKA_"
+
+# Keys that confluent-kafka (the Python layer) spells with underscores; every other
+# keyword override is a librdkafka property whose dots were written as underscores.
+_PYTHON_LEVEL_KEYS = frozenset(
+    {"error_cb", "throttle_cb", "stats_cb", "oauth_cb", "on_delivery", "on_commit", "log_level", "logger"}
+)
+
+# The embedded broker makes a joining member wait session.timeout.ms / 2 (librdkafka's
+# default 45 s -> 23 s per join). These values bring that to ~3 s. Real Kafka does not
+# need them; on a production cluster they only make a paused consumer lose its
+# partitions sooner, so they are opt-in (tests, the demo), never the default.
+QUICK_JOIN_CONSUMER_CONFIG: Mapping[str, Any] = {
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 1000,
+}
+
+
+def quick_join_consumer_config() -> dict[str, Any]:
+    """Consumer overrides that make group joins fast on the embedded broker (tests, demo)."""
+    return dict(QUICK_JOIN_CONSUMER_CONFIG)
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """Where the cluster is and how to authenticate; the password never appears in ``repr``."""
+
+    bootstrap_servers: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    client_id: str = "driftline"
+    replication_factor: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers.strip():
+            raise ValueError("bootstrap_servers must not be empty")
+        if self.replication_factor < 1:
+            raise ValueError(f"replication_factor must be >= 1, got {self.replication_factor}")
+
+    def __repr__(self) -> str:
+        # Written by hand (not only field(repr=False)) so a reader of a log line can
+        # still tell whether a password was configured at all.
+        password = "<redacted>" if self.sasl_password else None
+        return (
+            f"KafkaSettings(bootstrap_servers={self.bootstrap_servers!r}, "
+            f"security_protocol={self.security_protocol!r}, sasl_mechanism={self.sasl_mechanism!r}, "
+            f"sasl_username={self.sasl_username!r}, sasl_password={password!r}, "
+            f"ssl_cafile={self.ssl_cafile!r}, client_id={self.client_id!r}, "
+            f"replication_factor={self.replication_factor!r})"
+        )
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_env(
+        cls, prefix: str = DEFAULT_ENV_PREFIX, environ: Mapping[str, str] | None = None
+    ) -> KafkaSettings:
+        """Read ``{prefix}BOOTSTRAP_SERVERS``, ``SECURITY_PROTOCOL``, ``SASL_MECHANISM``,
+        ``SASL_USERNAME``, ``SASL_PASSWORD`` or ``SASL_PASSWORD_FILE``, ``SSL_CAFILE``,
+        ``CLIENT_ID`` and ``REPLICATION_FACTOR``.
+
+        The password may come from a file so that it can be mounted as a secret instead
+        of sitting in the process environment (visible in ``/proc/*/environ``).
+        """
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(prefix + name)
+            return value if value not in (None, "") else None
+
+        bootstrap = get("BOOTSTRAP_SERVERS")
+        if bootstrap is None:
+            raise ValueError(f"{prefix}BOOTSTRAP_SERVERS is not set")
+        password = get("SASL_PASSWORD")
+        password_file = get("SASL_PASSWORD_FILE")
+        if password is not None and password_file is not None:
+            raise ValueError(f"set only one of {prefix}SASL_PASSWORD and {prefix}SASL_PASSWORD_FILE")
+        if password_file is not None:
+            # Secret files conventionally end with a newline that is not part of the secret.
+            password = Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        replication = get("REPLICATION_FACTOR")
+        return cls(
+            bootstrap_servers=bootstrap,
+            security_protocol=get("SECURITY_PROTOCOL") or "PLAINTEXT",
+            sasl_mechanism=get("SASL_MECHANISM"),
+            sasl_username=get("SASL_USERNAME"),
+            sasl_password=password,
+            ssl_cafile=get("SSL_CAFILE"),
+            client_id=get("CLIENT_ID") or "driftline",
+            replication_factor=int(replication) if replication is not None else 1,
+        )
+
+
+def confluent_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    """A confluent-kafka configuration dict for ``settings`` plus ``overrides``.
+
+    Overrides may spell librdkafka properties with underscores (``group_id="g"`` becomes
+    ``group.id``) or pass dotted keys via ``**{"group.id": "g"}``; Python-level keys such
+    as ``error_cb``/``logger`` are kept as they are. An override of ``None`` removes a key.
+    """
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": settings.client_id,
+        "security.protocol": settings.security_protocol,
+    }
+    if settings.sasl_mechanism is not None:
+        config["sasl.mechanism"] = settings.sasl_mechanism
+    if settings.sasl_username is not None:
+        config["sasl.username"] = settings.sasl_username
+    if settings.sasl_password is not None:
+        config["sasl.password"] = settings.sasl_password
+    if settings.ssl_cafile is not None:
+        config["ssl.ca.location"] = settings.ssl_cafile
+    for key, value in overrides.items():
+        name = key if key in _PYTHON_LEVEL_KEYS or "." in key else key.replace("_", ".")
+        if value is None:
+            config.pop(name, None)
+        else:
+            config[name] = value
+    return config
+
+
+def _admin(settings: KafkaSettings) -> Any:
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient(confluent_config(settings))
+
+
+def wait_for_broker(settings: KafkaSettings, timeout: float = 30.0) -> None:
+    """Block until the cluster answers a metadata request, or raise ``TimeoutError``."""
+    admin = _admin(settings)
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(
+                f"Kafka at {settings.bootstrap_servers} did not answer within {timeout:g} s: {last_error}"
+            )
+        try:
+            admin.list_topics(timeout=min(remaining, 1.0))
+            return
+        except Exception as exc:  # KafkaException: broker not reachable yet
+            last_error = exc
+            time.sleep(min(0.1, max(remaining, 0.0)))
+
+
+def ensure_topics(settings: KafkaSettings, partitions: Mapping[str, int], *, timeout: float = 10) -> None:
+    """Create the missing topics with the given partition counts and wait until they are
+    visible in metadata. Idempotent: existing topics are left alone (a partition count
+    that differs from the request is logged, since partitions cannot be safely changed
+    here and co-partitioned topics must agree).
+    """
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    if not partitions:
+        return
+    for name, count in partitions.items():
+        if count < 1:
+            raise ValueError(f"topic {name!r}: partitions must be >= 1, got {count}")
+    deadline = time.monotonic() + timeout
+    admin = _admin(settings)
+    existing = admin.list_topics(timeout=timeout).topics
+    missing = [name for name in partitions if name not in existing]
+    if missing:
+        futures = admin.create_topics(
+            [NewTopic(name, partitions[name], settings.replication_factor) for name in missing],
+            operation_timeout=timeout,
+            request_timeout=timeout,
+        )
+        for name, future in futures.items():
+            try:
+                future.result(timeout=max(deadline - time.monotonic(), 0.1))
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+                log.debug("topic %s was created concurrently", name)
+    while True:
+        metadata = admin.list_topics(timeout=max(deadline - time.monotonic(), 0.1)).topics
+        pending = [
+            name
+            for name in partitions
+            if name not in metadata or metadata[name].error is not None or not metadata[name].partitions
+        ]
+        if not pending:
+            break
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"topics not visible in metadata after {timeout:g} s: {pending}")
+        time.sleep(0.05)
+    for name, count in partitions.items():
+        actual = len(metadata[name].partitions)
+        if actual != count:
+            log.warning("topic %s has %d partitions, %d requested; left unchanged", name, actual, count)

@@ -1,0 +1,108 @@
+"""A downstream trainer: receives driftline retraining requests and (pretends to) retrain.
+
+    python examples/trainer.py --bootstrap 127.0.0.1:9092
+
+Each request is handled once, even if driftline publishes it again: ``request.id`` is its
+idempotency key and ``--dedup-db`` keeps the handled keys across restarts. Ctrl-C stops after
+the request in hand is finished, so its offset is committed and nothing is lost or redone.
+A real trainer would submit a training job here rather than train inline (see
+``driftline.streams.trainer`` on why handlers should be short).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+import time
+from types import FrameType
+
+from driftline.kafka import KafkaSettings, quick_join_consumer_config
+from driftline.schemas import RetrainingRequest
+from driftline.streams.trainer import RetrainingConsumer, SqliteDedupStore
+
+
+def describe(request: RetrainingRequest) -> str:
+    data = request.data
+    suggested = data.suggested_training_range
+    return (
+        f"retrain {data.model_id} v{data.model_version}: {data.reason}\n"
+        f"  id (idempotency key): {request.id}\n"
+        f"  window:               {data.window.start} .. {data.window.end}\n"
+        f"  suggested range:      {suggested.start} .. {suggested.end}"
+    )
+
+
+def _settings(bootstrap: str | None) -> KafkaSettings:
+    if bootstrap:
+        return KafkaSettings(bootstrap)
+    if os.environ.get("DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS"):
+        return KafkaSettings.from_env()  # also picks up SASL/TLS settings
+    return KafkaSettings("127.0.0.1:9092")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--bootstrap",
+        default=None,
+        help="Kafka bootstrap servers (default: DRIFTLINE_KAFKA_* variables, else 127.0.0.1:9092)",
+    )
+    parser.add_argument("--group", default="example-trainer", help="consumer group id")
+    parser.add_argument("--topic-prefix", default="driftline.")
+    parser.add_argument(
+        "--dedup-db", default="trainer-dedup.sqlite", help="SQLite file of handled request ids"
+    )
+    parser.add_argument("--train-seconds", type=float, default=1.0, help="simulated training time")
+    parser.add_argument(
+        "--fast-join",
+        action="store_true",
+        help="short session timeout: makes group joins quick on the embedded (tansu) broker",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        print(f"\nsignal {signum}: stopping after the current request")
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    def train(request: RetrainingRequest) -> None:
+        print(describe(request), flush=True)
+        started = time.monotonic()
+        time.sleep(args.train_seconds)  # a real trainer submits a job to its scheduler here
+        print(f"  trained in {time.monotonic() - started:.1f} s", flush=True)
+
+    settings = _settings(args.bootstrap)
+    store = SqliteDedupStore(args.dedup_db)
+    consumer = RetrainingConsumer(
+        settings,
+        group_id=args.group,
+        handler=train,
+        topic_prefix=args.topic_prefix,
+        dedup_store=store,
+        consumer_config=quick_join_consumer_config() if args.fast_join else None,
+    )
+    print(
+        f"waiting for retraining requests on {consumer.topic} at {settings.bootstrap_servers} (Ctrl-C stops)"
+    )
+    try:
+        consumer.run(stop_event=stop)
+    finally:
+        consumer.close()
+        store.close()
+    stats = consumer.stats
+    print(f"handled {stats.handled}, duplicates skipped {stats.duplicates}, undecodable {stats.undecodable}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
