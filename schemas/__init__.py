@@ -39,6 +39,7 @@ from driftline.schemas.events import (
     PredictionBatch,
     PredictionEvent,
 )
+from driftline.schemas.results import DriftTest, FeatureQuality, WindowResult, decode_window_result
 from driftline.schemas.timefmt import ms_to_rfc3339, rfc3339_to_ms
 
 __all__ = [
@@ -51,6 +52,8 @@ __all__ = [
     "AlertData",
     "AlertEvent",
     "Decoded",
+    "DriftTest",
+    "FeatureQuality",
     "GroundTruthBatch",
     "GroundTruthEvent",
     "PredictionBatch",
@@ -60,12 +63,14 @@ __all__ = [
     "RetrainingRequest",
     "RetrainingRequestData",
     "Window",
+    "WindowResult",
     "alert_event",
     "alert_id",
     "decode_alert",
     "decode_ground_truth",
     "decode_predictions",
     "decode_retraining_request",
+    "decode_window_result",
     "encode",
     "encode_batch",
     "ms_to_rfc3339",
