@@ -1,0 +1,218 @@
+"""The SQL schema: history, alert state, the notification outbox and worker checkpoints.
+
+Portable by construction, so one migration serves SQLite (single host, tests, the demo) and
+PostgreSQL (production): timestamps are ``BIGINT`` epoch milliseconds, the unit every other part
+of driftline already works in, so nothing depends on a database's time zone handling; documents
+are ``sqlalchemy.JSON``. Every table that receives replayed input has a UNIQUE natural key, which
+is what lets :mod:`driftline.store.repository` upsert instead of duplicating.
+
+Changing anything here needs a new revision in ``driftline/store/migrations/versions``; the test
+suite compares these models with the migrated database and fails on any drift between them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Explicit constraint names: Alembic can only alter or drop a constraint it can name, and
+# SQLite's batch mode needs the names to rebuild tables.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-assigns ids to a column declared exactly ``INTEGER PRIMARY KEY``.
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+NOTIFICATION_STATUSES = ("pending", "delivered", "failed", "dead")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, str: String(255), int: BigInteger}
+
+
+class Model(Base):
+    """One monitored model; ``config`` is the effective monitoring config last seen (for audit)."""
+
+    __tablename__ = "models"
+
+    model_id: Mapped[str] = mapped_column(primary_key=True)
+    first_seen_ms: Mapped[int]
+    last_seen_ms: Mapped[int]
+    config: Mapped[dict[str, Any] | None]
+
+
+class ModelVersion(Base):
+    """Which versions of a model were seen and when: the version history for audit."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "model_version"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.model_id", ondelete="CASCADE"))
+    model_version: Mapped[str]
+    first_seen_ms: Mapped[int]
+    last_seen_ms: Mapped[int]
+
+
+class ReferenceProfileRow(Base):
+    """A reference profile (``ReferenceProfile.to_dict()``), versioned by creation time."""
+
+    __tablename__ = "reference_profiles"
+    __table_args__ = (UniqueConstraint("model_id", "model_version", "created_ms"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    model_id: Mapped[str]
+    model_version: Mapped[str]
+    created_ms: Mapped[int]
+    source: Mapped[str] = mapped_column(Text)
+    profile: Mapped[dict[str, Any]]
+
+
+class WindowResultRow(Base):
+    """One evaluated window slice. ``segment`` is the canonical key from ``segment_key``."""
+
+    __tablename__ = "window_results"
+    __table_args__ = (
+        UniqueConstraint("model_id", "model_version", "segment", "window_start_ms", "phase"),
+        Index(None, "model_id", "window_start_ms"),
+        Index(None, "window_end_ms"),  # retention deletes by it
+    )
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    model_id: Mapped[str]
+    model_version: Mapped[str]
+    segment: Mapped[str] = mapped_column(String(512))
+    window_start_ms: Mapped[int]
+    window_end_ms: Mapped[int]
+    phase: Mapped[str] = mapped_column(String(16))
+    prediction_count: Mapped[int]
+    labelled_count: Mapped[int]
+    label_coverage: Mapped[float | None] = mapped_column(Float)
+    dataset_drift: Mapped[bool | None]
+    drift_share: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]]
+    drift: Mapped[list[Any]]
+    data_quality: Mapped[dict[str, Any]]
+    reference: Mapped[str] = mapped_column(Text)
+    recorded_ms: Mapped[int]
+
+
+class AlertRow(Base):
+    """The current state of one alert series (one row per dedup key)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index(None, "model_id", "last_changed_ms"),)
+
+    dedup_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str]
+    severity: Mapped[str] = mapped_column(String(16))
+    model_id: Mapped[str]
+    model_version: Mapped[str]
+    segment: Mapped[dict[str, Any]]
+    first_fired_ms: Mapped[int]
+    last_event_id: Mapped[str] = mapped_column(String(64))
+    last_changed_ms: Mapped[int]
+
+
+class AlertTransition(Base):
+    """Every firing/resolved emission, once per CloudEvents id, with the event as emitted."""
+
+    __tablename__ = "alert_transitions"
+    __table_args__ = (Index(None, "dedup_key", "window_end_ms"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    dedup_key: Mapped[str] = mapped_column(String(64), ForeignKey("alerts.dedup_key", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16))
+    window_start_ms: Mapped[int]
+    window_end_ms: Mapped[int]
+    observed: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    event: Mapped[dict[str, Any]]
+    recorded_ms: Mapped[int]
+
+
+class Notification(Base):
+    """The durable outbox: one row per (event, subscription), delivered at least once."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("event_id", "subscription"),
+        CheckConstraint("status IN ('pending', 'delivered', 'failed', 'dead')", name="status"),
+        Index(None, "status", "next_attempt_ms"),
+    )
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    subscription: Mapped[str]
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_ms: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_ms: Mapped[int]
+    delivered_ms: Mapped[int | None]
+
+
+class NotificationAttempt(Base):
+    """One delivery try, kept for the audit trail and for tuning backoff."""
+
+    __tablename__ = "notification_attempts"
+    __table_args__ = (Index(None, "notification_id"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    notification_id: Mapped[int] = mapped_column(_ID, ForeignKey("notifications.id", ondelete="CASCADE"))
+    attempted_ms: Mapped[int]
+    outcome: Mapped[str] = mapped_column(String(32))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int | None]
+
+
+class RetrainingRequestRow(Base):
+    """A retraining request as emitted, once per idempotency key."""
+
+    __tablename__ = "retraining_requests"
+    __table_args__ = (Index(None, "model_id", "recorded_ms"),)
+
+    idempotency_key: Mapped[str] = mapped_column(primary_key=True)
+    model_id: Mapped[str]
+    model_version: Mapped[str]
+    reason: Mapped[str] = mapped_column(Text)
+    window_start_ms: Mapped[int]
+    window_end_ms: Mapped[int]
+    event: Mapped[dict[str, Any]]
+    recorded_ms: Mapped[int]
+
+
+class StreamCheckpoint(Base):
+    """Opaque worker state plus the input offsets it covers (reserved for state checkpoints)."""
+
+    __tablename__ = "stream_checkpoints"
+
+    name: Mapped[str] = mapped_column(primary_key=True)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    offsets: Mapped[dict[str, Any]]
+    updated_ms: Mapped[int]

@@ -1,0 +1,576 @@
+"""The SQL store on SQLite and on a real PostgreSQL server (see tests/pg.py).
+
+Oracles: Alembic's own metadata comparison for migrations, the contract types' equality for
+round trips, and row counts / exact values written by hand for idempotency and retention.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import uuid
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+from pg import find_pg_bin, postgres_server
+from sqlalchemy import Engine, create_engine, func, inspect, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from driftline.detectors.profile import ReferenceProfile, build_profile
+from driftline.schemas import (
+    AlertData,
+    AlertEvent,
+    DriftTest,
+    FeatureQuality,
+    RetrainingRequestData,
+    Window,
+    WindowResult,
+    ms_to_rfc3339,
+)
+from driftline.schemas.cloudevents import RetrainingRequest, alert_event, retraining_request
+from driftline.store import (
+    SchemaOutOfDate,
+    check_schema,
+    current_revision,
+    downgrade,
+    due_notifications,
+    enqueue_notification,
+    event_payload,
+    head_revision,
+    latest_profile,
+    list_alerts,
+    list_retraining_requests,
+    load_checkpoint,
+    make_engine,
+    parse_segment_key,
+    prune_window_results,
+    record_alert,
+    record_attempt,
+    record_retraining_request,
+    record_window_result,
+    safe_url,
+    save_checkpoint,
+    save_profile,
+    segment_key,
+    session_factory,
+    touch_model,
+    upgrade,
+    window_history,
+)
+from driftline.store.models import (
+    AlertRow,
+    AlertTransition,
+    Base,
+    Model,
+    ModelVersion,
+    Notification,
+    NotificationAttempt,
+    ReferenceProfileRow,
+    RetrainingRequestRow,
+    WindowResultRow,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+TABLES = {
+    "models",
+    "model_versions",
+    "reference_profiles",
+    "window_results",
+    "alerts",
+    "alert_transitions",
+    "notifications",
+    "notification_attempts",
+    "retraining_requests",
+    "stream_checkpoints",
+}
+SECRET = "pw-Sup3r-S3cret-xyzzy"
+
+
+# ---- fixtures ---------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        message = "PostgreSQL server binaries not found (apt-get install -y postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}: CI must test the store on PostgreSQL")
+        pytest.skip(message)
+    with postgres_server(bin_dir) as url:
+        yield url
+
+
+def _admin(server_url: str) -> Engine:
+    return create_engine(server_url, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture()
+def pg_database(pg_server: str) -> Iterator[str]:
+    """A fresh, empty database per test on the session's server (cheaper than a server each)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = _admin(pg_server)
+    with admin.connect() as c:
+        c.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield make_url(pg_server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: pytest.TempPathFactory) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.sqlite"
+    return str(request.getfixturevalue("pg_database"))
+
+
+@pytest.fixture()
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        yield session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+def _count(session: Session, model: type[Base]) -> int:
+    return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+# ---- builders ---------------------------------------------------------------------------------
+def _result(
+    start_ms: int,
+    *,
+    segment: dict[str, str] | None = None,
+    phase: str = "provisional",
+    count: int = 100,
+    accuracy: float | None = 0.875,
+) -> WindowResult:
+    return WindowResult(
+        model_id="churn",
+        model_version="3",
+        segment=segment or {},
+        window_start=ms_to_rfc3339(start_ms),
+        window_end=ms_to_rfc3339(start_ms + 60_000),
+        window_start_ms=start_ms,
+        window_end_ms=start_ms + 60_000,
+        phase=phase,  # type: ignore[arg-type]
+        prediction_count=count,
+        labelled_count=40,
+        label_coverage=0.4,
+        metrics={"accuracy": accuracy, "f1": None},
+        drift=[
+            DriftTest(feature="age", test="ks", statistic=0.21, p_value=0.0031, threshold=0.05, drifted=True),
+            DriftTest(feature="prediction", kind="prediction", test="chi2", statistic=None, p_value=None,
+                      threshold=0.05, drifted=False),
+        ],
+        dataset_drift=True,
+        drift_share=0.5,
+        reference="churn/3@1700000000000",
+        data_quality={"age": FeatureQuality(missing_rate=0.01, type_error_rate=0.0, out_of_range_rate=0.02)},
+    )
+
+
+def _alert(status: str, end_ms: int, *, rule: str = "accuracy-low", model_id: str = "churn",
+           fired_ms: int = 120_000) -> AlertEvent:
+    return alert_event(
+        AlertData(
+            dedup_key=f"{model_id}-{rule}",
+            status=status,  # type: ignore[arg-type]
+            rule=rule,
+            metric="accuracy",
+            severity="critical",
+            model_id=model_id,
+            model_version="3",
+            segment={"region": "EU"},
+            window=Window(start=ms_to_rfc3339(end_ms - 60_000), end=ms_to_rfc3339(end_ms)),
+            observed=0.61,
+            threshold=0.8,
+            comparison="<",
+            evidence={"samples": 120},
+            starts_at=ms_to_rfc3339(fired_ms),
+        )
+    )
+
+
+def _request(key: str, end_ms: int, *, model_id: str = "churn") -> RetrainingRequest:
+    return retraining_request(
+        RetrainingRequestData(
+            idempotency_key=key,
+            model_id=model_id,
+            model_version="3",
+            reason="accuracy below 0.8 for 3 windows",
+            evidence={"accuracy": 0.61},
+            window=Window(start=ms_to_rfc3339(end_ms - 60_000), end=ms_to_rfc3339(end_ms)),
+            suggested_training_range=Window(start=ms_to_rfc3339(0), end=ms_to_rfc3339(end_ms)),
+            requested_at=ms_to_rfc3339(end_ms),
+        )
+    )
+
+
+# ---- migrations -------------------------------------------------------------------------------
+def test_migrate_up_down_up(db_url: str) -> None:
+    def tables() -> set[str]:
+        engine = make_engine(db_url)
+        try:
+            return set(inspect(engine).get_table_names()) - {"alembic_version"}
+        finally:
+            engine.dispose()
+
+    assert current_revision(db_url) is None
+    assert tables() == set()
+    upgrade(db_url)
+    assert current_revision(db_url) == head_revision() == "0001"
+    assert tables() == TABLES
+    upgrade(db_url)  # already at head: a no-op, not an error
+    assert current_revision(db_url) == "0001"
+    downgrade(db_url, "base")
+    assert current_revision(db_url) is None
+    assert tables() == set()
+    upgrade(db_url)
+    assert tables() == TABLES
+
+
+def test_models_match_migrated_schema(sessions: sessionmaker[Session]) -> None:
+    """Any change to models.py without a migration (or the reverse) shows up here."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with sessions() as session:
+        context = MigrationContext.configure(session.connection(), opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_check_schema_refuses_unmigrated_database(db_url: str) -> None:
+    with pytest.raises(SchemaOutOfDate, match=r"no driftline schema.*run `driftline db upgrade`"):
+        check_schema(db_url)
+    upgrade(db_url)
+    check_schema(db_url)
+    downgrade(db_url, "base")
+    with pytest.raises(SchemaOutOfDate, match="driftline db upgrade"):
+        check_schema(db_url)
+
+
+def test_in_memory_sqlite_through_one_engine() -> None:
+    """An in-memory database exists only inside its engine, so the API also takes engines."""
+    engine = make_engine("sqlite://")
+    try:
+        assert current_revision(engine) is None
+        upgrade(engine)
+        check_schema(engine)
+        with session_factory(engine).begin() as s:
+            record_window_result(s, _result(0))
+        with session_factory(engine)() as s:
+            assert window_history(s, "churn") == [_result(0)]
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_engine_pragmas(tmp_path: pytest.TempPathFactory) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/p.sqlite")
+    try:
+        with engine.connect() as c:
+            assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        engine.dispose()
+
+
+# ---- secrets ----------------------------------------------------------------------------------
+def test_safe_url_masks_password() -> None:
+    assert safe_url(f"postgresql+psycopg://app:{SECRET}@127.0.0.1:5432/db") == (
+        "postgresql+psycopg://app:***@127.0.0.1:5432/db"
+    )
+
+
+def test_password_never_in_errors_or_logs(pg_database: str, caplog: pytest.LogCaptureFixture) -> None:
+    # The throwaway server trusts every connection, so a URL with a password still connects.
+    url = make_url(pg_database).set(password=SECRET).render_as_string(hide_password=False)
+    assert SECRET in url
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(SchemaOutOfDate) as out_of_date:
+        check_schema(url)
+    assert "***" in str(out_of_date.value)
+    upgrade(url)
+    downgrade(url, "base")
+    dead = f"postgresql+psycopg://app:{SECRET}@127.0.0.1:1/db?connect_timeout=2"
+    with pytest.raises(OperationalError) as unreachable:
+        check_schema(dead)
+    texts = [str(out_of_date.value), repr(out_of_date.value), str(unreachable.value), repr(unreachable.value)]
+    texts += [r.getMessage() for r in caplog.records]
+    assert caplog.records, "alembic should have logged the migrations at DEBUG/INFO"
+    assert all(SECRET not in t for t in texts)
+
+
+# ---- window results ---------------------------------------------------------------------------
+def test_window_result_round_trip_and_upsert(sessions: sessionmaker[Session]) -> None:
+    first = _result(0, segment={"region": "EU"})
+    with sessions.begin() as s:
+        record_window_result(s, first, now_ms=5)
+        record_window_result(s, first, now_ms=6)
+    with sessions() as s:
+        assert _count(s, WindowResultRow) == 1
+        assert window_history(s, "churn") == [first]
+    redelivered = _result(0, segment={"region": "EU"}, count=130, accuracy=0.9)
+    final = _result(0, segment={"region": "EU"}, phase="final")
+    with sessions.begin() as s:
+        record_window_result(s, redelivered, now_ms=7)
+        record_window_result(s, final, now_ms=7)
+    with sessions() as s:
+        assert _count(s, WindowResultRow) == 2
+        assert window_history(s, "churn") == [redelivered, final]
+        assert s.scalar(select(WindowResultRow.recorded_ms).where(WindowResultRow.phase == "final")) == 7
+
+
+def test_non_finite_metrics_are_stored_as_null(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as s:
+        record_window_result(s, _result(0, accuracy=math.nan))
+    with sessions() as s:
+        assert window_history(s, "churn")[0].metrics == {"accuracy": None, "f1": None}
+
+
+def test_window_history_filters(sessions: sessionmaker[Session]) -> None:
+    results = [_result(t, segment=seg) for t in (0, 60_000, 120_000) for seg in ({}, {"region": "EU"})]
+    other = msgspec.structs.replace(_result(60_000), model_id="fraud")
+    with sessions.begin() as s:
+        for r in [*reversed(results), other]:
+            record_window_result(s, r)
+    with sessions() as s:
+        assert window_history(s, "churn") == results
+        assert window_history(s, "churn", segment={}) == results[0::2]
+        assert window_history(s, "churn", segment="region=EU") == results[1::2]
+        assert window_history(s, "churn", since_ms=60_000, until_ms=120_000) == results[2:4]
+        assert window_history(s, "fraud") == [other]
+        assert window_history(s, "nobody") == []
+
+
+def test_prune_window_results_by_window_end(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as s:
+        for start in (0, 60_000, 120_000):  # windows end at 60k, 120k, 180k
+            record_window_result(s, _result(start))
+    with sessions.begin() as s:
+        assert prune_window_results(s, 120_001) == 2
+    with sessions.begin() as s:
+        assert [r.window_start_ms for r in window_history(s, "churn")] == [120_000]
+        assert prune_window_results(s, 120_001) == 0
+
+
+def test_segment_key_round_trip() -> None:
+    for segment in ({}, {"region": "EU"}, {"b": "x&y=z", "a": "é 1%"}):
+        assert parse_segment_key(segment_key(segment)) == segment
+    assert segment_key({"region": "EU", "tier": "gold"}) == segment_key({"tier": "gold", "region": "EU"})
+
+
+# ---- alerts -----------------------------------------------------------------------------------
+def test_record_alert_is_idempotent_and_moves_forward_only(sessions: sessionmaker[Session]) -> None:
+    firing, resolved = _alert("firing", 120_000), _alert("resolved", 240_000)
+    with sessions.begin() as s:
+        assert record_alert(s, firing, now_ms=1) is True
+        assert record_alert(s, firing, now_ms=2) is False
+    with sessions() as s:
+        assert _count(s, AlertTransition) == 1
+        (row,) = list_alerts(s)
+        assert (row.status, row.last_event_id, row.last_changed_ms) == ("firing", firing.id, 120_000)
+        assert (row.first_fired_ms, row.segment, row.severity) == (120_000, {"region": "EU"}, "critical")
+    with sessions.begin() as s:
+        assert record_alert(s, resolved, now_ms=3) is True
+        assert record_alert(s, firing) is False  # a late replay of the old firing
+    with sessions() as s:
+        (row,) = list_alerts(s)
+        assert (row.status, row.last_event_id, row.last_changed_ms) == ("resolved", resolved.id, 240_000)
+        transitions = s.scalars(select(AlertTransition).order_by(AlertTransition.window_end_ms)).all()
+        assert [
+            (t.status, t.window_start_ms, t.window_end_ms, t.observed, t.threshold, t.recorded_ms)
+            for t in transitions
+        ] == [("firing", 60_000, 120_000, 0.61, 0.8, 1), ("resolved", 180_000, 240_000, 0.61, 0.8, 3)]
+        assert msgspec.convert(transitions[0].event, AlertEvent) == firing
+        assert event_payload(s, resolved.id) == msgspec.to_builtins(resolved)
+
+
+def test_list_alerts_filters(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as s:
+        record_alert(s, _alert("firing", 120_000, rule="a"))
+        record_alert(s, _alert("firing", 180_000, rule="b"))
+        record_alert(s, _alert("firing", 300_000, rule="c", model_id="fraud"))
+        record_alert(s, _alert("resolved", 240_000, rule="a"))
+    with sessions() as s:
+        def keys(**kw: object) -> list[str]:
+            return [a.dedup_key for a in list_alerts(s, **kw)]  # type: ignore[arg-type]
+
+        assert keys() == ["fraud-c", "churn-a", "churn-b"]
+        assert keys(model_id="churn") == ["churn-a", "churn-b"]
+        assert keys(status="firing") == ["fraud-c", "churn-b"]
+        assert keys(since_ms=200_000) == ["fraud-c", "churn-a"]
+        assert keys(limit=1) == ["fraud-c"]
+
+
+# ---- retraining requests ----------------------------------------------------------------------
+def test_retraining_requests(sessions: sessionmaker[Session]) -> None:
+    first = _request("k1", 120_000)
+    with sessions.begin() as s:
+        assert record_retraining_request(s, first, now_ms=10) is True
+        assert record_retraining_request(s, first, now_ms=11) is False
+        record_retraining_request(s, _request("k2", 240_000))
+        record_retraining_request(s, _request("k3", 180_000, model_id="fraud"))
+    with sessions() as s:
+        assert _count(s, RetrainingRequestRow) == 3
+        assert [r.idempotency_key for r in list_retraining_requests(s)] == ["k2", "k3", "k1"]
+        assert [r.idempotency_key for r in list_retraining_requests(s, model_id="churn")] == ["k2", "k1"]
+        assert [r.idempotency_key for r in list_retraining_requests(s, since_ms=180_000, limit=1)] == ["k2"]
+        row = s.get(RetrainingRequestRow, "k1")
+        assert row is not None
+        assert (row.recorded_ms, row.window_start_ms, row.window_end_ms) == (10, 60_000, 120_000)
+        assert msgspec.convert(row.event, RetrainingRequest) == first
+        assert event_payload(s, "k1") == msgspec.to_builtins(first)
+        assert event_payload(s, "missing") is None
+
+
+# ---- models and profiles ----------------------------------------------------------------------
+def test_touch_model_widens_seen_times(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as s:
+        touch_model(s, "churn", "3", 500, {"window_ms": 60_000})
+        touch_model(s, "churn", "3", 200, None)  # out of order, no config: keeps the config
+        touch_model(s, "churn", "4", 900, None)
+        touch_model(s, "churn", "3", 700, None)
+    with sessions() as s:
+        model = s.get(Model, "churn")
+        assert model is not None
+        assert (model.first_seen_ms, model.last_seen_ms, model.config) == (200, 900, {"window_ms": 60_000})
+        versions = s.execute(
+            select(ModelVersion.model_version, ModelVersion.first_seen_ms, ModelVersion.last_seen_ms)
+            .order_by(ModelVersion.model_version)
+        ).all()
+        assert [tuple(v) for v in versions] == [("3", 200, 700), ("4", 900, 900)]
+    with sessions.begin() as s:
+        touch_model(s, "churn", "4", 950, {"window_ms": 120_000})
+    with sessions() as s:
+        model = s.get(Model, "churn")
+        assert model is not None and model.config == {"window_ms": 120_000}
+
+
+def test_profiles_versioned_and_round_trip(sessions: sessionmaker[Session]) -> None:
+    rows = [
+        {"features": {"age": float(i % 37), "plan": "ab"[i % 2]}, "prediction": i % 2, "label": (i // 3) % 2}
+        for i in range(200)
+    ]
+    old = build_profile(rows[:100], model_id="churn", model_version="3", task="binary")
+    new = build_profile(rows, model_id="churn", model_version="3", task="binary")
+    with sessions.begin() as s:
+        assert latest_profile(s, "churn", "3") is None
+        save_profile(s, old.to_dict(), "churn", "3", "train.csv", 1_000)
+        save_profile(s, {"stale": True}, "churn", "3", "bootstrap", 2_000)
+        save_profile(s, new.to_dict(), "churn", "3", "train.csv", 2_000)  # same version: replaces
+    with sessions() as s:
+        assert _count(s, ReferenceProfileRow) == 2
+        loaded = latest_profile(s, "churn", "3")
+        assert loaded is not None
+        assert ReferenceProfile.from_dict(loaded) == new
+        assert ReferenceProfile.from_dict(loaded) != old
+        assert latest_profile(s, "churn", "4") is None
+
+
+# ---- notification outbox ----------------------------------------------------------------------
+def test_outbox_queue_once_and_due_order(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as s:
+        assert enqueue_notification(s, "e1", "oncall", "pagerduty", 1_000) is True
+        assert enqueue_notification(s, "e1", "oncall", "pagerduty", 1_500) is False
+        assert enqueue_notification(s, "e1", "team-slack", "slack", 1_200) is True
+        assert enqueue_notification(s, "e2", "oncall", "pagerduty", 900) is True
+    with sessions() as s:
+        assert _count(s, Notification) == 3
+        assert [(n.event_id, n.subscription) for n in due_notifications(s, 1_200, 10)] == [
+            ("e2", "oncall"), ("e1", "oncall"), ("e1", "team-slack")]
+        assert [n.event_id for n in due_notifications(s, 999, 10)] == ["e2"]
+        assert len(due_notifications(s, 10_000, 2)) == 2
+
+
+def test_record_attempt_retry_then_deliver(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as s:
+        enqueue_notification(s, "e1", "team-slack", "slack", 1_000)
+        (n,) = due_notifications(s, 1_000, 10)
+        nid = n.id
+        record_attempt(s, nid, "retry", 429, "POST https://hooks.slack.com/services/T0/B0/s3cr3tT0ken: 429",
+                       1_000, 31_000, None, duration_ms=12)
+    with sessions() as s:
+        assert due_notifications(s, 30_999, 10) == []
+        (n,) = due_notifications(s, 31_000, 10)
+        assert (n.status, n.attempts, n.last_error) == ("pending", 1, "POST https://hooks.slack.com/…: 429")
+    with sessions.begin() as s:
+        record_attempt(s, nid, "delivered", 200, None, 31_050, None, "delivered")
+    with sessions() as s:
+        n = s.get(Notification, nid)
+        assert n is not None
+        assert (n.status, n.attempts, n.delivered_ms, n.next_attempt_ms, n.last_error) == (
+            "delivered", 2, 31_050, None, None)
+        assert due_notifications(s, 10**12, 10) == []
+        attempts = s.scalars(select(NotificationAttempt).order_by(NotificationAttempt.id)).all()
+        assert [(a.outcome, a.http_status, a.attempted_ms, a.duration_ms) for a in attempts] == [
+            ("retry", 429, 1_000, 12), ("delivered", 200, 31_050, None)]
+        assert all("s3cr3t" not in (a.error or "") for a in attempts)
+
+
+def test_record_attempt_dead_and_bad_arguments(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as s:
+        enqueue_notification(s, "e1", "hook", "webhook", 0)
+        nid = due_notifications(s, 0, 1)[0].id
+        record_attempt(s, nid, "error", 503, "upstream down", 10, None, "dead")
+        with pytest.raises(ValueError, match="next_attempt_ms"):
+            record_attempt(s, nid, "error", 503, "x", 10, None, None)
+        with pytest.raises(ValueError, match="final_status"):
+            record_attempt(s, nid, "error", 503, "x", 10, None, "pending")
+        with pytest.raises(LookupError):
+            record_attempt(s, 10**9, "error", None, "x", 10, 20, None)
+    with sessions() as s:
+        n = s.get(Notification, nid)
+        assert n is not None and (n.status, n.attempts, n.last_error) == ("dead", 1, "upstream down")
+
+
+def test_due_notifications_skip_rows_locked_by_another_deliverer(pg_database: str) -> None:
+    """PostgreSQL only: SQLite has one writer at a time, so there is nothing to share."""
+    upgrade(pg_database)
+    engine = make_engine(pg_database)
+    sessions = session_factory(engine)
+    try:
+        with sessions.begin() as s:
+            for event in ("e1", "e2", "e3"):
+                enqueue_notification(s, event, "hook", "webhook", 0)
+        with sessions.begin() as first, sessions.begin() as second:
+            mine = [n.event_id for n in due_notifications(first, 0, 2)]
+            theirs = [n.event_id for n in due_notifications(second, 0, 10)]
+        assert (mine, theirs) == (["e1", "e2"], ["e3"])
+    finally:
+        engine.dispose()
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+def test_checkpoints(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as s:
+        assert load_checkpoint(s, "join") is None
+        save_checkpoint(s, "join", b"\x00\x01state", {"predictions": {"0": 41}}, 100)
+        save_checkpoint(s, "join", b"\xffnewer", {"predictions": {"0": 57, "1": 3}}, 200)
+        save_checkpoint(s, "merge", b"", {}, 150)
+    with sessions() as s:
+        cp = load_checkpoint(s, "join")
+        assert cp is not None
+        assert (cp.payload, cp.offsets, cp.updated_ms) == (
+            b"\xffnewer", {"predictions": {"0": 57, "1": 3}}, 200)
+        merge = load_checkpoint(s, "merge")
+        assert merge is not None and merge.payload == b""
+
+
+def test_transaction_rolls_back_alert_with_its_outbox(sessions: sessionmaker[Session]) -> None:
+    """The outbox guarantee: an alert and its notifications commit together or not at all."""
+    event = _alert("firing", 120_000)
+    with pytest.raises(RuntimeError), sessions.begin() as s:
+        record_alert(s, event)
+        enqueue_notification(s, event.id, "oncall", "pagerduty", 0)
+        raise RuntimeError("crash before commit")
+    with sessions() as s:
+        assert (_count(s, AlertRow), _count(s, AlertTransition), _count(s, Notification)) == (0, 0, 0)
