@@ -36,6 +36,7 @@ __all__ = [
     "CategoricalSketch",
     "ConfusionCounts",
     "ExactSum",
+    "ExpectedConfusion",
     "NumericSketch",
     "ProbabilitySums",
     "RegressionSums",
@@ -627,5 +628,60 @@ class CategoricalSketch:
         if not isinstance(other, CategoricalSketch):
             return NotImplemented
         return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# --------------------------------------------------------------------------------------------
+class ExpectedConfusion:
+    """Expected binary confusion counts from calibrated scores, no labels needed (CBPE).
+
+    With p = P(y=1 | score) calibrated, an event predicted positive is a true positive with
+    probability p, so E[TP] = Σ p·[ŷ=1], E[FP] = Σ (1-p)·[ŷ=1], E[FN] = Σ p·[ŷ=0] and
+    E[TN] = Σ (1-p)·[ŷ=0]. The sums are exact (:class:`ExactSum`), so partials merge exactly.
+    Events with a NaN score are skipped and not counted.
+    """
+
+    _FIELDS = ("tp", "fp", "fn", "tn")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.tp, self.fp, self.fn, self.tn = ExactSum(), ExactSum(), ExactSum(), ExactSum()
+
+    def update(self, pred_positive: np.ndarray, p: np.ndarray) -> None:
+        pos = np.asarray(pred_positive, dtype=bool)
+        q = np.asarray(p, dtype=np.float64)
+        if pos.shape != q.shape:
+            raise ValueError("pred_positive and p must have the same shape")
+        scored = ~np.isnan(q)
+        pos, q = pos[scored], q[scored]
+        if np.any((q < 0.0) | (q > 1.0)):
+            raise ValueError("p must be probabilities in [0, 1]")
+        self.n += int(q.size)
+        self.tp.add(q[pos])
+        self.fp.add(1.0 - q[pos])
+        self.fn.add(q[~pos])
+        self.tn.add(1.0 - q[~pos])
+
+    def merge(self, other: ExpectedConfusion) -> None:
+        self.n += other.n
+        for f in self._FIELDS:
+            getattr(self, f).merge(getattr(other, f))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, **{f: getattr(self, f).to_json() for f in self._FIELDS}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        s = cls()
+        s.n = int(d["n"])
+        for f in cls._FIELDS:
+            setattr(s, f, ExactSum.from_json(d[f]))
+        return s
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ExpectedConfusion):
+            return NotImplemented
+        return self.n == other.n and all(getattr(self, f) == getattr(other, f) for f in self._FIELDS)
 
     __hash__ = None  # type: ignore[assignment]
