@@ -1,5 +1,117 @@
-"""The `driftline` command."""
+"""The ``driftline`` command: one entry point, one sub-command per job."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+
+from driftline.commands import MODULES
+from driftline.config import Config, load_config
+
+__all__ = ["main"]
 
 
-def main() -> None:
-    print("driftline")
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    if getattr(args, "broker", None):
+        config = replace(config, bootstrap_servers=args.broker)
+    return config
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from prometheus_client import start_http_server
+
+    from driftline.runner import create_topics, run_worker, web_port
+    from driftline.streams.app import DriftlineApp
+
+    config = _config(args)
+    app = DriftlineApp(config, web_port=web_port(), idle_after_s=args.idle_after)
+    create_topics(app)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr=config.metrics_host)
+    run_worker(app, loglevel=args.loglevel)
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from driftline.replay import replay, write_report
+
+    config = _config(args)
+    report = replay(
+        config,
+        args.predictions,
+        args.ground_truth,
+        reference=args.reference,
+        broker=args.broker,
+        timeout_s=args.timeout,
+        loglevel=args.loglevel,
+    )
+    write_report(report, args.report)
+    alerts = sum(1 for a in report.alerts if a["type"].endswith("firing"))
+    print(
+        f"replayed {report.inputs['prediction_lines']} predictions and "
+        f"{report.inputs['ground_truth_lines']} labels: {len(report.windows)} windows, "
+        f"{alerts} alerts fired, {len(report.retraining_requests)} retraining requests, "
+        f"{report.dead_letter.get('total', 0)} dead-lettered -> {args.report}"
+    )
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from driftline.demo import run_demo
+
+    return run_demo(duration_s=args.duration, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="driftline", description=__doc__)
+    parser.add_argument("--config", help="YAML configuration file (default: $DRIFTLINE_CONFIG)")
+    parser.add_argument("--loglevel", default="WARNING", help="log level (default WARNING)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    worker = sub.add_parser("worker", help="run the stream processors against a Kafka cluster")
+    worker.add_argument("--broker", help="bootstrap servers (overrides the configuration)")
+    worker.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
+    worker.add_argument(
+        "--idle-after",
+        type=float,
+        default=10.0,
+        help="seconds before a silent input partition stops holding windows",
+    )
+    worker.set_defaults(func=_cmd_worker)
+
+    rp = sub.add_parser("replay", help="replay JSONL files through the broker and write a report")
+    rp.add_argument("--predictions", required=True, help="JSONL file of prediction events")
+    rp.add_argument("--ground-truth", required=True, help="JSONL file of ground-truth events")
+    rp.add_argument("--reference", help="reference data (JSONL/CSV/Parquet) for drift tests")
+    rp.add_argument("--broker", help="use this Kafka cluster instead of an embedded broker")
+    rp.add_argument("--report", required=True, help="where to write the JSON report")
+    rp.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+    rp.set_defaults(func=_cmd_replay)
+
+    demo = sub.add_parser("demo", help="embedded broker + simulated traffic with an injected drift")
+    demo.add_argument("--duration", type=float, default=60.0, help="approximate run time in seconds")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=_cmd_demo)
+
+    for name in MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, TimeoutError) as exc:
+        print(f"driftline: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

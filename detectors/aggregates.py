@@ -1,0 +1,278 @@
+"""The partial aggregate of one window of one model slice, built from mergeable sketches.
+
+A window's numbers are never computed from raw events held in memory: each stream partition
+folds its events into a :class:`WindowAggregate`, partials travel between workers as
+``to_dict()`` payloads, and the owner of the model merges them. Because every sketch merges
+exactly (see :mod:`driftline.detectors.sketches`), one worker and six workers produce
+identical windows, and memory per window is bounded by the number of features, never by the
+number of events.
+
+The :class:`AggregateSpec` fixes what is sketched and how (bin edges and pinned categories from
+the reference profile); every partition builds its aggregates from the same spec, so their
+partials are always mergeable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Self
+
+import numpy as np
+
+from driftline.detectors.categories import category_string, category_strings
+from driftline.detectors.sketches import (
+    CategoricalSketch,
+    ConfusionCounts,
+    NumericSketch,
+    ProbabilitySums,
+    RegressionSums,
+    ScoreHistogram,
+)
+
+__all__ = ["AggregateSpec", "FeatureColumns", "WindowAggregate", "feature_columns"]
+
+Task = Literal["binary", "multiclass", "regression"]
+
+#: One bin of placeholder edges for numeric features with no reference profile yet: the
+#: bottom-k sample and the moments still work, and every partition agrees on the edges.
+_NO_EDGES = np.array([0.0, 0.0])
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateSpec:
+    """What a model's windows sketch: the same for every partition of that model."""
+
+    task: Task = "binary"
+    positive_label: str = "1"
+    numeric_edges: Mapping[str, np.ndarray] = field(default_factory=dict)
+    categories: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    sample_size: int = 500
+    max_categories: int = 256
+
+    def kind_of(self, feature: str) -> str | None:
+        """The declared kind of ``feature`` ("numeric"/"categorical"), None when undeclared."""
+        if feature in self.numeric_edges:
+            return "numeric"
+        if feature in self.categories:
+            return "categorical"
+        return None
+
+
+@dataclass(slots=True)
+class FeatureColumns:
+    """One batch's feature values split by type, so sketches get homogeneous arrays."""
+
+    numeric: dict[str, np.ndarray]  # float64, NaN = missing or not a number
+    categorical: dict[str, np.ndarray]  # object array of str, None = missing or not a category
+    numeric_mask: dict[str, np.ndarray]  # bool: value was a number (for type errors)
+    categorical_mask: dict[str, np.ndarray]  # bool: value was a string or bool
+    present: dict[str, np.ndarray]  # bool: value was present and not null
+
+
+_NUMBER_TYPES = {int, float, type(None)}
+_TEXT_TYPES = {str, bool, type(None)}
+
+
+def feature_columns(features: Sequence[Mapping[str, Any]]) -> FeatureColumns:
+    """Turn a batch of feature dicts into per-feature arrays, one pass per feature.
+
+    The common case (a feature whose values are all numbers or all strings) costs one list
+    comprehension and one ``np.array`` call; mixed types fall back to a per-value split.
+    """
+    names: set[str] = set().union(*features) if features else set()
+    numeric: dict[str, np.ndarray] = {}
+    categorical: dict[str, np.ndarray] = {}
+    numeric_mask: dict[str, np.ndarray] = {}
+    categorical_mask: dict[str, np.ndarray] = {}
+    present: dict[str, np.ndarray] = {}
+    n = len(features)
+    for name in sorted(names):
+        values = [f.get(name) for f in features]
+        types = set(map(type, values))
+        if types <= _NUMBER_TYPES:
+            arr = np.array(values, dtype=np.float64)
+            is_present = ~np.isnan(arr)
+            numeric[name] = arr
+            numeric_mask[name] = is_present
+            present[name] = is_present
+        elif types <= _TEXT_TYPES:
+            arr_obj = category_strings(values)
+            is_present = np.not_equal(arr_obj, None)
+            categorical[name] = arr_obj
+            categorical_mask[name] = is_present
+            present[name] = is_present
+        else:
+            num = np.full(n, np.nan)
+            cat = np.empty(n, dtype=object)
+            nmask = np.zeros(n, dtype=bool)
+            cmask = np.zeros(n, dtype=bool)
+            for i, v in enumerate(values):
+                t = type(v)
+                if t is int or t is float:
+                    num[i] = v
+                    nmask[i] = True
+                elif t is str or t is bool:
+                    cat[i] = category_string(v)
+                    cmask[i] = True
+            numeric[name], numeric_mask[name] = num, nmask
+            categorical[name], categorical_mask[name] = cat, cmask
+            present[name] = nmask | cmask
+    return FeatureColumns(numeric, categorical, numeric_mask, categorical_mask, present)
+
+
+class WindowAggregate:
+    """Everything one window of one (model, version, segment) needs, mergeable and bounded."""
+
+    #: the optional prediction/label/outcome sketches, present or None by task
+    _PARTS = (
+        "prediction_num",
+        "prediction_cat",
+        "score",
+        "label_num",
+        "label_cat",
+        "confusion",
+        "probability",
+        "score_histogram",
+        "regression",
+    )
+
+    def __init__(self, spec: AggregateSpec) -> None:
+        self.spec = spec
+        self.n_predictions = 0
+        self.n_labelled = 0
+        self.numeric: dict[str, NumericSketch] = {}
+        self.categorical: dict[str, CategoricalSketch] = {}
+        self.type_errors: dict[str, int] = {}
+        self.present: dict[str, int] = {}
+        regression = spec.task == "regression"
+        self.prediction_num = NumericSketch(_NO_EDGES, spec.sample_size) if regression else None
+        self.prediction_cat = None if regression else CategoricalSketch((), spec.max_categories)
+        self.score = NumericSketch(np.linspace(0.0, 1.0, 11), spec.sample_size)
+        self.label_num = NumericSketch(_NO_EDGES, spec.sample_size) if regression else None
+        self.label_cat = None if regression else CategoricalSketch((), spec.max_categories)
+        self.confusion = None if regression else ConfusionCounts()
+        self.probability = ProbabilitySums() if spec.task == "binary" else None
+        self.score_histogram = ScoreHistogram() if spec.task == "binary" else None
+        self.regression = RegressionSums() if regression else None
+
+    # -- sketch factories: same spec -> same edges and pins on every partition ----------
+    def _numeric(self, name: str) -> NumericSketch:
+        sketch = self.numeric.get(name)
+        if sketch is None:
+            edges = self.spec.numeric_edges.get(name, _NO_EDGES)
+            sketch = self.numeric[name] = NumericSketch(edges, self.spec.sample_size)
+        return sketch
+
+    def _categorical(self, name: str) -> CategoricalSketch:
+        sketch = self.categorical.get(name)
+        if sketch is None:
+            pins = self.spec.categories.get(name, ())
+            sketch = self.categorical[name] = CategoricalSketch(pins, self.spec.max_categories)
+        return sketch
+
+    # -- updates --------------------------------------------------------------------------
+    def add_predictions(
+        self,
+        columns: FeatureColumns,
+        idx: np.ndarray,
+        keys: np.ndarray,
+        predictions: np.ndarray,
+        scores: np.ndarray,
+    ) -> None:
+        """Fold the events at ``idx`` of a batch in. ``predictions`` are label strings
+        (classification) or floats (regression), ``scores`` the positive-class probability
+        (NaN when absent); all arrays are already indexed by ``idx`` except ``columns``."""
+        self.n_predictions += int(idx.size)
+        spec = self.spec
+        for name, values in columns.numeric.items():
+            mask = columns.numeric_mask[name][idx]
+            if spec.kind_of(name) == "categorical":
+                self._type_error(name, int(mask.sum()))
+                continue
+            if mask.any() or name not in columns.categorical:
+                self._numeric(name).update(values[idx], keys)
+        for name, values in columns.categorical.items():
+            mask = columns.categorical_mask[name][idx]
+            if spec.kind_of(name) == "numeric":
+                self._type_error(name, int(mask.sum()))
+                continue
+            if mask.any() or name not in columns.numeric:
+                self._categorical(name).update(values[idx])
+        for name, mask in columns.present.items():
+            self.present[name] = self.present.get(name, 0) + int(mask[idx].sum())
+        if self.prediction_cat is not None:
+            self.prediction_cat.update(predictions)
+        elif self.prediction_num is not None:
+            self.prediction_num.update(predictions.astype(np.float64), keys)
+        self.score.update(scores, keys)
+
+    def _type_error(self, name: str, count: int) -> None:
+        if count:
+            self.type_errors[name] = self.type_errors.get(name, 0) + count
+
+    def add_outcomes(
+        self, predictions: np.ndarray, labels: np.ndarray, scores: np.ndarray, keys: np.ndarray
+    ) -> None:
+        """Fold joined (prediction, label) pairs in: these are the window's labelled outcomes."""
+        self.n_labelled += int(labels.size)
+        if self.regression is not None and self.label_num is not None:
+            y = labels.astype(np.float64)
+            self.regression.update(y, predictions.astype(np.float64))
+            self.label_num.update(y, keys)
+            return
+        assert self.confusion is not None and self.label_cat is not None
+        self.confusion.update(labels, predictions)
+        self.label_cat.update(labels)
+        if self.probability is not None and self.score_histogram is not None:
+            has_score = ~np.isnan(scores)
+            if has_score.any():
+                y = (labels[has_score] == self.spec.positive_label).astype(np.int64)
+                self.probability.update(y, scores[has_score])
+                self.score_histogram.update(y, scores[has_score])
+
+    # -- merge and transport ----------------------------------------------------------------
+    def merge(self, other: WindowAggregate) -> None:
+        self.n_predictions += other.n_predictions
+        self.n_labelled += other.n_labelled
+        for name, sketch in other.numeric.items():
+            self._numeric(name).merge(sketch)
+        for name, csk in other.categorical.items():
+            self._categorical(name).merge(csk)
+        for name, count in other.type_errors.items():
+            self.type_errors[name] = self.type_errors.get(name, 0) + count
+        for name, count in other.present.items():
+            self.present[name] = self.present.get(name, 0) + count
+        for attr in self._PARTS:
+            mine = getattr(self, attr)
+            if mine is not None:
+                mine.merge(getattr(other, attr))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "n_predictions": self.n_predictions,
+            "n_labelled": self.n_labelled,
+            "numeric": {k: v.to_dict() for k, v in sorted(self.numeric.items())},
+            "categorical": {k: v.to_dict() for k, v in sorted(self.categorical.items())},
+            "type_errors": dict(sorted(self.type_errors.items())),
+            "present": dict(sorted(self.present.items())),
+        }
+        for attr in self._PARTS:
+            part = getattr(self, attr)
+            out[attr] = None if part is None else part.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], spec: AggregateSpec) -> Self:
+        agg = cls(spec)
+        agg.n_predictions = int(d["n_predictions"])
+        agg.n_labelled = int(d["n_labelled"])
+        agg.numeric = {k: NumericSketch.from_dict(v) for k, v in d["numeric"].items()}
+        agg.categorical = {k: CategoricalSketch.from_dict(v) for k, v in d["categorical"].items()}
+        agg.type_errors = {k: int(v) for k, v in d["type_errors"].items()}
+        agg.present = {k: int(v) for k, v in d["present"].items()}
+        for attr in cls._PARTS:
+            part = getattr(agg, attr)
+            if part is not None and d.get(attr) is not None:
+                setattr(agg, attr, type(part).from_dict(d[attr]))
+        return agg

@@ -1,0 +1,124 @@
+"""The models a worker knows: their configuration, reference profile and sketch spec.
+
+Every worker builds the same catalog from the same configuration and reference files, so
+every partition sketches a model's windows on the same bin edges and categories, which is
+what keeps partial aggregates mergeable across workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from driftline.config import Config, ModelConfig
+from driftline.detectors.aggregates import AggregateSpec
+
+__all__ = ["ModelCatalog", "build_profiles", "spec_from_profile"]
+
+
+def build_profiles(
+    rows: list[Mapping[str, Any]], model_id: str, cfg: ModelConfig
+) -> dict[tuple[str, str], Any]:
+    """The model's reference profile, plus one per segment value found in the rows'
+    ``segments``: a segment is compared with the same segment of the reference, never with the
+    whole population (a slice defined by ``channel=web`` always differs from all channels)."""
+    from driftline.detectors.profile import build_profile
+
+    def profile(subset: list[Mapping[str, Any]]) -> Any:
+        return build_profile(
+            subset,
+            model_id=model_id,
+            model_version="*",
+            task=cfg.task,
+            feature_types=dict(cfg.feature_types) or None,
+        )
+
+    out: dict[tuple[str, str], Any] = {(model_id, ""): profile(rows)}
+    by_segment: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        for dim, value in (row.get("segments") or {}).items():
+            by_segment.setdefault(f"{dim}={value}", []).append(row)
+    for segment, subset in sorted(by_segment.items()):
+        out[(model_id, segment)] = profile(subset)
+    return out
+
+
+def spec_from_profile(cfg: ModelConfig, profile: Any | None) -> AggregateSpec:
+    """The sketch spec of a model: bin edges and pinned categories come from its reference."""
+    numeric: dict[str, np.ndarray] = {}
+    categories: dict[str, list[str]] = {}
+    if profile is not None:
+        for name, feature in profile.features.items():
+            if feature.kind == "numeric":
+                numeric[name] = np.asarray(feature.edges, dtype=np.float64)
+            else:
+                categories[name] = sorted(feature.counts)
+    for name, kind in cfg.feature_types.items():
+        if kind == "numeric" and name not in numeric:
+            numeric[name] = np.array([0.0, 0.0])
+        elif kind == "categorical" and name not in categories:
+            categories[name] = []
+    return AggregateSpec(
+        task=cfg.task,
+        positive_label=cfg.positive_label,
+        numeric_edges=numeric,
+        categories=categories,
+        sample_size=cfg.sample_size,
+    )
+
+
+class ModelCatalog:
+    """Configuration, reference profile and sketch spec per model, with admission control.
+
+    Unconfigured models are admitted with the defaults (so nothing goes unmonitored by
+    accident) unless ``allow_unknown_models`` is off; ``max_models`` bounds the memory a flood
+    of bogus model ids could take.
+    """
+
+    def __init__(self, config: Config, profiles: Mapping[str, Any] | None = None) -> None:
+        """``profiles`` maps a model id, or a ``(model_id, segment)`` pair for per-segment
+        references (segment ``"dim=value"``), to its reference profile."""
+        self.config = config
+        self.profiles: dict[tuple[str, str], Any] = {
+            (key if isinstance(key, tuple) else (key, "")): value for key, value in (profiles or {}).items()
+        }
+        self._specs: dict[str, AggregateSpec] = {}
+        self._admitted: set[str] = set(config.models)
+
+    @classmethod
+    def load(cls, config: Config, extra_profiles: Mapping[str, Any] | None = None) -> ModelCatalog:
+        """Load every configured model's reference profile file."""
+        from driftline.detectors.profile import load_rows
+
+        profiles: dict[Any, Any] = {}
+        for model_id, cfg in config.models.items():
+            if cfg.reference:
+                profiles.update(build_profiles(list(load_rows(cfg.reference)), model_id, cfg))
+        profiles.update(extra_profiles or {})
+        return cls(config, profiles)
+
+    def model(self, model_id: str) -> ModelConfig:
+        return self.config.model(model_id)
+
+    def profile(self, model_id: str, segment: str = "") -> Any | None:
+        return self.profiles.get((model_id, segment))
+
+    def has_reference(self, model_id: str) -> bool:
+        return (model_id, "") in self.profiles
+
+    def admit(self, model_id: str) -> bool:
+        """Whether events of ``model_id`` are processed (False sends them to dead-letter)."""
+        if model_id in self._admitted:
+            return True
+        if not self.config.allow_unknown_models or len(self._admitted) >= self.config.max_models:
+            return False
+        self._admitted.add(model_id)
+        return True
+
+    def spec(self, model_id: str) -> AggregateSpec:
+        spec = self._specs.get(model_id)
+        if spec is None:
+            spec = self._specs[model_id] = spec_from_profile(self.model(model_id), self.profile(model_id))
+        return spec

@@ -1,0 +1,7 @@
+"""Sub-commands of ``driftline`` beyond the stream itself, one module each.
+
+Each module defines ``register(subparsers)``, adding its sub-parser(s) with ``set_defaults(func=...)``
+where ``func(args) -> int``. ``driftline.cli`` imports the modules listed in ``MODULES``.
+"""
+
+MODULES: tuple[str, ...] = ()

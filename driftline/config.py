@@ -1,0 +1,271 @@
+"""Configuration: an optional YAML file, overridden by environment variables (12-factor).
+
+Precedence, lowest to highest: built-in defaults, the YAML file (``--config`` or
+``DRIFTLINE_CONFIG``), then ``DRIFTLINE__SECTION__KEY=value`` variables, whose values
+are parsed as YAML scalars so ``DRIFTLINE__KAFKA__PARTITIONS__JOIN=12`` is an int.
+A handful of well-known variables have short names (see ``_SHORT_ENV``).
+
+Secrets never live in this structure's repr: Kafka SASL passwords are read by
+:class:`driftline.kafka.KafkaSettings` from the environment or a file.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from driftline.alerting.rules import DEFAULT_RULES, Rule, rule_from_dict
+
+Task = Literal["binary", "multiclass", "regression"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def parse_duration_ms(value: str | int | float) -> int:
+    """Parse ``"90s"``, ``"5m"``, ``"2h"``, ``"1d"`` or a bare number of seconds into milliseconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        return round(value * 1000)
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 30s, 5m, 2h, 1d)")
+    number, unit = match.groups()
+    return round(float(number) * _UNIT_MS[unit or "s"])
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """How one model is monitored. Every field has a default so unknown models are still watched."""
+
+    task: Task = "binary"
+    window_ms: int = 300_000
+    grace_ms: int = 60_000
+    label_horizon_ms: int = 600_000
+    positive_label: str = "1"
+    reference: str | None = None
+    bootstrap_windows: int = 1
+    drift_alpha: float = 0.05
+    drift_share: float = 0.5
+    drift_tests: Mapping[str, str] = field(default_factory=dict)
+    feature_types: Mapping[str, str] = field(default_factory=dict)
+    sample_size: int = 500
+    rules: tuple[Rule, ...] = DEFAULT_RULES
+
+    def __post_init__(self) -> None:
+        if self.task not in ("binary", "multiclass", "regression"):
+            raise ValueError(f"task must be binary, multiclass or regression, not {self.task!r}")
+        if self.window_ms <= 0:
+            raise ValueError("window must be positive")
+        if self.grace_ms < 0 or self.label_horizon_ms < self.grace_ms:
+            raise ValueError("need 0 <= grace <= label_horizon")
+        if not 0 < self.drift_alpha < 1:
+            raise ValueError("drift_alpha must be in (0, 1)")
+
+
+@dataclass(frozen=True, slots=True)
+class TopicConfig:
+    """Topic names (all under one prefix) and explicit partition counts, created up front."""
+
+    prefix: str = "driftline."
+    predictions: int = 6
+    ground_truth: int = 6
+    join: int = 6
+    partials: int = 2
+    results: int = 2
+    alerts: int = 2
+    retraining: int = 2
+    dead_letter: int = 2
+
+    def name(self, topic: str) -> str:
+        return f"{self.prefix}{topic}"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration; build it with :func:`load_config`."""
+
+    app_id: str = "driftline"
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: TopicConfig = field(default_factory=TopicConfig)
+    max_message_bytes: int = 1_048_576
+    allow_unknown_models: bool = True
+    max_models: int = 1000
+    max_segment_values: int = 50
+    tick_interval_ms: int = 1000
+    defaults: ModelConfig = field(default_factory=ModelConfig)
+    models: Mapping[str, ModelConfig] = field(default_factory=dict)
+    store_url: str = "sqlite:///driftline.sqlite"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9108
+    source: str = "/driftline/worker"
+
+    def model(self, model_id: str) -> ModelConfig:
+        """The configuration of ``model_id``, falling back to the defaults for unconfigured models."""
+        return self.models.get(model_id, self.defaults)
+
+
+_SHORT_ENV = {
+    "DRIFTLINE_BOOTSTRAP_SERVERS": ("bootstrap_servers",),
+    "DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS": ("bootstrap_servers",),
+    "DRIFTLINE_TOPIC_PREFIX": ("topics", "prefix"),
+    "DRIFTLINE_APP_ID": ("app_id",),
+    "DRIFTLINE_STORE_URL": ("store_url",),
+}
+
+_MODEL_KEYS = {
+    "task": "task",
+    "window": "window_ms",
+    "grace": "grace_ms",
+    "label_horizon": "label_horizon_ms",
+    "positive_label": "positive_label",
+    "reference": "reference",
+    "bootstrap_windows": "bootstrap_windows",
+    "drift_alpha": "drift_alpha",
+    "drift_share": "drift_share",
+    "drift_tests": "drift_tests",
+    "feature_types": "feature_types",
+    "sample_size": "sample_size",
+    "rules": "rules",
+}
+_DURATION_KEYS = {"window", "grace", "label_horizon"}
+
+
+def _model_config(raw: Mapping[str, Any], base: ModelConfig, where: str) -> ModelConfig:
+    unknown = set(raw) - set(_MODEL_KEYS)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(_MODEL_KEYS)}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        attr = _MODEL_KEYS[key]
+        if key in _DURATION_KEYS:
+            value = parse_duration_ms(value)
+        elif key == "rules":
+            value = tuple(rule_from_dict(r) for r in value)
+        elif key == "positive_label":
+            value = str(value)
+        elif key in ("drift_tests", "feature_types"):
+            value = {str(k): str(v) for k, v in (value or {}).items()}
+        values[attr] = value
+    fields = {name: getattr(base, name) for name in base.__dataclass_fields__}
+    fields.update(values)
+    try:
+        return ModelConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+
+
+def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, path in _SHORT_ENV.items():
+        if name in environ:
+            _set_path(tree, path, environ[name])
+    for name, raw in environ.items():
+        if name.startswith("DRIFTLINE__"):
+            path = tuple(part.lower() for part in name[len("DRIFTLINE__") :].split("__") if part)
+            if path:
+                _set_path(tree, path, yaml.safe_load(raw) if raw else raw)
+    return tree
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+_TOP_KEYS = {
+    "app_id",
+    "bootstrap_servers",
+    "topics",
+    "max_message_bytes",
+    "allow_unknown_models",
+    "max_models",
+    "max_segment_values",
+    "tick_interval",
+    "defaults",
+    "models",
+    "store_url",
+    "metrics_host",
+    "metrics_port",
+    "source",
+}
+
+
+def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> Config:
+    """Build a :class:`Config` from a parsed YAML document, with clear errors for typos."""
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise ValueError(f"config: unknown keys {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+    defaults = _model_config(raw.get("defaults") or {}, ModelConfig(), "defaults")
+    models: dict[str, ModelConfig] = {}
+    for model_id, model_raw in (raw.get("models") or {}).items():
+        cfg = _model_config(model_raw or {}, defaults, f"models.{model_id}")
+        if cfg.reference and base_dir and not Path(cfg.reference).is_absolute():
+            cfg = _replace(cfg, reference=str(base_dir / cfg.reference))
+        models[str(model_id)] = cfg
+    topics_raw = dict(raw.get("topics") or {})
+    topics_raw = {k.replace("-", "_"): v for k, v in topics_raw.items()}
+    try:
+        topics = TopicConfig(**{k: (str(v) if k == "prefix" else int(v)) for k, v in topics_raw.items()})
+    except TypeError as exc:
+        raise ValueError(f"topics: {exc}") from exc
+    kwargs: dict[str, Any] = {
+        "topics": topics,
+        "defaults": defaults,
+        "models": models,
+    }
+    for key in ("app_id", "bootstrap_servers", "store_url", "metrics_host", "source"):
+        if key in raw:
+            kwargs[key] = str(raw[key])
+    for key in ("max_message_bytes", "max_models", "max_segment_values", "metrics_port"):
+        if key in raw:
+            kwargs[key] = int(raw[key])
+    if "allow_unknown_models" in raw:
+        kwargs["allow_unknown_models"] = bool(raw["allow_unknown_models"])
+    if "tick_interval" in raw:
+        kwargs["tick_interval_ms"] = parse_duration_ms(raw["tick_interval"])
+    return Config(**kwargs)
+
+
+def _replace(cfg: ModelConfig, **changes: Any) -> ModelConfig:
+    fields = {name: getattr(cfg, name) for name in cfg.__dataclass_fields__}
+    fields.update(changes)
+    return ModelConfig(**fields)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Load the YAML file (if any) and apply environment overrides."""
+    env = os.environ if environ is None else environ
+    path = path or env.get("DRIFTLINE_CONFIG")
+    raw: dict[str, Any] = {}
+    base_dir = None
+    if path:
+        file = Path(path)
+        raw = yaml.safe_load(file.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{file}: the top level must be a mapping")
+        base_dir = file.resolve().parent
+    raw = _deep_merge(raw, _env_overrides(env))
+    return config_from_mapping(raw, base_dir=base_dir)

@@ -1,0 +1,309 @@
+"""``driftline replay``: feed recorded events through the broker and the same agents, then report.
+
+Replay is not a second code path. It produces the files' lines to the ordinary input topics
+(in timestamp order, batched as the producer helper batches), ends every input partition with
+an end-of-input control record, runs the ordinary worker until every merge partition has
+announced that all windows are final, and builds the report from what the worker published
+on its topics: window results, alerts, retraining requests and dead-letter records.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from driftline.broker import EmbeddedBroker
+from driftline.catalog import ModelCatalog, build_profiles
+from driftline.config import Config
+from driftline.detectors.profile import load_rows
+from driftline.kafka import confluent_config
+from driftline.runner import create_topics, run_worker, web_port
+from driftline.schemas import decode_window_result, rfc3339_to_ms
+from driftline.streams.app import END_OF_RESULTS, DriftlineApp
+from driftline.streams.ingest import CONTROL_HEADER, END_OF_INPUT
+
+__all__ = ["ReplayReport", "read_lines", "replay"]
+
+BATCH_LINES = 500
+
+
+@dataclass
+class ReplayReport:
+    windows: list[dict[str, Any]] = field(default_factory=list)
+    provisional_windows: int = 0
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    retraining_requests: list[dict[str, Any]] = field(default_factory=list)
+    dead_letter: dict[str, Any] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "report_version": 1,
+            "inputs": self.inputs,
+            "windows": self.windows,
+            "provisional_windows": self.provisional_windows,
+            "alerts": self.alerts,
+            "retraining_requests": self.retraining_requests,
+            "dead_letter": self.dead_letter,
+            "counters": self.counters,
+        }
+
+
+def _timestamp(line: bytes) -> int | None:
+    try:
+        obj = orjson.loads(line)
+        ts = obj["timestamp"]
+        return ts if isinstance(ts, int) else rfc3339_to_ms(ts)
+    except Exception:
+        return None
+
+
+def read_lines(path: str | Path) -> list[tuple[int, int, bytes]]:
+    """(timestamp, line number, raw line) of a JSONL file, sorted by event time.
+
+    Lines that are not JSON or have no readable timestamp keep their place relative to the
+    line before them: they are still sent, so the worker dead-letters them as it would live."""
+    out: list[tuple[int, int, bytes]] = []
+    last = 0
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh):
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            ts = _timestamp(line)
+            last = ts if ts is not None else last
+            out.append((last, n, line))
+    out.sort(key=lambda t: (t[0], t[1]))
+    return out
+
+
+def _batches(lines: list[tuple[int, int, bytes]], kind: str) -> Iterator[bytes]:
+    """Batch envelopes of well-formed lines; a line that is not a JSON object goes alone, so
+    it cannot spoil its neighbours' batch."""
+    head = b'{"schema_version":"1.0","kind":"' + kind.encode() + b'","events":['
+    chunk: list[bytes] = []
+    for _, _, line in lines:
+        try:
+            ok = isinstance(orjson.loads(line), dict)
+        except orjson.JSONDecodeError:
+            ok = False
+        if not ok:
+            if chunk:
+                yield head + b",".join(chunk) + b"]}"
+                chunk = []
+            yield line
+            continue
+        chunk.append(line)
+        if len(chunk) >= BATCH_LINES:
+            yield head + b",".join(chunk) + b"]}"
+            chunk = []
+    if chunk:
+        yield head + b",".join(chunk) + b"]}"
+
+
+def _produce(app: DriftlineApp, predictions: list, labels: list) -> None:
+    producer = Producer(confluent_config(app.settings, linger_ms=20, **{"message.max.bytes": 16_000_000}))
+    topics = app.topics
+    counts = app.config.topics
+    for topic, lines, kind, n in (
+        (topics.predictions, predictions, "predictions", counts.predictions),
+        (topics.ground_truth, labels, "ground_truth", counts.ground_truth),
+    ):
+        # round-robin over partitions: every partition advances through event time together
+        for i, message in enumerate(_batches(lines, kind)):
+            _produce_one(producer, topic, message, partition=i % n)
+        for p in range(n):
+            _produce_one(producer, topic, None, partition=p, headers=[(CONTROL_HEADER, END_OF_INPUT)])
+    if producer.flush(60) != 0:
+        raise RuntimeError("could not deliver the replay input to the broker")
+
+
+def _produce_one(producer: Producer, topic: str, value: bytes | None, **kwargs: Any) -> None:
+    while True:
+        try:
+            producer.produce(topic, value, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.1)
+
+
+def _collect_results(app: DriftlineApp, done: threading.Event, sink: dict[str, Any], deadline: float) -> None:
+    """Read window-results until every merge partition said it has finished, then set ``done``."""
+    consumer = Consumer(
+        confluent_config(
+            app.settings, group_id=f"driftline-replay-{uuid.uuid4().hex}", enable_auto_commit=False
+        )
+    )
+    topic = app.topics.results
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(app.config.topics.results)])
+    finished: set[bytes] = set()
+    try:
+        while time.monotonic() < deadline and len(finished) < app.config.topics.partials:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            headers = dict(msg.headers() or [])
+            if headers.get(CONTROL_HEADER) == END_OF_RESULTS:
+                finished.add(headers.get("driftline-merge-partition", b""))
+                sink["counters"] = orjson.loads(msg.value())
+                continue
+            sink["results"].append(decode_window_result(msg.value()))
+        sink["complete"] = len(finished) >= app.config.topics.partials
+    finally:
+        consumer.close()
+        done.set()
+
+
+def _consume_all(app: DriftlineApp, topic: str, partitions: int, idle_s: float = 2.0) -> list[Any]:
+    consumer = Consumer(
+        confluent_config(
+            app.settings, group_id=f"driftline-replay-{uuid.uuid4().hex}", enable_auto_commit=False
+        )
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out = []
+    last = time.monotonic()
+    try:
+        while time.monotonic() - last < idle_s:
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            last = time.monotonic()
+            out.append(msg)
+    finally:
+        consumer.close()
+    return out
+
+
+def _load_reference(path: str, config: Config, model_ids: set[str]) -> dict[Any, Any]:
+    """Profiles for every model: rows with a ``model_id`` profile that model; rows without
+    one are the reference of every model in the replay."""
+    rows = list(load_rows(path))
+    by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_model[str(row.get("model_id", ""))].append(row)
+    profiles: dict[Any, Any] = {}
+    for model_id in sorted(model_ids | set(config.models)):
+        model_rows = by_model.get(model_id) or by_model.get("")
+        if model_rows:
+            profiles.update(build_profiles(model_rows, model_id, config.model(model_id)))
+    return profiles
+
+
+def _model_ids(lines: list[tuple[int, int, bytes]]) -> set[str]:
+    ids = set()
+    for _, _, line in lines:
+        try:
+            ids.add(str(orjson.loads(line)["model_id"]))
+        except Exception:
+            continue
+    return ids
+
+
+def replay(
+    config: Config,
+    predictions: str | Path,
+    ground_truth: str | Path,
+    *,
+    reference: str | Path | None = None,
+    broker: str | None = None,
+    timeout_s: float = 900.0,
+    loglevel: str = "WARNING",
+) -> ReplayReport:
+    """Replay the two files and return the report (see docs/replay-report.md)."""
+    pred_lines = read_lines(predictions)
+    label_lines = read_lines(ground_truth)
+    run = uuid.uuid4().hex[:8]
+    embedded = None
+    if broker is None:
+        embedded = EmbeddedBroker().start()
+        broker = embedded.bootstrap_servers
+        prefix = config.topics.prefix
+    else:  # never mix a replay with live topics on a shared cluster
+        prefix = f"{config.topics.prefix}replay-{run}."
+    config = replace(
+        config,
+        bootstrap_servers=broker,
+        app_id=f"{config.app_id}-replay-{run}",
+        topics=replace(config.topics, prefix=prefix),
+    )
+    try:
+        profiles = _load_reference(str(reference), config, _model_ids(pred_lines)) if reference else {}
+        catalog = ModelCatalog.load(config, extra_profiles=profiles)
+        app = DriftlineApp(config, catalog, web_port=web_port(), quick_rebalance=True, idle_after_s=timeout_s)
+        create_topics(app)
+        _produce(app, pred_lines, label_lines)
+        done = threading.Event()
+        sink: dict[str, Any] = {"results": [], "counters": {}, "complete": False}
+        collector = threading.Thread(
+            target=_collect_results, args=(app, done, sink, time.monotonic() + timeout_s), daemon=True
+        )
+        collector.start()
+        run_worker(app, stop=done, loglevel=loglevel)
+        collector.join(timeout=30)
+        if not sink["complete"]:
+            raise TimeoutError(f"replay did not finish within {timeout_s:.0f}s")
+        report = _report(app, sink)
+        report.inputs = {
+            "predictions": str(predictions),
+            "ground_truth": str(ground_truth),
+            "reference": str(reference) if reference else None,
+            "prediction_lines": len(pred_lines),
+            "ground_truth_lines": len(label_lines),
+        }
+        return report
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _report(app: DriftlineApp, sink: dict[str, Any]) -> ReplayReport:
+    report = ReplayReport()
+    final = [r for r in sink["results"] if r.phase == "final"]
+    report.provisional_windows = len(sink["results"]) - len(final)
+    seen = set()
+    for r in sorted(
+        final, key=lambda r: (r.model_id, r.model_version, sorted(r.segment.items()), r.window_start_ms)
+    ):
+        key = (r.model_id, r.model_version, tuple(sorted(r.segment.items())), r.window_start_ms)
+        if key in seen:  # a re-delivered result (at-least-once): the same numbers
+            continue
+        seen.add(key)
+        report.windows.append(msgspec.to_builtins(r))
+    c = app.config.topics
+    alerts = _consume_all(app, app.topics.alerts, c.alerts)
+    report.alerts = _unique(alerts)
+    report.retraining_requests = _unique(_consume_all(app, app.topics.retraining, c.retraining))
+    dead = _consume_all(app, app.topics.dead_letter, c.dead_letter, idle_s=1.0)
+    by_reason = Counter(dict(m.headers() or []).get("driftline-dlq-reason", b"?").decode() for m in dead)
+    report.dead_letter = {"total": len(dead), "by_reason": dict(sorted(by_reason.items()))}
+    report.counters = dict(sink["counters"])
+    return report
+
+
+def _unique(messages: list[Any]) -> list[dict[str, Any]]:
+    """CloudEvents as emitted, in emission order; re-deliveries (same id) listed once."""
+    out, ids = [], set()
+    for m in sorted(messages, key=lambda m: m.timestamp()[1]):
+        event = orjson.loads(m.value())
+        if event["id"] in ids:
+            continue
+        ids.add(event["id"])
+        out.append(event)
+    return out
+
+
+def write_report(report: ReplayReport, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(report.to_dict(), indent=2, sort_keys=False) + "\n")

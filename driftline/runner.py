@@ -1,0 +1,58 @@
+"""Running a driftline worker in this process, until told to stop.
+
+``driftline worker`` runs until SIGINT/SIGTERM; ``replay`` and ``demo`` run the very same
+worker and stop it once their bounded input is fully processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import faust
+
+from driftline.broker import free_loopback_port
+from driftline.kafka import ensure_topics
+from driftline.streams.app import DriftlineApp
+
+__all__ = ["create_topics", "run_worker", "web_port"]
+
+log = logging.getLogger(__name__)
+
+
+def create_topics(app: DriftlineApp, timeout: float = 30.0) -> None:
+    """Create every topic up front with its explicit partition count (Faust does not create
+    source topics, and brokers that auto-create would pick their own count)."""
+    ensure_topics(app.settings, app.topics.partitions(app.config), timeout=timeout)
+
+
+def run_worker(app: DriftlineApp, *, stop: threading.Event | None = None, loglevel: str = "WARNING") -> None:
+    """Run the Faust worker until SIGINT/SIGTERM or until ``stop`` is set."""
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    worker = faust.Worker(
+        app.faust,
+        loglevel=loglevel,
+        quiet=True,
+        redirect_stdouts=False,
+        override_logging=False,
+        loop=asyncio.get_event_loop(),
+    )
+    stopping: list[asyncio.Future[None]] = []
+    if stop is not None:
+
+        @app.faust.timer(interval=0.2)
+        async def _stop_when_done() -> None:
+            if stop.is_set() and not stopping:
+                stopping.append(asyncio.ensure_future(worker.stop()))
+
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+
+
+def web_port() -> int:
+    """A free loopback port for Faust's web server, which binds even when disabled."""
+    return free_loopback_port()

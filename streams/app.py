@@ -1,0 +1,344 @@
+"""The Faust app: topics, and the four agents that carry events from input to alerts.
+
+    predictions, ground-truth --ingest--> internal.join-input (by prediction_id)
+        --join--> internal.window-partials (by model) --merge--> window-results, alerts,
+        retraining-requests;   bad input --> dead-letter
+
+Each agent is a short loop that hands the message to a pure object (``Router``,
+``JoinPartition``, ``WindowMerger``) and produces what it returns; the logic lives there, where
+tests reach it without a broker. Every agent catches what a single message can throw, dead-
+letters that message with the reason, and goes on: one poisoned message never stops a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import faust
+
+from driftline import metrics
+from driftline.catalog import ModelCatalog
+from driftline.config import Config
+from driftline.detectors.hashing import partition_for
+from driftline.evaluation import Evaluation, Evaluator
+from driftline.kafka import KafkaSettings
+from driftline.schemas import encode
+from driftline.streams.ingest import CONTROL_HEADER, Kind, Outgoing, Router, dead_letter_headers
+from driftline.streams.join import JoinPartition
+from driftline.streams.merge import WindowMerger
+from driftline.streams.messages import (
+    EndOfInput,
+    LabelBatch,
+    PredictionBatch,
+    Tick,
+    decode_join_input,
+    decode_partials,
+    encode_internal,
+)
+
+__all__ = ["END_OF_RESULTS", "DriftlineApp", "TopicNames", "kafka_settings"]
+
+log = logging.getLogger(__name__)
+
+#: header-only record a merge partition writes to window-results once every input has ended
+END_OF_RESULTS = b"end-of-results"
+CLOUDEVENTS_JSON = ("content-type", b"application/cloudevents+json; charset=UTF-8")
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    predictions: str
+    ground_truth: str
+    join: str
+    partials: str
+    results: str
+    alerts: str
+    retraining: str
+    dead_letter: str
+
+    @classmethod
+    def from_config(cls, config: Config) -> TopicNames:
+        t = config.topics
+        return cls(
+            predictions=t.name("predictions"),
+            ground_truth=t.name("ground-truth"),
+            join=t.name("internal.join-input"),
+            partials=t.name("internal.window-partials"),
+            results=t.name("window-results"),
+            alerts=t.name("alerts"),
+            retraining=t.name("retraining-requests"),
+            dead_letter=t.name("dead-letter"),
+        )
+
+    def partitions(self, config: Config) -> dict[str, int]:
+        """Every topic with its explicit partition count, for creation up front."""
+        t = config.topics
+        return {
+            self.predictions: t.predictions,
+            self.ground_truth: t.ground_truth,
+            self.join: t.join,
+            self.partials: t.partials,
+            self.results: t.results,
+            self.alerts: t.alerts,
+            self.retraining: t.retraining,
+            self.dead_letter: t.dead_letter,
+        }
+
+
+def kafka_settings(config: Config) -> KafkaSettings:
+    """Client settings: credentials from the environment, bootstrap servers from the config."""
+    try:
+        settings = KafkaSettings.from_env()
+    except (ValueError, KeyError):
+        settings = KafkaSettings(config.bootstrap_servers)
+    return replace(settings, bootstrap_servers=config.bootstrap_servers)
+
+
+def _faust_credentials(settings: KafkaSettings) -> Any:
+    if settings.sasl_mechanism and settings.sasl_username:
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password or "",
+            mechanism=settings.sasl_mechanism,
+        )
+    return None
+
+
+@dataclass
+class _State:
+    joins: dict[int, JoinPartition] = field(default_factory=dict)
+    mergers: dict[int, WindowMerger] = field(default_factory=dict)
+
+
+class DriftlineApp:
+    """One worker's Faust app. Several workers with the same ``app_id`` share the partitions."""
+
+    def __init__(
+        self,
+        config: Config,
+        catalog: ModelCatalog | None = None,
+        *,
+        web_port: int = 6066,
+        idle_after_s: float = 10.0,
+        quick_rebalance: bool = False,
+        on_evaluation: Callable[[Evaluation], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog or ModelCatalog.load(config)
+        self.topics = TopicNames.from_config(config)
+        self.settings = kafka_settings(config)
+        self.idle_after_s = idle_after_s
+        self.on_evaluation = on_evaluation
+        self.router = Router(config, self.catalog, config.topics.join)
+        self.state = _State()
+        t = config.topics
+        self.prediction_sources = [f"{self.topics.predictions}:{p}" for p in range(t.predictions)]
+        self.label_sources = [f"{self.topics.ground_truth}:{p}" for p in range(t.ground_truth)]
+        options: dict[str, Any] = {
+            "broker": f"kafka://{config.bootstrap_servers}",
+            "broker_credentials": _faust_credentials(self.settings),
+            "value_serializer": "raw",
+            "key_serializer": "raw",
+            "store": "memory://",
+            "web_enabled": False,
+            "web_host": "127.0.0.1",
+            "web_bind": "127.0.0.1",
+            "web_port": web_port,
+            "topic_allow_declare": False,
+            "topic_disable_leader": True,
+            "consumer_auto_offset_reset": "earliest",
+            "producer_max_request_size": 16 * 1024 * 1024,
+            "producer_compression_type": None,
+            "stream_wait_empty": False,
+        }
+        if quick_rebalance:  # the embedded broker holds group joins for session_timeout/2
+            options.update(broker_session_timeout=6, broker_heartbeat_interval=1)
+        self.faust = faust.App(config.app_id, **options)
+        self._stopping: asyncio.Event | None = None
+        self._define()
+
+    # -- wiring --------------------------------------------------------------------------
+    def _topic(self, name: str, partitions: int) -> Any:
+        return self.faust.topic(name, value_type=bytes, key_type=bytes, partitions=partitions)
+
+    def _define(self) -> None:
+        t, c = self.topics, self.config.topics
+        predictions = self._topic(t.predictions, c.predictions)
+        ground_truth = self._topic(t.ground_truth, c.ground_truth)
+        join_input = self._topic(t.join, c.join)
+        partials = self._topic(t.partials, c.partials)
+        self._out = {name: self._topic(name, count) for name, count in t.partitions(self.config).items()}
+
+        @self.faust.agent(predictions, name="ingest-predictions")
+        async def ingest_predictions(stream: Any) -> None:
+            async for event in stream.events():
+                await self._ingest("predictions", event)
+
+        @self.faust.agent(ground_truth, name="ingest-ground-truth")
+        async def ingest_ground_truth(stream: Any) -> None:
+            async for event in stream.events():
+                await self._ingest("ground_truth", event)
+
+        @self.faust.agent(join_input, name="join")
+        async def join(stream: Any) -> None:
+            async for event in stream.events():
+                await self._guard(event, self._join, event)
+
+        @self.faust.agent(partials, name="merge")
+        async def merge(stream: Any) -> None:
+            async for event in stream.events():
+                await self._guard(event, self._merge, event)
+
+        @self.faust.timer(interval=1.0)
+        async def idle_sources() -> None:
+            assigned = [
+                (tp.topic, tp.partition)
+                for tp in self.faust.consumer.assignment()
+                if tp.topic in (t.predictions, t.ground_truth)
+            ]
+            await self._send(self.router.idle_ticks(assigned, time.monotonic(), self.idle_after_s))
+
+    # -- agents' bodies ----------------------------------------------------------------------
+    async def _ingest(self, kind: Kind, event: Any) -> None:
+        message = event.message
+        metrics.EVENTS_CONSUMED.labels(message.topic).inc()
+        out = await self._run_guarded(
+            event,
+            self.router.route,
+            kind,
+            message.value,
+            message.topic,
+            message.partition,
+            message.offset,
+            _headers(message.headers),
+            now=time.monotonic(),
+        )
+        if out is not None:
+            for record in out:
+                if record.topic == self.topics.dead_letter:
+                    reason = dict(record.headers).get("driftline-dlq-reason", b"?").decode()
+                    metrics.EVENTS_INVALID.labels(message.topic, reason).inc()
+            await self._send(out)
+
+    async def _join(self, event: Any) -> None:
+        jp = event.message.partition
+        state = self.state.joins.get(jp)
+        if state is None:
+            state = self.state.joins[jp] = JoinPartition(
+                jp, self.catalog, prediction_sources=self.prediction_sources, label_sources=self.label_sources
+            )
+        before = (state.watermark, state.final_watermark, state.ended)
+        msg = decode_join_input(event.message.value)
+        if isinstance(msg, PredictionBatch):
+            state.add_predictions(msg.events)
+            partials = state.source_progress(msg.source, msg.watermark)
+        elif isinstance(msg, LabelBatch):
+            state.add_labels(msg.events)
+            partials = state.source_progress(msg.source, msg.watermark)
+        elif isinstance(msg, Tick):
+            partials = state.source_progress(msg.source, msg.watermark, idle=msg.idle)
+        elif isinstance(msg, EndOfInput):
+            partials = state.end_source(msg.source)
+        else:  # pragma: no cover - the decoder only yields the union above
+            return
+        n_merge = self.config.topics.partials
+        out = [
+            Outgoing(
+                self.topics.partials,
+                encode_internal(p),
+                key=p.model_id.encode(),
+                partition=int(partition_for([p.model_id], n_merge)[0]),
+            )
+            for p in partials
+        ]
+        if (state.watermark, state.final_watermark, state.ended) != before:
+            progress = encode_internal(state.progress())
+            out.extend(Outgoing(self.topics.partials, progress, partition=p) for p in range(n_merge))
+        await self._send(out)
+
+    async def _merge(self, event: Any) -> None:
+        mp = event.message.partition
+        merger = self.state.mergers.get(mp)
+        if merger is None:
+            evaluator = Evaluator(self.catalog, source=self.config.source)
+            merger = self.state.mergers[mp] = WindowMerger(self.catalog, evaluator, self.config.topics.join)
+        result = merger.add(decode_partials(event.message.value))
+        out: list[Outgoing] = []
+        for evaluation in result.evaluations:
+            r = evaluation.result
+            metrics.WINDOWS_EVALUATED.labels(r.phase).inc()
+            out.append(Outgoing(self.topics.results, encode(r), key=r.model_id.encode()))
+            for alert in evaluation.alerts:
+                metrics.ALERTS_EMITTED.labels(alert.data.status, alert.data.severity).inc()
+                out.append(
+                    Outgoing(
+                        self.topics.alerts,
+                        encode(alert),
+                        key=alert.data.dedup_key.encode(),
+                        headers=(CLOUDEVENTS_JSON,),
+                    )
+                )
+            for request in evaluation.requests:
+                metrics.RETRAINING_REQUESTS.inc()
+                out.append(
+                    Outgoing(
+                        self.topics.retraining,
+                        encode(request),
+                        key=request.data.model_id.encode(),
+                        headers=(CLOUDEVENTS_JSON,),
+                    )
+                )
+            if self.on_evaluation is not None:
+                self.on_evaluation(evaluation)
+        if result.ended:
+            counters = encode(merger.counters)
+            headers = ((CONTROL_HEADER, END_OF_RESULTS), ("driftline-merge-partition", str(mp).encode()))
+            out.append(
+                Outgoing(
+                    self.topics.results, counters, partition=mp % self.config.topics.results, headers=headers
+                )
+            )
+        await self._send(out)
+
+    # -- plumbing --------------------------------------------------------------------------
+    async def _send(self, records: Iterable[Outgoing]) -> None:
+        for r in records:
+            await self._out[r.topic].send(
+                key=r.key, value=r.value, partition=r.partition, headers=list(r.headers) or None
+            )
+
+    async def _run_guarded(self, event: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # one message must never stop the stream
+            await self._poison(event, exc)
+            return None
+
+    async def _guard(self, event: Any, fn: Callable[[Any], Any], arg: Any) -> None:
+        try:
+            await fn(arg)
+        except Exception as exc:
+            await self._poison(event, exc)
+
+    async def _poison(self, event: Any, exc: Exception) -> None:
+        message = event.message
+        log.exception(
+            "message %s:%s@%s failed; dead-lettered", message.topic, message.partition, message.offset
+        )
+        metrics.EVENTS_INVALID.labels(message.topic, "processing_error").inc()
+        headers = dead_letter_headers(
+            "processing_error", type(exc).__name__, message.topic, message.partition, message.offset, None
+        )
+        await self._out[self.topics.dead_letter].send(value=message.value, headers=list(headers))
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes]]:
+    if not raw:
+        return []
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(k.decode() if isinstance(k, bytes) else k, v) for k, v in items]

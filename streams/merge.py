@@ -1,0 +1,129 @@
+"""The owner of a model's windows: merges every join partition's partials, closes, evaluates.
+
+Partials replace (never add to) the previous partial of the same join partition and window,
+and progress counters are cumulative, so a re-delivered message changes nothing. A window is
+evaluated once *every* join partition's watermark has passed it; that is what lets several
+workers share one hot model and still produce one result per window.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from driftline.catalog import ModelCatalog
+from driftline.detectors.aggregates import WindowAggregate
+from driftline.evaluation import Evaluation, Evaluator
+from driftline.streams.join import MIN_WATERMARK
+from driftline.streams.messages import Partial, PartialsMessage, Progress
+
+__all__ = ["MergeOutput", "WindowMerger"]
+
+_Key = tuple[str, str, str, int]  # model_id, model_version, segment, window_start
+
+
+@dataclass(slots=True)
+class MergeOutput:
+    evaluations: list[Evaluation] = field(default_factory=list)
+    ended: bool = False
+
+
+class WindowMerger:
+    """Window state of one ``window-partials`` partition (the models hashed to it)."""
+
+    def __init__(self, catalog: ModelCatalog, evaluator: Evaluator, n_join_partitions: int) -> None:
+        self.catalog = catalog
+        self.evaluator = evaluator
+        self.n_join_partitions = n_join_partitions
+        self.watermark = MIN_WATERMARK
+        self.ended = False
+        self.final_watermark = MIN_WATERMARK
+        self._progress: dict[int, int] = {}
+        self._final_progress: dict[int, int] = {}
+        self._ended: set[int] = set()
+        self._counters: dict[int, dict[str, int]] = {}
+        self._partials: dict[_Key, dict[int, Partial]] = defaultdict(dict)
+        self._ends: dict[_Key, int] = {}
+        self._provisional_done: set[_Key] = set()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Stream counters summed over join partitions (late, duplicate, expired, ...)."""
+        total: dict[str, int] = defaultdict(int)
+        for counters in self._counters.values():
+            for name, value in counters.items():
+                total[name] += value
+        return dict(sorted(total.items()))
+
+    def add(self, message: PartialsMessage) -> MergeOutput:
+        if isinstance(message, Partial):
+            key = (message.model_id, message.model_version, message.segment, message.window_start)
+            if key in self._ends or not self._already_closed(key, message.window_end):
+                self._partials[key][message.join_partition] = message
+                self._ends[key] = message.window_end
+            return MergeOutput()
+        return self._progress_to(message)
+
+    def _already_closed(self, key: _Key, end: int) -> bool:
+        """A partial of a window this merger already finalised (a re-delivery): drop it."""
+        cfg = self.catalog.model(key[0])
+        return end + cfg.label_horizon_ms <= self.final_watermark
+
+    def _progress_to(self, message: Progress) -> MergeOutput:
+        jp = message.join_partition
+        if message.watermark > self._progress.get(jp, MIN_WATERMARK):
+            self._progress[jp] = message.watermark
+        if message.final_watermark > self._final_progress.get(jp, MIN_WATERMARK):
+            self._final_progress[jp] = message.final_watermark
+        self._counters[jp] = dict(message.counters)
+        if message.end_of_input:
+            self._ended.add(jp)
+        out = MergeOutput()
+        parts = range(self.n_join_partitions)
+        wm = min(self._progress.get(p, MIN_WATERMARK) for p in parts)
+        fwm = min(self._final_progress.get(p, MIN_WATERMARK) for p in parts)
+        if wm > self.watermark or fwm > self.final_watermark:
+            self.watermark = max(wm, self.watermark)
+            self.final_watermark = max(fwm, self.final_watermark)
+            out.evaluations = self._close(self.watermark, self.final_watermark)
+        if len(self._ended) >= self.n_join_partitions and not self.ended:
+            self.ended = True
+            out.ended = True
+        return out
+
+    def _close(self, wm: int, fwm: int) -> list[Evaluation]:
+        evaluations: list[Evaluation] = []
+        # window order per model, and the whole-model slice before its segments, so that
+        # bootstrapped references and alert lifecycles see windows in event-time order
+        for key in sorted(self._partials, key=lambda k: (k[3], k[0], k[1], k[2] != "", k[2])):
+            model_id, version, segment, start = key
+            cfg = self.catalog.model(model_id)
+            end = self._ends[key]
+            if end + cfg.label_horizon_ms <= fwm:
+                phase = "final"
+            elif end + cfg.grace_ms <= wm and key not in self._provisional_done:
+                phase = "provisional"
+            else:
+                continue
+            aggregate = WindowAggregate(self.catalog.spec(model_id))
+            for jp in sorted(self._partials[key]):
+                aggregate.merge(WindowAggregate.from_dict(self._partials[key][jp].aggregate, aggregate.spec))
+            evaluations.append(
+                self.evaluator.evaluate(
+                    model_id,
+                    version,
+                    segment,
+                    start,
+                    end,
+                    aggregate,
+                    phase,
+                    judge_label_free=key not in self._provisional_done,
+                )
+            )
+            if phase == "final":
+                del self._partials[key]
+                del self._ends[key]
+                self._provisional_done.discard(key)
+            else:
+                self._provisional_done.add(key)
+        return evaluations

@@ -1,0 +1,121 @@
+"""Wire formats of the internal topics (msgpack): the join input and the window partials.
+
+These are not public contracts: producers never see them, and both ends are always the same
+driftline version. msgpack keeps the re-encoded events and the sketches compact and fast.
+
+``join-input`` carries, per join partition, an ordered mix of prediction batches, label
+batches, watermark ticks and end-of-input markers. Because one partition's log holds both
+sides of the join in one order, processing it is a deterministic function of that log.
+``window-partials`` carries each join partition's partial window aggregates and its progress
+(watermark and counters) to the partition that owns the model.
+
+A *source* is one partition of an input topic, written ``topic:partition``; event-time
+progress is tracked per source so that one fast partition cannot push the watermark past a
+slower one (the same rule as Flink's per-split watermarks).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from driftline.schemas import GroundTruthEvent, PredictionEvent
+
+__all__ = [
+    "EndOfInput",
+    "JoinInput",
+    "LabelBatch",
+    "Partial",
+    "PartialsMessage",
+    "PredictionBatch",
+    "Progress",
+    "Tick",
+    "decode_join_input",
+    "decode_partials",
+    "encode_internal",
+]
+
+
+class PredictionBatch(msgspec.Struct, tag="p", gc=False):
+    """Valid predictions of one source message routed to one join partition.
+
+    ``watermark`` is the largest prediction time the source had shown when this was sent."""
+
+    source: str
+    watermark: int
+    events: list[PredictionEvent]
+
+
+class LabelBatch(msgspec.Struct, tag="l", gc=False):
+    """Valid labels of one source message routed to one join partition.
+
+    ``watermark`` is the largest label time the source had shown when this was sent."""
+
+    source: str
+    watermark: int
+    events: list[GroundTruthEvent]
+
+
+class Tick(msgspec.Struct, tag="t"):
+    """Event-time progress of a source, broadcast to the join partitions its data skipped.
+
+    ``idle`` marks a source that has sent nothing for a while: it stops holding the watermark
+    back until it sends data again (otherwise one quiet partition would stall every window)."""
+
+    source: str
+    watermark: int
+    idle: bool = False
+
+
+class EndOfInput(msgspec.Struct, tag="e"):
+    """A source partition has ended: a bounded replay is complete there."""
+
+    source: str
+
+
+JoinInput = PredictionBatch | LabelBatch | Tick | EndOfInput
+
+
+class Partial(msgspec.Struct, tag="w", gc=False):
+    """One join partition's aggregate of one window slice; a later one replaces an earlier one."""
+
+    join_partition: int
+    model_id: str
+    model_version: str
+    segment: str
+    window_start: int
+    window_end: int
+    phase: Literal["provisional", "final"]
+    aggregate: dict[str, Any]
+
+
+class Progress(msgspec.Struct, tag="g"):
+    """A join partition's watermark and cumulative counters, broadcast to every merge partition.
+
+    Counters are cumulative, so a replayed Progress replaces rather than adds."""
+
+    join_partition: int
+    watermark: int
+    final_watermark: int
+    end_of_input: bool
+    counters: dict[str, int]
+
+
+PartialsMessage = Partial | Progress
+
+_encoder = msgspec.msgpack.Encoder()
+_join_decoder = msgspec.msgpack.Decoder(JoinInput)
+_partials_decoder = msgspec.msgpack.Decoder(PartialsMessage)
+
+
+def encode_internal(message: JoinInput | PartialsMessage) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_join_input(data: bytes) -> JoinInput:
+    return _join_decoder.decode(data)
+
+
+def decode_partials(data: bytes) -> PartialsMessage:
+    return _partials_decoder.decode(data)
