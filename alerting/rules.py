@@ -168,16 +168,17 @@ def rule_from_dict(d: Mapping[str, Any]) -> Rule:
 
 DEFAULT_RULES: tuple[Rule, ...] = (
     # Data drift is label-free, so it is the earliest warning a model gets, often days before
-    # labels arrive. A warning, not a page: drift does not always hurt accuracy. One window is
-    # enough because the drift test already aggregates a whole window; 100 predictions keeps the
-    # tests from firing on sampling noise in near-empty windows.
+    # labels arrive. A warning, not a page: drift does not always hurt accuracy. Two windows in a
+    # row: each window's verdict is a test at alpha, so across many slices and windows a single
+    # window fires by chance now and then (replaying 100k stationary events showed it); real
+    # drift persists. 100 predictions keeps the tests off near-empty windows.
     Rule(
         name="dataset-drift",
         metric="dataset_drift",
         comparison=">=",
         threshold=1.0,
         min_samples=100,
-        for_windows=1,
+        for_windows=2,
         severity="warning",
     ),
     # The question that matters: is the model worse than when it was validated? Relative to the

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 DEFAULT_BINS = 10
-DEFAULT_SAMPLE = 5000
+DEFAULT_SAMPLE = 20_000
 # top-level keys of a flat row that are event metadata, not features
 _META_KEYS = frozenset({"prediction_id", "model_id", "model_version", "timestamp", "scores", "score",
                         "segments", "schema_version"})

@@ -29,7 +29,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from driftline.streams.app import DriftlineApp
 
     config = _config(args)
-    app = DriftlineApp(config, web_port=web_port(), idle_after_s=args.idle_after)
+    app = DriftlineApp(
+        config, web_port=web_port(), idle_after_s=args.idle_after, session_timeout_s=args.session_timeout
+    )
     create_topics(app)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=config.metrics_host)
@@ -81,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         help="seconds before a silent input partition stops holding windows",
+    )
+    worker.add_argument(
+        "--session-timeout",
+        type=float,
+        default=None,
+        help="consumer group session timeout in seconds (small values speed up rebalances in tests)",
     )
     worker.set_defaults(func=_cmd_worker)
 

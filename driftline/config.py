@@ -52,12 +52,17 @@ class ModelConfig:
     label_horizon_ms: int = 600_000
     positive_label: str = "1"
     reference: str | None = None
-    bootstrap_windows: int = 1
+    bootstrap_windows: int = 3
     drift_alpha: float = 0.05
-    drift_share: float = 0.5
+    #: multiple-testing correction across a window's features: "bh" (Benjamini-Hochberg),
+    #: "bonferroni" or "none"; with "bh", "any corrected feature drifted" keeps the share of
+    #: stationary windows flagged at alpha (tests/test_calibration.py)
+    drift_correction: str = "bh"
+    #: dataset drift when at least this share of features drifted; 0 means "any feature"
+    drift_share: float = 0.0
     drift_tests: Mapping[str, str] = field(default_factory=dict)
     feature_types: Mapping[str, str] = field(default_factory=dict)
-    sample_size: int = 500
+    sample_size: int = 1000
     rules: tuple[Rule, ...] = DEFAULT_RULES
 
     def __post_init__(self) -> None:
@@ -69,6 +74,10 @@ class ModelConfig:
             raise ValueError("need 0 <= grace <= label_horizon")
         if not 0 < self.drift_alpha < 1:
             raise ValueError("drift_alpha must be in (0, 1)")
+        if self.drift_correction not in ("bh", "bonferroni", "none"):
+            raise ValueError("drift_correction must be bh, bonferroni or none")
+        if not 0 <= self.drift_share <= 1:
+            raise ValueError("drift_share must be in [0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +116,8 @@ class Config:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108
     source: str = "/driftline/worker"
+    #: alert subscriptions (read by the notifier, see docs/alerting.md)
+    subscriptions: tuple[Mapping[str, Any], ...] = ()
 
     def model(self, model_id: str) -> ModelConfig:
         """The configuration of ``model_id``, falling back to the defaults for unconfigured models."""
@@ -130,6 +141,7 @@ _MODEL_KEYS = {
     "reference": "reference",
     "bootstrap_windows": "bootstrap_windows",
     "drift_alpha": "drift_alpha",
+    "drift_correction": "drift_correction",
     "drift_share": "drift_share",
     "drift_tests": "drift_tests",
     "feature_types": "feature_types",
@@ -208,6 +220,7 @@ _TOP_KEYS = {
     "metrics_host",
     "metrics_port",
     "source",
+    "subscriptions",
 }
 
 
@@ -242,6 +255,8 @@ def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path | None = None)
             kwargs[key] = int(raw[key])
     if "allow_unknown_models" in raw:
         kwargs["allow_unknown_models"] = bool(raw["allow_unknown_models"])
+    if "subscriptions" in raw:
+        kwargs["subscriptions"] = tuple(raw["subscriptions"] or ())
     if "tick_interval" in raw:
         kwargs["tick_interval_ms"] = parse_duration_ms(raw["tick_interval"])
     return Config(**kwargs)

@@ -71,10 +71,15 @@ class Reference:
     metrics: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_aggregate(cls, agg: WindowAggregate, source: str = "bootstrap") -> Reference:
+    def from_aggregate(
+        cls, agg: WindowAggregate, samples: dict[str, list[np.ndarray]], source: str = "bootstrap"
+    ) -> Reference:
+        """A reference from a slice's first windows: merged counts, and the windows' samples
+        *concatenated* (merging bottom-k samples would keep only k values; a larger reference
+        sample keeps the false-alarm rate of later windows close to alpha)."""
         ref = cls(source)
         for name, sk in agg.numeric.items():
-            ref.numeric_samples[name] = sk.sample_values.copy()
+            ref.numeric_samples[name] = np.concatenate(samples.get(name) or [sk.sample_values])
             ref.numeric_counts[name] = sk.counts.copy()
         for name, ck in agg.categorical.items():
             ref.categorical[name] = dict(ck.counts)
@@ -121,6 +126,7 @@ class _Bootstrap:
     """References learnt from a model version's first windows when no profile file is given."""
 
     windows: list[int] = field(default_factory=list)
+    samples: dict[str, list[np.ndarray]] = field(default_factory=dict)
     predictions: WindowAggregate | None = None
     outcomes: WindowAggregate | None = None
     reference: Reference | None = None
@@ -161,8 +167,10 @@ class Evaluator:
         if start not in boot.windows and len(boot.windows) < cfg.bootstrap_windows:
             boot.windows.append(start)
             boot.predictions = _merged(boot.predictions, agg)
+            for name, sk in agg.numeric.items():
+                boot.samples.setdefault(name, []).append(sk.sample_values.copy())
             if len(boot.windows) == cfg.bootstrap_windows:
-                boot.reference = Reference.from_aggregate(boot.predictions)
+                boot.reference = Reference.from_aggregate(boot.predictions, boot.samples)
         if phase == "final" and start in boot.windows:
             boot.outcomes = _merged(boot.outcomes, agg)
             if boot.reference is not None and boot.outcomes is not None:
@@ -191,15 +199,11 @@ class Evaluator:
         n = agg.n_predictions
         coverage = agg.n_labelled / n if n else None
         drift = _drift(agg, ref, cfg) if ref is not None else []
-        drift_share = (
-            (sum(d.drifted for d in drift if d.kind == "feature") / _n_features(drift)) if drift else None
-        )
         features_drift = [d for d in drift if d.kind == "feature"]
-        dataset = (
-            drift_tests.dataset_drift([_as_result(d) for d in features_drift], cfg.drift_share)
-            if features_drift
-            else None
-        )
+        drift_share = sum(d.drifted for d in features_drift) / len(features_drift) if features_drift else None
+        dataset = None
+        if drift_share is not None:
+            dataset = drift_share > 0 if cfg.drift_share <= 0 else drift_share >= cfg.drift_share
         quality = _quality(agg, ref)
         values: dict[str, float] = {k: v for k, v in metrics.items() if v is not None}
         values.update(
@@ -343,10 +347,6 @@ def _finite(v: float) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
 
 
-def _n_features(drift: list[DriftTest]) -> int:
-    return max(1, sum(1 for d in drift if d.kind == "feature"))
-
-
 def _as_result(d: DriftTest) -> DriftResult:
     return DriftResult(d.feature, d.test, d.statistic or math.nan, d.p_value, d.threshold, d.drifted)
 
@@ -432,6 +432,9 @@ def _drift(agg: WindowAggregate, ref: Reference, cfg: ModelConfig) -> list[Drift
         )
         if result is not None:
             out.append(result)
+    if cfg.drift_correction != "none" and out:
+        corrected = drift_tests.correct([_as_result(d) for d in out], cfg.drift_correction, cfg.drift_alpha)
+        out = [_to_test(r, "feature") for r in corrected]
     if agg.prediction_cat is not None and ref.prediction_counts:
         result = _count_test(
             "", "prediction", ref.prediction_counts, agg.prediction_cat.counts, cfg, "prediction"

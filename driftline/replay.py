@@ -242,7 +242,7 @@ def replay(
     try:
         profiles = _load_reference(str(reference), config, _model_ids(pred_lines)) if reference else {}
         catalog = ModelCatalog.load(config, extra_profiles=profiles)
-        app = DriftlineApp(config, catalog, web_port=web_port(), quick_rebalance=True, idle_after_s=timeout_s)
+        app = DriftlineApp(config, catalog, web_port=web_port(), session_timeout_s=6, idle_after_s=timeout_s)
         create_topics(app)
         _produce(app, pred_lines, label_lines)
         done = threading.Event()

@@ -125,7 +125,7 @@ class DriftlineApp:
         *,
         web_port: int = 6066,
         idle_after_s: float = 10.0,
-        quick_rebalance: bool = False,
+        session_timeout_s: float | None = None,
         on_evaluation: Callable[[Evaluation], None] | None = None,
     ) -> None:
         self.config = config
@@ -153,11 +153,17 @@ class DriftlineApp:
             "topic_disable_leader": True,
             "consumer_auto_offset_reset": "earliest",
             "producer_max_request_size": 16 * 1024 * 1024,
+            # fetch messages larger than the size limit, so they reach the validator and the
+            # dead-letter topic instead of stalling the partition
+            "consumer_max_fetch_size": max(8 * 1024 * 1024, 4 * config.max_message_bytes),
             "producer_compression_type": None,
             "stream_wait_empty": False,
         }
-        if quick_rebalance:  # the embedded broker holds group joins for session_timeout/2
-            options.update(broker_session_timeout=6, broker_heartbeat_interval=1)
+        if session_timeout_s:  # the embedded broker holds a group join for session_timeout/2
+            options.update(
+                broker_session_timeout=session_timeout_s,
+                broker_heartbeat_interval=max(0.5, session_timeout_s / 6),
+            )
         self.faust = faust.App(config.app_id, **options)
         self._stopping: asyncio.Event | None = None
         self._define()

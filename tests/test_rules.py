@@ -201,7 +201,7 @@ def test_default_rules() -> None:
 
     drift = by_name["dataset-drift"]
     assert (drift.metric, drift.comparison, drift.threshold) == ("dataset_drift", ">=", 1.0)
-    assert drift.for_windows == 1
+    assert drift.for_windows == 2
     assert (drift.severity, drift.retrain) == ("warning", False)
     assert drift.breached(1.0) and not drift.breached(0.0)
 

@@ -1,0 +1,257 @@
+"""The spine end to end: a real ``driftline worker`` process on the embedded broker.
+
+Events are produced with plain confluent-kafka (batches, single events, labels before and
+after their predictions, default librdkafka partitioner), mixed with malformed input. The
+test computes every expected number itself and reads the worker's output back from its topics.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import yaml
+from confluent_kafka import Producer
+from conftest import consume_all
+from scipy import stats
+
+from driftline.kafka import KafkaSettings, confluent_config, ensure_topics
+from driftline.schemas import decode_alert, decode_retraining_request, decode_window_result
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a multiple of the window
+WINDOW_MS = 10_000
+ACCURACY = [0.9, 0.8, 0.3, 0.95]  # window 2 breaks the rule, window 3 clears it
+N_PER_WINDOW = 100
+MODEL = "m1"
+
+
+def _events(rng: np.random.Generator) -> tuple[list[dict], list[dict], dict[int, dict[str, np.ndarray]]]:
+    predictions, labels, features = [], [], {}
+    for w, acc in enumerate(ACCURACY):
+        n_correct = round(acc * N_PER_WINDOW)
+        preds = rng.integers(0, 2, N_PER_WINDOW)
+        correct = np.zeros(N_PER_WINDOW, dtype=bool)
+        correct[rng.permutation(N_PER_WINDOW)[:n_correct]] = True
+        truth = np.where(correct, preds, 1 - preds)
+        x1 = rng.normal(0.0, 1.0, N_PER_WINDOW).round(6)
+        x2 = rng.normal(0.0, 1.0, N_PER_WINDOW).round(6)
+        features[w] = {"x1": x1, "x2": x2}
+        for i in range(N_PER_WINDOW):
+            pid = f"w{w}-{i:03d}"
+            ts = T0 + w * WINDOW_MS + i * 90
+            predictions.append(
+                {
+                    "prediction_id": pid,
+                    "model_id": MODEL,
+                    "model_version": "v1",
+                    "timestamp": ts,
+                    "features": {"x1": float(x1[i]), "x2": float(x2[i])},
+                    "prediction": int(preds[i]),
+                    "score": 0.5,
+                }
+            )
+            labels.append(
+                {"prediction_id": pid, "model_id": MODEL, "label": int(truth[i]), "timestamp": ts + 500}
+            )
+    return predictions, labels, features
+
+
+def _batch(kind: str, events: list[dict]) -> bytes:
+    return orjson.dumps({"schema_version": "1.0", "kind": kind, "events": events})
+
+
+@pytest.fixture()
+def spine_setup(tmp_path: Path, kafka_settings: KafkaSettings, unique_prefix: str):
+    rng = np.random.default_rng(42)
+    reference = rng.normal(0.0, 1.0, (2, 3000)).round(6)
+    ref_path = tmp_path / "reference.jsonl"
+    with open(ref_path, "wb") as fh:
+        for i in range(3000):
+            row = {"features": {"x1": float(reference[0, i]), "x2": float(reference[1, i])}, "prediction": 1}
+            fh.write(orjson.dumps(row) + b"\n")
+    config = {
+        "app_id": f"{unique_prefix}app",
+        "bootstrap_servers": kafka_settings.bootstrap_servers,
+        "topics": {
+            "prefix": unique_prefix,
+            "predictions": 2,
+            "ground_truth": 2,
+            "join": 3,
+            "partials": 2,
+            "results": 1,
+            "alerts": 1,
+            "retraining": 1,
+            "dead_letter": 1,
+        },
+        "tick_interval": "1s",
+        "defaults": {
+            "window": "10s",
+            "grace": "2s",
+            "label_horizon": "4s",
+            "rules": [
+                {
+                    "name": "accuracy-low",
+                    "metric": "accuracy",
+                    "comparison": "<",
+                    "threshold": 0.6,
+                    "clear_threshold": 0.7,
+                    "min_samples": 20,
+                    "severity": "critical",
+                    "retrain": True,
+                }
+            ],
+        },
+        "models": {MODEL: {"reference": str(ref_path)}},
+    }
+    cfg_path = tmp_path / "driftline.yaml"
+    cfg_path.write_text(yaml.safe_dump(config))
+    return cfg_path, config, rng, reference
+
+
+def test_worker_end_to_end_with_bad_input(
+    spine_setup, kafka_settings: KafkaSettings, unique_prefix: str, tmp_path
+):
+    cfg_path, config, rng, reference = spine_setup
+    p = unique_prefix
+    topics = {f"{p}predictions": 2, f"{p}ground-truth": 2}
+    ensure_topics(kafka_settings, topics)
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed in finally
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "driftline.cli",
+            "--config",
+            str(cfg_path),
+            "worker",
+            "--session-timeout",
+            "6",
+            "--idle-after",
+            "2",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        predictions, labels, features = _events(rng)
+        producer = Producer(confluent_config(kafka_settings, **{"message.max.bytes": 5_000_000}))
+        pred_topic, gt_topic = f"{p}predictions", f"{p}ground-truth"
+        # window 0's labels arrive before their predictions
+        producer.produce(gt_topic, _batch("ground_truth", labels[:100]), key=b"labels-0")
+        # predictions: batches of 50 with a model key, then single events keyed by id
+        for start in range(0, 300, 50):
+            producer.produce(
+                pred_topic, _batch("predictions", predictions[start : start + 50]), key=MODEL.encode()
+            )
+        # bad input mixed in between valid messages
+        bad_member = dict(predictions[300], features={"x1": [1, 2]})  # a list is no feature value
+        mixed = predictions[300:310]
+        producer.produce(pred_topic, b'{"prediction_id": "x", "model_id": ', key=b"bad-json")
+        producer.produce(
+            pred_topic, orjson.dumps({k: v for k, v in predictions[0].items() if k != "prediction_id"})
+        )
+        producer.produce(
+            pred_topic, orjson.dumps(dict(predictions[0], features="abc", prediction_id="wrong-type"))
+        )
+        producer.produce(pred_topic, b'{"padding": "' + b"x" * 2_000_000 + b'"}')
+        producer.produce(pred_topic, _batch("predictions", [*mixed[:5], bad_member, *mixed[5:]]))
+        for event in predictions[310:]:
+            producer.produce(pred_topic, orjson.dumps(event), key=event["prediction_id"].encode())
+        producer.produce(gt_topic, _batch("ground_truth", labels[100:]), key=b"labels-rest")
+        # event time moves on in every input partition, so windows 0..3 become final
+        later = T0 + 10 * WINDOW_MS
+        for part in range(2):
+            tail = [dict(predictions[0], prediction_id=f"tail-{part}", timestamp=later)]
+            producer.produce(pred_topic, _batch("predictions", tail), partition=part)
+            tail_label = [
+                {"prediction_id": f"tail-{part}", "model_id": MODEL, "label": 1, "timestamp": later}
+            ]
+            producer.produce(gt_topic, _batch("ground_truth", tail_label), partition=part)
+        assert producer.flush(30) == 0
+
+        results = _wait_for_final_windows(kafka_settings, f"{p}window-results", n=len(ACCURACY), timeout=90)
+        assert worker.poll() is None, "the worker must survive bad input"
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        log.close()
+
+    by_window = {(r.window_start_ms - T0) // WINDOW_MS: r for r in results}
+    assert sorted(by_window) == [0, 1, 2, 3]
+    for w, acc in enumerate(ACCURACY):
+        r = by_window[w]
+        window_labels = labels[w * N_PER_WINDOW : (w + 1) * N_PER_WINDOW]
+        window_preds = predictions[w * N_PER_WINDOW : (w + 1) * N_PER_WINDOW]
+        expected = sum(
+            p_["prediction"] == l_["label"] for p_, l_ in zip(window_preds, window_labels, strict=True)
+        )
+        assert r.metrics["accuracy"] == expected / N_PER_WINDOW == acc
+        assert (r.prediction_count, r.labelled_count, r.label_coverage) == (100, 100, 1.0)
+        # KS against the reference, BH-corrected over the window's features: scipy is the oracle
+        raw = {f: stats.ks_2samp(reference[j], features[w][f]) for j, f in enumerate(("x1", "x2"))}
+        adjusted = stats.false_discovery_control([raw["x1"].pvalue, raw["x2"].pvalue])
+        drift = {d.feature: d for d in r.drift if d.kind == "feature"}
+        for j, f in enumerate(("x1", "x2")):
+            assert drift[f].test == "ks"
+            assert drift[f].statistic == pytest.approx(raw[f].statistic, abs=1e-12)
+            assert drift[f].p_value == pytest.approx(adjusted[j], rel=1e-9)
+            assert drift[f].drifted == bool(adjusted[j] < 0.05)
+
+    alerts = [decode_alert(m.value()) for m in consume_all(kafka_settings, f"{p}alerts")]
+    assert [(a.type, a.data.rule, a.data.window.start) for a in alerts] == [
+        ("io.driftline.alert.firing", "accuracy-low", "2026-01-01T00:00:20.000Z"),
+        ("io.driftline.alert.resolved", "accuracy-low", "2026-01-01T00:00:30.000Z"),
+    ]
+    assert alerts[0].data.dedup_key == alerts[1].data.dedup_key
+    assert alerts[0].data.observed == pytest.approx(0.3)
+    requests = [
+        decode_retraining_request(m.value()) for m in consume_all(kafka_settings, f"{p}retraining-requests")
+    ]
+    assert len(requests) == 1
+    request = requests[0]
+    assert request.id == request.data.idempotency_key
+    assert (request.data.model_id, request.data.reason, request.data.window.start) == (
+        MODEL,
+        "accuracy-low",
+        "2026-01-01T00:00:20.000Z",
+    )
+
+    dead = consume_all(kafka_settings, f"{p}dead-letter")
+    records = [(dict(m.headers()), m.value()) for m in dead]
+    reasons = sorted(h["driftline-dlq-reason"].decode() for h, _ in records)
+    assert reasons == ["invalid_json", "missing_field", "too_large", "wrong_type", "wrong_type"]
+    for headers, _ in records:
+        assert headers["driftline-source-topic"] == pred_topic.encode()
+        assert int(headers["driftline-source-partition"]) in (0, 1)
+        assert int(headers["driftline-source-offset"]) >= 0
+    member = [(h, v) for h, v in records if "driftline-batch-index" in h]
+    assert len(member) == 1
+    assert member[0][0]["driftline-batch-index"] == b"5"
+    assert orjson.loads(member[0][1]) == bad_member
+
+
+def _wait_for_final_windows(settings: KafkaSettings, topic: str, *, n: int, timeout: float) -> list:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            messages = consume_all(settings, topic, idle_s=1.0, max_s=5.0)
+        except AssertionError:  # topic not created yet
+            time.sleep(1)
+            continue
+        final = [
+            r
+            for r in (decode_window_result(m.value()) for m in messages if m.value())
+            if r.phase == "final" and not r.segment and r.window_start_ms < T0 + len(ACCURACY) * WINDOW_MS
+        ]
+        if len(final) >= n:
+            return final
+        time.sleep(1)
+    raise AssertionError(f"no {n} final windows on {topic} within {timeout}s")
