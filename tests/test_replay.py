@@ -87,7 +87,7 @@ def test_replay_alerts_follow_the_injected_changes(tmp_path: Path) -> None:
     n, rate = 9000, 20.0  # 450 s of traffic: 7.5 windows of 60 s
     traffic = simulate(n, events_per_s=rate, feature_drift_at=4 / 7.5, concept_drift_at=6 / 7.5, seed=5)
     reference = simulate(5000, events_per_s=rate, seed=6, id_prefix="r")
-    rows = [dict(p, label=l["label"]) for p, l in zip(reference.predictions, reference.labels, strict=True)]
+    rows = [dict(p, label=y["label"]) for p, y in zip(reference.predictions, reference.labels, strict=True)]
     report = _replay(tmp_path, traffic, reference=rows)
 
     t0 = traffic.predictions[0]["timestamp"]

@@ -116,7 +116,7 @@ def spine_setup(tmp_path: Path, kafka_settings: KafkaSettings, unique_prefix: st
 def test_worker_end_to_end_with_bad_input(
     spine_setup, kafka_settings: KafkaSettings, unique_prefix: str, tmp_path
 ):
-    cfg_path, config, rng, reference = spine_setup
+    cfg_path, _, rng, reference = spine_setup
     p = unique_prefix
     topics = {f"{p}predictions": 2, f"{p}ground-truth": 2}
     ensure_topics(kafka_settings, topics)
