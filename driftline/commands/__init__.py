@@ -4,4 +4,4 @@ Each module defines ``register(subparsers)``, adding its sub-parser(s) with ``se
 where ``func(args) -> int``. ``driftline.cli`` imports the modules listed in ``MODULES``.
 """
 
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = ("driftline.commands.alerting_cli", "driftline.commands.ops_cli")
