@@ -23,8 +23,6 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from prometheus_client import start_http_server
-
     from driftline.runner import create_topics, run_worker, web_port
     from driftline.streams.app import DriftlineApp
 
@@ -34,7 +32,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     )
     create_topics(app)
     if args.metrics_port:
-        start_http_server(args.metrics_port, addr=config.metrics_host)
+        from driftline.metrics import start_metrics_server
+
+        start_metrics_server(args.metrics_port, host=config.metrics_host)
     run_worker(app, loglevel=args.loglevel)
     return 0
 

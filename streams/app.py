@@ -136,6 +136,8 @@ class DriftlineApp:
         self.on_evaluation = on_evaluation
         self.router = Router(config, self.catalog, config.topics.join)
         self.state = _State()
+        self._models_of: dict[int, set[str]] = {}
+        metrics.configure(config, self.catalog)
         t = config.topics
         self.prediction_sources = [f"{self.topics.predictions}:{p}" for p in range(t.predictions)]
         self.label_sources = [f"{self.topics.ground_truth}:{p}" for p in range(t.ground_truth)]
@@ -274,10 +276,13 @@ class DriftlineApp:
             evaluator = Evaluator(self.catalog, source=self.config.source)
             merger = self.state.mergers[mp] = WindowMerger(self.catalog, evaluator, self.config.topics.join)
         result = merger.add(decode_partials(event.message.value))
+        models = self._models_of.setdefault(mp, set())
         out: list[Outgoing] = []
         for evaluation in result.evaluations:
             r = evaluation.result
+            models.add(r.model_id)
             metrics.WINDOWS_EVALUATED.labels(r.phase).inc()
+            metrics.observe_evaluation(evaluation)
             out.append(Outgoing(self.topics.results, encode(r), key=r.model_id.encode()))
             for alert in evaluation.alerts:
                 metrics.ALERTS_EMITTED.labels(alert.data.status, alert.data.severity).inc()
@@ -301,6 +306,7 @@ class DriftlineApp:
                 )
             if self.on_evaluation is not None:
                 self.on_evaluation(evaluation)
+        metrics.observe_progress(merger.counters, merger.watermark, models)
         if result.ended:
             counters = encode(merger.counters)
             headers = ((CONTROL_HEADER, END_OF_RESULTS), ("driftline-merge-partition", str(mp).encode()))
