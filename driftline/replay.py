@@ -33,7 +33,7 @@ from driftline.schemas import decode_window_result, rfc3339_to_ms
 from driftline.streams.app import END_OF_RESULTS, DriftlineApp
 from driftline.streams.ingest import CONTROL_HEADER, END_OF_INPUT
 
-__all__ = ["ReplayReport", "read_lines", "replay"]
+__all__ = ["ReplayReport", "collect_results", "end_inputs", "read_lines", "replay", "write_report"]
 
 BATCH_LINES = 500
 
@@ -124,10 +124,19 @@ def _produce(app: DriftlineApp, predictions: list, labels: list) -> None:
         # round-robin over partitions: every partition advances through event time together
         for i, message in enumerate(_batches(lines, kind)):
             _produce_one(producer, topic, message, partition=i % n)
-        for p in range(n):
-            _produce_one(producer, topic, None, partition=p, headers=[(CONTROL_HEADER, END_OF_INPUT)])
+    end_inputs(app, producer)
     if producer.flush(60) != 0:
         raise RuntimeError("could not deliver the replay input to the broker")
+
+
+def end_inputs(app: DriftlineApp, producer: Producer) -> None:
+    """End every input partition: once the worker has read these, every window is final."""
+    for topic, n in (
+        (app.topics.predictions, app.config.topics.predictions),
+        (app.topics.ground_truth, app.config.topics.ground_truth),
+    ):
+        for p in range(n):
+            _produce_one(producer, topic, None, partition=p, headers=[(CONTROL_HEADER, END_OF_INPUT)])
 
 
 def _produce_one(producer: Producer, topic: str, value: bytes | None, **kwargs: Any) -> None:
@@ -139,7 +148,7 @@ def _produce_one(producer: Producer, topic: str, value: bytes | None, **kwargs: 
             producer.poll(0.1)
 
 
-def _collect_results(app: DriftlineApp, done: threading.Event, sink: dict[str, Any], deadline: float) -> None:
+def collect_results(app: DriftlineApp, done: threading.Event, sink: dict[str, Any], deadline: float) -> None:
     """Read window-results until every merge partition said it has finished, then set ``done``."""
     consumer = Consumer(
         confluent_config(
@@ -248,7 +257,7 @@ def replay(
         done = threading.Event()
         sink: dict[str, Any] = {"results": [], "counters": {}, "complete": False}
         collector = threading.Thread(
-            target=_collect_results, args=(app, done, sink, time.monotonic() + timeout_s), daemon=True
+            target=collect_results, args=(app, done, sink, time.monotonic() + timeout_s), daemon=True
         )
         collector.start()
         run_worker(app, stop=done, loglevel=loglevel)
