@@ -24,6 +24,7 @@ from driftline.detectors.categories import category_string, category_strings
 from driftline.detectors.sketches import (
     CategoricalSketch,
     ConfusionCounts,
+    ExpectedConfusion,
     NumericSketch,
     ProbabilitySums,
     RegressionSums,
@@ -135,6 +136,7 @@ class WindowAggregate:
         "probability",
         "score_histogram",
         "regression",
+        "expected",
     )
 
     def __init__(self, spec: AggregateSpec) -> None:
@@ -155,6 +157,8 @@ class WindowAggregate:
         self.probability = ProbabilitySums() if spec.task == "binary" else None
         self.score_histogram = ScoreHistogram() if spec.task == "binary" else None
         self.regression = RegressionSums() if regression else None
+        #: expected confusion from the scores of *all* predictions: label-free estimates
+        self.expected = ExpectedConfusion() if spec.task == "binary" else None
 
     # -- sketch factories: same spec -> same edges and pins on every partition ----------
     def _numeric(self, name: str) -> NumericSketch:
@@ -206,6 +210,10 @@ class WindowAggregate:
         elif self.prediction_num is not None:
             self.prediction_num.update(predictions.astype(np.float64), keys)
         self.score.update(scores, keys)
+        if self.expected is not None:
+            scored = ~np.isnan(scores)
+            if scored.any():
+                self.expected.update(predictions[scored] == spec.positive_label, scores[scored])
 
     def _type_error(self, name: str, count: int) -> None:
         if count:

@@ -27,6 +27,7 @@ from driftline.config import ModelConfig
 from driftline.detectors import drift as drift_tests
 from driftline.detectors.aggregates import WindowAggregate
 from driftline.detectors.drift import DriftResult
+from driftline.detectors.estimation import estimate_performance
 from driftline.detectors.metrics import (
     classification_metrics,
     probability_metrics,
@@ -40,7 +41,7 @@ from driftline.schemas.timefmt import ms_to_rfc3339
 __all__ = ["Evaluation", "Evaluator", "Reference", "parse_segment"]
 
 #: metrics that need labels: judged at the final phase, with the labelled count as samples
-_LABEL_FREE_PREFIXES = ("drift.", "missing_rate.", "type_error_rate.", "out_of_range_rate.")
+_LABEL_FREE_PREFIXES = ("drift.", "missing_rate.", "type_error_rate.", "out_of_range_rate.", "estimated_")
 _LABEL_FREE = {"dataset_drift", "drift_share", "drifted_features", "prediction_count", "label_coverage"}
 
 
@@ -329,6 +330,8 @@ def _merged(base: WindowAggregate | None, agg: WindowAggregate) -> WindowAggrega
 
 def _performance(agg: WindowAggregate, cfg: ModelConfig) -> dict[str, float]:
     out: dict[str, float] = {}
+    if agg.expected is not None and agg.expected.n:
+        out.update(estimate_performance(agg.expected))
     if agg.n_labelled == 0:
         return out
     if agg.regression is not None:

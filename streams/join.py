@@ -168,9 +168,10 @@ class JoinPartition:
         accepted: list[PredictionEvent] = []
         wkey_of: list[int] = []
         outcomes: list[tuple[int, object, object, float, int]] = []
+        in_batch: set[str] = set()
         for ev in events:
             pid = ev.prediction_id
-            if pid in self._entries:
+            if pid in self._entries or pid in in_batch:
                 self.counters["duplicate_predictions"] += 1
                 continue
             cfg = catalog.model(ev.model_id)
@@ -180,6 +181,7 @@ class JoinPartition:
                 self.counters["late_predictions"] += 1
                 continue
             wid = self._wkey(ev, start, end, end + cfg.label_horizon_ms)
+            in_batch.add(pid)
             accepted.append(ev)
             wkey_of.append(wid)
         if not accepted:
