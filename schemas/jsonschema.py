@@ -43,10 +43,24 @@ def schema_for(struct: type[msgspec.Struct], title: str) -> dict[str, Any]:
     return {"$schema": DIALECT, "title": title, **schema}
 
 
+def _canonical(node: Any) -> Any:
+    """Put every ``anyOf`` in one order. Python and msgspec cache unions by equality, which
+    ignores member order, so ``str | int`` may come back as an equal ``int | str`` built
+    earlier in the process: the generated order depended on what had been imported."""
+    if isinstance(node, dict):
+        out = {k: _canonical(v) for k, v in node.items()}
+        if isinstance(out.get("anyOf"), list):
+            out["anyOf"] = sorted(out["anyOf"], key=lambda item: json.dumps(item, sort_keys=True))
+        return out
+    if isinstance(node, list):
+        return [_canonical(v) for v in node]
+    return node
+
+
 def render(schema: dict[str, Any]) -> str:
-    """Canonical text: sorted keys and fixed indent, so regenerating is byte-stable and diffs
-    show only real contract changes."""
-    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    """Canonical text: sorted keys, canonical ``anyOf`` order and fixed indent, so regenerating
+    is byte-stable and diffs show only real contract changes."""
+    return json.dumps(_canonical(schema), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def generate() -> dict[str, str]:
