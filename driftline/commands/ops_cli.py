@@ -1,0 +1,214 @@
+"""Operator commands on the store: ``driftline status``, ``driftline report`` and
+``driftline history`` (the sink that fills the store from the output topics).
+
+All three read the store URL from ``--store-url``, else ``DRIFTLINE_STORE_URL`` / the config
+file's ``store_url``, else ``sqlite:///driftline.sqlite``. None of them creates or migrates a
+store: a missing or outdated schema is an error naming ``driftline db upgrade``, because a
+status command that silently creates an empty ``driftline.sqlite`` in the wrong directory
+would report "no models" instead of "wrong store".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from driftline.config import load_config
+from driftline.schemas import rfc3339_to_ms
+from driftline.store import SchemaOutOfDate, check_schema, make_engine, safe_url, session_factory
+
+__all__ = ["open_store", "parse_since", "register", "store_url"]
+
+DEFAULT_STATUS_PORT = 8780
+_RELATIVE = re.compile(r"^(\d+)([smhdw])$")
+_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+class StoreUnavailable(RuntimeError):
+    """The store is missing or not at the schema this driftline needs."""
+
+
+def store_url(args: argparse.Namespace) -> str:
+    """``--store-url``, else the configuration (``DRIFTLINE_STORE_URL`` over the file over the
+    default ``sqlite:///driftline.sqlite``)."""
+    if getattr(args, "store_url", None):
+        return str(args.store_url)
+    return load_config(getattr(args, "config", None)).store_url
+
+
+def open_store(url: str) -> sessionmaker[Session]:
+    """Sessions on an existing store at the current schema, or :class:`StoreUnavailable`."""
+    parsed = make_url(url)
+    database = parsed.database
+    file_based = parsed.get_backend_name() == "sqlite" and database not in (None, "", ":memory:")
+    if file_based and not Path(str(database)).exists():
+        raise StoreUnavailable(
+            f"store {safe_url(url)} does not exist: create it with `driftline db upgrade` "
+            "(with the same store URL), or point --store-url / DRIFTLINE_STORE_URL at yours"
+        )
+    engine = make_engine(url)
+    try:
+        check_schema(engine)
+    except SchemaOutOfDate as exc:
+        engine.dispose()
+        raise StoreUnavailable(str(exc)) from exc
+    return session_factory(engine)
+
+
+def parse_since(text: str, now_ms: int | None = None) -> int:
+    """``--since``: a duration back from now (``90m``, ``24h``, ``7d``), an RFC 3339 time or
+    epoch milliseconds.
+
+    >>> parse_since("2h", now_ms=10_000_000), parse_since("2026-01-01T00:00:00Z"), parse_since("5")
+    (2800000, 1767225600000, 5)
+    """
+    text = text.strip()
+    relative = _RELATIVE.match(text)
+    if relative:
+        now = _now_ms() if now_ms is None else now_ms
+        return now - int(relative[1]) * _UNIT_MS[relative[2]]
+    if text.isdigit():
+        return int(text)
+    try:
+        return rfc3339_to_ms(text)
+    except ValueError:
+        raise ValueError(
+            f"--since {text!r}: give a duration (30m, 24h, 7d), an RFC 3339 time or epoch milliseconds"
+        ) from None
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _fail(exc: Exception) -> int:
+    print(f"driftline: error: {exc}", file=sys.stderr)
+    return 2
+
+
+# ---- status ------------------------------------------------------------------------------------
+def _cmd_status(args: argparse.Namespace) -> int:
+    from driftline.status import collect_status, make_status_server, render_table, status_json
+
+    try:
+        sessions = open_store(store_url(args))
+    except StoreUnavailable as exc:
+        return _fail(exc)
+    if args.serve:
+        server = make_status_server(sessions, args.host, args.port)
+        host, port = server.server_address[:2]
+        print(f"serving http://{host}:{port}/status and /healthz (Ctrl-C stops)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+        return 0
+    now = _now_ms()
+    with sessions() as session:
+        statuses = collect_status(session, now)
+    if args.json:
+        print(json.dumps(status_json(statuses, now), indent=2, allow_nan=False))
+    else:
+        sys.stdout.write(render_table(statuses))
+    return 0
+
+
+# ---- report ------------------------------------------------------------------------------------
+def _cmd_report(args: argparse.Namespace) -> int:
+    from driftline.htmlreport import build_report
+
+    since = parse_since(args.since) if args.since else None
+    try:
+        sessions = open_store(store_url(args))
+    except StoreUnavailable as exc:
+        return _fail(exc)
+    with sessions() as session:
+        page = build_report(session, args.model, since_ms=since)
+    Path(args.html).write_text(page, encoding="utf-8")
+    print(f"wrote the report of {args.model} to {args.html}")
+    return 0
+
+
+# ---- history -----------------------------------------------------------------------------------
+def _cmd_history(args: argparse.Namespace) -> int:
+    from driftline.streams.sink import HistorySink, ingest_report
+
+    config = load_config(getattr(args, "config", None))
+    if args.broker:
+        config = replace(config, bootstrap_servers=args.broker)
+    url = args.store_url or config.store_url
+    try:
+        sessions = open_store(url)
+    except StoreUnavailable as exc:
+        return _fail(exc)
+    if args.from_report:
+        report: dict[str, Any] = json.loads(Path(args.from_report).read_text(encoding="utf-8"))
+        with sessions.begin() as session:
+            stats = ingest_report(report, session)
+        print(
+            f"stored {stats.windows} windows, {stats.new_alert_transitions} new alert transitions and "
+            f"{stats.new_requests} new retraining requests from {args.from_report} into {safe_url(url)}"
+        )
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with HistorySink(config, sessions) as sink:
+        print(f"history sink: {sink.group_id} -> {safe_url(url)} (Ctrl-C stops)", flush=True)
+        stats = sink.run(stop, idle_timeout=args.idle_timeout)
+    print(
+        f"history sink stopped: {stats.windows} windows, {stats.alerts} alerts, {stats.requests} "
+        f"retraining requests in {stats.batches} batches; {stats.undecodable} undecodable skipped"
+    )
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``status``, ``report`` and ``history`` to the ``driftline`` command."""
+    store_help = (
+        "store URL (default: $DRIFTLINE_STORE_URL, the config's store_url, sqlite:///driftline.sqlite)"
+    )
+
+    status = subparsers.add_parser("status", help="models, their last window, firing alerts and lag")
+    status.add_argument("--store-url", help=store_help)
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--serve", action="store_true", help="serve GET /status and /healthz over HTTP")
+    status.add_argument(
+        "--host", default="127.0.0.1", help="address to bind with --serve (default 127.0.0.1)"
+    )
+    status.add_argument("--port", type=int, default=DEFAULT_STATUS_PORT, help="port for --serve")
+    status.set_defaults(func=_cmd_status)
+
+    report = subparsers.add_parser("report", help="one model's history as a self-contained HTML page")
+    report.add_argument("--model", required=True, help="model id")
+    report.add_argument("--html", required=True, help="where to write the page")
+    report.add_argument("--store-url", help=store_help)
+    report.add_argument("--since", help="only windows from then on: 24h, 7d, an RFC 3339 time or epoch ms")
+    report.set_defaults(func=_cmd_report)
+
+    history = subparsers.add_parser("history", help="store window results, alerts and requests from Kafka")
+    history.add_argument("--broker", help="bootstrap servers (overrides the configuration)")
+    history.add_argument("--store-url", help=store_help)
+    # SUPPRESS: without it the sub-command's default (None) would erase a `driftline --config X`
+    # given before the sub-command name.
+    history.add_argument("--config", default=argparse.SUPPRESS, help="YAML configuration file")
+    history.add_argument(
+        "--idle-timeout", type=float, default=None, help="stop after this many seconds without records"
+    )
+    history.add_argument(
+        "--from-report", help="store a `driftline replay` report instead of consuming the topics"
+    )
+    history.set_defaults(func=_cmd_history)
