@@ -54,7 +54,7 @@ COUNTERS = (
 )
 
 # entry fields (lists, not objects: one per in-flight prediction, so keep them small)
-_WKEY, _PRED, _SCORE, _KEY, _LABELLED = range(5)
+_WKEY, _PRED, _SCORE, _KEY, _LABELLED, _TIME = range(6)
 
 
 def segment_slices(segments: Mapping[str, str] | None) -> list[str]:
@@ -167,7 +167,7 @@ class JoinPartition:
         catalog = self.catalog
         accepted: list[PredictionEvent] = []
         wkey_of: list[int] = []
-        outcomes: list[tuple[int, object, object, float, int]] = []
+        outcomes: list[tuple[int, object, object, float, int, int]] = []
         in_batch: set[str] = set()
         for ev in events:
             pid = ev.prediction_id
@@ -191,14 +191,14 @@ class JoinPartition:
         scores = np.array([self._score(ev) for ev in accepted], dtype=np.float64)
         for ev, wid, key, score in zip(accepted, wkey_of, keys.tolist(), scores.tolist(), strict=True):
             pid = ev.prediction_id
-            entry = [wid, ev.prediction, score, key, False]
+            entry = [wid, ev.prediction, score, key, False, ev.timestamp]
             self._entries[pid] = entry
             wkey = self._wkeys[wid]
             wkey.pids.append(pid)
             early = self._early.pop(pid, None)
             if early is not None:
                 entry[_LABELLED] = True
-                outcomes.append((wid, ev.prediction, early[0], score, key))
+                outcomes.append((wid, ev.prediction, early[0], score, key, ev.timestamp))
         columns = feature_columns([ev.features for ev in accepted])
         wkey_arr = np.array(wkey_of, dtype=np.int64)
         for wid, idx in _groups(wkey_arr):
@@ -267,7 +267,7 @@ class JoinPartition:
     # -- labels --------------------------------------------------------------------------
     def add_labels(self, events: Sequence[GroundTruthEvent]) -> None:
         """Join labels to waiting predictions; labels that come first wait for theirs."""
-        outcomes: list[tuple[int, object, object, float, int]] = []
+        outcomes: list[tuple[int, object, object, float, int, int]] = []
         for ev in events:
             pid = ev.prediction_id
             entry = self._entries.get(pid)
@@ -284,11 +284,11 @@ class JoinPartition:
                 self.counters["duplicate_labels"] += 1
                 continue
             entry[_LABELLED] = True
-            outcomes.append((entry[_WKEY], entry[_PRED], ev.label, entry[_SCORE], entry[_KEY]))
+            outcomes.append((entry[_WKEY], entry[_PRED], ev.label, entry[_SCORE], entry[_KEY], entry[_TIME]))
         self.counters["labels"] += len(events)
         self._add_outcomes(outcomes)
 
-    def _add_outcomes(self, outcomes: list[tuple[int, object, object, float, int]]) -> None:
+    def _add_outcomes(self, outcomes: list[tuple[int, object, object, float, int, int]]) -> None:
         if not outcomes:
             return
         self.counters["joined"] += len(outcomes)
