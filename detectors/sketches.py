@@ -336,7 +336,39 @@ class ScoreHistogram:
 
 
 # --------------------------------------------------------------------------------------------
-class RegressionSums:
+class _ExactSums:
+    """A count ``n`` plus named :class:`ExactSum` fields (``_FIELDS``): merge, transport and
+    equality are the same for every such sketch, so they live here once."""
+
+    _FIELDS: tuple[str, ...] = ()
+    n: int
+
+    def merge(self, other: Self) -> None:
+        self.n += other.n
+        for f in self._FIELDS:
+            getattr(self, f).merge(getattr(other, f))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, **{f: getattr(self, f).to_json() for f in self._FIELDS}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        s = cls()
+        s.n = int(d["n"])
+        for f in cls._FIELDS:
+            setattr(s, f, ExactSum.from_json(d[f]))
+        return s
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.n == other.n and all(getattr(self, f) == getattr(other, f) for f in self._FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# --------------------------------------------------------------------------------------------
+class RegressionSums(_ExactSums):
     """Exact sums for MAE, RMSE, MAPE, R² and mean error.
 
     Σy and Σy² are exact (squares via :func:`exact_squares`), so R²'s total sum of squares is
@@ -372,28 +404,6 @@ class RegressionSums:
         self.y2.add(p)
         self.y2.add(e)
 
-    def merge(self, other: RegressionSums) -> None:
-        self.n += other.n
-        for f in self._FIELDS:
-            getattr(self, f).merge(getattr(other, f))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"n": self.n, **{f: getattr(self, f).to_json() for f in self._FIELDS}}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Self:
-        s = cls()
-        s.n = int(d["n"])
-        for f in cls._FIELDS:
-            setattr(s, f, ExactSum.from_json(d[f]))
-        return s
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RegressionSums):
-            return NotImplemented
-        return self.n == other.n and all(getattr(self, f) == getattr(other, f) for f in self._FIELDS)
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 # --------------------------------------------------------------------------------------------
@@ -633,7 +643,7 @@ class CategoricalSketch:
 
 
 # --------------------------------------------------------------------------------------------
-class ExpectedConfusion:
+class ExpectedConfusion(_ExactSums):
     """Expected binary confusion counts from calibrated scores, no labels needed (CBPE).
 
     With p = P(y=1 | score) calibrated, an event predicted positive is a true positive with
@@ -663,25 +673,3 @@ class ExpectedConfusion:
         self.fn.add(q[~pos])
         self.tn.add(1.0 - q[~pos])
 
-    def merge(self, other: ExpectedConfusion) -> None:
-        self.n += other.n
-        for f in self._FIELDS:
-            getattr(self, f).merge(getattr(other, f))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"n": self.n, **{f: getattr(self, f).to_json() for f in self._FIELDS}}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Self:
-        s = cls()
-        s.n = int(d["n"])
-        for f in cls._FIELDS:
-            setattr(s, f, ExactSum.from_json(d[f]))
-        return s
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ExpectedConfusion):
-            return NotImplemented
-        return self.n == other.n and all(getattr(self, f) == getattr(other, f) for f in self._FIELDS)
-
-    __hash__ = None  # type: ignore[assignment]
