@@ -144,7 +144,7 @@ class Router:
                 )
                 out.append(self._dead_letter(rejection, topic, partition, offset))
         if events:
-            out.extend(self._forward(kind, source, events))
+            out.extend(self._forward(kind, source, offset, events))
         elif source in self._idle:  # a sign of life that carried no valid event
             self._idle.discard(source)
             out.extend(self._ticks(source, set(), force=True))
@@ -158,7 +158,11 @@ class Router:
         return Outgoing(self.dead_letter_topic, rejection.raw, headers=headers)
 
     def _forward(
-        self, kind: Kind, source: str, events: Sequence[PredictionEvent] | Sequence[GroundTruthEvent]
+        self,
+        kind: Kind,
+        source: str,
+        offset: int,
+        events: Sequence[PredictionEvent] | Sequence[GroundTruthEvent],
     ) -> list[Outgoing]:
         newest = max(e.timestamp for e in events)
         wm = self._wm[source] = max(self._wm.get(source, MIN_WATERMARK), newest)
@@ -172,9 +176,9 @@ class Router:
             touched.add(jp)
             members = [events[i] for i in chunk.tolist()]
             message = (
-                PredictionBatch(source=source, watermark=wm, events=members)
+                PredictionBatch(source=source, offset=offset, watermark=wm, events=members)
                 if kind == "predictions"
-                else LabelBatch(source=source, watermark=wm, events=members)
+                else LabelBatch(source=source, offset=offset, watermark=wm, events=members)
             )
             out.append(Outgoing(self.join_topic, encode_internal(message), partition=jp))
         was_idle = source in self._idle

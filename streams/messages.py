@@ -40,9 +40,11 @@ __all__ = [
 class PredictionBatch(msgspec.Struct, tag="p", gc=False):
     """Valid predictions of one source message routed to one join partition.
 
-    ``watermark`` is the largest prediction time the source had shown when this was sent."""
+    ``offset`` is the source message's offset (a re-send after a restart has one already
+    applied); ``watermark`` is the largest prediction time the source had shown."""
 
     source: str
+    offset: int
     watermark: int
     events: list[PredictionEvent]
 
@@ -53,6 +55,7 @@ class LabelBatch(msgspec.Struct, tag="l", gc=False):
     ``watermark`` is the largest label time the source had shown when this was sent."""
 
     source: str
+    offset: int
     watermark: int
     events: list[GroundTruthEvent]
 
