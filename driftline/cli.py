@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from driftline.commands import MODULES
 from driftline.config import Config, load_config
+from driftline.store.db import SchemaOutOfDate
 
 __all__ = ["main"]
 
@@ -27,8 +28,17 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from driftline.streams.app import DriftlineApp
 
     config = _config(args)
+    checkpoints = None
+    if not args.no_checkpoints:
+        from driftline.checkpoints import CheckpointStore
+
+        checkpoints = CheckpointStore(config.store_url)
     app = DriftlineApp(
-        config, web_port=web_port(), idle_after_s=args.idle_after, session_timeout_s=args.session_timeout
+        config,
+        web_port=web_port(),
+        idle_after_s=args.idle_after,
+        session_timeout_s=args.session_timeout,
+        checkpoints=checkpoints,
     )
     create_topics(app)
     if args.metrics_port:
@@ -90,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="consumer group session timeout in seconds (small values speed up rebalances in tests)",
     )
+    worker.add_argument(
+        "--no-checkpoints",
+        action="store_true",
+        help="keep stream state in memory only (a crash then loses in-flight joins; for benchmarks)",
+    )
     worker.set_defaults(func=_cmd_worker)
 
     rp = sub.add_parser("replay", help="replay JSONL files through the broker and write a report")
@@ -116,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, TimeoutError) as exc:
+    except (ValueError, FileNotFoundError, TimeoutError, SchemaOutOfDate) as exc:
         print(f"driftline: error: {exc}", file=sys.stderr)
         return 2
 

@@ -9,6 +9,7 @@ the trainer helper reading ``retraining-requests``. Nothing here is a demo-only 
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 import uuid
@@ -23,7 +24,7 @@ from driftline.config import Config, ModelConfig
 from driftline.evaluation import Evaluation
 from driftline.kafka import confluent_config
 from driftline.replay import collect_results, end_inputs
-from driftline.runner import create_topics, run_worker, web_port
+from driftline.runner import create_topics, run_worker, scratch_checkpoints, web_port
 from driftline.schemas import RetrainingRequest, decode_alert, ms_to_rfc3339
 from driftline.simulate import simulate
 from driftline.streams.app import DriftlineApp
@@ -172,7 +173,7 @@ def run_demo(*, duration_s: float = 60.0, seed: int = 7) -> int:
     concept_ms = t0 + int(CONCEPT_DRIFT_AT * n / rate * 1000)
 
     _say("driftline demo: starting an embedded Kafka-compatible broker (tansu) on 127.0.0.1 ...")
-    with EmbeddedBroker() as broker:
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="driftline-demo-") as scratch:
         config = _demo_config(broker.bootstrap_servers)
         catalog = ModelCatalog(config, build_profiles(rows, MODEL, config.model(MODEL)))
         console = _Console(t0, drift_ms, concept_ms)
@@ -183,6 +184,7 @@ def run_demo(*, duration_s: float = 60.0, seed: int = 7) -> int:
             idle_after_s=3.0,
             session_timeout_s=6,
             on_evaluation=console.on_evaluation,
+            checkpoints=scratch_checkpoints(scratch),
         )
         create_topics(app)
         _say(

@@ -10,6 +10,7 @@ on its topics: window results, alerts, retraining requests and dead-letter recor
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 import time
 import uuid
@@ -28,7 +29,7 @@ from driftline.catalog import ModelCatalog, build_profiles
 from driftline.config import Config
 from driftline.detectors.profile import load_rows
 from driftline.kafka import confluent_config
-from driftline.runner import create_topics, run_worker, web_port
+from driftline.runner import create_topics, run_worker, scratch_checkpoints, web_port
 from driftline.schemas import decode_window_result, rfc3339_to_ms
 from driftline.streams.app import END_OF_RESULTS, DriftlineApp
 from driftline.streams.ingest import CONTROL_HEADER, END_OF_INPUT
@@ -236,6 +237,7 @@ def replay(
     label_lines = read_lines(ground_truth)
     run = uuid.uuid4().hex[:8]
     embedded = None
+    scratch = tempfile.TemporaryDirectory(prefix="driftline-replay-")
     if broker is None:
         embedded = EmbeddedBroker().start()
         broker = embedded.bootstrap_servers
@@ -251,7 +253,14 @@ def replay(
     try:
         profiles = _load_reference(str(reference), config, _model_ids(pred_lines)) if reference else {}
         catalog = ModelCatalog.load(config, extra_profiles=profiles)
-        app = DriftlineApp(config, catalog, web_port=web_port(), session_timeout_s=6, idle_after_s=timeout_s)
+        app = DriftlineApp(
+            config,
+            catalog,
+            web_port=web_port(),
+            session_timeout_s=6,
+            idle_after_s=timeout_s,
+            checkpoints=scratch_checkpoints(scratch.name),
+        )
         create_topics(app)
         _produce(app, pred_lines, label_lines)
         done = threading.Event()
@@ -276,6 +285,7 @@ def replay(
     finally:
         if embedded is not None:
             embedded.stop()
+        scratch.cleanup()
 
 
 def _report(app: DriftlineApp, sink: dict[str, Any]) -> ReplayReport:

@@ -13,10 +13,12 @@ import threading
 import faust
 
 from driftline.broker import free_loopback_port
+from driftline.checkpoints import CheckpointStore
 from driftline.kafka import ensure_topics
+from driftline.store.db import upgrade
 from driftline.streams.app import DriftlineApp
 
-__all__ = ["create_topics", "run_worker", "web_port"]
+__all__ = ["create_topics", "run_worker", "scratch_checkpoints", "web_port"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,13 @@ def run_worker(app: DriftlineApp, *, stop: threading.Event | None = None, loglev
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise
+
+
+def scratch_checkpoints(directory: str) -> CheckpointStore:
+    """A checkpoint store in a fresh SQLite file, for bounded runs (replay, demo)."""
+    url = f"sqlite:///{directory}/checkpoints.sqlite"
+    upgrade(url)
+    return CheckpointStore(url)
 
 
 def web_port() -> int:

@@ -23,6 +23,7 @@ import faust
 
 from driftline import metrics
 from driftline.catalog import ModelCatalog
+from driftline.checkpoints import CheckpointStore
 from driftline.config import Config
 from driftline.detectors.hashing import partition_for
 from driftline.evaluation import Evaluation, Evaluator
@@ -127,6 +128,8 @@ class DriftlineApp:
         idle_after_s: float = 10.0,
         session_timeout_s: float | None = None,
         on_evaluation: Callable[[Evaluation], None] | None = None,
+        checkpoints: CheckpointStore | None = None,
+        checkpoint_interval_s: float = 2.0,
     ) -> None:
         self.config = config
         self.catalog = catalog or ModelCatalog.load(config)
@@ -136,6 +139,10 @@ class DriftlineApp:
         self.on_evaluation = on_evaluation
         self.router = Router(config, self.catalog, config.topics.join)
         self.state = _State()
+        self.checkpoints = checkpoints
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self._unacked: dict[tuple[str, int], list[Any]] = {}
+        self._last_checkpoint: dict[tuple[str, int], float] = {}
         self._models_of: dict[int, set[str]] = {}
         metrics.configure(config, self.catalog)
         t = config.topics
@@ -194,8 +201,8 @@ class DriftlineApp:
 
         @self.faust.agent(join_input, name="join")
         async def join(stream: Any) -> None:
-            async for event in stream.events():
-                await self._guard(event, self._join, event)
+            async for event in stream.noack().events():
+                await self._join(event)
 
         @self.faust.agent(partials, name="merge")
         async def merge(stream: Any) -> None:
@@ -233,20 +240,75 @@ class DriftlineApp:
                     metrics.EVENTS_INVALID.labels(message.topic, reason).inc()
             await self._send(out)
 
-    async def _join(self, event: Any) -> None:
-        jp = event.message.partition
+    def _join_state(self, jp: int, offset: int) -> JoinPartition:
+        """The partition's state: restored from its checkpoint when new to this worker, or
+        when the offset shows another worker processed the partition in between."""
         state = self.state.joins.get(jp)
-        if state is None:
-            state = self.state.joins[jp] = JoinPartition(
-                jp, self.catalog, prediction_sources=self.prediction_sources, label_sources=self.label_sources
-            )
+        if state is not None and (offset <= state.next_offset or self.checkpoints is None):
+            return state
+        state = JoinPartition(
+            jp, self.catalog, prediction_sources=self.prediction_sources, label_sources=self.label_sources
+        )
+        self._restore(f"join/{jp}", state)
+        self.state.joins[jp] = state
+        self._unacked[("join", jp)] = []
+        return state
+
+    def _restore(self, name: str, state: Any) -> None:
+        if self.checkpoints is None:
+            return
+        loaded = self.checkpoints.load(f"{self.config.app_id}/{name}")
+        if loaded is not None:
+            state.restore(loaded[0])
+            log.info("%s restored from its checkpoint at offset %d", name, state.next_offset)
+
+    async def _applied(self, kind: str, partition: int, event: Any, state: Any) -> None:
+        """Checkpoint-then-ack: an event is acked (so Faust may commit past it) only once a
+        checkpoint holding its effects is stored, and a checkpoint is written only after the
+        producer delivered what those events emitted."""
+        state.next_offset = event.message.offset + 1
+        pending = self._unacked.setdefault((kind, partition), [])
+        pending.append(event)
+        if self.checkpoints is None:
+            for e in pending:
+                e.ack()
+            pending.clear()
+            return
+        now = time.monotonic()
+        key = (kind, partition)
+        if now - self._last_checkpoint.get(key, 0.0) < self.checkpoint_interval_s:
+            return
+        await self.faust.producer.flush()
+        self.checkpoints.save(f"{self.config.app_id}/{kind}/{partition}", state.snapshot(), state.next_offset)
+        self._last_checkpoint[key] = now
+        for e in pending:
+            e.ack()
+        pending.clear()
+
+    async def _join(self, event: Any) -> None:
+        jp, offset = event.message.partition, event.message.offset
+        state = self._join_state(jp, offset)
+        if offset < state.next_offset:  # already in the restored state
+            event.ack()
+            return
+        if offset > state.next_offset and state.next_offset:
+            log.warning("join/%d: offsets %d..%d were never applied", jp, state.next_offset, offset - 1)
+        try:
+            await self._join_message(state, event)
+        except Exception as exc:  # one message must never stop the stream
+            await self._poison(event, exc)
+        await self._applied("join", jp, event, state)
+
+    async def _join_message(self, state: JoinPartition, event: Any) -> None:
         before = (state.watermark, state.final_watermark, state.ended)
         msg = decode_join_input(event.message.value)
         if isinstance(msg, PredictionBatch):
-            state.add_predictions(msg.events)
+            if state.accept(msg.source, msg.offset):
+                state.add_predictions(msg.events)
             partials = state.source_progress(msg.source, msg.watermark)
         elif isinstance(msg, LabelBatch):
-            state.add_labels(msg.events)
+            if state.accept(msg.source, msg.offset):
+                state.add_labels(msg.events)
             partials = state.source_progress(msg.source, msg.watermark)
         elif isinstance(msg, Tick):
             partials = state.source_progress(msg.source, msg.watermark, idle=msg.idle)

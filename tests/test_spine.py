@@ -22,6 +22,7 @@ from scipy import stats
 
 from driftline.kafka import KafkaSettings, confluent_config, ensure_topics
 from driftline.schemas import decode_alert, decode_retraining_request, decode_window_result
+from driftline.store.db import upgrade
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a multiple of the window
 WINDOW_MS = 10_000
@@ -74,7 +75,10 @@ def spine_setup(tmp_path: Path, kafka_settings: KafkaSettings, unique_prefix: st
         for i in range(3000):
             row = {"features": {"x1": float(reference[0, i]), "x2": float(reference[1, i])}, "prediction": 1}
             fh.write(orjson.dumps(row) + b"\n")
+    store_url = f"sqlite:///{tmp_path}/store.sqlite"
+    upgrade(store_url)  # the worker checkpoints its stream state there
     config = {
+        "store_url": store_url,
         "app_id": f"{unique_prefix}app",
         "bootstrap_servers": kafka_settings.bootstrap_servers,
         "topics": {
