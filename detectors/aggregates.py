@@ -137,6 +137,8 @@ class WindowAggregate:
         "score_histogram",
         "regression",
         "expected",
+        "error_sample",
+        "error_time",
     )
 
     def __init__(self, spec: AggregateSpec) -> None:
@@ -159,6 +161,11 @@ class WindowAggregate:
         self.regression = RegressionSums() if regression else None
         #: expected confusion from the scores of *all* predictions: label-free estimates
         self.expected = ExpectedConfusion() if spec.task == "binary" else None
+        #: the labelled events' error signal and their prediction times (ms, exact as float64
+        #: below 2**53), two bottom-k samples on the same stable keys: the online detectors'
+        #: input, bounded and mergeable like every other part (see :meth:`error_stream`)
+        self.error_sample = NumericSketch(_NO_EDGES, spec.sample_size)
+        self.error_time = NumericSketch(_NO_EDGES, spec.sample_size)
 
     # -- sketch factories: same spec -> same edges and pins on every partition ----------
     def _numeric(self, name: str) -> NumericSketch:
@@ -220,16 +227,31 @@ class WindowAggregate:
             self.type_errors[name] = self.type_errors.get(name, 0) + count
 
     def add_outcomes(
-        self, predictions: np.ndarray, labels: np.ndarray, scores: np.ndarray, keys: np.ndarray
+        self,
+        predictions: np.ndarray,
+        labels: np.ndarray,
+        scores: np.ndarray,
+        keys: np.ndarray,
+        times: np.ndarray | None = None,
     ) -> None:
-        """Fold joined (prediction, label) pairs in: these are the window's labelled outcomes."""
+        """Fold joined (prediction, label) pairs in: these are the window's labelled outcomes.
+
+        ``times`` are the predictions' event times (ms); without them the error sample is not
+        kept (the online detectors need the order of events, not just their set)."""
         self.n_labelled += int(labels.size)
         if self.regression is not None and self.label_num is not None:
             y = labels.astype(np.float64)
-            self.regression.update(y, predictions.astype(np.float64))
+            yhat = predictions.astype(np.float64)
+            self.regression.update(y, yhat)
             self.label_num.update(y, keys)
+            if times is not None:
+                self._add_errors(np.abs(y - yhat), keys, times)
             return
         assert self.confusion is not None and self.label_cat is not None
+        if times is not None:
+            known = np.not_equal(labels, None) & np.not_equal(predictions, None)
+            wrong = np.where(known, (labels != predictions).astype(np.float64), np.nan)
+            self._add_errors(wrong, keys, times)
         self.confusion.update(labels, predictions)
         self.label_cat.update(labels)
         if self.probability is not None and self.score_histogram is not None:
@@ -238,6 +260,29 @@ class WindowAggregate:
                 y = (labels[has_score] == self.spec.positive_label).astype(np.int64)
                 self.probability.update(y, scores[has_score])
                 self.score_histogram.update(y, scores[has_score])
+
+    def _add_errors(self, errors: np.ndarray, keys: np.ndarray, times: np.ndarray) -> None:
+        """Sample (error, time) pairs under the same keys. Rows with a NaN in either are dropped
+        from *both* sketches, so the two bottom-k samples always hold the same key set."""
+        e = np.asarray(errors, dtype=np.float64)
+        t = np.asarray(times, dtype=np.float64)
+        ok = ~(np.isnan(e) | np.isnan(t))
+        k = np.asarray(keys, dtype=np.uint64)[ok]
+        self.error_sample.update(e[ok], k)
+        self.error_time.update(t[ok], k)
+
+    def error_stream(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The sampled error signal as (values, times_ms, keys), sorted by event time, ties by
+        key: a function of the window's set of labelled events only, so every split of the
+        events over partitions gives the same stream."""
+        ek, tk = self.error_sample.sample_keys, self.error_time.sample_keys
+        if np.array_equal(ek, tk):
+            values, times, keys = self.error_sample.sample_values, self.error_time.sample_values, ek
+        else:  # partials built by different code versions: keep the pairs present in both
+            keys, ie, it = np.intersect1d(ek, tk, assume_unique=True, return_indices=True)
+            values, times = self.error_sample.sample_values[ie], self.error_time.sample_values[it]
+        order = np.lexsort((keys, times))
+        return values[order], times[order].astype(np.int64), keys[order]
 
     # -- merge and transport ----------------------------------------------------------------
     def merge(self, other: WindowAggregate) -> None:

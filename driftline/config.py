@@ -27,6 +27,9 @@ Task = Literal["binary", "multiclass", "regression"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+#: the kinds of ``driftline.detectors.online.DETECTORS``, spelt out so that loading a config
+#: does not import river (~1 s); tests/test_online_wiring.py keeps the two in step
+ONLINE_DETECTORS = frozenset({"adwin", "page_hinkley", "kswin", "ddm", "eddm", "hddm_a", "hddm_w"})
 
 
 def parse_duration_ms(value: str | int | float) -> int:
@@ -64,6 +67,9 @@ class ModelConfig:
     feature_types: Mapping[str, str] = field(default_factory=dict)
     sample_size: int = 1000
     rules: tuple[Rule, ...] = DEFAULT_RULES
+    #: river detectors run on each slice's time-ordered error sample (docs/detectors.md);
+    #: error-rate detectors (ddm, eddm, hddm_*) are skipped for regression models
+    online_detectors: tuple[str, ...] = ("adwin", "ddm")
 
     def __post_init__(self) -> None:
         if self.task not in ("binary", "multiclass", "regression"):
@@ -78,6 +84,11 @@ class ModelConfig:
             raise ValueError("drift_correction must be bh, bonferroni or none")
         if not 0 <= self.drift_share <= 1:
             raise ValueError("drift_share must be in [0, 1]")
+        unknown = sorted(set(self.online_detectors) - ONLINE_DETECTORS)
+        if unknown:
+            raise ValueError(f"unknown online detectors {unknown}; known: {sorted(ONLINE_DETECTORS)}")
+        if len(set(self.online_detectors)) != len(self.online_detectors):
+            raise ValueError("online_detectors lists a detector twice")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +158,7 @@ _MODEL_KEYS = {
     "feature_types": "feature_types",
     "sample_size": "sample_size",
     "rules": "rules",
+    "online_detectors": "online_detectors",
 }
 _DURATION_KEYS = {"window", "grace", "label_horizon"}
 
@@ -164,6 +176,8 @@ def _model_config(raw: Mapping[str, Any], base: ModelConfig, where: str) -> Mode
             value = tuple(rule_from_dict(r) for r in value)
         elif key == "positive_label":
             value = str(value)
+        elif key == "online_detectors":
+            value = (value,) if isinstance(value, str) else tuple(str(v) for v in (value or ()))
         elif key in ("drift_tests", "feature_types"):
             value = {str(k): str(v) for k, v in (value or {}).items()}
         values[attr] = value

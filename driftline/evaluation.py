@@ -8,6 +8,11 @@ time so that replaying the same windows gives the same output.
 Label-free rules (drift, data quality, volume) are judged when a window's predictions are
 complete (provisional phase); rules on labelled metrics when its label horizon has passed
 (final phase), so a window is never judged on the first few labels to trickle in.
+
+Online detectors (river) run per slice on each window's time-ordered error *sample*, fed once,
+at the final phase: the per-event error stream is split over join partitions, and the bounded
+bottom-k sample is the one view of it that every split of the events agrees on
+(docs/detectors.md).
 """
 
 from __future__ import annotations
@@ -34,11 +39,12 @@ from driftline.detectors.metrics import (
     ranking_metrics,
     regression_metrics,
 )
+from driftline.detectors.online import DETECTORS, Detection, OnlineDetector
 from driftline.schemas import AlertEvent, RetrainingRequest, alert_event, retraining_request
-from driftline.schemas.results import DriftTest, FeatureQuality, WindowResult
+from driftline.schemas.results import DriftTest, FeatureQuality, OnlineDetection, WindowResult
 from driftline.schemas.timefmt import ms_to_rfc3339
 
-__all__ = ["Evaluation", "Evaluator", "Reference", "parse_segment"]
+__all__ = ["Evaluation", "Evaluator", "Reference", "online_kinds", "online_signal", "parse_segment"]
 
 #: metrics that need labels: judged at the final phase, with the labelled count as samples
 _LABEL_FREE_PREFIXES = ("drift.", "missing_rate.", "type_error_rate.", "out_of_range_rate.", "estimated_")
@@ -123,6 +129,43 @@ class Evaluation:
 
 
 @dataclass(slots=True)
+class _OnlineSlice:
+    """A slice's online detectors, and what its newest fed window found (a re-evaluated final
+    window reports the same detections instead of feeding its events twice)."""
+
+    detectors: dict[str, OnlineDetector]
+    last_start: int | None = None
+    last: list[Detection] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "detectors": {kind: det.to_dict() for kind, det in sorted(self.detectors.items())},
+            "last_start": self.last_start,
+            "last": [[d.detector, d.signal, d.time_ms, d.index] for d in self.last],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> _OnlineSlice:
+        return cls(
+            {str(kind): OnlineDetector.from_dict(det) for kind, det in d["detectors"].items()},
+            None if d["last_start"] is None else int(d["last_start"]),
+            [Detection(str(k), str(s), int(t), int(i)) for k, s, t, i in d["last"]],
+        )
+
+
+def online_signal(cfg: ModelConfig) -> str:
+    """The per-event signal the online detectors watch: 0/1 misclassification, or |y - ŷ|."""
+    return "abs_error" if cfg.task == "regression" else "error"
+
+
+def online_kinds(cfg: ModelConfig) -> list[str]:
+    """The configured detectors that can watch the model's signal: error-rate detectors
+    (DDM, EDDM, HDDM) take 0/1 values only, so a regression model skips them."""
+    signal = online_signal(cfg)
+    return [k for k in cfg.online_detectors if signal == "error" or not DETECTORS[k][1]]
+
+
+@dataclass(slots=True)
 class _Bootstrap:
     """References learnt from a model version's first windows when no profile file is given."""
 
@@ -143,6 +186,7 @@ class Evaluator:
         self.retraining = RetrainingPolicy()
         self._file_refs: dict[tuple[str, str], Reference] = {}
         self._bootstrap: dict[tuple[str, str, str], _Bootstrap] = {}
+        self._online: dict[tuple[str, str, str], _OnlineSlice] = {}
 
     # -- references ----------------------------------------------------------------------
     def reference(self, model_id: str, model_version: str, segment: str = "") -> Reference | None:
@@ -176,6 +220,58 @@ class Evaluator:
             boot.outcomes = _merged(boot.outcomes, agg)
             if boot.reference is not None and boot.outcomes is not None:
                 boot.reference.metrics = _performance(boot.outcomes, cfg)
+
+    # -- online detectors ------------------------------------------------------------------
+    def _detect(
+        self, key: tuple[str, str, str], start: int, agg: WindowAggregate, cfg: ModelConfig
+    ) -> list[Detection]:
+        """Feed a final window's error sample, in event-time order, to the slice's detectors.
+
+        Windows reach here in event-time order (the merger closes them so); a window at or
+        before the last one fed is not fed again, so a re-delivered final window reports what
+        it found the first time and an out-of-order one cannot rewind the detectors."""
+        kinds = online_kinds(cfg)
+        if not kinds:
+            return []
+        state = self._online.setdefault(key, _OnlineSlice({}))
+        if state.last_start is not None and start <= state.last_start:
+            return list(state.last) if start == state.last_start else []
+        values, times, _ = agg.error_stream()
+        signal = online_signal(cfg)
+        found: list[Detection] = []
+        for kind in kinds:  # a kind added to the config since a restore starts fresh
+            detector = state.detectors.get(kind)
+            if detector is None:
+                detector = state.detectors[kind] = OnlineDetector(kind, signal)
+            found.extend(detector.update(values, times))
+        found.sort(key=lambda d: (d.time_ms, d.index, d.detector))
+        state.last_start, state.last = start, found
+        return list(found)
+
+    def online_state(self) -> dict[str, Any]:
+        """JSON-safe detector states per slice, keyed ``model_id/model_version/segment``
+        (ids may hold any character, so the key is for reading; the parts are stored too)."""
+        return {
+            f"{m}/{v}/{s}": {"model_id": m, "model_version": v, "segment": s, **state.to_dict()}
+            for (m, v, s), state in sorted(self._online.items())
+        }
+
+    def restore_online(self, data: Mapping[str, Any]) -> list[str]:
+        """Restore :meth:`online_state` output: detectors continue where the snapshot stopped.
+
+        A slice whose state cannot be loaded (saved by another river version, see
+        :mod:`driftline.detectors.online`) starts fresh rather than stopping the worker; the
+        keys of those slices are returned so the caller can log them."""
+        self._online = {}
+        fresh: list[str] = []
+        for name, d in data.items():
+            try:
+                state = _OnlineSlice.from_dict(d)
+            except ValueError:
+                fresh.append(name)
+                continue
+            self._online[(str(d["model_id"]), str(d["model_version"]), str(d["segment"]))] = state
+        return fresh
 
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(
@@ -223,6 +319,11 @@ class Evaluator:
                 values[f"{prefix}.statistic"] = d.statistic
             if d.p_value is not None:
                 values[f"{prefix}.p_value"] = d.p_value
+        detections: list[Detection] = []
+        if phase == "final":
+            detections = self._detect((model_id, model_version, segment), start, agg, cfg)
+            for kind in online_kinds(cfg):
+                values[f"online.{kind}.detections"] = float(sum(d.detector == kind for d in detections))
         for name, q in quality.items():
             values[f"missing_rate.{name}"] = q.missing_rate
             values[f"type_error_rate.{name}"] = q.type_error_rate
@@ -247,6 +348,12 @@ class Evaluator:
             drift_share=drift_share,
             reference=ref.source if ref is not None else "none (bootstrapping)",
             data_quality=quality,
+            online=[
+                OnlineDetection(
+                    detector=d.detector, signal=d.signal, time=ms_to_rfc3339(d.time_ms), time_ms=d.time_ms
+                )
+                for d in detections
+            ],
         )
         alerts, requests = self._judge(
             cfg,
@@ -318,7 +425,55 @@ class Evaluator:
         return alerts, requests
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tracker": self.tracker.to_dict(), "retraining": self.retraining.to_dict()}
+        return {
+            "tracker": self.tracker.to_dict(),
+            "retraining": self.retraining.to_dict(),
+            "online": self.online_state(),
+        }
+
+    # -- checkpoints -------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Everything evaluation remembers between windows, msgpack-safe: alert lifecycles,
+        retraining cooldowns, online detectors and bootstrapped references (as the windows
+        they were learnt from, so restoring rebuilds them exactly)."""
+        boots = []
+        for (model_id, version, segment), boot in self._bootstrap.items():
+            boots.append(
+                {
+                    "key": [model_id, version, segment],
+                    "windows": boot.windows,
+                    "samples": {k: [a.tolist() for a in v] for k, v in boot.samples.items()},
+                    "predictions": None if boot.predictions is None else boot.predictions.to_dict(),
+                    "outcomes": None if boot.outcomes is None else boot.outcomes.to_dict(),
+                }
+            )
+        return {**self.to_dict(), "bootstrap": boots}
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        self.tracker = AlertTracker.from_dict(data["tracker"])
+        self.retraining = RetrainingPolicy.from_dict(data["retraining"])
+        self._online = {}
+        self.restore_online(data["online"])
+        self._bootstrap = {}
+        for item in data["bootstrap"]:
+            model_id, version, segment = item["key"]
+            cfg = self.catalog.model(model_id)
+            spec = self.catalog.spec(model_id)
+            boot = _Bootstrap(
+                windows=list(item["windows"]),
+                samples={k: [np.asarray(a, dtype=np.float64) for a in v] for k, v in item["samples"].items()},
+                predictions=None
+                if item["predictions"] is None
+                else WindowAggregate.from_dict(item["predictions"], spec),
+                outcomes=None
+                if item["outcomes"] is None
+                else WindowAggregate.from_dict(item["outcomes"], spec),
+            )
+            if boot.predictions is not None and len(boot.windows) >= cfg.bootstrap_windows:
+                boot.reference = Reference.from_aggregate(boot.predictions, boot.samples)
+                if boot.outcomes is not None:
+                    boot.reference.metrics = _performance(boot.outcomes, cfg)
+            self._bootstrap[(model_id, version, segment)] = boot
 
 
 def _merged(base: WindowAggregate | None, agg: WindowAggregate) -> WindowAggregate:

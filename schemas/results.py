@@ -11,7 +11,7 @@ from typing import Literal
 
 import msgspec
 
-__all__ = ["DriftTest", "FeatureQuality", "WindowResult", "decode_window_result"]
+__all__ = ["DriftTest", "FeatureQuality", "OnlineDetection", "WindowResult", "decode_window_result"]
 
 
 class DriftTest(msgspec.Struct, kw_only=True):
@@ -33,6 +33,16 @@ class FeatureQuality(msgspec.Struct, kw_only=True):
     type_error_rate: float
     out_of_range_rate: float | None = None
     unseen_category_rate: float | None = None
+
+
+class OnlineDetection(msgspec.Struct, kw_only=True):
+    """A change found by an online detector (river) in the window's time-ordered error sample,
+    stamped with the event time of the sampled event that triggered it."""
+
+    detector: str
+    signal: str
+    time: str
+    time_ms: int
 
 
 class WindowResult(msgspec.Struct, kw_only=True):
@@ -57,6 +67,8 @@ class WindowResult(msgspec.Struct, kw_only=True):
     drift_share: float | None
     reference: str
     data_quality: dict[str, FeatureQuality]
+    #: online detections in this window; judged on labels, so empty until the final phase
+    online: list[OnlineDetection] = []
 
 
 _decoder = msgspec.json.Decoder(WindowResult)

@@ -384,8 +384,9 @@ class JoinPartition:
             labels = self._prediction_array(wkey.model_id, [r[2] for r in rows])
             scores = np.array([r[3] for r in rows], dtype=np.float64)
             keys = np.array([r[4] for r in rows], dtype=np.uint64)
+            times = np.array([r[5] for r in rows], dtype=np.float64)  # exact below 2**53 ms
             for state in self._slice_states(wkey):
-                state.aggregate.add_outcomes(preds, labels, scores, keys)
+                state.aggregate.add_outcomes(preds, labels, scores, keys, times)
 
     # -- closing windows -----------------------------------------------------------------
     def _advance(self) -> list[Partial]:

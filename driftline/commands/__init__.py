@@ -4,4 +4,8 @@ Each module defines ``register(subparsers)``, adding its sub-parser(s) with ``se
 where ``func(args) -> int``. ``driftline.cli`` imports the modules listed in ``MODULES``.
 """
 
-MODULES: tuple[str, ...] = ("driftline.commands.alerting_cli", "driftline.commands.ops_cli")
+MODULES: tuple[str, ...] = (
+    "driftline.commands.alerting_cli",
+    "driftline.commands.ops_cli",
+    "driftline.commands.baseline_cli",
+)
