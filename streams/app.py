@@ -206,8 +206,8 @@ class DriftlineApp:
 
         @self.faust.agent(partials, name="merge")
         async def merge(stream: Any) -> None:
-            async for event in stream.events():
-                await self._guard(event, self._merge, event)
+            async for event in stream.noack().events():
+                await self._merge(event)
 
         @self.faust.timer(interval=1.0)
         async def idle_sources() -> None:
@@ -331,12 +331,34 @@ class DriftlineApp:
             out.extend(Outgoing(self.topics.partials, progress, partition=p) for p in range(n_merge))
         await self._send(out)
 
-    async def _merge(self, event: Any) -> None:
-        mp = event.message.partition
+    def _merge_state(self, mp: int, offset: int) -> WindowMerger:
+        """Like :meth:`_join_state`, for a window-partials partition."""
         merger = self.state.mergers.get(mp)
-        if merger is None:
-            evaluator = Evaluator(self.catalog, source=self.config.source)
-            merger = self.state.mergers[mp] = WindowMerger(self.catalog, evaluator, self.config.topics.join)
+        if merger is not None and (offset <= merger.next_offset or self.checkpoints is None):
+            return merger
+        evaluator = Evaluator(self.catalog, source=self.config.source)
+        merger = WindowMerger(self.catalog, evaluator, self.config.topics.join)
+        self._restore(f"merge/{mp}", merger)
+        self.state.mergers[mp] = merger
+        self._unacked[("merge", mp)] = []
+        return merger
+
+    async def _merge(self, event: Any) -> None:
+        mp, offset = event.message.partition, event.message.offset
+        merger = self._merge_state(mp, offset)
+        if offset < merger.next_offset:  # already in the restored state
+            event.ack()
+            return
+        if offset > merger.next_offset and merger.next_offset:
+            log.warning("merge/%d: offsets %d..%d were never applied", mp, merger.next_offset, offset - 1)
+        try:
+            await self._merge_message(merger, event)
+        except Exception as exc:  # one message must never stop the stream
+            await self._poison(event, exc)
+        await self._applied("merge", mp, event, merger)
+
+    async def _merge_message(self, merger: WindowMerger, event: Any) -> None:
+        mp = event.message.partition
         result = merger.add(decode_partials(event.message.value))
         models = self._models_of.setdefault(mp, set())
         out: list[Outgoing] = []
@@ -392,12 +414,6 @@ class DriftlineApp:
         except Exception as exc:  # one message must never stop the stream
             await self._poison(event, exc)
             return None
-
-    async def _guard(self, event: Any, fn: Callable[[Any], Any], arg: Any) -> None:
-        try:
-            await fn(arg)
-        except Exception as exc:
-            await self._poison(event, exc)
 
     async def _poison(self, event: Any, exc: Exception) -> None:
         message = event.message

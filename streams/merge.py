@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import msgspec
+
 from driftline.catalog import ModelCatalog
 from driftline.detectors.aggregates import WindowAggregate
 from driftline.evaluation import Evaluation, Evaluator
@@ -18,6 +20,16 @@ from driftline.streams.join import MIN_WATERMARK
 from driftline.streams.messages import Partial, PartialsMessage, Progress
 
 __all__ = ["MergeOutput", "WindowMerger"]
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
+_partial_encoder = msgspec.msgpack.Encoder()
+_partial_decoder = msgspec.msgpack.Decoder(Partial)
+
+
+def _key(raw: list) -> tuple[str, str, str, int]:
+    return (raw[0], raw[1], raw[2], raw[3])
+
 
 _Key = tuple[str, str, str, int]  # model_id, model_version, segment, window_start
 
@@ -45,6 +57,53 @@ class WindowMerger:
         self._partials: dict[_Key, dict[int, Partial]] = defaultdict(dict)
         self._ends: dict[_Key, int] = {}
         self._provisional_done: set[_Key] = set()
+        #: the next window-partials offset this state has not yet applied (for checkpoints)
+        self.next_offset = 0
+
+    # -- checkpoints -------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        """The merger's state and its evaluator's (alert lifecycle, retraining cooldowns,
+        bootstrapped references), as msgpack."""
+        partials = [
+            [list(key), [_partial_encoder.encode(p) for _, p in sorted(by_jp.items())]]
+            for key, by_jp in self._partials.items()
+        ]
+        return _encoder.encode(
+            {
+                "v": 1,
+                "next_offset": self.next_offset,
+                "watermark": self.watermark,
+                "final_watermark": self.final_watermark,
+                "ended": self.ended,
+                "progress": self._progress,
+                "final_progress": self._final_progress,
+                "ended_partitions": sorted(self._ended),
+                "counters": self._counters,
+                "partials": partials,
+                "ends": [[list(k), v] for k, v in self._ends.items()],
+                "provisional_done": [list(k) for k in self._provisional_done],
+                "evaluator": self.evaluator.snapshot(),
+            }
+        )
+
+    def restore(self, data: bytes) -> None:
+        d = _decoder.decode(data)
+        if d.get("v") != 1:
+            raise ValueError(f"unknown merge checkpoint version {d.get('v')!r}")
+        self.next_offset = d["next_offset"]
+        self.watermark, self.final_watermark, self.ended = d["watermark"], d["final_watermark"], d["ended"]
+        self._progress = {int(k): v for k, v in d["progress"].items()}
+        self._final_progress = {int(k): v for k, v in d["final_progress"].items()}
+        self._ended = set(d["ended_partitions"])
+        self._counters = {int(k): dict(v) for k, v in d["counters"].items()}
+        self._partials = defaultdict(dict)
+        for key, encoded in d["partials"]:
+            for raw in encoded:
+                partial = _partial_decoder.decode(raw)
+                self._partials[_key(key)][partial.join_partition] = partial
+        self._ends = {_key(k): v for k, v in d["ends"]}
+        self._provisional_done = {_key(k) for k in d["provisional_done"]}
+        self.evaluator.restore(d["evaluator"])
 
     @property
     def counters(self) -> dict[str, int]:

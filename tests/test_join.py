@@ -160,6 +160,9 @@ def _run(n_partitions: int, preds, labels, *, restart_at: int | None = None, res
             ]
             for jp, snap in zip(joins, snapshots, strict=True):
                 jp.restore(snap)
+            merger_snapshot = merger.snapshot()
+            merger = WindowMerger(catalog, Evaluator(catalog), n_partitions)
+            merger.restore(merger_snapshot)
         for kind, events in (("p", preds[chunk : chunk + 250]), ("l", labels[chunk : chunk + 250])):
             targets = partition_for([e.prediction_id for e in events], n_partitions)
             wm = max(e.timestamp for e in events)

@@ -495,9 +495,7 @@ def record_attempt(
         values.update(status=final_status, next_attempt_ms=None)
         if final_status == "delivered":
             values["delivered_ms"] = now_ms
-    changed = session.execute(
-        update(Notification).where(Notification.id == notification_id).values(**values)
-    )
+    changed = session.execute(update(Notification).where(Notification.id == notification_id).values(**values))
     if not changed.rowcount:  # type: ignore[attr-defined]
         raise LookupError(f"no notification with id {notification_id}")
     session.execute(
