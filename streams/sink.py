@@ -11,6 +11,13 @@ A store outage does not lose or skip anything either: the batch is rolled back, 
 seeks back to the batch's first offsets and retries with backoff. A message that cannot be
 decoded is a contract violation no retry can fix; it is logged, counted and skipped, like the
 stream agents do, so one poisoned record never stops history.
+
+The sink also owns retention, because it is the one long-running writer of window history:
+at start-up and then at most once per ``prune_interval_s`` of wall time it deletes window
+results that ended more than ``retention_ms`` before the newest window end in the store
+(event time), capped at the wall clock. Event time keeps a replayed or backfilled history
+whole (pruning it against today's date would delete all of it), and the cap stops a single
+window stamped far in the future from pruning everything.
 """
 
 from __future__ import annotations
@@ -18,13 +25,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
 import msgspec
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftline.config import Config
@@ -37,13 +45,52 @@ from driftline.schemas import (
     decode_retraining_request,
     decode_window_result,
 )
-from driftline.store import record_alert, record_retraining_request, record_window_result, touch_model
+from driftline.store import (
+    prune_window_results,
+    record_alert,
+    record_retraining_request,
+    record_window_result,
+    touch_model,
+)
+from driftline.store.models import WindowResultRow
 from driftline.streams.app import TopicNames, kafka_settings
 from driftline.streams.ingest import CONTROL_HEADER
 
-__all__ = ["HistorySink", "SinkStats", "ingest_report", "write_batch"]
+__all__ = [
+    "DEFAULT_RETENTION_MS",
+    "PRUNE_INTERVAL_S",
+    "HistorySink",
+    "SinkStats",
+    "ingest_report",
+    "retention_cutoff_ms",
+    "write_batch",
+]
 
 log = logging.getLogger(__name__)
+
+#: window results older than this (event time, before the newest window end) are deleted
+DEFAULT_RETENTION_MS = 90 * 86_400_000
+#: a prune is one indexed DELETE; hourly keeps the table within an hour of the retention
+PRUNE_INTERVAL_S = 3600.0
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def retention_cutoff_ms(newest_end_ms: int | None, now_ms: int, retention_ms: int) -> int | None:
+    """Windows ending before the returned time are past retention; ``None``: nothing to prune.
+
+    The reference is the newest window end in the store (event time), but never later than
+    the wall clock: replayed history is kept as a whole, while a window stamped in the
+    future by a producer with a broken clock cannot age everything else out.
+
+    >>> retention_cutoff_ms(1_000_000, 5_000_000, 600_000), retention_cutoff_ms(9_000_000, 5_000_000, 600_000)
+    (400000, 4400000)
+    """
+    if newest_end_ms is None:
+        return None
+    return min(newest_end_ms, now_ms) - retention_ms
 
 
 @dataclass(slots=True)
@@ -59,6 +106,8 @@ class SinkStats:
     control: int = 0
     undecodable: int = 0
     store_failures: int = 0
+    prunes: int = 0
+    pruned: int = 0
 
     def add(self, other: SinkStats) -> None:
         for name in self.__slots__:  # type: ignore[attr-defined]
@@ -134,9 +183,14 @@ class HistorySink:
         backoff_max_s: float = 30.0,
         consumer_config: Mapping[str, Any] | None = None,
         create_topics: bool = True,
+        retention_ms: int | None = DEFAULT_RETENTION_MS,
+        prune_interval_s: float = PRUNE_INTERVAL_S,
+        wall_clock_ms: Callable[[], int] = _wall_clock_ms,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if retention_ms is not None and retention_ms <= 0:
+            raise ValueError(f"retention_ms must be > 0 (None keeps everything), got {retention_ms}")
         self.topics = TopicNames.from_config(config)
         self.settings = settings or kafka_settings(config)
         self.group_id = group_id or f"{config.app_id}-history"
@@ -147,6 +201,10 @@ class HistorySink:
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
         self._failures = 0
+        self.retention_ms = retention_ms
+        self._prune_interval_s = prune_interval_s
+        self._wall_clock_ms = wall_clock_ms
+        self._next_prune: float | None = None  # monotonic; None: not pruned yet (start-up)
         if create_topics:
             # Subscribing to a missing topic makes some brokers auto-create it with their own
             # partition count; starting the sink before the first worker must not do that.
@@ -178,7 +236,9 @@ class HistorySink:
 
         Returns the cumulative stats. The stop event is checked between batches, so a batch
         that was read is always written and committed (or rolled back) before returning.
+        Retention is applied before the first poll and then between batches when due.
         """
+        self._maybe_prune()
         if not self._subscribed:
             self._consumer.subscribe(
                 [self.topics.results, self.topics.alerts, self.topics.retraining], on_assign=self._on_assign
@@ -199,11 +259,48 @@ class HistorySink:
             for m in messages:
                 if m.error() is not None:
                     log.warning("history sink: %s", m.error())
-            if not good:
-                continue
-            last_message = time.monotonic()
-            self._handle(good, stop_event)
+            if good:
+                last_message = time.monotonic()
+                self._handle(good, stop_event)
+            self._maybe_prune()
         return self.stats
+
+    def _maybe_prune(self) -> None:
+        """Apply retention if it is due: at start-up, then once per ``prune_interval_s``.
+
+        Runs in its own transaction, never inside a batch's: a slow DELETE must not hold the
+        batch (and its offset commit) back. A failure only logs and retries after the backoff
+        ceiling; the history it would have pruned is merely kept a little longer.
+        """
+        if self.retention_ms is None:
+            return
+        now = time.monotonic()
+        if self._next_prune is not None and now < self._next_prune:
+            return
+        try:
+            self.prune()
+        except Exception:
+            log.exception("history sink: retention prune failed; retrying in %.0f s", self._backoff_max_s)
+            self._next_prune = now + min(self._prune_interval_s, self._backoff_max_s)
+            return
+        self._next_prune = now + self._prune_interval_s
+
+    def prune(self) -> int:
+        """Delete the window results past retention now; returns how many rows went.
+
+        The reference is read from the store (``max(window_end_ms)``, an indexed lookup) rather
+        than tracked from consumed batches, so a fresh sink prunes correctly at start-up."""
+        if self.retention_ms is None:
+            return 0
+        with self._sessions.begin() as session:
+            newest = session.scalar(select(func.max(WindowResultRow.window_end_ms)))
+            cutoff = retention_cutoff_ms(newest, self._wall_clock_ms(), self.retention_ms)
+            removed = 0 if cutoff is None else prune_window_results(session, cutoff)
+        self.stats.prunes += 1
+        self.stats.pruned += removed
+        if removed:
+            log.info("history sink: pruned %d window results that ended before %s ms", removed, cutoff)
+        return removed
 
     def _on_assign(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
         if self._assigned_at is None:

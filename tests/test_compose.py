@@ -23,7 +23,7 @@ import yaml
 
 from driftline import metrics
 from driftline.cli import build_parser
-from driftline.config import load_config
+from driftline.config import load_config, parse_duration_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -62,9 +62,17 @@ def _require(tool: str) -> str:
 def test_every_service_has_an_image_or_a_build(compose: dict[str, Any]) -> None:
     missing = [name for name, s in _services(compose).items() if "image" not in s and "build" not in s]
     assert missing == []
-    assert {"kafka", "postgres", "db-migrate", "worker", "notifier", "prometheus", "grafana"} <= set(
-        _services(compose)
-    )
+    assert {
+        "kafka",
+        "postgres",
+        "db-migrate",
+        "worker",
+        "notifier",
+        "history",
+        "status",
+        "prometheus",
+        "grafana",
+    } <= set(_services(compose))
     assert _services(compose)["kafka"]["image"] == "apache/kafka:3.9.0"
     assert _services(compose)["postgres"]["image"].startswith("postgres:16")
 
@@ -117,6 +125,22 @@ def test_kafka_and_postgres_have_healthchecks_and_dependants_wait_for_them(compo
     assert services["worker"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert services["worker"]["depends_on"]["db-migrate"]["condition"] == "service_completed_successfully"
     assert services["db-migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # the store's readers and writers start after the schema is at head
+    for name in ("notifier", "history", "status"):
+        assert services[name]["depends_on"]["db-migrate"]["condition"] == "service_completed_successfully"
+    assert services["history"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert "8780/healthz" in " ".join(services["status"]["healthcheck"]["test"])
+
+
+def test_published_ports_bind_loopback_only(compose: dict[str, Any]) -> None:
+    published = {
+        name: [str(p) for p in s.get("ports", [])] for name, s in _services(compose).items() if s.get("ports")
+    }
+    assert published == {
+        "status": ["127.0.0.1:8780:8780"],
+        "prometheus": ["127.0.0.1:9090:9090"],
+        "grafana": ["127.0.0.1:3000:3000"],
+    }
 
 
 def test_depends_on_names_real_services(compose: dict[str, Any]) -> None:
@@ -131,7 +155,6 @@ def test_every_driftline_command_is_a_real_subcommand(compose: dict[str, Any]) -
     """The image's entrypoint is ``driftline``: each command must parse with the real CLI."""
     parser = build_parser()
     commands = {name: s["command"] for name, s in _driftline_services(compose).items()}
-    assert {"db-migrate", "worker", "notifier"} <= set(commands)
     for name, argv in commands.items():
         assert isinstance(argv, list), f"{name}: use the list form of command"
         try:
@@ -139,10 +162,21 @@ def test_every_driftline_command_is_a_real_subcommand(compose: dict[str, Any]) -
         except SystemExit as exc:  # argparse exits on an unknown sub-command or option
             raise AssertionError(f"{name}: `driftline {' '.join(argv)}` is not a valid command") from exc
         assert callable(args.func), name
+    assert {"db-migrate", "worker", "notifier", "history", "status"} <= set(commands)
     worker = parser.parse_args(commands["worker"])
     assert worker.metrics_port == 9108
-    targets = yaml.safe_load(PROMETHEUS.read_text())["scrape_configs"][0]["dns_sd_configs"][0]
+    history = parser.parse_args(commands["history"])
+    assert parse_duration_ms(history.retention) == 90 * 86_400_000
+    assert (history.from_report, history.idle_timeout) == (None, None)  # a long-running sink
+    status = parser.parse_args(commands["status"])
+    assert (status.serve, status.host, status.port) == (True, "0.0.0.0", 8780)
+    scrape = yaml.safe_load(PROMETHEUS.read_text())["scrape_configs"]
+    targets = scrape[0]["dns_sd_configs"][0]
     assert targets == {"names": ["worker"], "type": "A", "port": 9108, "refresh_interval": "30s"}
+    # only what serves /metrics is scraped: the notifier has no metrics endpoint yet, so a
+    # notifier job would be a target that is always down
+    assert not hasattr(parser.parse_args(commands["notifier"]), "metrics_port")
+    assert [job["job_name"] for job in scrape] == ["driftline", "prometheus"]
 
 
 def test_the_mounted_driftline_config_loads(compose: dict[str, Any]) -> None:

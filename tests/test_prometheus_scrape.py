@@ -10,6 +10,7 @@ evaluate without error, with the drift rule active for the drifted model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -39,7 +40,7 @@ DEADLINE_S = 45.0
 pytestmark = pytest.mark.timeout(90)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -50,8 +51,8 @@ def _get(url: str) -> Any:
         return json.loads(response.read())
 
 
-@pytest.fixture(scope="module")
-def prometheus_bin() -> str:
+def require_prometheus() -> str:
+    """The Prometheus server binary: skipped locally without it, a failure in CI."""
     found = shutil.which("prometheus")
     if found is None:
         if os.environ.get("CI"):
@@ -60,36 +61,26 @@ def prometheus_bin() -> str:
     return found
 
 
-@pytest.fixture()
-def metrics_endpoint() -> Iterator[int]:
-    server, thread = metrics.start_metrics_server(0, host="127.0.0.1")
-    try:
-        yield int(server.server_port)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-@pytest.fixture()
-def prometheus(prometheus_bin: str, metrics_endpoint: int, tmp_path: Path) -> Iterator[str]:
-    """A Prometheus server scraping the endpoint every second, with the shipped rules."""
+@contextlib.contextmanager
+def running_prometheus(
+    binary: str, targets: list[str], workdir: Path, rule_files: tuple[Path, ...] = ()
+) -> Iterator[str]:
+    """A Prometheus server on loopback scraping ``targets`` every second (job ``driftline``);
+    yields its base URL and stops it on exit, printing its log if it died abnormally."""
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RULES)],
-        "scrape_configs": [
-            {"job_name": "driftline", "static_configs": [{"targets": [f"127.0.0.1:{metrics_endpoint}"]}]}
-        ],
+        "rule_files": [str(f) for f in rule_files],
+        "scrape_configs": [{"job_name": "driftline", "static_configs": [{"targets": targets}]}],
     }
-    config_file = tmp_path / "prometheus.yml"
+    config_file = workdir / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config))
-    port = _free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
+    port = free_port()
+    log = (workdir / "prometheus.log").open("wb")
     process = subprocess.Popen(
         [
-            prometheus_bin,
+            binary,
             f"--config.file={config_file}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
         ],
@@ -107,10 +98,33 @@ def prometheus(prometheus_bin: str, metrics_endpoint: int, tmp_path: Path) -> It
             process.wait(timeout=5)
         log.close()
         if process.returncode not in (0, -15):
-            print((tmp_path / "prometheus.log").read_text())
+            print((workdir / "prometheus.log").read_text())
 
 
-def _query(base: str, expr: str) -> list[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def prometheus_bin() -> str:
+    return require_prometheus()
+
+
+@pytest.fixture()
+def metrics_endpoint() -> Iterator[int]:
+    server, thread = metrics.start_metrics_server(0, host="127.0.0.1")
+    try:
+        yield int(server.server_port)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture()
+def prometheus(prometheus_bin: str, metrics_endpoint: int, tmp_path: Path) -> Iterator[str]:
+    """A Prometheus server scraping the endpoint every second, with the shipped rules."""
+    with running_prometheus(prometheus_bin, [f"127.0.0.1:{metrics_endpoint}"], tmp_path, (RULES,)) as url:
+        yield url
+
+
+def query(base: str, expr: str) -> list[dict[str, Any]]:
     body = _get(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
     assert body["status"] == "success", body
     return list(body["data"]["result"])
@@ -120,7 +134,7 @@ def _wait_for(base: str, expr: str) -> list[dict[str, Any]]:
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
         try:
-            result = _query(base, expr)
+            result = query(base, expr)
         except OSError:  # server still starting
             result = []
         if result:
@@ -147,14 +161,14 @@ def test_prometheus_scrapes_exact_values_and_evaluates_the_rules(
     assert len(accuracy) == 1
     assert float(accuracy[0]["value"][1]) == accuracy_score(window.y_true, window.y_pred)
     assert accuracy[0]["metric"]["job"] == "driftline"
-    predictions = _query(prometheus, f'driftline_window_predictions{{model="{model_id}"}}')
+    predictions = query(prometheus, f'driftline_window_predictions{{model="{model_id}"}}')
     assert float(predictions[0]["value"][1]) == 400
-    drift = _query(prometheus, f'driftline_feature_drift_statistic{{model="{model_id}",feature="x1"}}')
+    drift = query(prometheus, f'driftline_feature_drift_statistic{{model="{model_id}",feature="x1"}}')
     expected = next(d.statistic for d in window.evaluation.result.drift if d.feature == "x1")
     assert float(drift[0]["value"][1]) == expected
-    late_scraped = _query(prometheus, f'driftline_events_late_total{{topic="{prefix}predictions"}}')
+    late_scraped = query(prometheus, f'driftline_events_late_total{{topic="{prefix}predictions"}}')
     assert float(late_scraped[0]["value"][1]) == 7
-    watermark = _query(prometheus, f'driftline_watermark_timestamp_seconds{{model="{model_id}"}}')
+    watermark = query(prometheus, f'driftline_watermark_timestamp_seconds{{model="{model_id}"}}')
     assert float(watermark[0]["value"][1]) == 1_767_225_660
 
     # the shipped rules: all load, all evaluate cleanly, and the drift rule is active

@@ -41,9 +41,17 @@ from driftline.schemas import (
 )
 from driftline.store import list_alerts, make_engine, session_factory, upgrade, window_history
 from driftline.store.models import AlertTransition, Model, ModelVersion, RetrainingRequestRow, WindowResultRow
+from driftline.streams import sink as sink_module
 from driftline.streams.app import END_OF_RESULTS
 from driftline.streams.ingest import CONTROL_HEADER
-from driftline.streams.sink import HistorySink, ingest_report
+from driftline.streams.sink import (
+    DEFAULT_RETENTION_MS,
+    PRUNE_INTERVAL_S,
+    HistorySink,
+    ingest_report,
+    retention_cutoff_ms,
+    write_batch,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -264,7 +272,8 @@ def test_store_failure_rolls_back_and_the_batch_is_retried(
     config = _config(kafka_settings, unique_prefix)
     group = f"{unique_prefix}app-history"
     flaky = _FailingOnce(sessions, lambda: _committed(kafka_settings, group, config))
-    with _sink(config, kafka_settings, flaky, backoff_initial_s=0.05) as sink:
+    # retention off: its start-up prune would be the transaction that fails
+    with _sink(config, kafka_settings, flaky, backoff_initial_s=0.05, retention_ms=None) as sink:
         _publish(kafka_settings, config)
         _run(sink, lambda: sink.stats.windows + sink.stats.alerts + sink.stats.requests == 8)
         assert sink.stats.store_failures == 1
@@ -348,3 +357,146 @@ def test_idle_timeout_counts_from_the_assignment(
     assert assigned_after is not None and elapsed >= assigned_after + 0.5
     assert elapsed < 30
     assert (stats.batches, stats.windows) == (0, 0)
+
+
+# ---- retention ---------------------------------------------------------------------------------
+DAY = 86_400_000
+RETENTION = 90 * DAY
+#: newest window in the seeded store ends at T0 + 1 min, so the cutoff is T0 + 1 min - 90 d
+CUTOFF = T0 + MINUTE - RETENTION
+SEEDED = {
+    "old": _result(T0 - 100 * DAY, "final", 0.9),
+    "just-past": _result(CUTOFF - 1 - MINUTE, "final", 0.9),  # ends 1 ms before the cutoff
+    "at-cutoff": _result(CUTOFF - MINUTE, "final", 0.9),  # ends exactly at it: kept
+    "month-old": _result(T0 - 30 * DAY, "final", 0.9),
+    "newest": _result(T0, "final", 0.9),
+}
+
+
+def _seed(sessions: sessionmaker[Session], results: Iterator[WindowResult] | list[WindowResult]) -> None:
+    with sessions.begin() as s:
+        write_batch(s, list(results), [], [])
+
+
+def _window_starts(sessions: sessionmaker[Session]) -> list[int]:
+    with sessions() as s:
+        return sorted(s.scalars(select(WindowResultRow.window_start_ms)))
+
+
+def _starts(*names: str) -> list[int]:
+    return sorted(SEEDED[n].window_start_ms for n in names)
+
+
+def test_retention_cutoff_uses_the_newest_window_end_capped_at_the_wall_clock() -> None:
+    assert retention_cutoff_ms(None, T0, RETENTION) is None  # empty store: nothing to prune
+    assert retention_cutoff_ms(T0, T0 + 365 * DAY, RETENTION) == T0 - RETENTION  # replayed history
+    assert retention_cutoff_ms(T0 + 3650 * DAY, T0, RETENTION) == T0 - RETENTION  # future-stamped
+    assert DEFAULT_RETENTION_MS == 7_776_000_000 and PRUNE_INTERVAL_S == 3600.0
+    with pytest.raises(ValueError, match="retention_ms"):
+        HistorySink(Config(), None, retention_ms=0, create_topics=False)  # type: ignore[arg-type]
+
+
+def test_retention_prunes_at_start_up_then_at_most_once_per_interval(
+    kafka_settings: KafkaSettings, unique_prefix: str, sessions: sessionmaker[Session]
+) -> None:
+    config = _config(kafka_settings, unique_prefix)
+    _seed(sessions, SEEDED.values())
+    later = _result(T0 + 61 * DAY, "final", 0.8)  # moves the newest window end on by 61 days
+    producer = Producer(confluent_config(kafka_settings))
+    producer.produce(config.topics.name("window-results"), encode(later))
+    assert producer.flush(10) == 0
+    a_year_on = lambda: T0 + 365 * DAY  # noqa: E731 - the wall clock is far ahead: event time rules
+
+    # start-up prune against T0 + 1 min; the window read afterwards does not trigger another
+    # prune within the hour, so the month-old window survives although it is now past retention
+    with _sink(config, kafka_settings, sessions, wall_clock_ms=a_year_on) as sink:
+        _run(sink, lambda: sink.stats.windows == 1)
+        assert (sink.stats.prunes, sink.stats.pruned) == (1, 2)
+    assert _window_starts(sessions) == sorted(
+        [*_starts("at-cutoff", "month-old", "newest"), later.window_start_ms]
+    )
+
+    # a prune that is due (interval 0) measures against T0 + 61 d + 1 min
+    with _sink(
+        config,
+        kafka_settings,
+        sessions,
+        group_id=f"{unique_prefix}again",
+        prune_interval_s=0.0,
+        wall_clock_ms=a_year_on,
+    ) as again:
+        _run(again, lambda: again.stats.windows == 1)
+        assert again.stats.pruned == 2 and again.stats.prunes >= 2
+    assert _window_starts(sessions) == sorted([*_starts("newest"), later.window_start_ms])
+
+
+def test_retention_is_capped_at_the_wall_clock_and_can_be_off(
+    kafka_settings: KafkaSettings, sessions: sessionmaker[Session]
+) -> None:
+    future = _result(T0 + 3650 * DAY, "final", 0.5)  # a producer with a broken clock
+    _seed(sessions, [*SEEDED.values(), future])
+    kept = HistorySink(Config(), sessions, settings=kafka_settings, create_topics=False, retention_ms=None)
+    with kept:
+        assert kept.prune() == 0
+    assert len(_window_starts(sessions)) == 6
+    now = T0 + MINUTE  # the wall clock at the newest honest window's end: cutoff CUTOFF
+    with HistorySink(
+        Config(), sessions, settings=kafka_settings, create_topics=False, wall_clock_ms=lambda: now
+    ) as sink:
+        assert sink.prune() == 2
+    assert _window_starts(sessions) == sorted(
+        [*_starts("at-cutoff", "month-old", "newest"), future.window_start_ms]
+    )
+
+
+def test_history_command_applies_retention_at_start_up(
+    kafka_settings: KafkaSettings,
+    unique_prefix: str,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _seed(sessions, SEEDED.values())
+
+    class QuickJoin(HistorySink):
+        """The command's sink, joining its group in seconds instead of the default ~25 s."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, consumer_config=quick_join_consumer_config(), **kwargs)
+
+    monkeypatch.setattr(sink_module, "HistorySink", QuickJoin)
+    parser = argparse.ArgumentParser(prog="driftline")
+    ops_cli.register(parser.add_subparsers(dest="command", required=True))
+    url = str(sessions.kw["bind"].url)
+
+    def history(app: str, *options: str) -> int:
+        config_file = tmp_path / f"{app}.yml"
+        config_file.write_text(
+            json.dumps(
+                {
+                    "app_id": f"{unique_prefix}{app}",  # its own group: emptied groups admit no one here
+                    "bootstrap_servers": kafka_settings.bootstrap_servers,
+                    "topics": {"prefix": unique_prefix, "results": 1, "alerts": 1, "retraining": 1},
+                }
+            )
+        )
+        args = parser.parse_args(["history", "--store-url", url, "--config", str(config_file), *options])
+        assert args.retention == (options[1] if options[:1] == ("--retention",) else "90d")
+        return int(args.func(args))
+
+    assert history("bad", "--retention", "ninety days") == 2
+    assert "--retention: not a duration: 'ninety days'" in capsys.readouterr().err
+    assert len(_window_starts(sessions)) == 5
+
+    # 0 keeps everything, however old
+    assert history("keep", "--retention", "0", "--idle-timeout", "0.5") == 0
+    out = capsys.readouterr().out
+    assert "keeping all windows" in out and out.endswith("; 0 windows past retention pruned\n")
+    assert len(_window_starts(sessions)) == 5
+
+    # cutoff T0 + 1 min - 31 d: the month-old window (ends T0 - 30 d + 1 min) stays
+    assert history("prune", "--retention", "31d", "--idle-timeout", "0.5") == 0
+    out = capsys.readouterr().out
+    assert "keeping 31d of windows" in out and out.endswith("; 3 windows past retention pruned\n")
+    assert _window_starts(sessions) == _starts("month-old", "newest")

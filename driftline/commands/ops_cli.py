@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from driftline.config import load_config
+from driftline.config import load_config, parse_duration_ms
 from driftline.schemas import rfc3339_to_ms
 from driftline.store import SchemaOutOfDate, check_schema, make_engine, safe_url, session_factory
 
@@ -149,6 +149,10 @@ def _cmd_history(args: argparse.Namespace) -> int:
     config = load_config(getattr(args, "config", None))
     if args.broker:
         config = replace(config, bootstrap_servers=args.broker)
+    try:
+        retention_ms = parse_duration_ms(args.retention) or None  # 0 keeps everything
+    except ValueError as exc:
+        return _fail(ValueError(f"--retention: {exc}"))
     url = args.store_url or config.store_url
     try:
         sessions = open_store(url)
@@ -166,12 +170,14 @@ def _cmd_history(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with HistorySink(config, sessions) as sink:
-        print(f"history sink: {sink.group_id} -> {safe_url(url)} (Ctrl-C stops)", flush=True)
+    keeping = "keeping all windows" if retention_ms is None else f"keeping {args.retention} of windows"
+    with HistorySink(config, sessions, retention_ms=retention_ms) as sink:
+        print(f"history sink: {sink.group_id} -> {safe_url(url)}, {keeping} (Ctrl-C stops)", flush=True)
         stats = sink.run(stop, idle_timeout=args.idle_timeout)
     print(
         f"history sink stopped: {stats.windows} windows, {stats.alerts} alerts, {stats.requests} "
-        f"retraining requests in {stats.batches} batches; {stats.undecodable} undecodable skipped"
+        f"retraining requests in {stats.batches} batches; {stats.undecodable} undecodable skipped; "
+        f"{stats.pruned} windows past retention pruned"
     )
     return 0
 
@@ -210,5 +216,11 @@ def register(subparsers: Any) -> None:
     )
     history.add_argument(
         "--from-report", help="store a `driftline replay` report instead of consuming the topics"
+    )
+    history.add_argument(
+        "--retention",
+        default="90d",
+        help="delete window results that ended this long before the newest one (event time, "
+        "capped at now), at start-up and hourly; 0 keeps everything (default 90d)",
     )
     history.set_defaults(func=_cmd_history)

@@ -1,0 +1,197 @@
+"""A real Prometheus scrapes a real ``driftline worker`` process.
+
+``tests/test_prometheus_scrape.py`` feeds the metric observers in-process; this one checks the
+wiring a deployment relies on: ``driftline worker --metrics-port`` serves the registry the
+stream agents update, and what Prometheus stores equals what was produced. The worker runs on
+the embedded broker; predictions and labels are produced with plain confluent-kafka, two
+windows with known accuracy (0.5, then 0.75), mixed with malformed messages. Every expected
+value is computed here from what was produced (accuracy by scikit-learn), none read back from
+the worker.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+from confluent_kafka import Producer
+from sklearn.metrics import accuracy_score
+from test_prometheus_scrape import free_port, query, require_prometheus, running_prometheus
+
+from driftline.kafka import KafkaSettings, confluent_config, ensure_topics
+from driftline.store.db import upgrade
+
+pytestmark = pytest.mark.timeout(90)
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a multiple of the window
+WINDOW_MS = 10_000
+MODEL = "scraped"
+#: per window: (predictions, correct ones); the newest final window is the second: 36/48
+WINDOWS = [(40, 20), (48, 36)]
+DEADLINE_S = 70.0
+
+
+def _window(w: int, n: int, n_correct: int) -> tuple[list[dict], list[dict]]:
+    """Predictions alternate 0/1; the first ``n_correct`` labels agree with them."""
+    predictions, labels = [], []
+    for i in range(n):
+        pid, ts, predicted = f"w{w}-{i:03d}", T0 + w * WINDOW_MS + i * 100, i % 2
+        predictions.append(
+            {
+                "prediction_id": pid,
+                "model_id": MODEL,
+                "model_version": "v1",
+                "timestamp": ts,
+                "features": {"x1": float(i)},
+                "prediction": predicted,
+                "score": 0.5,
+            }
+        )
+        label = predicted if i < n_correct else 1 - predicted
+        labels.append({"prediction_id": pid, "model_id": MODEL, "label": label, "timestamp": ts + 500})
+    return predictions, labels
+
+
+def _batch(kind: str, events: list[dict]) -> bytes:
+    return orjson.dumps({"schema_version": "1.0", "kind": kind, "events": events})
+
+
+@pytest.fixture()
+def worker(tmp_path: Path, kafka_settings: KafkaSettings, unique_prefix: str) -> Iterator[int]:
+    """A ``driftline worker`` subprocess serving metrics on a free loopback port."""
+    store_url = f"sqlite:///{tmp_path}/store.sqlite"
+    upgrade(store_url)  # the worker checkpoints its stream state there
+    config = {
+        "app_id": f"{unique_prefix}app",
+        "store_url": store_url,
+        "bootstrap_servers": kafka_settings.bootstrap_servers,
+        "metrics_host": "127.0.0.1",
+        "topics": {
+            "prefix": unique_prefix,
+            "predictions": 2,
+            "ground_truth": 2,
+            "join": 2,
+            "partials": 1,
+            "results": 1,
+            "alerts": 1,
+            "retraining": 1,
+            "dead_letter": 1,
+        },
+        "tick_interval": "1s",
+        "defaults": {"window": "10s", "grace": "2s", "label_horizon": "4s"},
+        "models": {MODEL: {}},
+    }
+    cfg_path = tmp_path / "driftline.yaml"
+    cfg_path.write_text(yaml.safe_dump(config))
+    ensure_topics(kafka_settings, {f"{unique_prefix}predictions": 2, f"{unique_prefix}ground-truth": 2})
+    port = free_port()
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "driftline.cli",
+                "--config",
+                str(cfg_path),
+                "worker",
+                "--session-timeout",
+                "6",
+                "--idle-after",
+                "2",
+                "--metrics-port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield port
+            assert process.poll() is None, "the worker must survive malformed input"
+        finally:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+            if process.returncode not in (0, -15):
+                print(log_path.read_text(errors="replace")[-5000:])
+
+
+def _produce(settings: KafkaSettings, prefix: str) -> tuple[int, int]:
+    """Two windows, malformed input, then event time moved on in every partition so both
+    windows become final. Returns how many messages went to predictions and ground truth."""
+    pred_topic, gt_topic = f"{prefix}predictions", f"{prefix}ground-truth"
+    producer = Producer(confluent_config(settings))
+    sent = {pred_topic: 0, gt_topic: 0}
+
+    def send(topic: str, value: bytes, **kwargs: object) -> None:
+        producer.produce(topic, value, **kwargs)
+        sent[topic] += 1
+
+    for w, (n, n_correct) in enumerate(WINDOWS):
+        predictions, labels = _window(w, n, n_correct)
+        send(pred_topic, _batch("predictions", predictions), key=MODEL.encode())
+        send(gt_topic, _batch("ground_truth", labels), key=MODEL.encode())
+    send(pred_topic, b'{"prediction_id": "x", "model_id": ', key=b"bad-1")  # invalid_json
+    send(pred_topic, b"not json at all", key=b"bad-2")  # invalid_json
+    send(pred_topic, orjson.dumps({"model_id": MODEL, "timestamp": T0, "prediction": 1}))  # missing_field
+    later = T0 + 6 * WINDOW_MS  # past both windows' end + label horizon
+    for part in range(2):
+        tail = {**_window(0, 1, 1)[0][0], "prediction_id": f"tail-{part}", "timestamp": later}
+        send(pred_topic, _batch("predictions", [tail]), partition=part)
+        label = {"prediction_id": f"tail-{part}", "model_id": MODEL, "label": 0, "timestamp": later}
+        send(gt_topic, _batch("ground_truth", [label]), partition=part)
+    assert producer.flush(30) == 0
+    return sent[pred_topic], sent[gt_topic]
+
+
+def _scrape_until(base: str, expected: dict[str, float]) -> dict[str, float | None]:
+    """Query every expression until all equal their expected value (or the deadline): counters
+    and gauges move while the worker catches up, so equality is awaited, then asserted."""
+    deadline = time.monotonic() + DEADLINE_S
+    seen: dict[str, float | None] = {}
+    while time.monotonic() < deadline:
+        for expr in expected:
+            try:
+                result = query(base, expr)
+            except OSError:  # Prometheus still starting
+                result = []
+            seen[expr] = float(result[0]["value"][1]) if len(result) == 1 else None
+        if seen == expected:
+            break
+        time.sleep(0.5)
+    return seen
+
+
+def test_prometheus_scrapes_a_running_worker(
+    worker: int, kafka_settings: KafkaSettings, unique_prefix: str, tmp_path: Path
+) -> None:
+    binary = require_prometheus()
+    with running_prometheus(binary, [f"127.0.0.1:{worker}"], tmp_path) as prometheus:
+        n_pred_messages, n_gt_messages = _produce(kafka_settings, unique_prefix)
+        predictions, labels = _window(1, *WINDOWS[1])
+        accuracy = accuracy_score([e["label"] for e in labels], [e["prediction"] for e in predictions])
+        assert accuracy == 0.75
+        p, m = unique_prefix, f'model="{MODEL}"'
+        expected = {
+            f"driftline_window_accuracy{{{m}}}": accuracy,
+            f"driftline_window_predictions{{{m}}}": float(len(predictions)),
+            f"driftline_window_labelled{{{m}}}": float(len(labels)),
+            f"driftline_window_label_coverage{{{m}}}": 1.0,
+            f'driftline_messages_consumed_total{{topic="{p}predictions"}}': float(n_pred_messages),
+            f'driftline_messages_consumed_total{{topic="{p}ground-truth"}}': float(n_gt_messages),
+            f'driftline_events_invalid_total{{topic="{p}predictions",reason="invalid_json"}}': 2.0,
+            f'driftline_events_invalid_total{{topic="{p}predictions",reason="missing_field"}}': 1.0,
+            f'sum(driftline_events_invalid_total{{topic="{p}ground-truth"}}) or vector(0)': 0.0,
+            f'up{{job="driftline",instance="127.0.0.1:{worker}"}}': 1.0,
+        }
+        assert (n_pred_messages, n_gt_messages) == (7, 4)
+        assert _scrape_until(prometheus, expected) == expected
