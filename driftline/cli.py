@@ -61,6 +61,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         broker=args.broker,
         timeout_s=args.timeout,
         loglevel=args.loglevel,
+        external_workers=args.external_workers,
     )
     write_report(report, args.report)
     alerts = sum(1 for a in report.alerts if a["type"].endswith("firing"))
@@ -114,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--broker", help="use this Kafka cluster instead of an embedded broker")
     rp.add_argument("--report", required=True, help="where to write the JSON report")
     rp.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+    rp.add_argument(
+        "--external-workers",
+        action="store_true",
+        help="feed the configured topics and wait for running workers (needs --broker)",
+    )
     rp.set_defaults(func=_cmd_replay)
 
     demo = sub.add_parser("demo", help="embedded broker + simulated traffic with an injected drift")

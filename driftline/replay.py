@@ -231,24 +231,32 @@ def replay(
     broker: str | None = None,
     timeout_s: float = 900.0,
     loglevel: str = "WARNING",
+    external_workers: bool = False,
 ) -> ReplayReport:
-    """Replay the two files and return the report (see docs/replay-report.md)."""
+    """Replay the two files and return the report (see docs/replay-report.md).
+
+    With ``external_workers``, no worker runs here: the files are fed to the configured
+    topics (``app_id`` and prefix as configured) and the report is built once the workers
+    of that ``app_id``, wherever they run, have finished every window. That is how a replay
+    is spread over several workers, or survives one of them being killed."""
     pred_lines = read_lines(predictions)
     label_lines = read_lines(ground_truth)
     run = uuid.uuid4().hex[:8]
     embedded = None
     scratch = tempfile.TemporaryDirectory(prefix="driftline-replay-")
     if broker is None:
+        if external_workers:
+            raise ValueError("external workers need --broker: they must reach the same cluster")
         embedded = EmbeddedBroker().start()
         broker = embedded.bootstrap_servers
         prefix = config.topics.prefix
+    elif external_workers:
+        prefix = config.topics.prefix
     else:  # never mix a replay with live topics on a shared cluster
         prefix = f"{config.topics.prefix}replay-{run}."
+    app_id = config.app_id if external_workers else f"{config.app_id}-replay-{run}"
     config = replace(
-        config,
-        bootstrap_servers=broker,
-        app_id=f"{config.app_id}-replay-{run}",
-        topics=replace(config.topics, prefix=prefix),
+        config, bootstrap_servers=broker, app_id=app_id, topics=replace(config.topics, prefix=prefix)
     )
     try:
         profiles = _load_reference(str(reference), config, _model_ids(pred_lines)) if reference else {}
@@ -259,7 +267,7 @@ def replay(
             web_port=web_port(),
             session_timeout_s=6,
             idle_after_s=timeout_s,
-            checkpoints=scratch_checkpoints(scratch.name),
+            checkpoints=None if external_workers else scratch_checkpoints(scratch.name),
         )
         create_topics(app)
         _produce(app, pred_lines, label_lines)
@@ -269,8 +277,11 @@ def replay(
             target=collect_results, args=(app, done, sink, time.monotonic() + timeout_s), daemon=True
         )
         collector.start()
-        run_worker(app, stop=done, loglevel=loglevel)
-        collector.join(timeout=30)
+        if external_workers:
+            collector.join()
+        else:
+            run_worker(app, stop=done, loglevel=loglevel)
+            collector.join(timeout=30)
         if not sink["complete"]:
             raise TimeoutError(f"replay did not finish within {timeout_s:.0f}s")
         report = _report(app, sink)
@@ -305,9 +316,23 @@ def _report(app: DriftlineApp, sink: dict[str, Any]) -> ReplayReport:
     alerts = _consume_all(app, app.topics.alerts, c.alerts)
     report.alerts = _unique(alerts)
     report.retraining_requests = _unique(_consume_all(app, app.topics.retraining, c.retraining))
-    dead = _consume_all(app, app.topics.dead_letter, c.dead_letter, idle_s=1.0)
-    by_reason = Counter(dict(m.headers() or []).get("driftline-dlq-reason", b"?").decode() for m in dead)
-    report.dead_letter = {"total": len(dead), "by_reason": dict(sorted(by_reason.items()))}
+    # one record per rejected event: an input message re-read after a restart is dead-lettered
+    # again, so records are keyed by where the event came from
+    unique: dict[tuple, str] = {}
+    for m in _consume_all(app, app.topics.dead_letter, c.dead_letter, idle_s=1.0):
+        h = dict(m.headers() or [])
+        where = tuple(
+            h.get(k)
+            for k in (
+                "driftline-source-topic",
+                "driftline-source-partition",
+                "driftline-source-offset",
+                "driftline-batch-index",
+            )
+        )
+        unique[where] = h.get("driftline-dlq-reason", b"?").decode()
+    by_reason = Counter(unique.values())
+    report.dead_letter = {"total": len(unique), "by_reason": dict(sorted(by_reason.items()))}
     report.counters = dict(sink["counters"])
     return report
 

@@ -293,6 +293,7 @@ class DriftlineApp:
             return
         if offset > state.next_offset and state.next_offset:
             log.warning("join/%d: offsets %d..%d were never applied", jp, state.next_offset, offset - 1)
+        state.next_offset = offset  # outputs carry it as their seq
         try:
             await self._join_message(state, event)
         except Exception as exc:  # one message must never stop the stream

@@ -125,7 +125,8 @@ class JoinPartition:
         #: highest source offset applied per source: a batch the ingest stage sends again
         #: after a restart is recognised and skipped, so counters stay exact too
         self._applied: dict[str, int] = {}
-        #: the next join-input offset this state has not yet applied (for checkpoints)
+        #: the next join-input offset this state has not yet applied (for checkpoints); while a
+        #: message is processed it is that message's offset, and outputs carry it as ``seq``
         self.next_offset = 0
 
     def accept(self, source: str, offset: int) -> bool:
@@ -429,6 +430,7 @@ class JoinPartition:
             window_end=start + window_ms,
             phase=phase,  # type: ignore[arg-type]
             aggregate=state.aggregate.to_dict(),
+            seq=self.next_offset,
         )
 
     def progress(self) -> Progress:
@@ -438,6 +440,7 @@ class JoinPartition:
             final_watermark=self.final_watermark,
             end_of_input=self.ended,
             counters=dict(sorted(self.counters.items())),
+            seq=self.next_offset,
         )
 
     @property

@@ -54,6 +54,7 @@ class WindowMerger:
         self._final_progress: dict[int, int] = {}
         self._ended: set[int] = set()
         self._counters: dict[int, dict[str, int]] = {}
+        self._progress_seq: dict[int, int] = {}
         self._partials: dict[_Key, dict[int, Partial]] = defaultdict(dict)
         self._ends: dict[_Key, int] = {}
         self._provisional_done: set[_Key] = set()
@@ -79,6 +80,7 @@ class WindowMerger:
                 "final_progress": self._final_progress,
                 "ended_partitions": sorted(self._ended),
                 "counters": self._counters,
+                "progress_seq": self._progress_seq,
                 "partials": partials,
                 "ends": [[list(k), v] for k, v in self._ends.items()],
                 "provisional_done": [list(k) for k in self._provisional_done],
@@ -96,6 +98,7 @@ class WindowMerger:
         self._final_progress = {int(k): v for k, v in d["final_progress"].items()}
         self._ended = set(d["ended_partitions"])
         self._counters = {int(k): dict(v) for k, v in d["counters"].items()}
+        self._progress_seq = {int(k): v for k, v in d["progress_seq"].items()}
         self._partials = defaultdict(dict)
         for key, encoded in d["partials"]:
             for raw in encoded:
@@ -118,7 +121,9 @@ class WindowMerger:
         if isinstance(message, Partial):
             key = (message.model_id, message.model_version, message.segment, message.window_start)
             if key in self._ends or not self._already_closed(key, message.window_end):
-                self._partials[key][message.join_partition] = message
+                held = self._partials[key].get(message.join_partition)
+                if held is None or message.seq >= held.seq:  # an older re-emission never wins
+                    self._partials[key][message.join_partition] = message
                 self._ends[key] = message.window_end
             return MergeOutput()
         return self._progress_to(message)
@@ -134,7 +139,9 @@ class WindowMerger:
             self._progress[jp] = message.watermark
         if message.final_watermark > self._final_progress.get(jp, MIN_WATERMARK):
             self._final_progress[jp] = message.final_watermark
-        self._counters[jp] = dict(message.counters)
+        if message.seq >= self._progress_seq.get(jp, -1):  # an older re-emission never wins
+            self._progress_seq[jp] = message.seq
+            self._counters[jp] = dict(message.counters)
         if message.end_of_input:
             self._ended.add(jp)
         out = MergeOutput()

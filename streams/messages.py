@@ -91,6 +91,9 @@ class Partial(msgspec.Struct, tag="w", gc=False):
     window_end: int
     phase: Literal["provisional", "final"]
     aggregate: dict[str, Any]
+    #: the join-input offset that produced it: after a restore, a join partition re-emits
+    #: older partials, and the merger must not let them replace newer ones
+    seq: int = 0
 
 
 class Progress(msgspec.Struct, tag="g"):
@@ -103,6 +106,8 @@ class Progress(msgspec.Struct, tag="g"):
     final_watermark: int
     end_of_input: bool
     counters: dict[str, int]
+    #: as Partial.seq: re-emitted older progress must not replace newer counters
+    seq: int = 0
 
 
 PartialsMessage = Partial | Progress

@@ -238,3 +238,28 @@ def test_snapshot_round_trip_is_exact() -> None:
     assert copy.snapshot() == jp.snapshot()
     assert (copy.next_offset, copy.pending, copy.counters) == (42, jp.pending, jp.counters)
     assert not copy.accept(P_SRC, 7) and copy.accept(P_SRC, 8)
+
+
+def test_older_re_emissions_never_replace_newer_partials_or_counters() -> None:
+    """After a restore, a join partition replays its log and re-emits older partials and
+    progress; the merger must keep the newer ones (found by the kill -9 test)."""
+    config = _config()
+    catalog = ModelCatalog(config)
+    merger = WindowMerger(catalog, Evaluator(catalog), 1)
+    jp = _join(config)
+    jp.add_predictions([_pred("a", T0 + 50)])
+    jp.next_offset = 5
+    (provisional,) = jp.source_progress(P_SRC, T0 + W + 2_000)
+    old_progress = jp.progress()
+    jp.add_labels([_label("a", T0 + 60)])
+    jp.next_offset = 9
+    (final,) = jp.source_progress(L_SRC, T0 + W + 9_000) + jp.source_progress(P_SRC, T0 + W + 9_000)
+    assert (provisional.seq, final.seq, final.phase) == (5, 9, "final")
+    new_progress = jp.progress()
+    # the final partial arrives, then the stale provisional one, then progress new and old
+    results = []
+    for message in (final, provisional, old_progress, new_progress, provisional, old_progress):
+        results.extend(e.result for e in merger.add(message).evaluations)
+    assert merger.counters["labels"] == 1  # not the stale 0
+    (result,) = [r for r in results if r.phase == "final"]
+    assert (result.prediction_count, result.labelled_count) == (1, 1)  # from the final partial
