@@ -121,6 +121,9 @@ class Config:
     max_models: int = 1000
     max_segment_values: int = 50
     tick_interval_ms: int = 1000
+    #: events stamped further than this ahead of the wall clock are dead-lettered
+    #: (too_far_ahead): a producer clock or unit bug must not drag event time forward
+    max_future_skew_ms: int = 3_600_000
     defaults: ModelConfig = field(default_factory=ModelConfig)
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
     store_url: str = "sqlite:///driftline.sqlite"
@@ -228,6 +231,7 @@ _TOP_KEYS = {
     "max_models",
     "max_segment_values",
     "tick_interval",
+    "max_future_skew",
     "defaults",
     "models",
     "store_url",
@@ -271,6 +275,8 @@ def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path | None = None)
         kwargs["allow_unknown_models"] = bool(raw["allow_unknown_models"])
     if "subscriptions" in raw:
         kwargs["subscriptions"] = tuple(raw["subscriptions"] or ())
+    if "max_future_skew" in raw:
+        kwargs["max_future_skew_ms"] = parse_duration_ms(raw["max_future_skew"])
     if "tick_interval" in raw:
         kwargs["tick_interval_ms"] = parse_duration_ms(raw["tick_interval"])
     return Config(**kwargs)

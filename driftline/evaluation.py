@@ -289,9 +289,16 @@ class Evaluator:
         """Evaluate one window slice; ``judge_label_free`` is False for a final phase whose
         provisional phase already judged the label-free rules."""
         cfg = self.catalog.model(model_id)
-        if not self.catalog.has_reference(model_id):
-            self._learn((model_id, model_version, segment), start, agg, phase)
-        ref = self.reference(model_id, model_version, segment)
+        if self.catalog.has_reference(model_id):
+            ref = self.reference(model_id, model_version, segment)
+        else:
+            key = (model_id, model_version, segment)
+            self._learn(key, start, agg, phase)
+            boot = self._bootstrap[key]
+            # a window the reference is learnt from is never judged against it: whether the
+            # reference was complete when such a window became final depends on how partitions'
+            # progress interleaved, and results must not
+            ref = None if start in boot.windows else boot.reference
         metrics = _performance(agg, cfg)
         n = agg.n_predictions
         coverage = agg.n_labelled / n if n else None

@@ -125,7 +125,9 @@ def _enc_hook(obj: Any) -> Any:
 
 _ENCODER: Final = msgspec.json.Encoder(enc_hook=_enc_hook)
 _BATCH_MARKER: Final = b'"events"'
-_DECODE_ERRORS: Final = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
+# RecursionError: msgspec parses nesting recursively, and JSON nested deeper than Python's
+# recursion limit (a few thousand levels) is no event anyone sends on purpose
+_DECODE_ERRORS: Final = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 def decode_predictions(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Decoded[PredictionEvent]:
@@ -251,6 +253,8 @@ def classify(exc: Exception, prefix: str = "$") -> tuple[Reason, str]:
     """
     if isinstance(exc, UnicodeDecodeError):
         return Reason.INVALID_JSON, _detail("Invalid UTF-8", "$", prefix)
+    if isinstance(exc, RecursionError):
+        return Reason.INVALID_JSON, _detail("JSON nested too deeply", "$", prefix)
     message = str(exc)
     base, sep, path = message.rpartition(" - at `")
     if sep:

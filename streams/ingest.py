@@ -15,6 +15,7 @@ leaves sending them to the agent.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ class Router:
         headers: Iterable[tuple[str, bytes]] | None = None,
         *,
         now: float = 0.0,
+        wall_ms: float | None = None,
     ) -> list[Outgoing]:
         """Everything one input message turns into, in the order it must be produced."""
         source = source_name(topic, partition)
@@ -131,8 +133,17 @@ class Router:
         )
         out = [self._dead_letter(r, topic, partition, offset) for r in decoded.rejected]
         events: list = []
+        horizon = (time.time() * 1000 if wall_ms is None else wall_ms) + self.config.max_future_skew_ms
         for index, event in enumerate(decoded.events):
-            if self.catalog.admit(event.model_id):
+            if event.timestamp > horizon:
+                rejection = Rejection(
+                    reason="too_far_ahead",
+                    detail=f"timestamp is more than {self.config.max_future_skew_ms} ms ahead of the clock",
+                    index=index if decoded.batch else None,
+                    raw=data if not decoded.batch else encode(event),
+                )
+                out.append(self._dead_letter(rejection, topic, partition, offset))
+            elif self.catalog.admit(event.model_id):
                 events.append(event)
             else:
                 raw = data if not decoded.batch else encode(event)

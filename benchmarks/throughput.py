@@ -1,0 +1,377 @@
+"""End-to-end throughput of one ``driftline worker`` against what the broker path allows.
+
+Why these pairs: a worker rate means little alone on a shared 2-core box. Each worker number is
+measured next to a bare reader of the *same* messages on the *same* broker in the same run:
+
+- batches (the producer helper's default, 500 events per message): the worker vs a bare
+  confluent-kafka consumer that only ``orjson.loads`` each message and counts its events;
+- single-event messages (``batch_max_events=1``): the worker vs a bare Faust agent that only
+  counts messages (Faust's ~100 us per message is the floor a Faust worker cannot beat).
+
+The worker runs as the real CLI subprocess (``driftline worker``), so ``py-spy`` can attach to it
+(``--profile``) and its RSS is the process's own. This module also holds the helpers the other
+benchmarks share (broker, config, worker process, end-of-results wait).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from driftline.broker import EmbeddedBroker, free_loopback_port
+from driftline.kafka import KafkaSettings, confluent_config
+from driftline.simulate import simulate
+from driftline.store.db import upgrade
+from driftline.streams.app import END_OF_RESULTS
+from driftline.streams.ingest import CONTROL_HEADER, END_OF_INPUT
+from driftline.streams.producer import DriftlineProducer
+
+__all__ = [
+    "Run",
+    "bare_consumer_rate",
+    "broker",
+    "rss_mb",
+    "run_worker",
+    "send_end_of_input",
+    "wait_end_of_results",
+    "write_config",
+]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- shared helpers ------------------------------------------------------------------------------
+@contextmanager
+def broker() -> Iterator[KafkaSettings]:
+    """A fresh embedded broker per benchmark: its memory grows with what it holds."""
+    with EmbeddedBroker() as running:
+        yield KafkaSettings(bootstrap_servers=running.bootstrap_servers, client_id="driftline-bench")
+
+
+def write_config(settings: KafkaSettings, directory: Path, topics: dict[str, Any], **extra: Any) -> Path:
+    prefix = f"b{uuid.uuid4().hex[:6]}."
+    store_url = f"sqlite:///{directory}/store.sqlite"
+    upgrade(store_url)  # workers keep checkpoints in the store
+    config = {
+        "store_url": store_url,
+        "app_id": f"{prefix}app",
+        "bootstrap_servers": settings.bootstrap_servers,
+        "topics": {"prefix": prefix, **topics},
+        **extra,
+    }
+    path = directory / "driftline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def prefix_of(config_path: Path) -> str:
+    return str(yaml.safe_load(config_path.read_text())["topics"]["prefix"])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+@dataclass
+class Run:
+    """A started worker subprocess that has joined its consumer group."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@contextmanager
+def run_worker(settings: KafkaSettings, config_path: Path, *, idle_after: float = 600) -> Iterator[Run]:
+    """``driftline worker`` in a subprocess; yields once it has created its topics and joined."""
+    log = config_path.parent / "worker.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "driftline.cli", "--config", str(config_path), "worker"),
+                *("--session-timeout", "6", "--idle-after", str(idle_after)),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    run = Run(process, log)
+    try:
+        results = f"{prefix_of(config_path)}window-results"
+        admin = AdminClient(confluent_config(settings))
+        deadline = time.monotonic() + 60
+        while results not in admin.list_topics(timeout=5).topics:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        time.sleep(4.0)  # the group join on the embedded broker takes ~session_timeout/2
+        yield run
+    finally:
+        run.stop()
+
+
+def send_end_of_input(producer: Producer, prefix: str, partitions: int) -> None:
+    for topic in (f"{prefix}predictions", f"{prefix}ground-truth"):
+        for p in range(partitions):
+            producer.produce(topic, None, partition=p, headers=[(CONTROL_HEADER, END_OF_INPUT)])
+
+
+def wait_end_of_results(settings: KafkaSettings, prefix: str, merge_partitions: int, timeout: float) -> float:
+    """Block until every merge partition wrote end-of-results; returns the monotonic time."""
+    consumer = Consumer(confluent_config(settings, group_id=f"bench-{uuid.uuid4().hex}"))
+    topic = f"{prefix}window-results"
+    parts = consumer.list_topics(timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    seen: set[bytes] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while len(seen) < merge_partitions:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no end-of-results within {timeout}s")
+            for m in consumer.consume(1000, 0.05):
+                headers = dict(m.headers() or [])
+                if headers.get(CONTROL_HEADER) == END_OF_RESULTS:
+                    seen.add(headers.get("driftline-merge-partition", b""))
+        return time.monotonic()
+    finally:
+        consumer.close()
+
+
+def bare_consumer_rate(settings: KafkaSettings, topics: Sequence[str], events: int) -> float:
+    """Events/s of a confluent-kafka consumer that only ``orjson.loads`` each message."""
+    consumer = Consumer(
+        confluent_config(settings, group_id=f"bench-{uuid.uuid4().hex}", **{"fetch.max.bytes": 52428800})
+    )
+    meta = consumer.list_topics(timeout=10).topics
+    consumer.assign([TopicPartition(t, p, 0) for t in topics for p in meta[t].partitions])
+    seen, start = 0, None
+    deadline = time.monotonic() + 120
+    try:
+        while seen < events and time.monotonic() < deadline:
+            for m in consumer.consume(1000, 0.2):
+                value = m.value()
+                if not value:
+                    continue
+                if start is None:
+                    start = time.perf_counter()
+                doc = orjson.loads(value)
+                seen += len(doc["events"]) if "events" in doc else 1
+        if start is None or seen < events:
+            raise RuntimeError(f"bare consumer read {seen} of {events} events")
+        return seen / (time.perf_counter() - start)
+    finally:
+        consumer.close()
+
+
+# -- the benchmark -------------------------------------------------------------------------------
+TOPICS = {"predictions": 6, "ground_truth": 6, "join": 6, "partials": 2, "results": 1}
+
+
+def _traffic(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    t = simulate(n, events_per_s=100.0, label_delay_ms=5_000, seed=1)
+    return t.predictions, t.labels
+
+
+def _produce(settings: KafkaSettings, prefix: str, traffic: tuple[list, list], batch: int) -> None:
+    predictions, labels = traffic
+    with DriftlineProducer(
+        settings,
+        topic_prefix=prefix,
+        batch_max_events=batch,
+        producer_config={"message.max.bytes": 16_000_000},
+    ) as producer:
+        for event in predictions:
+            producer.send_prediction(event)
+        for event in labels:
+            producer.send_ground_truth(event)
+    end = Producer(confluent_config(settings))
+    send_end_of_input(end, prefix, TOPICS["predictions"])
+    end.flush(30)
+
+
+def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy in raw (collapsed stacks) format: counts per stack, aggregated by ``hot_spots``."""
+    return subprocess.Popen(
+        [
+            *(str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid)),
+            *("--duration", str(int(seconds)), "--rate", "200", "--format", "raw"),
+            *("--output", str(out), "--nonblocking"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _frame(raw: str) -> str:
+    """``fn (path/file.py:12)`` -> ``fn (file.py)``: hot spots per function, not per line."""
+    name, _, where = raw.partition(" (")
+    return f"{name} ({where.rsplit('/', 1)[-1].split(':')[0].rstrip(')')})"
+
+
+def hot_spots(raw: Path, top: int = 15) -> list[tuple[str, float, float]]:
+    """(function, self %, inclusive %) from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    total_incl: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        frames = [_frame(f) for f in stack.split(";")]
+        total += n
+        own[frames[-1]] += n
+        for f in set(frames):
+            total_incl[f] += n
+    return [(f, 100 * c / total, 100 * total_incl[f] / total) for f, c in own.most_common(top)]
+
+
+def worker_rate(
+    settings: KafkaSettings, n: int, batch: int, directory: Path, profile: Path | None = None
+) -> tuple[float, float]:
+    """(predictions/s, input events/s) of one worker, from the first produce to end-of-results."""
+    traffic = _traffic(n)
+    config = write_config(settings, directory, TOPICS, defaults={"window": "5m", "grace": "1m"})
+    prefix = prefix_of(config)
+    with run_worker(settings, config) as run:
+        spy = _profile(run.process.pid, 60, profile) if profile else None
+        start = time.monotonic()
+        _produce(settings, prefix, traffic, batch)
+        end = wait_end_of_results(settings, prefix, TOPICS["partials"], timeout=900)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            spy.wait(30)
+    elapsed = end - start
+    return n / elapsed, (n + len(traffic[1])) / elapsed
+
+
+def faust_count_rate(settings: KafkaSettings, topics: Sequence[str], messages: int) -> float:
+    """Messages/s of a bare Faust agent that only counts (run as a subprocess, own event loop)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--faust-count", settings.bootstrap_servers, str(messages), *topics],
+        capture_output=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"faust counter failed: {out.stderr.decode()[-2000:]}")
+    numbers = re.findall(rb"RATE=([0-9.]+)", out.stdout)  # Faust writes terminal codes around it
+    return float(numbers[-1])
+
+
+def _faust_count_main(bootstrap: str, messages: int, topics: list[str]) -> None:
+    import faust
+
+    app = faust.App(
+        f"bench-count-{uuid.uuid4().hex[:6]}",
+        broker=f"kafka://{bootstrap}",
+        value_serializer="raw",
+        store="memory://",
+        web_enabled=False,
+        web_port=free_loopback_port(),
+        web_host="127.0.0.1",
+        web_bind="127.0.0.1",
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=6,
+        broker_heartbeat_interval=1,
+    )
+    state = {"n": 0, "start": 0.0}
+
+    @app.agent(app.topic(*topics, value_type=bytes))
+    async def count(stream: Any) -> None:
+        async for _ in stream:
+            if state["n"] == 0:
+                state["start"] = time.perf_counter()
+            state["n"] += 1
+            if state["n"] == messages:
+                print(f"RATE={messages / (time.perf_counter() - state['start'])}", flush=True)
+                os._exit(0)
+
+    app.main = None  # type: ignore[attr-defined]
+    worker = faust.Worker(app, loglevel="ERROR", quiet=True, redirect_stdouts=False, override_logging=False)
+    worker.execute_from_commandline()
+
+
+def run(quick: bool, profile: Path | None = None) -> list[tuple[str, str, str]]:
+    """Rows (measure, value, note) for run_all's table."""
+    n_batch = 50_000 if quick else 200_000
+    n_single = 5_000 if quick else 20_000
+    rows: list[tuple[str, str, str]] = []
+    with broker() as settings, tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp) / "batch"
+        d.mkdir()
+        preds_s, events_s = worker_rate(settings, n_batch, 500, d, profile)
+        prefix = prefix_of(d / "driftline.yaml")
+        bare = bare_consumer_rate(settings, [f"{prefix}predictions", f"{prefix}ground-truth"], 2 * n_batch)
+        rows += [
+            (
+                f"worker, batches of 500, {n_batch:,} predictions + labels",
+                f"{events_s:,.0f} events/s",
+                f"{preds_s:,.0f} predictions/s",
+            ),
+            ("bare confluent-kafka + orjson, same messages", f"{bare:,.0f} events/s", ""),
+            ("ratio worker / bare (target >= 0.4)", f"{events_s / bare:.3f}", ""),
+        ]
+        d = Path(tmp) / "single"
+        d.mkdir()
+        _, single_s = worker_rate(settings, n_single, 1, d)
+        prefix = prefix_of(d / "driftline.yaml")
+        faust_s = faust_count_rate(settings, [f"{prefix}predictions", f"{prefix}ground-truth"], 2 * n_single)
+        rows += [
+            (
+                f"worker, single-event messages, {n_single:,} predictions + labels",
+                f"{single_s:,.0f} events/s",
+                "",
+            ),
+            ("bare Faust agent counting the same messages", f"{faust_s:,.0f} messages/s", ""),
+            ("ratio worker / bare Faust", f"{single_s / faust_s:.3f}", ""),
+        ]
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--faust-count":
+        _faust_count_main(argv[1], int(argv[2]), argv[3:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the batch run")
+    args = parser.parse_args(argv)
+    for row in run(args.quick, args.profile):
+        print(" | ".join(row))
+    if args.profile and args.profile.exists():
+        for fn, own, incl in hot_spots(args.profile):
+            print(f"{own:5.1f}% self {incl:5.1f}% incl  {fn}")
+
+
+if __name__ == "__main__":
+    main()
