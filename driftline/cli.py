@@ -77,7 +77,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from driftline.demo import run_demo
 
-    return run_demo(duration_s=args.duration, seed=args.seed)
+    return run_demo(duration_s=args.duration, seed=args.seed, store_url=args.store_url)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="embedded broker + simulated traffic with an injected drift")
     demo.add_argument("--duration", type=float, default=60.0, help="approximate run time in seconds")
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument(
+        "--store-url", help="where to record the demo's history (default sqlite:///driftline-demo.sqlite)"
+    )
     demo.set_defaults(func=_cmd_demo)
 
     for name in MODULES:

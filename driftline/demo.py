@@ -9,22 +9,23 @@ the trainer helper reading ``retraining-requests``. Nothing here is a demo-only 
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 import uuid
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from driftline.broker import EmbeddedBroker
 from driftline.catalog import ModelCatalog, build_profiles
+from driftline.checkpoints import CheckpointStore
 from driftline.config import Config, ModelConfig
 from driftline.evaluation import Evaluation
 from driftline.kafka import confluent_config
 from driftline.replay import collect_results, end_inputs
-from driftline.runner import create_topics, run_worker, scratch_checkpoints, web_port
+from driftline.runner import create_topics, run_worker, web_port
 from driftline.schemas import RetrainingRequest, decode_alert, ms_to_rfc3339
 from driftline.simulate import simulate
 from driftline.streams.app import DriftlineApp
@@ -152,7 +153,22 @@ def _demo_config(broker: str) -> Config:
     )
 
 
-def run_demo(*, duration_s: float = 60.0, seed: int = 7) -> int:
+def _record_history(app: DriftlineApp, store_url: str) -> str:
+    """Drain the output topics into the SQL store with the ordinary history sink, and return
+    what ``driftline status`` shows for it."""
+    from driftline.status import collect_status, render_table
+    from driftline.store.db import make_engine, session_factory
+    from driftline.streams.sink import HistorySink
+
+    sessions = session_factory(make_engine(store_url))
+    quick = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+    with HistorySink(app.config, sessions, settings=app.settings, consumer_config=quick) as sink:
+        sink.run(idle_timeout=3.0)
+    with sessions() as session:
+        return render_table(collect_status(session))
+
+
+def run_demo(*, duration_s: float = 60.0, seed: int = 7, store_url: str | None = None) -> int:
     traffic_s = max(10.0, duration_s - 12.0)  # the rest: start-up and the last windows closing
     event_span_s = traffic_s * SPEEDUP
     rate = 60.0
@@ -172,8 +188,10 @@ def run_demo(*, duration_s: float = 60.0, seed: int = 7) -> int:
     drift_ms = t0 + int(FEATURE_DRIFT_AT * n / rate * 1000)
     concept_ms = t0 + int(CONCEPT_DRIFT_AT * n / rate * 1000)
 
+    store_url = store_url or "sqlite:///driftline-demo.sqlite"
+    _fresh_store(store_url)
     _say("driftline demo: starting an embedded Kafka-compatible broker (tansu) on 127.0.0.1 ...")
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="driftline-demo-") as scratch:
+    with EmbeddedBroker() as broker:
         config = _demo_config(broker.bootstrap_servers)
         catalog = ModelCatalog(config, build_profiles(rows, MODEL, config.model(MODEL)))
         console = _Console(t0, drift_ms, concept_ms)
@@ -184,7 +202,7 @@ def run_demo(*, duration_s: float = 60.0, seed: int = 7) -> int:
             idle_after_s=3.0,
             session_timeout_s=6,
             on_evaluation=console.on_evaluation,
-            checkpoints=scratch_checkpoints(scratch),
+            checkpoints=CheckpointStore(store_url),
         )
         create_topics(app)
         _say(
@@ -221,7 +239,23 @@ def run_demo(*, duration_s: float = 60.0, seed: int = 7) -> int:
         for thread in threads:
             thread.join(timeout=10)
         trainer.close()
-        return _summary(console, sink, drift_ms, concept_ms)
+        code = _summary(console, sink, drift_ms, concept_ms)
+        _say(f"\nhistory recorded in {store_url} (driftline status --store-url {store_url}):")
+        _say(_record_history(app, store_url))
+        return code
+
+
+def _fresh_store(url: str) -> None:
+    """A new, migrated store for this run (a previous demo's file is replaced)."""
+    from sqlalchemy.engine import make_url
+
+    from driftline.store.db import upgrade
+
+    database = make_url(url).database
+    if url.startswith("sqlite") and database and database != ":memory:":
+        for suffix in ("", "-wal", "-shm"):
+            Path(database + suffix).unlink(missing_ok=True)
+    upgrade(url)
 
 
 def _summary(console: _Console, sink: dict[str, Any], drift_ms: int, concept_ms: int) -> int:

@@ -48,7 +48,7 @@ __all__ = ["Evaluation", "Evaluator", "Reference", "online_kinds", "online_signa
 
 #: metrics that need labels: judged at the final phase, with the labelled count as samples
 _LABEL_FREE_PREFIXES = ("drift.", "missing_rate.", "type_error_rate.", "out_of_range_rate.", "estimated_")
-_LABEL_FREE = {"dataset_drift", "drift_share", "drifted_features", "prediction_count", "label_coverage"}
+_LABEL_FREE = {"dataset_drift", "drift_share", "drifted_features", "prediction_count"}
 
 
 def parse_segment(segment: str) -> dict[str, str]:
@@ -60,6 +60,9 @@ def parse_segment(segment: str) -> dict[str, str]:
 
 
 def is_label_free(metric: str) -> bool:
+    """Whether a metric is complete when predictions are (label drift is not)."""
+    if metric.startswith("drift.label."):
+        return False
     return metric in _LABEL_FREE or metric.startswith(_LABEL_FREE_PREFIXES)
 
 
@@ -402,7 +405,7 @@ class Evaluator:
                 continue
             if not label_free and phase != "final":
                 continue
-            samples = agg.n_predictions if label_free else agg.n_labelled
+            samples = agg.n_predictions if label_free or rule.metric == "label_coverage" else agg.n_labelled
             baseline = ref.metrics.get(rule.metric) if ref is not None else None
             evidence = _evidence(rule, result)
             fired = self.tracker.observe(
@@ -425,7 +428,7 @@ class Evaluator:
                         rule,
                         window_start_ms=start,
                         window_end_ms=end,
-                        evidence=_request_evidence(result),
+                        evidence=_request_evidence(result, label_free=label_free),
                     )
                     if request is not None:
                         requests.append(retraining_request(request, source=self.source))
@@ -659,10 +662,12 @@ def _quality(agg: WindowAggregate, ref: Reference | None) -> dict[str, FeatureQu
 
 
 def _evidence(rule: Rule, result: WindowResult) -> dict[str, Any]:
-    evidence: dict[str, Any] = {
-        "prediction_count": result.prediction_count,
-        "labelled_count": result.labelled_count,
-    }
+    """What an alert shows besides its value. A label-free rule is judged when predictions are
+    complete, while labels are still arriving: its evidence carries nothing label-based, whose
+    value at that moment would depend on how the label stream happened to interleave."""
+    evidence: dict[str, Any] = {"prediction_count": result.prediction_count}
+    if not is_label_free(rule.metric):
+        evidence["labelled_count"] = result.labelled_count
     if rule.metric.startswith("drift") or rule.metric == "dataset_drift":
         evidence["drifted_features"] = sorted(
             d.feature for d in result.drift if d.drifted and d.kind == "feature"
@@ -670,10 +675,12 @@ def _evidence(rule: Rule, result: WindowResult) -> dict[str, Any]:
     return evidence
 
 
-def _request_evidence(result: WindowResult) -> dict[str, Any]:
-    return {
-        "metrics": {k: v for k, v in result.metrics.items() if "." not in k},
-        "label_coverage": result.label_coverage,
+def _request_evidence(result: WindowResult, *, label_free: bool) -> dict[str, Any]:
+    evidence: dict[str, Any] = {
         "dataset_drift": result.dataset_drift,
         "drifted_features": sorted(d.feature for d in result.drift if d.drifted and d.kind == "feature"),
     }
+    if not label_free:  # see _evidence: label-based numbers only once the window is final
+        evidence["metrics"] = {k: v for k, v in result.metrics.items() if "." not in k}
+        evidence["label_coverage"] = result.label_coverage
+    return evidence
