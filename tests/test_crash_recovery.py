@@ -68,9 +68,12 @@ def _comparable(report: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_kill_9_and_restart_loses_nothing_and_double_counts_nothing(
-    tmp_path: Path, kafka_settings: KafkaSettings, unique_prefix: str
+@pytest.mark.parametrize("mode", ["restart", "two-workers"])
+def test_kill_9_loses_nothing_and_double_counts_nothing(
+    mode: str, tmp_path: Path, kafka_settings: KafkaSettings, unique_prefix: str
 ) -> None:
+    """``restart``: A runs alone, is SIGKILLed, B starts. ``two-workers``: A and B share the
+    partitions from the start (one consumer group), A is SIGKILLed, B takes over."""
     traffic = simulate(60_000, events_per_s=100, feature_drift_at=0.5, concept_drift_at=0.75, seed=21)
     pred, gt = tmp_path / "p.jsonl", tmp_path / "g.jsonl"
     write_jsonl(traffic.predictions, pred)
@@ -106,6 +109,7 @@ def test_kill_9_and_restart_loses_nothing_and_double_counts_nothing(
     cfg = _config(tmp_path, "crash", kafka_settings, unique_prefix)
     worker_args = ("worker", "--session-timeout", "6", "--idle-after", "600")
     a = _cli(cfg, *worker_args, log=tmp_path / "worker-a.log")
+    b = _cli(cfg, *worker_args, log=tmp_path / "worker-b.log") if mode == "two-workers" else None
     feeder = _cli(
         cfg,
         "replay",
@@ -122,7 +126,6 @@ def test_kill_9_and_restart_loses_nothing_and_double_counts_nothing(
         "240",
         log=tmp_path / "feeder.log",
     )
-    b = None
     try:
         results_topic = f"{unique_prefix}crash.window-results"
         deadline = time.monotonic() + 120
@@ -138,7 +141,8 @@ def test_kill_9_and_restart_loses_nothing_and_double_counts_nothing(
         assert a.poll() is None
         os.kill(a.pid, signal.SIGKILL)
         a.wait(10)
-        b = _cli(cfg, *worker_args, log=tmp_path / "worker-b.log")
+        if b is None:
+            b = _cli(cfg, *worker_args, log=tmp_path / "worker-b.log")
         assert feeder.wait(timeout=280) == 0, (tmp_path / "feeder.log").read_text()[-3000:]
     finally:
         for proc in (a, b, feeder):
