@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -202,12 +202,14 @@ class DriftlineApp:
         @self.faust.agent(join_input, name="join")
         async def join(stream: Any) -> None:
             async for event in stream.noack().events():
-                await self._join(event)
+                await self._stateful("join", self.state.joins, self._new_join, self._join_message, event)
 
         @self.faust.agent(partials, name="merge")
         async def merge(stream: Any) -> None:
             async for event in stream.noack().events():
-                await self._merge(event)
+                await self._stateful(
+                    "merge", self.state.mergers, self._new_merger, self._merge_message, event
+                )
 
         @self.faust.timer(interval=1.0)
         async def idle_sources() -> None:
@@ -240,19 +242,45 @@ class DriftlineApp:
                     metrics.EVENTS_INVALID.labels(message.topic, reason).inc()
             await self._send(out)
 
-    def _join_state(self, jp: int, offset: int) -> JoinPartition:
-        """The partition's state: restored from its checkpoint when new to this worker, or
-        when the offset shows another worker processed the partition in between."""
-        state = self.state.joins.get(jp)
-        if state is not None and (offset <= state.next_offset or self.checkpoints is None):
-            return state
-        state = JoinPartition(
+    def _new_join(self, jp: int) -> JoinPartition:
+        return JoinPartition(
             jp, self.catalog, prediction_sources=self.prediction_sources, label_sources=self.label_sources
         )
-        self._restore(f"join/{jp}", state)
-        self.state.joins[jp] = state
-        self._unacked[("join", jp)] = []
-        return state
+
+    def _new_merger(self, mp: int) -> WindowMerger:
+        evaluator = Evaluator(self.catalog, source=self.config.source)
+        return WindowMerger(self.catalog, evaluator, self.config.topics.join)
+
+    async def _stateful(
+        self,
+        kind: str,
+        states: dict[int, Any],
+        new_state: Callable[[int], Any],
+        handle: Callable[[Any, Any], Awaitable[None]],
+        event: Any,
+    ) -> None:
+        """One message of a checkpointed partition (join or merge). Its state is restored
+        from the checkpoint when the partition is new to this worker, or when the offset shows
+        that another worker had it in between; messages already in the state are skipped."""
+        partition, offset = event.message.partition, event.message.offset
+        state = states.get(partition)
+        if state is None or (offset > state.next_offset and self.checkpoints is not None):
+            state = states[partition] = new_state(partition)
+            self._restore(f"{kind}/{partition}", state)
+            self._unacked[(kind, partition)] = []
+        if offset < state.next_offset:  # already in the restored state
+            event.ack()
+            return
+        if offset > state.next_offset and state.next_offset:
+            log.warning(
+                "%s/%d: offsets %d..%d were never applied", kind, partition, state.next_offset, offset - 1
+            )
+        state.next_offset = offset  # outputs carry it as their seq
+        try:
+            await handle(state, event)
+        except Exception as exc:  # one message must never stop the stream
+            await self._poison(event, exc)
+        await self._applied(kind, partition, event, state)
 
     def _restore(self, name: str, state: Any) -> None:
         if self.checkpoints is None:
@@ -285,21 +313,6 @@ class DriftlineApp:
             e.ack()
         pending.clear()
 
-    async def _join(self, event: Any) -> None:
-        jp, offset = event.message.partition, event.message.offset
-        state = self._join_state(jp, offset)
-        if offset < state.next_offset:  # already in the restored state
-            event.ack()
-            return
-        if offset > state.next_offset and state.next_offset:
-            log.warning("join/%d: offsets %d..%d were never applied", jp, state.next_offset, offset - 1)
-        state.next_offset = offset  # outputs carry it as their seq
-        try:
-            await self._join_message(state, event)
-        except Exception as exc:  # one message must never stop the stream
-            await self._poison(event, exc)
-        await self._applied("join", jp, event, state)
-
     async def _join_message(self, state: JoinPartition, event: Any) -> None:
         before = (state.watermark, state.final_watermark, state.ended)
         msg = decode_join_input(event.message.value)
@@ -331,32 +344,6 @@ class DriftlineApp:
             progress = encode_internal(state.progress())
             out.extend(Outgoing(self.topics.partials, progress, partition=p) for p in range(n_merge))
         await self._send(out)
-
-    def _merge_state(self, mp: int, offset: int) -> WindowMerger:
-        """Like :meth:`_join_state`, for a window-partials partition."""
-        merger = self.state.mergers.get(mp)
-        if merger is not None and (offset <= merger.next_offset or self.checkpoints is None):
-            return merger
-        evaluator = Evaluator(self.catalog, source=self.config.source)
-        merger = WindowMerger(self.catalog, evaluator, self.config.topics.join)
-        self._restore(f"merge/{mp}", merger)
-        self.state.mergers[mp] = merger
-        self._unacked[("merge", mp)] = []
-        return merger
-
-    async def _merge(self, event: Any) -> None:
-        mp, offset = event.message.partition, event.message.offset
-        merger = self._merge_state(mp, offset)
-        if offset < merger.next_offset:  # already in the restored state
-            event.ack()
-            return
-        if offset > merger.next_offset and merger.next_offset:
-            log.warning("merge/%d: offsets %d..%d were never applied", mp, merger.next_offset, offset - 1)
-        try:
-            await self._merge_message(merger, event)
-        except Exception as exc:  # one message must never stop the stream
-            await self._poison(event, exc)
-        await self._applied("merge", mp, event, merger)
 
     async def _merge_message(self, merger: WindowMerger, event: Any) -> None:
         mp = event.message.partition
