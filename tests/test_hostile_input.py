@@ -16,7 +16,6 @@ CI stays green and the day a bug is fixed the strict xfail turns red and asks fo
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -27,15 +26,14 @@ from typing import Any
 
 import orjson
 import pytest
-import yaml
 from confluent_kafka import Producer
 from conftest import consume_all
+from workers import running_worker, write_worker_config
 
 from driftline.catalog import ModelCatalog
 from driftline.config import config_from_mapping
 from driftline.kafka import KafkaSettings, confluent_config, ensure_topics
 from driftline.schemas import Reason, decode_predictions, decode_window_result
-from driftline.store.db import upgrade
 from driftline.streams.ingest import CONTROL_HEADER, END_OF_INPUT
 from driftline.streams.join import JoinPartition
 
@@ -258,31 +256,9 @@ class _Sampler(threading.Thread):
 
 @pytest.fixture()
 def hostile_config(tmp_path: Path, kafka_settings: KafkaSettings, unique_prefix: str) -> Path:
-    store_url = f"sqlite:///{tmp_path}/store.sqlite"
-    upgrade(store_url)  # the worker checkpoints its stream state there
-    config = {
-        "app_id": f"{unique_prefix}app",
-        "bootstrap_servers": kafka_settings.bootstrap_servers,
-        "store_url": store_url,
-        "allow_unknown_models": False,
-        "topics": {
-            "prefix": unique_prefix,
-            "predictions": 2,
-            "ground_truth": 2,
-            "join": 2,
-            "partials": 1,
-            "results": 1,
-            "alerts": 1,
-            "retraining": 1,
-            "dead_letter": 1,
-        },
-        "tick_interval": "1s",
-        "defaults": {"window": "10s", "grace": "2s", "label_horizon": "4s"},
-        "models": {MODEL: {}},
-    }
-    path = tmp_path / "driftline.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_worker_config(
+        tmp_path, kafka_settings, unique_prefix, allow_unknown_models=False, models={MODEL: {}}
+    )
 
 
 @pytest.mark.timeout(120)
@@ -294,45 +270,32 @@ def test_worker_survives_hostile_input(
     ensure_topics(kafka_settings, {pred_topic: 2, gt_topic: 2})
     plan = _plan()
     assert plan.bad_total >= 10_000
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed in finally
-    worker = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "driftline.cli", "--config", str(hostile_config), "worker"),
-            *("--session-timeout", "6", "--idle-after", "300"),  # idleness must not close windows
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    sampler = _Sampler(worker.pid)
-    try:
-        _wait_for_group_member(kafka_settings, f"{p}window-results", worker, tmp_path / "worker.log")
-        baseline = _rss_mb(worker.pid)
-        assert baseline is not None
-        sampler.start()
-        producer = Producer(
-            confluent_config(kafka_settings, **{"message.max.bytes": 5_000_000, "linger.ms": 5})
-        )
-        for part, value in plan.predictions:
-            producer.produce(pred_topic, value, partition=part)
-        producer.produce(pred_topic, None, partition=0)  # a tombstone is no event either
-        plan.bad("invalid_json")
-        for part, value in plan.labels:
-            producer.produce(gt_topic, value, partition=part)
-        for topic in (pred_topic, gt_topic):
-            for part in range(2):
-                producer.produce(topic, None, partition=part, headers=[(CONTROL_HEADER, END_OF_INPUT)])
-        assert producer.flush(30) == 0
-        results, counters = _wait_for_end(kafka_settings, f"{p}window-results", worker, timeout=80)
-        assert worker.poll() is None, "the worker must survive hostile input"
-        rss_after = _rss_mb(worker.pid)
-    finally:
-        sampler.stop.set()
-        worker.terminate()
+    # idleness must not close windows: every source ends with an end-of-input marker
+    with running_worker(hostile_config, tmp_path / "worker.log", idle_after=300) as worker:
+        sampler = _Sampler(worker.pid)
         try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        log.close()
+            _wait_for_group_member(kafka_settings, f"{p}window-results", worker, tmp_path / "worker.log")
+            baseline = _rss_mb(worker.pid)
+            assert baseline is not None
+            sampler.start()
+            producer = Producer(
+                confluent_config(kafka_settings, **{"message.max.bytes": 5_000_000, "linger.ms": 5})
+            )
+            for part, value in plan.predictions:
+                producer.produce(pred_topic, value, partition=part)
+            producer.produce(pred_topic, None, partition=0)  # a tombstone is no event either
+            plan.bad("invalid_json")
+            for part, value in plan.labels:
+                producer.produce(gt_topic, value, partition=part)
+            for topic in (pred_topic, gt_topic):
+                for part in range(2):
+                    producer.produce(topic, None, partition=part, headers=[(CONTROL_HEADER, END_OF_INPUT)])
+            assert producer.flush(30) == 0
+            results, counters = _wait_for_end(kafka_settings, f"{p}window-results", worker, timeout=80)
+            assert worker.poll() is None, "the worker must survive hostile input"
+            rss_after = _rss_mb(worker.pid)
+        finally:
+            sampler.stop.set()
 
     # every valid prediction is counted, in its own window, once
     final = {r.window_start_ms: r for r in results if r.phase == "final" and not r.segment}

@@ -7,22 +7,19 @@ test computes every expected number itself and reads the worker's output back fr
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
-import yaml
 from confluent_kafka import Producer
 from conftest import consume_all
 from scipy import stats
+from workers import running_worker, write_worker_config
 
 from driftline.kafka import KafkaSettings, confluent_config, ensure_topics
 from driftline.schemas import decode_alert, decode_retraining_request, decode_window_result
-from driftline.store.db import upgrade
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a multiple of the window
 WINDOW_MS = 10_000
@@ -75,73 +72,35 @@ def spine_setup(tmp_path: Path, kafka_settings: KafkaSettings, unique_prefix: st
         for i in range(3000):
             row = {"features": {"x1": float(reference[0, i]), "x2": float(reference[1, i])}, "prediction": 1}
             fh.write(orjson.dumps(row) + b"\n")
-    store_url = f"sqlite:///{tmp_path}/store.sqlite"
-    upgrade(store_url)  # the worker checkpoints its stream state there
-    config = {
-        "store_url": store_url,
-        "app_id": f"{unique_prefix}app",
-        "bootstrap_servers": kafka_settings.bootstrap_servers,
-        "topics": {
-            "prefix": unique_prefix,
-            "predictions": 2,
-            "ground_truth": 2,
-            "join": 3,
-            "partials": 2,
-            "results": 1,
-            "alerts": 1,
-            "retraining": 1,
-            "dead_letter": 1,
-        },
-        "tick_interval": "1s",
-        "defaults": {
-            "window": "10s",
-            "grace": "2s",
-            "label_horizon": "4s",
-            "rules": [
-                {
-                    "name": "accuracy-low",
-                    "metric": "accuracy",
-                    "comparison": "<",
-                    "threshold": 0.6,
-                    "clear_threshold": 0.7,
-                    "min_samples": 20,
-                    "severity": "critical",
-                    "retrain": True,
-                }
-            ],
-        },
-        "models": {MODEL: {"reference": str(ref_path)}},
+    rule = {
+        "name": "accuracy-low",
+        "metric": "accuracy",
+        "comparison": "<",
+        "threshold": 0.6,
+        "clear_threshold": 0.7,
+        "min_samples": 20,
+        "severity": "critical",
+        "retrain": True,
     }
-    cfg_path = tmp_path / "driftline.yaml"
-    cfg_path.write_text(yaml.safe_dump(config))
-    return cfg_path, config, rng, reference
+    cfg_path = write_worker_config(
+        tmp_path,
+        kafka_settings,
+        unique_prefix,
+        topics={"join": 3, "partials": 2},
+        defaults={"rules": [rule]},
+        models={MODEL: {"reference": str(ref_path)}},
+    )
+    return cfg_path, rng, reference
 
 
 def test_worker_end_to_end_with_bad_input(
     spine_setup, kafka_settings: KafkaSettings, unique_prefix: str, tmp_path
 ):
-    cfg_path, _, rng, reference = spine_setup
+    cfg_path, rng, reference = spine_setup
     p = unique_prefix
     topics = {f"{p}predictions": 2, f"{p}ground-truth": 2}
     ensure_topics(kafka_settings, topics)
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed in finally
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "driftline.cli",
-            "--config",
-            str(cfg_path),
-            "worker",
-            "--session-timeout",
-            "6",
-            "--idle-after",
-            "2",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    with running_worker(cfg_path, tmp_path / "worker.log") as worker:
         predictions, labels, features = _events(rng)
         producer = Producer(confluent_config(kafka_settings, **{"message.max.bytes": 5_000_000}))
         pred_topic, gt_topic = f"{p}predictions", f"{p}ground-truth"
@@ -180,13 +139,6 @@ def test_worker_end_to_end_with_bad_input(
 
         results = _wait_for_final_windows(kafka_settings, f"{p}window-results", n=len(ACCURACY), timeout=90)
         assert worker.poll() is None, "the worker must survive bad input"
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        log.close()
 
     by_window = {(r.window_start_ms - T0) // WINDOW_MS: r for r in results}
     assert sorted(by_window) == [0, 1, 2, 3]

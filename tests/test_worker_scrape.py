@@ -11,21 +11,18 @@ the worker.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-import yaml
 from confluent_kafka import Producer
 from sklearn.metrics import accuracy_score
 from test_prometheus_scrape import free_port, query, require_prometheus, running_prometheus
+from workers import running_worker, write_worker_config
 
 from driftline.kafka import KafkaSettings, confluent_config, ensure_topics
-from driftline.store.db import upgrade
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -65,64 +62,19 @@ def _batch(kind: str, events: list[dict]) -> bytes:
 @pytest.fixture()
 def worker(tmp_path: Path, kafka_settings: KafkaSettings, unique_prefix: str) -> Iterator[int]:
     """A ``driftline worker`` subprocess serving metrics on a free loopback port."""
-    store_url = f"sqlite:///{tmp_path}/store.sqlite"
-    upgrade(store_url)  # the worker checkpoints its stream state there
-    config = {
-        "app_id": f"{unique_prefix}app",
-        "store_url": store_url,
-        "bootstrap_servers": kafka_settings.bootstrap_servers,
-        "metrics_host": "127.0.0.1",
-        "topics": {
-            "prefix": unique_prefix,
-            "predictions": 2,
-            "ground_truth": 2,
-            "join": 2,
-            "partials": 1,
-            "results": 1,
-            "alerts": 1,
-            "retraining": 1,
-            "dead_letter": 1,
-        },
-        "tick_interval": "1s",
-        "defaults": {"window": "10s", "grace": "2s", "label_horizon": "4s"},
-        "models": {MODEL: {}},
-    }
-    cfg_path = tmp_path / "driftline.yaml"
-    cfg_path.write_text(yaml.safe_dump(config))
+    cfg_path = write_worker_config(
+        tmp_path, kafka_settings, unique_prefix, metrics_host="127.0.0.1", models={MODEL: {}}
+    )
     ensure_topics(kafka_settings, {f"{unique_prefix}predictions": 2, f"{unique_prefix}ground-truth": 2})
     port = free_port()
     log_path = tmp_path / "worker.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "driftline.cli",
-                "--config",
-                str(cfg_path),
-                "worker",
-                "--session-timeout",
-                "6",
-                "--idle-after",
-                "2",
-                "--metrics-port",
-                str(port),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    with running_worker(cfg_path, log_path, "--metrics-port", str(port)) as process:
         try:
             yield port
             assert process.poll() is None, "the worker must survive malformed input"
-        finally:
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-            if process.returncode not in (0, -15):
-                print(log_path.read_text(errors="replace")[-5000:])
+        except BaseException:
+            print(log_path.read_text(errors="replace")[-5000:])
+            raise
 
 
 def _produce(settings: KafkaSettings, prefix: str) -> tuple[int, int]:
