@@ -173,8 +173,11 @@ def run_demo(*, duration_s: float = 60.0, seed: int = 7, store_url: str | None =
     event_span_s = traffic_s * SPEEDUP
     rate = 60.0
     n = int(event_span_s * rate)
+    # the traffic ends about now, so the windows, alerts and lag read like a live system's
+    start_ms = (int(time.time() * 1000) - int(event_span_s * 1000)) // (WINDOW_S * 1000) * (WINDOW_S * 1000)
     traffic = simulate(
         n,
+        start_ms=start_ms,
         model_id=MODEL,
         events_per_s=rate,
         label_delay_ms=8_000,
