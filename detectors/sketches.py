@@ -488,6 +488,14 @@ class NumericSketch:
         m = self.sample_size
         if m == 0:
             return
+        if self.sample_keys.size >= m:
+            # full: a key above the largest kept one can never enter (the m smallest distinct
+            # keys are already held); equal keys stay for the smallest-value tie rule. Once a
+            # window's sample has filled, most updates end here, without the sort below.
+            below = keys <= self.sample_keys[-1]
+            if not below.any():
+                return
+            keys, values = keys[below], values[below]
         if keys.size > 4 * m:  # cheap pre-filter; falls back to everything if duplicates bite
             thr = np.partition(keys, m - 1)[m - 1]
             keep = keys <= thr
