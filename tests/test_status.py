@@ -354,8 +354,9 @@ def test_history_config_flag_does_not_erase_the_global_one() -> None:
 
 
 def test_module_doctests() -> None:
+    import driftline.commands.common
     import driftline.status
 
-    for module in (driftline.status, ops_cli):
+    for module in (driftline.status, driftline.commands.common):
         result = doctest.testmod(module)
         assert (result.failed, result.attempted > 0) == (0, True)

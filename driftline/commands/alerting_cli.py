@@ -1,6 +1,7 @@
 """``driftline notifier | subscriptions | alerts | retraining | db``: operate alert delivery.
 
-Store URL: ``--store-url``, else ``DRIFTLINE_STORE_URL``, else ``sqlite:///driftline.sqlite``.
+Store URL: ``--store-url``, else the configuration (``DRIFTLINE_STORE_URL`` over the file over
+``sqlite:///driftline.sqlite``), as every command resolves it (``driftline.commands.common``).
 It may carry a password, so every line printed names it through ``safe_url``. Subscriptions
 live in the YAML config under ``subscriptions:``; their secrets are references (env/file), and
 no command prints a resolved secret.
@@ -22,7 +23,7 @@ from typing import Any
 
 import yaml
 
-DEFAULT_STORE_URL = "sqlite:///driftline.sqlite"
+from driftline.commands.common import parse_since, store_url
 
 
 def register(subparsers: Any) -> None:
@@ -106,10 +107,6 @@ def register(subparsers: Any) -> None:
 # ---- shared helpers ----------------------------------------------------------------------------
 
 
-def store_url(args: argparse.Namespace) -> str:
-    return getattr(args, "store_url", None) or os.environ.get("DRIFTLINE_STORE_URL") or DEFAULT_STORE_URL
-
-
 def _config_path(args: argparse.Namespace) -> Path:
     path = getattr(args, "config", None) or os.environ.get("DRIFTLINE_CONFIG")
     if not path:
@@ -132,14 +129,7 @@ def _subscriptions(args: argparse.Namespace) -> list[Any]:
 
 
 def _since_ms(text: str | None) -> int | None:
-    if text is None:
-        return None
-    from driftline.config import parse_duration_ms
-    from driftline.schemas import rfc3339_to_ms
-
-    if "T" in text:
-        return rfc3339_to_ms(text)
-    return int(time.time() * 1000) - parse_duration_ms(text)
+    return None if text is None else parse_since(text)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

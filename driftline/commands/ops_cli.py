@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import signal
 import sys
 import threading
@@ -24,27 +23,17 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from driftline.commands.common import parse_since, store_url
 from driftline.config import load_config, parse_duration_ms
-from driftline.schemas import rfc3339_to_ms
 from driftline.store import SchemaOutOfDate, check_schema, make_engine, safe_url, session_factory
 
 __all__ = ["open_store", "parse_since", "register", "store_url"]
 
 DEFAULT_STATUS_PORT = 8780
-_RELATIVE = re.compile(r"^(\d+)([smhdw])$")
-_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
 class StoreUnavailable(RuntimeError):
     """The store is missing or not at the schema this driftline needs."""
-
-
-def store_url(args: argparse.Namespace) -> str:
-    """``--store-url``, else the configuration (``DRIFTLINE_STORE_URL`` over the file over the
-    default ``sqlite:///driftline.sqlite``)."""
-    if getattr(args, "store_url", None):
-        return str(args.store_url)
-    return load_config(getattr(args, "config", None)).store_url
 
 
 def open_store(url: str) -> sessionmaker[Session]:
@@ -64,28 +53,6 @@ def open_store(url: str) -> sessionmaker[Session]:
         engine.dispose()
         raise StoreUnavailable(str(exc)) from exc
     return session_factory(engine)
-
-
-def parse_since(text: str, now_ms: int | None = None) -> int:
-    """``--since``: a duration back from now (``90m``, ``24h``, ``7d``), an RFC 3339 time or
-    epoch milliseconds.
-
-    >>> parse_since("2h", now_ms=10_000_000), parse_since("2026-01-01T00:00:00Z"), parse_since("5")
-    (2800000, 1767225600000, 5)
-    """
-    text = text.strip()
-    relative = _RELATIVE.match(text)
-    if relative:
-        now = _now_ms() if now_ms is None else now_ms
-        return now - int(relative[1]) * _UNIT_MS[relative[2]]
-    if text.isdigit():
-        return int(text)
-    try:
-        return rfc3339_to_ms(text)
-    except ValueError:
-        raise ValueError(
-            f"--since {text!r}: give a duration (30m, 24h, 7d), an RFC 3339 time or epoch milliseconds"
-        ) from None
 
 
 def _now_ms() -> int:
