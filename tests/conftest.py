@@ -1,4 +1,5 @@
-"""Shared fixtures: one embedded broker per test session, isolated names per test."""
+"""Shared fixtures: one embedded broker per test session, isolated names per test, and the
+local Slack and PagerDuty fakes the alerting tests deliver to."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from fakes.pagerduty import FakePagerDuty
+from fakes.slack import FakeSlack
 
 from driftline.broker import EmbeddedBroker
 from driftline.kafka import KafkaSettings, confluent_config
@@ -72,3 +76,24 @@ def consume_all(
         return messages
     finally:
         consumer.close()
+
+
+@pytest.fixture()
+def client() -> Iterator[httpx.Client]:
+    # trust_env=False: a proxy from the environment must not intercept loopback test traffic
+    with httpx.Client(trust_env=False) as c:
+        yield c
+
+
+@pytest.fixture()
+def slack() -> Iterator[FakeSlack]:
+    """A local server that behaves like a Slack incoming webhook (tests/fakes/slack.py)."""
+    with FakeSlack() as fake:
+        yield fake
+
+
+@pytest.fixture()
+def pagerduty() -> Iterator[FakePagerDuty]:
+    """A local server that behaves like PagerDuty's Events API v2 (tests/fakes/pagerduty.py)."""
+    with FakePagerDuty() as fake:
+        yield fake

@@ -53,24 +53,6 @@ def sessions() -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
-@pytest.fixture()
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(trust_env=False) as c:
-        yield c
-
-
-@pytest.fixture()
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture()
-def pagerduty() -> Iterator[FakePagerDuty]:
-    with FakePagerDuty() as fake:
-        yield fake
-
-
 def slack_sub(fake: FakeSlack, **kw: Any) -> Subscription:
     return Subscription(name="team", kind="slack", settings={"url": Secret(fake.webhook_url)}, **kw)
 

@@ -8,7 +8,6 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,25 +37,6 @@ pytestmark = pytest.mark.timeout(30)
 
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdef012345"  # 32 chars, as PagerDuty requires
 SIGNING_SECRET = "whsec-correct-horse-battery-staple"
-
-
-@pytest.fixture()
-def client() -> Iterator[httpx.Client]:
-    # trust_env=False: a proxy from the environment must not intercept loopback test traffic
-    with httpx.Client(trust_env=False) as c:
-        yield c
-
-
-@pytest.fixture()
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture()
-def pagerduty() -> Iterator[FakePagerDuty]:
-    with FakePagerDuty() as fake:
-        yield fake
 
 
 def ok(status: int, detail: str = "") -> Outcome:
