@@ -26,7 +26,7 @@ from driftline.evaluation import Evaluation
 from driftline.kafka import confluent_config
 from driftline.replay import collect_results, end_inputs
 from driftline.runner import create_topics, run_worker, web_port
-from driftline.schemas import RetrainingRequest, decode_alert, ms_to_rfc3339
+from driftline.schemas import RetrainingRequest, decode_alert, ms_to_rfc3339, rfc3339_to_ms
 from driftline.simulate import simulate
 from driftline.streams.app import DriftlineApp
 from driftline.streams.producer import DriftlineProducer
@@ -79,12 +79,12 @@ class _Console:
         with self.lock:
             self.alerts.append(alert)
             d = alert.data
-            seg = ",".join(f"{k}={v}" for k, v in d.segment.items()) or "all"
+            seg = _segment_text(d.segment)
             status = "FIRING  " if d.status == "firing" else "RESOLVED"
             observed = "n/a" if d.observed is None else f"{d.observed:.3f}"
             _say(
                 f"  >> ALERT {status} {d.severity:<8} {d.rule} [{seg}] "
-                f"window {self.clock(rfc_ms(d.window.start))}"
+                f"window {self.clock(rfc3339_to_ms(d.window.start))}"
                 f"  observed {observed} vs threshold {d.threshold:.3f}"
             )
 
@@ -98,10 +98,8 @@ class _Console:
             )
 
 
-def rfc_ms(text: str) -> int:
-    from driftline.schemas import rfc3339_to_ms
-
-    return rfc3339_to_ms(text)
+def _segment_text(segment: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in segment.items()) or "all"
 
 
 def _serve(app: DriftlineApp, traffic: Any, duration_s: float, stop: threading.Event) -> None:
@@ -263,7 +261,7 @@ def _fresh_store(url: str) -> None:
 
 def _summary(console: _Console, sink: dict[str, Any], drift_ms: int, concept_ms: int) -> int:
     firing = [a for a in console.alerts if a.data.status == "firing"]
-    early = [a for a in firing if rfc_ms(a.data.window.start) < drift_ms]
+    early = [a for a in firing if rfc3339_to_ms(a.data.window.start) < drift_ms]
     counters = sink.get("counters", {})
     _say("\nsummary")
     _say(f"  windows evaluated (whole model): {console.windows}")
@@ -274,8 +272,8 @@ def _summary(console: _Console, sink: dict[str, Any], drift_ms: int, concept_ms:
     _say(f"  alerts fired: {len(firing)} ({len(early)} before the injected change)")
     for alert in firing[:8]:
         d = alert.data
-        seg = ",".join(f"{k}={v}" for k, v in d.segment.items()) or "all"
-        _say(f"    {d.rule:<15} [{seg}] at window {console.clock(rfc_ms(d.window.start))}")
+        seg = _segment_text(d.segment)
+        _say(f"    {d.rule:<15} [{seg}] at window {console.clock(rfc3339_to_ms(d.window.start))}")
     _say(f"  retraining requests: {len(console.requests)}")
     ok = bool(firing) and not early and bool(console.requests) and sink.get("complete", False)
     _say(

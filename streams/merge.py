@@ -23,7 +23,6 @@ __all__ = ["MergeOutput", "WindowMerger"]
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
-_partial_encoder = msgspec.msgpack.Encoder()
 _partial_decoder = msgspec.msgpack.Decoder(Partial)
 
 
@@ -66,7 +65,7 @@ class WindowMerger:
         """The merger's state and its evaluator's (alert lifecycle, retraining cooldowns,
         bootstrapped references), as msgpack."""
         partials = [
-            [list(key), [_partial_encoder.encode(p) for _, p in sorted(by_jp.items())]]
+            [list(key), [_encoder.encode(p) for _, p in sorted(by_jp.items())]]
             for key, by_jp in self._partials.items()
         ]
         return _encoder.encode(
