@@ -33,5 +33,15 @@ def category_string(value: Any) -> str:
 def category_strings(values: Sequence[Any]) -> np.ndarray:
     """Categories of ``values`` as an object array; None stays None (missing)."""
     out = np.empty(len(values), dtype=object)
-    out[:] = [None if v is None else category_string(v) for v in values]
+    types = set(map(type, values))
+    if types <= _AS_IS:  # the common cases skip the per-value function call
+        out[:] = values
+    elif types <= _INTS:
+        out[:] = [None if v is None else str(v) for v in values]
+    else:
+        out[:] = [None if v is None else category_string(v) for v in values]
     return out
+
+
+_AS_IS = {str, type(None)}
+_INTS = {int, type(None)}

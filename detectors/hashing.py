@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import xxhash
 
-__all__ = ["partition_for", "stable_keys"]
+__all__ = ["partition_for", "partition_of", "stable_keys"]
 
 _xxh64 = xxhash.xxh64_intdigest
 
@@ -34,3 +34,9 @@ def partition_for(ids: Sequence[str], n_partitions: int) -> np.ndarray:
     if n_partitions <= 0:
         raise ValueError(f"n_partitions must be positive, got {n_partitions}")
     return (stable_keys(ids) % np.uint64(n_partitions)).astype(np.int64)
+
+
+def partition_of(id_: str, n_partitions: int) -> int:
+    """One id's partition, as :func:`partition_for` computes it: for code that routes one event
+    at a time (a producer's send), where building an array per call would cost more."""
+    return _xxh64(id_.encode()) % n_partitions

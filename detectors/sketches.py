@@ -23,6 +23,7 @@ sample is not), and a replayed event (same key) does not enter it twice.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
@@ -64,6 +65,14 @@ def _enc(x: float | None) -> float | str | None:
 
 def _dec(x: float | str | None) -> float | None:
     return None if x is None else float(x)
+
+
+def _b64(values: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(values.astype(dtype, copy=False).tobytes()).decode("ascii")
+
+
+def _unb64(text: str, dtype: str, native: type[np.generic]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype=dtype).astype(native)
 
 
 class ExactSum:
@@ -538,9 +547,10 @@ class NumericSketch:
             "max": _enc(self.max),
             "out_of_range_low": self.out_of_range_low,
             "out_of_range_high": self.out_of_range_high,
-            # uint64 keys exceed JSON's safe integer range in some parsers: hex strings
-            "sample_keys": [format(int(x), "x") for x in self.sample_keys.tolist()],
-            "sample_values": [_enc(x) for x in self._sample_values.tolist()],
+            # the sample is most of a partial's bytes: little-endian buffers in base64, exact
+            # (uint64 keys and inf values survive) and JSON-safe, at C speed both ways
+            "sample_keys": _b64(self.sample_keys, "<u8"),
+            "sample_values": _b64(self._sample_values, "<f8"),
         }
 
     @classmethod
@@ -551,8 +561,8 @@ class NumericSketch:
         s.sum, s.sumsq = ExactSum.from_json(d["sum"]), ExactSum.from_json(d["sumsq"])
         s.min, s.max = _dec(d["min"]), _dec(d["max"])
         s.out_of_range_low, s.out_of_range_high = int(d["out_of_range_low"]), int(d["out_of_range_high"])
-        s.sample_keys = np.array([int(x, 16) for x in d["sample_keys"]], dtype=np.uint64)
-        s._sample_values = np.array([float(x) for x in d["sample_values"]], dtype=np.float64)
+        s.sample_keys = _unb64(d["sample_keys"], "<u8", np.uint64)
+        s._sample_values = _unb64(d["sample_values"], "<f8", np.float64)
         return s
 
     def __eq__(self, other: object) -> bool:

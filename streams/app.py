@@ -129,7 +129,7 @@ class DriftlineApp:
         session_timeout_s: float | None = None,
         on_evaluation: Callable[[Evaluation], None] | None = None,
         checkpoints: CheckpointStore | None = None,
-        checkpoint_interval_s: float = 2.0,
+        checkpoint_interval_s: float | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog or ModelCatalog.load(config)
@@ -140,7 +140,9 @@ class DriftlineApp:
         self.router = Router(config, self.catalog, config.topics.join)
         self.state = _State()
         self.checkpoints = checkpoints
-        self.checkpoint_interval_s = checkpoint_interval_s
+        self.checkpoint_interval_s = (
+            config.checkpoint_interval_ms / 1000 if checkpoint_interval_s is None else checkpoint_interval_s
+        )
         self._unacked: dict[tuple[str, int], list[Any]] = {}
         self._last_checkpoint: dict[tuple[str, int], float] = {}
         self._models_of: dict[int, set[str]] = {}
@@ -149,7 +151,7 @@ class DriftlineApp:
         self.prediction_sources = [f"{self.topics.predictions}:{p}" for p in range(t.predictions)]
         self.label_sources = [f"{self.topics.ground_truth}:{p}" for p in range(t.ground_truth)]
         options: dict[str, Any] = {
-            "broker": f"kafka://{config.bootstrap_servers}",
+            "broker": f"driftline://{config.bootstrap_servers}",  # aiokafka, tuned: streams/transport.py
             "broker_credentials": _faust_credentials(self.settings),
             "value_serializer": "raw",
             "key_serializer": "raw",
@@ -314,7 +316,7 @@ class DriftlineApp:
         pending.clear()
 
     async def _join_message(self, state: JoinPartition, event: Any) -> None:
-        before = (state.watermark, state.final_watermark, state.ended)
+        before = state.progress_epoch()
         msg = decode_join_input(event.message.value)
         if isinstance(msg, PredictionBatch):
             if state.accept(msg.source, msg.offset):
@@ -340,7 +342,7 @@ class DriftlineApp:
             )
             for p in partials
         ]
-        if (state.watermark, state.final_watermark, state.ended) != before:
+        if state.progress_epoch() != before:
             progress = encode_internal(state.progress())
             out.extend(Outgoing(self.topics.partials, progress, partition=p) for p in range(n_merge))
         await self._send(out)

@@ -34,7 +34,7 @@ from driftline.schemas import (
     decode_predictions,
     encode,
 )
-from driftline.streams.join import MIN_WATERMARK
+from driftline.streams.join import MIN_WATERMARK, closing_epoch, window_shapes
 from driftline.streams.messages import EndOfInput, LabelBatch, PredictionBatch, Tick, encode_internal
 
 __all__ = [
@@ -99,7 +99,8 @@ class Router:
         self.consumed: dict[str, int] = defaultdict(int)
         self.invalid: dict[tuple[str, str], int] = defaultdict(int)
         self._wm: dict[str, int] = {}
-        self._ticked: dict[str, int] = {}
+        self._ticked: dict[str, tuple[tuple[int, int], ...]] = {}
+        self._shapes = window_shapes(config)
         self._last_seen: dict[str, float] = {}
         self._idle: set[str] = set()
 
@@ -200,12 +201,14 @@ class Router:
     def _ticks(
         self, source: str, skip: set[int], *, force: bool = False, idle: bool = False
     ) -> list[Outgoing]:
-        """Tell the partitions this message skipped how far the source has got, at most once
-        per ``tick_interval`` of event time (or at once after the source was idle)."""
+        """Tell the partitions this message skipped how far the source has got: when its event
+        time crosses a boundary where some window closes (:func:`closing_epoch`; nothing
+        between two boundaries can change a result), or at once after the source was idle."""
         wm = self._wm.get(source, MIN_WATERMARK)
-        if not force and wm < self._ticked.get(source, MIN_WATERMARK) + self.config.tick_interval_ms:
+        epoch = closing_epoch(self._shapes, wm, wm)
+        if not force and epoch == self._ticked.get(source):
             return []
-        self._ticked[source] = wm
+        self._ticked[source] = epoch
         body = encode_internal(Tick(source=source, watermark=wm, idle=idle))
         return [
             Outgoing(self.join_topic, body, partition=p) for p in range(self.join_partitions) if p not in skip

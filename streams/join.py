@@ -29,15 +29,26 @@ import msgspec
 import numpy as np
 
 from driftline.catalog import ModelCatalog
+from driftline.config import Config
 from driftline.detectors.aggregates import WindowAggregate, feature_columns
 from driftline.detectors.categories import category_strings
 from driftline.detectors.hashing import stable_keys
 from driftline.schemas import GroundTruthEvent, PredictionEvent
 from driftline.streams.messages import Partial, Progress
 
-__all__ = ["COUNTERS", "MAX_WATERMARK", "MIN_WATERMARK", "JoinPartition", "segment_slices"]
+__all__ = [
+    "COUNTERS",
+    "MAX_WATERMARK",
+    "MIN_WATERMARK",
+    "JoinPartition",
+    "closing_epoch",
+    "segment_slices",
+    "window_shapes",
+]
 
 MIN_WATERMARK = -(2**62)
+#: joined events held back before they are folded into the aggregates (see JoinPartition.flush)
+FLUSH_EVENTS = 16_384
 MAX_WATERMARK = 2**62
 OVERFLOW_SEGMENT = "__other__"
 
@@ -54,8 +65,28 @@ COUNTERS = (
     "unmatched_labels",
 )
 
-# entry fields (lists, not objects: one per in-flight prediction, so keep them small)
-_WKEY, _PRED, _SCORE, _KEY, _LABELLED, _TIME = range(6)
+
+
+def window_shapes(config: Config) -> list[tuple[int, int, int]]:
+    """(window, grace, label horizon) of the defaults and of every configured model."""
+    models = (config.defaults, *config.models.values())
+    return sorted({(m.window_ms, m.grace_ms, m.label_horizon_ms) for m in models})
+
+
+def closing_epoch(
+    shapes: Sequence[tuple[int, int, int]], watermark: int, final_watermark: int
+) -> tuple[tuple[int, int], ...]:
+    """Which windows these watermarks have closed (provisionally) and finalised, per shape.
+
+    Every event-time decision of the join and the merge (late, provisional, final) compares a
+    watermark with a window's ``end + grace`` or ``end + horizon``, and windows are aligned, so
+    those decisions change only when this tuple does. Watermark messages (ticks and Progress)
+    that leave it unchanged can be skipped without changing any result; ``floor`` is monotone,
+    so this holds for the minimum over sources too."""
+    return tuple(
+        ((watermark - grace) // window, (final_watermark - horizon) // window)
+        for window, grace, horizon in shapes
+    )
 
 
 def segment_slices(segments: Mapping[str, str] | None) -> list[str]:
@@ -114,7 +145,12 @@ class JoinPartition:
         self._source_wm: dict[str, int] = {}
         self._idle: set[str] = set()
         self._ended: set[str] = set()
-        self._entries: dict[str, list] = {}
+        #: in-flight predictions: pid -> (window id, prediction, score, stable key, time). Tuples
+        #: of scalars, which the garbage collector stops tracking: with a day of label horizon
+        #: there are millions, and lists would make every full collection walk them all
+        self._entries: dict[str, tuple[int, object, float, int, int]] = {}
+        #: the in-flight predictions that already have their label
+        self._labelled: set[str] = set()
         self._early: dict[str, tuple[object, int]] = {}
         self._early_expiry: list[tuple[int, str]] = []
         self._wkeys: dict[int, _WindowKey] = {}
@@ -128,6 +164,11 @@ class JoinPartition:
         #: the next join-input offset this state has not yet applied (for checkpoints); while a
         #: message is processed it is that message's offset, and outputs carry it as ``seq``
         self.next_offset = 0
+        self._shapes = window_shapes(catalog.config)
+        #: joined but not yet folded into the aggregates (see :meth:`flush`)
+        self._pending_predictions: list[tuple[list[PredictionEvent], np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending_outcomes: list[tuple[int, object, object, float, int, int]] = []
+        self._pending_count = 0
 
     def accept(self, source: str, offset: int) -> bool:
         """False for a batch of ``source`` at or below an offset already applied (a re-send)."""
@@ -140,9 +181,10 @@ class JoinPartition:
     def snapshot(self) -> bytes:
         """Everything this partition knows, as msgpack: restoring it and processing the log
         from ``next_offset`` on gives exactly what an uninterrupted run gives."""
+        self.flush()
         return _encoder.encode(
             {
-                "v": 1,
+                "v": 2,
                 "next_offset": self.next_offset,
                 "watermark": self.watermark,
                 "final_watermark": self.final_watermark,
@@ -152,6 +194,7 @@ class JoinPartition:
                 "ended": sorted(self._ended),
                 "applied": self._applied,
                 "entries": self._entries,
+                "labelled": sorted(self._labelled),
                 "early": {pid: list(v) for pid, v in self._early.items()},
                 "early_expiry": [list(x) for x in self._early_expiry],
                 "next_wid": self._next_wid,
@@ -180,7 +223,7 @@ class JoinPartition:
     def restore(self, data: bytes) -> None:
         """Replace this partition's state with a snapshot's."""
         d = _decoder.decode(data)
-        if d.get("v") != 1:
+        if d.get("v") not in (1, 2):
             raise ValueError(f"unknown join checkpoint version {d.get('v')!r}")
         self.next_offset = d["next_offset"]
         self.watermark, self.final_watermark = d["watermark"], d["final_watermark"]
@@ -188,7 +231,12 @@ class JoinPartition:
         self._source_wm = dict(d["source_wm"])
         self._idle, self._ended = set(d["idle"]), set(d["ended"])
         self._applied = dict(d["applied"])
-        self._entries = {pid: list(e) for pid, e in d["entries"].items()}
+        if d["v"] == 1:  # entries were [wid, prediction, score, key, labelled, time]
+            self._entries = {pid: (e[0], e[1], e[2], e[3], e[5]) for pid, e in d["entries"].items()}
+            self._labelled = {pid for pid, e in d["entries"].items() if e[4]}
+        else:
+            self._entries = {pid: tuple(e) for pid, e in d["entries"].items()}  # type: ignore[misc]
+            self._labelled = set(d["labelled"])
         self._early = {pid: (v[0], v[1]) for pid, v in d["early"].items()}
         self._early_expiry = [(x[0], x[1]) for x in d["early_expiry"]]
         heapq.heapify(self._early_expiry)
@@ -248,50 +296,94 @@ class JoinPartition:
 
     # -- predictions ---------------------------------------------------------------------
     def add_predictions(self, events: Sequence[PredictionEvent]) -> None:
-        """Open entries for new predictions and fold them into their windows' aggregates."""
-        catalog = self.catalog
+        """Open entries for new predictions and fold them into their windows' aggregates.
+
+        This loop runs once per event, so it is kept flat: one dict probe for duplicates,
+        model settings looked up once per model, and everything array-shaped left to
+        :meth:`flush`."""
+        if not events:
+            return
+        entries, early, labelled, wkeys = self._entries, self._early, self._labelled, self._wkeys
+        watermark = self.watermark
+        settings: dict[str, tuple[int, int, int]] = {}
         accepted: list[PredictionEvent] = []
         wkey_of: list[int] = []
+        key_of: list[int] = []
+        score_of: list[float] = []
         outcomes: list[tuple[int, object, object, float, int, int]] = []
-        in_batch: set[str] = set()
-        for ev in events:
+        duplicates = late = 0
+        all_keys = stable_keys([ev.prediction_id for ev in events]).tolist()
+        for ev, key in zip(events, all_keys, strict=True):
             pid = ev.prediction_id
-            if pid in self._entries or pid in in_batch:
-                self.counters["duplicate_predictions"] += 1
+            if pid in entries:
+                duplicates += 1
                 continue
-            cfg = catalog.model(ev.model_id)
-            start = ev.timestamp - ev.timestamp % cfg.window_ms
-            end = start + cfg.window_ms
-            if end + cfg.grace_ms <= self.watermark:
-                self.counters["late_predictions"] += 1
+            model_id = ev.model_id
+            cfg = settings.get(model_id)
+            if cfg is None:
+                m = self.catalog.model(model_id)
+                cfg = settings[model_id] = (m.window_ms, m.grace_ms, m.label_horizon_ms)
+            window_ms, grace_ms, horizon_ms = cfg
+            ts = ev.timestamp
+            start = ts - ts % window_ms
+            end = start + window_ms
+            if end + grace_ms <= watermark:
+                late += 1
                 continue
-            wid = self._wkey(ev, start, end, end + cfg.label_horizon_ms)
-            in_batch.add(pid)
+            wid = self._wkey(ev, start, end, end + horizon_ms)
+            score = float(ev.score) if ev.score is not None else self._score(ev)
+            entries[pid] = (wid, ev.prediction, score, key, ts)
+            wkeys[wid].pids.append(pid)
             accepted.append(ev)
             wkey_of.append(wid)
+            key_of.append(key)
+            score_of.append(score)
+            if early:
+                waiting = early.pop(pid, None)
+                if waiting is not None:
+                    labelled.add(pid)
+                    outcomes.append((wid, ev.prediction, waiting[0], score, key, ts))
+        self.counters["duplicate_predictions"] += duplicates
+        self.counters["late_predictions"] += late
         if not accepted:
             return
         self.counters["predictions"] += len(accepted)
-        keys = stable_keys([ev.prediction_id for ev in accepted])
-        scores = np.array([self._score(ev) for ev in accepted], dtype=np.float64)
-        for ev, wid, key, score in zip(accepted, wkey_of, keys.tolist(), scores.tolist(), strict=True):
-            pid = ev.prediction_id
-            entry = [wid, ev.prediction, score, key, False, ev.timestamp]
-            self._entries[pid] = entry
-            wkey = self._wkeys[wid]
-            wkey.pids.append(pid)
-            early = self._early.pop(pid, None)
-            if early is not None:
-                entry[_LABELLED] = True
-                outcomes.append((wid, ev.prediction, early[0], score, key, ev.timestamp))
-        columns = feature_columns([ev.features for ev in accepted])
+        self.counters["joined"] += len(outcomes)
+        keys = np.array(key_of, dtype=np.uint64)
+        scores = np.array(score_of, dtype=np.float64)
         wkey_arr = np.array(wkey_of, dtype=np.int64)
-        for wid, idx in _groups(wkey_arr):
-            wkey = self._wkeys[wid]
-            group_preds = [accepted[i].prediction for i in idx.tolist()]
-            preds = self._prediction_array(wkey.model_id, group_preds)
-            for state in self._slice_states(wkey):
-                state.aggregate.add_predictions(columns, idx, keys[idx], preds, scores[idx])
+        self._pending_predictions.append((accepted, wkey_arr, keys, scores))
+        self._pending_outcomes.extend(outcomes)
+        self._pending_count += len(accepted) + len(outcomes)
+        if self._pending_count >= FLUSH_EVENTS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Fold the joined events held back so far into their windows' aggregates.
+
+        The sketches cost mostly per *call* (a few dozen numpy operations per feature and
+        slice, whatever the batch size), and one join-input message carries only its share of
+        a producer batch. So the join decides matches at once, per message, but folds events
+        into the aggregates in large batches: before any window closes, before a snapshot, and
+        every ``FLUSH_EVENTS``. Every sketch merges exactly, so when the fold happens changes
+        no result: the partials are byte-identical to folding per message."""
+        pending, outcomes = self._pending_predictions, self._pending_outcomes
+        self._pending_predictions, self._pending_outcomes, self._pending_count = [], [], 0
+        if pending:
+            if len(pending) == 1:
+                accepted, wkey_arr, keys, scores = pending[0]
+            else:
+                accepted = [ev for batch in pending for ev in batch[0]]
+                wkey_arr = np.concatenate([b[1] for b in pending])
+                keys = np.concatenate([b[2] for b in pending])
+                scores = np.concatenate([b[3] for b in pending])
+            columns = feature_columns([ev.features for ev in accepted])
+            for wid, idx in _groups(wkey_arr):
+                wkey = self._wkeys[wid]
+                group_preds = [accepted[i].prediction for i in idx.tolist()]
+                preds = self._prediction_array(wkey.model_id, group_preds)
+                for state in self._slice_states(wkey):
+                    state.aggregate.add_predictions(columns, idx, keys[idx], preds, scores[idx])
         self._add_outcomes(outcomes)
 
     def _score(self, ev: PredictionEvent) -> float:
@@ -316,8 +408,11 @@ class JoinPartition:
             slices = segment_slices(self._capped_segments(ev.model_id, segments))
             wid = self._next_wid
             self._next_wid += 1
-            self._wkeys[wid] = _WindowKey(ev.model_id, ev.model_version, slices, start, end, final_at, ident)
+            wkey = self._wkeys[wid] = _WindowKey(
+                ev.model_id, ev.model_version, slices, start, end, final_at, ident
+            )
             self._wkey_index[ident] = wid
+            self._slice_states(wkey)  # now, so a window closes on time even with its events pending
         return wid
 
     def _capped_segments(self, model_id: str, segments: tuple[tuple[str, str], ...]) -> dict[str, str]:
@@ -353,9 +448,10 @@ class JoinPartition:
     def add_labels(self, events: Sequence[GroundTruthEvent]) -> None:
         """Join labels to waiting predictions; labels that come first wait for theirs."""
         outcomes: list[tuple[int, object, object, float, int, int]] = []
+        entries, labelled = self._entries, self._labelled
         for ev in events:
             pid = ev.prediction_id
-            entry = self._entries.get(pid)
+            entry = entries.get(pid)
             if entry is None:
                 if pid in self._early:
                     self.counters["duplicate_labels"] += 1
@@ -365,18 +461,22 @@ class JoinPartition:
                 heapq.heappush(self._early_expiry, (ev.timestamp + horizon, pid))
                 self.counters["early_labels"] += 1
                 continue
-            if entry[_LABELLED]:
+            if pid in labelled:
                 self.counters["duplicate_labels"] += 1
                 continue
-            entry[_LABELLED] = True
-            outcomes.append((entry[_WKEY], entry[_PRED], ev.label, entry[_SCORE], entry[_KEY], entry[_TIME]))
+            labelled.add(pid)
+            wid, prediction, score, key, ts = entry
+            outcomes.append((wid, prediction, ev.label, score, key, ts))
         self.counters["labels"] += len(events)
-        self._add_outcomes(outcomes)
+        self.counters["joined"] += len(outcomes)
+        self._pending_outcomes.extend(outcomes)
+        self._pending_count += len(outcomes)
+        if self._pending_count >= FLUSH_EVENTS:
+            self.flush()
 
     def _add_outcomes(self, outcomes: list[tuple[int, object, object, float, int, int]]) -> None:
         if not outcomes:
             return
-        self.counters["joined"] += len(outcomes)
         wids = np.array([o[0] for o in outcomes], dtype=np.int64)
         for wid, idx in _groups(wids):
             wkey = self._wkeys[wid]
@@ -396,6 +496,11 @@ class JoinPartition:
             return []
         wm = self.watermark = max(self.watermark, pred_wm)
         fwm = self.final_watermark = max(self.final_watermark, final_wm)
+        if self._pending_count and any(
+            st.final_at <= fwm or (st.close_at <= wm and not st.provisional_sent)
+            for st in self._slices.values()
+        ):
+            self.flush()
         out: list[Partial] = []
         for skey in sorted(self._slices, key=lambda k: (k[3], k)):
             state = self._slices[skey]
@@ -409,8 +514,11 @@ class JoinPartition:
             wkey = self._wkeys.pop(wid)
             del self._wkey_index[wkey.ident]
             for pid in wkey.pids:
-                entry = self._entries.pop(pid, None)
-                if entry is not None and not entry[_LABELLED]:
+                if self._entries.pop(pid, None) is None:
+                    continue
+                if pid in self._labelled:
+                    self._labelled.discard(pid)
+                else:
                     self.counters["expired_unlabelled"] += 1
         while self._early_expiry and self._early_expiry[0][0] <= wm:
             _, pid = heapq.heappop(self._early_expiry)
@@ -432,6 +540,13 @@ class JoinPartition:
             aggregate=state.aggregate.to_dict(),
             seq=self.next_offset,
         )
+
+    def progress_epoch(self) -> tuple[object, ...]:
+        """What a merger can act on (see :func:`closing_epoch`), and whether this partition
+        ended. The agent sends Progress only when this changes, instead of after every message
+        (measured: nine Progress messages per partial, each handled by every merge partition).
+        Counters ride along, and are exact at end of input."""
+        return (self.ended, closing_epoch(self._shapes, self.watermark, self.final_watermark))
 
     def progress(self) -> Progress:
         return Progress(

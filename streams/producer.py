@@ -6,10 +6,15 @@ events, or after ``linger_ms`` since the batch's first event, whichever comes fi
 ``batch_max_events=1`` sends plain single-event messages (what kcat or other-language
 producers send), keyed by ``prediction_id``.
 
-Why per model: a batch message needs one key, and the model is what every event of the
-batch shares; keying by ``model_id`` keeps one model's batches in order on one partition.
-(The monitor's ingest stage repartitions by ``prediction_id`` for the join, so batches do
-not need to be co-partitioned with labels.)
+Why per partition: the monitor joins predictions and labels in partition
+``xxh64(prediction_id) % N`` of its internal join topic, and its ingest stage splits every
+input batch by that hash. By default (``partitioning="prediction_id"``) the producer buffers
+per (kind, model, partition) with the *same* hash over the input topic's partition count and
+sends each batch to its partition explicitly, so with as many input as join partitions (the
+default) a batch reaches the join as one message instead of N slivers: measured, the
+biggest single throughput factor of a worker. ``partitioning="model"`` keys batches by
+``model_id`` instead (one model's batches in order on one partition); the join is correct
+either way, since ingest repartitions whatever arrives.
 
 Threading: ``send_*`` validates, appends under a lock and returns. A batch that fills up is
 encoded and handed to librdkafka on the caller's thread (a natural back-pressure point: a
@@ -35,6 +40,7 @@ from typing import Any, Final, Literal, Self
 import msgspec
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from driftline.detectors.hashing import partition_of
 from driftline.kafka import KafkaSettings, confluent_config
 from driftline.schemas import GroundTruthEvent, PredictionEvent, encode, encode_batch
 
@@ -45,6 +51,8 @@ Event = PredictionEvent | GroundTruthEvent
 
 DEFAULT_TOPIC_PREFIX: Final = "driftline."
 _TOPIC_SUFFIX: Final[dict[Kind, str]] = {"predictions": "predictions", "ground_truth": "ground-truth"}
+#: librdkafka's "no partition chosen": its partitioner picks one from the key
+UNASSIGNED: Final = -1
 _STRUCT: Final[dict[Kind, type[Event]]] = {"predictions": PredictionEvent, "ground_truth": GroundTruthEvent}
 
 # A small librdkafka linger: our own batching already amortises the per-message cost, this
@@ -99,11 +107,16 @@ class DriftlineProducer:
         on_error: Callable[[DeliveryFailure], None] | None = None,
         queue_full_timeout: float = 30.0,
         producer_config: Mapping[str, Any] | None = None,
+        partitioning: Literal["prediction_id", "model"] = "prediction_id",
     ) -> None:
         if batch_max_events < 1:
             raise ValueError(f"batch_max_events must be >= 1, got {batch_max_events}")
         if linger_ms < 0:
             raise ValueError(f"linger_ms must be >= 0, got {linger_ms}")
+        if partitioning not in ("prediction_id", "model"):
+            raise ValueError(f"partitioning must be 'prediction_id' or 'model', got {partitioning!r}")
+        self._by_id = partitioning == "prediction_id"
+        self._partition_counts: dict[str, int] = {}
         self.topics: dict[Kind, str] = {k: f"{topic_prefix}{s}" for k, s in _TOPIC_SUFFIX.items()}
         self._batch_max = batch_max_events
         self._linger_s = linger_ms / 1000.0
@@ -112,7 +125,7 @@ class DriftlineProducer:
         config = confluent_config(settings, **PRODUCER_DEFAULTS)
         config.update(producer_config or {})
         self._producer = Producer(config)
-        self._buffers: dict[tuple[Kind, str], _Buffer] = {}
+        self._buffers: dict[tuple[Kind, str, int], _Buffer] = {}
         self._lock = threading.Lock()  # guards _buffers
         self._wake = threading.Condition(self._lock)
         # Held from "take a batch out of the buffer" to "handed to librdkafka", so the caller
@@ -139,11 +152,16 @@ class DriftlineProducer:
         struct = _as_struct(kind, event)
         if self._closed:
             raise RuntimeError("producer is closed")
+        partition = UNASSIGNED
+        if self._by_id:
+            count = self._partition_count(self.topics[kind])
+            if count:
+                partition = partition_of(struct.prediction_id, count)
         if self._batch_max == 1:
             with self._send_lock:
-                self._produce(kind, encode(struct), struct.prediction_id.encode(), 1, [struct])
+                self._produce(kind, encode(struct), struct.prediction_id.encode(), 1, [struct], partition)
             return
-        key = (kind, struct.model_id)
+        key = (kind, struct.model_id, partition)
         self._lock.acquire()
         try:
             buffer = self._buffers.get(key)
@@ -159,20 +177,38 @@ class DriftlineProducer:
         finally:
             self._lock.release()
         try:
-            self._send_batch(kind, struct.model_id, buffer.events)
+            self._send_batch(key, buffer.events)
         finally:
             self._send_lock.release()
 
-    def _send_batch(self, kind: Kind, model_id: str, events: list[Event]) -> None:
-        self._produce(kind, encode_batch(events, kind), model_id.encode(), len(events), events)
+    def _partition_count(self, topic: str) -> int:
+        """The topic's partition count from metadata, looked up once (0: unknown, let
+        librdkafka's partitioner decide)."""
+        count = self._partition_counts.get(topic)
+        if count is None:
+            try:
+                meta = self._producer.list_topics(topic, timeout=10).topics.get(topic)
+                count = len(meta.partitions) if meta is not None and meta.error is None else 0
+            except KafkaException:
+                count = 0
+            self._partition_counts[topic] = count
+        return count
 
-    def _produce(self, kind: Kind, value: bytes, key: bytes, count: int, events: list[Event]) -> None:
+    def _send_batch(self, key: tuple[Kind, str, int], events: list[Event]) -> None:
+        kind, model_id, partition = key
+        self._produce(kind, encode_batch(events, kind), model_id.encode(), len(events), events, partition)
+
+    def _produce(
+        self, kind: Kind, value: bytes, key: bytes, count: int, events: list[Event], partition: int
+    ) -> None:
         topic = self.topics[kind]
         deadline = time.monotonic() + self._queue_full_timeout
         on_delivery = self._delivery_callback(topic, key, count)
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                self._producer.produce(
+                    topic, value=value, key=key, partition=partition, on_delivery=on_delivery
+                )
                 return
             except BufferError:
                 # librdkafka's queue is full: serve delivery reports to drain it, then retry.
@@ -184,10 +220,9 @@ class DriftlineProducer:
                 error: KafkaError = exc.args[0]
                 if error.code() == KafkaError.MSG_SIZE_TOO_LARGE and count > 1:
                     half = count // 2
-                    first, second = events[:half], events[half:]
-                    model = key.decode()
-                    self._send_batch(kind, model, first)
-                    self._send_batch(kind, model, second)
+                    batch_key = (kind, key.decode(), partition)
+                    self._send_batch(batch_key, events[:half])
+                    self._send_batch(batch_key, events[half:])
                     return
                 self._record(DeliveryFailure(topic, key, count, error.str(), error.code()))
                 return
@@ -231,14 +266,14 @@ class DriftlineProducer:
                     # Wake at least every 100 ms to serve delivery callbacks.
                     wait = 0.1 if next_due is None else min(max(next_due - now, 0.0), 0.1)
                     self._wake.wait(wait)
-                    batches: list[tuple[tuple[Kind, str], _Buffer]] = []
+                    batches: list[tuple[tuple[Kind, str, int], _Buffer]] = []
                 else:
                     batches = [(k, self._buffers.pop(k)) for k in due]
                     self._send_lock.acquire()
             if batches:
                 try:
-                    for (kind, model_id), buffer in batches:
-                        self._send_batch(kind, model_id, buffer.events)
+                    for key, buffer in batches:
+                        self._send_batch(key, buffer.events)
                 except Exception:
                     log.exception("driftline: sending a lingering batch failed")
                 finally:
@@ -250,8 +285,8 @@ class DriftlineProducer:
             batches, self._buffers = self._buffers, {}
             self._send_lock.acquire()
         try:
-            for (kind, model_id), buffer in batches.items():
-                self._send_batch(kind, model_id, buffer.events)
+            for key, buffer in batches.items():
+                self._send_batch(key, buffer.events)
         finally:
             self._send_lock.release()
 

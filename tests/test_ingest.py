@@ -77,7 +77,7 @@ def test_end_of_input_goes_to_every_join_partition() -> None:
 
 
 def test_partitions_without_data_get_ticks_and_idle_sources_are_announced() -> None:
-    router = _router(tick_interval_ms=1000)
+    router = _router()
     out = router.route("predictions", orjson.dumps(_event("x")), "preds", 0, 0, wall_ms=WALL)
     ticks = {
         o.partition: decode_join_input(o.value) for o in out if isinstance(decode_join_input(o.value), Tick)

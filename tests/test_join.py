@@ -12,7 +12,7 @@ from driftline.detectors.aggregates import WindowAggregate
 from driftline.detectors.hashing import partition_for
 from driftline.evaluation import Evaluator
 from driftline.schemas import GroundTruthEvent, PredictionEvent
-from driftline.streams.join import MAX_WATERMARK, JoinPartition
+from driftline.streams.join import MAX_WATERMARK, JoinPartition, closing_epoch, window_shapes
 from driftline.streams.merge import WindowMerger
 from driftline.streams.messages import Partial, Progress
 
@@ -263,3 +263,40 @@ def test_older_re_emissions_never_replace_newer_partials_or_counters() -> None:
     assert merger.counters["labels"] == 1  # not the stale 0
     (result,) = [r for r in results if r.phase == "final"]
     assert (result.prediction_count, result.labelled_count) == (1, 1)  # from the final partial
+
+
+@pytest.mark.parametrize("flush_events", [1, 50, 10**9])
+def test_when_joined_events_are_folded_never_changes_a_partial(
+    flush_events: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The join folds events into the sketches in large batches (JoinPartition.flush); folding
+    after every message, every 50 events or only when windows close gives the same bytes."""
+
+    def partials(threshold: int) -> list[bytes]:
+        monkeypatch.setattr("driftline.streams.join.FLUSH_EVENTS", threshold)
+        jp = _join(_config())
+        preds, labels = _stream(900, seed=11)
+        out: list[Partial] = []
+        for i in range(0, 900, 60):
+            jp.add_predictions(preds[i : i + 60])
+            jp.add_labels(labels[max(0, i - 90) : i - 30] if i >= 90 else [])
+            out += jp.source_progress(P_SRC, preds[i + 59].timestamp)
+            out += jp.source_progress(L_SRC, labels[max(0, i - 31)].timestamp)
+        jp.add_labels(labels[810:])
+        out += jp.end_source(P_SRC) + jp.end_source(L_SRC)
+        return [msgspec.msgpack.encode(p) for p in out]
+
+    reference = partials(1)
+    assert len(reference) > 20
+    assert partials(flush_events) == reference
+
+
+def test_watermark_messages_are_sent_only_when_a_window_boundary_is_crossed() -> None:
+    """Ticks and Progress carry nothing a merger or join can act on between two boundaries
+    (closing_epoch): one per boundary crossed, not one per message."""
+    shapes = window_shapes(_config())  # window 10 s, grace 2 s, horizon 5 s
+    epochs = {closing_epoch(shapes, T0 + ms, T0 + ms) for ms in range(0, 30_000, 500)}
+    # boundaries at k*W + 2 s (provisional) and k*W + 5 s (final): two per window
+    assert len(epochs) == 6 + 1
+    assert closing_epoch(shapes, T0 + W + 1_999, T0) != closing_epoch(shapes, T0 + W + 2_000, T0)
+    assert closing_epoch(shapes, T0 + W + 2_000, T0) == closing_epoch(shapes, T0 + W + 4_999, T0)

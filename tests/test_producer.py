@@ -9,6 +9,7 @@ import pytest
 from confluent_kafka import KafkaError
 from conftest import consume_all
 
+from driftline.detectors.hashing import partition_for
 from driftline.kafka import KafkaSettings, ensure_topics
 from driftline.schemas import GroundTruthEvent, PredictionEvent, decode_ground_truth, decode_predictions
 from driftline.streams.producer import DeliveryError, DeliveryFailure, DriftlineProducer
@@ -40,7 +41,11 @@ def test_1200_events_become_exactly_three_ordered_batches(
     sent = [_prediction(i) for i in range(1200)]
     # A long linger: only size may cut batches, the final 200 go out on flush.
     with DriftlineProducer(
-        kafka_settings, topic_prefix=unique_prefix, batch_max_events=500, linger_ms=60_000
+        kafka_settings,
+        topic_prefix=unique_prefix,
+        batch_max_events=500,
+        linger_ms=60_000,
+        partitioning="model",
     ) as producer:
         for event in sent:
             producer.send_prediction(event)
@@ -62,13 +67,39 @@ def test_1200_events_become_exactly_three_ordered_batches(
     assert received == sent
 
 
+def test_default_batches_are_co_partitioned_with_the_join(
+    kafka_settings: KafkaSettings, unique_prefix: str
+) -> None:
+    """Every batch holds only ids that hash to the partition it is on, with the join's hash, so
+    the ingest stage forwards it to one join partition whole."""
+    _topics(kafka_settings, unique_prefix, partitions=3)
+    sent = [_prediction(i) for i in range(900)]
+    with DriftlineProducer(
+        kafka_settings, topic_prefix=unique_prefix, batch_max_events=100, linger_ms=60_000
+    ) as producer:
+        for event in sent:
+            producer.send_prediction(event)
+    messages = consume_all(kafka_settings, f"{unique_prefix}predictions")
+    received = []
+    for m in messages:
+        events = decode_predictions(m.value()).events
+        ids = [e.prediction_id for e in events]
+        assert partition_for(ids, 3).tolist() == [m.partition()] * len(ids)
+        assert m.key() == b"churn" and len(ids) <= 100
+        received.extend(events)
+    assert {m.partition() for m in messages} == {0, 1, 2}
+    assert sorted(received, key=lambda e: e.prediction_id) == sorted(sent, key=lambda e: e.prediction_id)
+
+
 def test_batches_are_per_model_and_per_kind(kafka_settings: KafkaSettings, unique_prefix: str) -> None:
     _topics(kafka_settings, unique_prefix)
     labels = [
         {"prediction_id": f"p{i}", "model_id": "churn", "label": i % 2, "timestamp": T0 + 10 + i}
         for i in range(3)
     ]
-    with DriftlineProducer(kafka_settings, topic_prefix=unique_prefix, linger_ms=60_000) as producer:
+    with DriftlineProducer(
+        kafka_settings, topic_prefix=unique_prefix, linger_ms=60_000, partitioning="model"
+    ) as producer:
         producer.send_prediction(_prediction(1, "a"))
         producer.send_prediction(_prediction(2, "b"))
         producer.send_prediction(_prediction(3, "a"))

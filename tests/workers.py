@@ -38,7 +38,6 @@ def write_worker_config(tmp_path: Path, settings: KafkaSettings, prefix: str, **
         "bootstrap_servers": settings.bootstrap_servers,
         "store_url": store_url,
         "topics": {"prefix": prefix, **SMALL_TOPICS},
-        "tick_interval": "1s",
         "defaults": {"window": "10s", "grace": "2s", "label_horizon": "4s"},
     }
     for key, value in overrides.items():
