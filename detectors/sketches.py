@@ -512,11 +512,17 @@ class NumericSketch:
                 keys, values = keys[keep], values[keep]
         ak = np.concatenate([self.sample_keys, keys])
         av = np.concatenate([self._sample_values, values])
-        order = np.lexsort((av, ak))
-        ak, av = ak[order], av[order]
+        # a stable sort by key alone is timsort: near-linear on the already sorted sample plus
+        # a sorted run (a merge of partials). Equal keys (a replayed event, a hash collision)
+        # are rare; only then is the smallest-value tie rule needed, from a two-key sort that
+        # orders the keys identically.
+        order = np.argsort(ak, kind="stable")
+        sorted_keys = ak[order]
         first = np.ones(ak.size, dtype=bool)
-        first[1:] = ak[1:] != ak[:-1]
-        self.sample_keys, self._sample_values = ak[first][:m], av[first][:m]
+        first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+        if not first.all():
+            order = np.lexsort((av, ak))
+        self.sample_keys, self._sample_values = sorted_keys[first][:m], av[order][first][:m]
 
     def merge(self, other: NumericSketch) -> None:
         _check_same("edges", self.edges.tolist(), other.edges.tolist())
