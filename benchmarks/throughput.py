@@ -343,6 +343,7 @@ def _faust_count_main(bootstrap: str, messages: int, topics: list[str]) -> None:
         broker=f"kafka://{bootstrap}",
         value_serializer="raw",
         store="memory://",
+        datadir=tempfile.mkdtemp(prefix="bench-count-"),
         web_enabled=False,
         web_port=free_loopback_port(),
         web_host="127.0.0.1",

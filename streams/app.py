@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -156,6 +158,8 @@ class DriftlineApp:
             "value_serializer": "raw",
             "key_serializer": "raw",
             "store": "memory://",
+            # state lives in the SQL checkpoints; keep Faust's own data dir out of the cwd
+            "datadir": str(Path(tempfile.gettempdir()) / f"driftline-faust-{config.app_id}"),
             "web_enabled": False,
             "web_host": "127.0.0.1",
             "web_bind": "127.0.0.1",

@@ -14,18 +14,21 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import consume_all
 
+from driftline.broker import free_loopback_port
 from driftline.kafka import KafkaSettings
 from driftline.simulate import simulate, write_jsonl
 from driftline.store.db import upgrade
 
 
-def _config(tmp_path: Path, name: str, kafka: KafkaSettings, prefix: str) -> Path:
+def _config(tmp_path: Path, name: str, kafka: KafkaSettings, prefix: str, partitions: int = 0) -> Path:
+    """Three input and four join partitions by default; ``partitions`` sets all of them."""
     store = f"sqlite:///{tmp_path}/{name}.sqlite"
     upgrade(store)
     config = {
@@ -34,9 +37,9 @@ def _config(tmp_path: Path, name: str, kafka: KafkaSettings, prefix: str) -> Pat
         "store_url": store,
         "topics": {
             "prefix": f"{prefix}{name}.",
-            "predictions": 3,
-            "ground_truth": 3,
-            "join": 4,
+            "predictions": partitions or 3,
+            "ground_truth": partitions or 3,
+            "join": partitions or 4,
             "partials": 2,
         },
         "defaults": {"window": "30s", "grace": "5s", "label_horizon": "15s"},
@@ -54,6 +57,17 @@ def _cli(config: Path, *args: str, log: Path) -> subprocess.Popen:
     )
 
 
+def _consumed(metrics_port: int) -> float:
+    """Input messages a worker consumed, from its Prometheus endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("driftline_messages_consumed_total{")
+    )
+
+
 def _comparable(report: dict) -> dict:
     # early_labels counts labels that happened to be read before their prediction: an accident
     # of how two topics interleave, different between any two runs, and no part of any result
@@ -68,12 +82,15 @@ def _comparable(report: dict) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["restart", "two-workers"])
+@pytest.mark.parametrize("mode", ["restart", "two-workers", "scale-out"])
 def test_kill_9_loses_nothing_and_double_counts_nothing(
     mode: str, tmp_path: Path, kafka_settings: KafkaSettings, unique_prefix: str
 ) -> None:
     """``restart``: A runs alone, is SIGKILLed, B starts. ``two-workers``: A and B share the
-    partitions from the start (one consumer group), A is SIGKILLed, B takes over."""
+    partitions from the start (one consumer group), A is SIGKILLed, B takes over.
+    ``scale-out``: six partitions everywhere, A and B share them and both run to the end:
+    two workers give the report one worker gives."""
+    partitions = 6 if mode == "scale-out" else 0
     traffic = simulate(60_000, events_per_s=100, feature_drift_at=0.5, concept_drift_at=0.75, seed=21)
     pred, gt = tmp_path / "p.jsonl", tmp_path / "g.jsonl"
     write_jsonl(traffic.predictions, pred)
@@ -82,7 +99,7 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
     write_jsonl(traffic.labels, gt)
 
     # the uninterrupted run
-    clean_cfg = _config(tmp_path, "clean", kafka_settings, unique_prefix)
+    clean_cfg = _config(tmp_path, "clean", kafka_settings, unique_prefix, partitions)
     clean = subprocess.run(
         [
             sys.executable,
@@ -106,10 +123,15 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
     assert clean.returncode == 0, clean.stderr.decode()[-3000:]
 
     # the crash run
-    cfg = _config(tmp_path, "crash", kafka_settings, unique_prefix)
+    cfg = _config(tmp_path, "crash", kafka_settings, unique_prefix, partitions)
     worker_args = ("worker", "--session-timeout", "6", "--idle-after", "600")
-    a = _cli(cfg, *worker_args, log=tmp_path / "worker-a.log")
-    b = _cli(cfg, *worker_args, log=tmp_path / "worker-b.log") if mode == "two-workers" else None
+    ports = [free_loopback_port(), free_loopback_port()]
+    a = _cli(cfg, *worker_args, "--metrics-port", str(ports[0]), log=tmp_path / "worker-a.log")
+    b = (
+        _cli(cfg, *worker_args, "--metrics-port", str(ports[1]), log=tmp_path / "worker-b.log")
+        if mode != "restart"
+        else None
+    )
     feeder = _cli(
         cfg,
         "replay",
@@ -139,11 +161,18 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
         else:
             pytest.fail("worker A produced no window results")
         assert a.poll() is None
-        os.kill(a.pid, signal.SIGKILL)
-        a.wait(10)
+        if mode == "scale-out":
+            pass
+        else:
+            os.kill(a.pid, signal.SIGKILL)
+            a.wait(10)
         if b is None:
             b = _cli(cfg, *worker_args, log=tmp_path / "worker-b.log")
         assert feeder.wait(timeout=280) == 0, (tmp_path / "feeder.log").read_text()[-3000:]
+        if mode == "scale-out":
+            assert a.poll() is None and b.poll() is None, "both workers ran to the end"
+            shares = [_consumed(port) for port in ports]
+            assert all(shares), f"both workers must have consumed input: {shares}"
     finally:
         for proc in (a, b, feeder):
             if proc is not None and proc.poll() is None:
