@@ -95,18 +95,7 @@ def run_pipeline(messages: Sequence[tuple[str, int, int, bytes]]) -> dict[str, A
     for jp, log in zip(joins, join_log, strict=True):
         for offset, value in enumerate(log):
             jp.next_offset = offset
-            msg = decode_join_input(value)
-            if hasattr(msg, "events"):
-                if jp.accept(msg.source, msg.offset):  # type: ignore[union-attr]
-                    if type(msg).__name__ == "PredictionBatch":
-                        jp.add_predictions(msg.events)  # type: ignore[union-attr]
-                    else:
-                        jp.add_labels(msg.events)  # type: ignore[union-attr]
-                out = jp.source_progress(msg.source, msg.watermark)  # type: ignore[union-attr]
-            elif type(msg).__name__ == "Tick":
-                out = jp.source_progress(msg.source, msg.watermark, idle=msg.idle)  # type: ignore[union-attr]
-            else:
-                out = jp.end_source(msg.source)
+            out = jp.apply(decode_join_input(value))
             partials.extend(encode_internal(x) for x in out)
             partials.append(encode_internal(jp.progress()))
     timing["join"] = time.perf_counter() - t0

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -40,6 +39,7 @@ from confluent_kafka.admin import AdminClient
 from driftline.broker import EmbeddedBroker, free_loopback_port
 from driftline.config import load_config
 from driftline.kafka import KafkaSettings, confluent_config, ensure_topics
+from driftline.metrics import scrape_messages_consumed
 from driftline.simulate import simulate
 from driftline.store.db import upgrade
 from driftline.streams.app import END_OF_RESULTS, TopicNames
@@ -269,24 +269,17 @@ def hot_spots(raw: Path, top: int = 15) -> list[tuple[str, float, float]]:
     return [(f, 100 * c / total, 100 * total_incl[f] / total) for f, c in own.most_common(top)]
 
 
-def _messages_consumed(port: int) -> float:
-    """The worker's ``driftline_messages_consumed_total`` summed over topics (0 before it serves)."""
+def _consumed_or_zero(port: int) -> float:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
-            text = response.read().decode()
-    except OSError:
+        return scrape_messages_consumed(port, timeout=1)
+    except OSError:  # the worker is not serving metrics yet
         return 0.0
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("driftline_messages_consumed_total{")
-    )
 
 
 def wait_first_message(port: int, run: Run, timeout: float = 120.0) -> float:
     """Monotonic time at which the worker had consumed its first input message (+- 5 ms)."""
     deadline = time.monotonic() + timeout
-    while _messages_consumed(port) == 0:
+    while _consumed_or_zero(port) == 0:
         if run.process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"worker consumed nothing: {run.log.read_text()[-2000:]}")
         time.sleep(0.005)

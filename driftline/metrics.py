@@ -29,6 +29,7 @@ import contextlib
 import math
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
@@ -52,6 +53,7 @@ __all__ = [
     "observe_evaluation",
     "observe_notification",
     "observe_progress",
+    "scrape_messages_consumed",
     "start_metrics_server",
     "tracked_features",
 ]
@@ -370,6 +372,17 @@ def start_metrics_server(
     """Serve ``/metrics`` on a daemon thread; returns ``(server, thread)`` so tests can stop it.
     Port 0 picks a free port (``server.server_port``)."""
     return start_http_server(port, addr=host, registry=registry)
+
+
+def scrape_messages_consumed(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> float:
+    """A running worker's input messages consumed (``driftline_messages_consumed_total`` over
+    topics), read from its ``/metrics`` endpoint: how benchmarks and tests see from outside that
+    a worker started, or did its share. Raises ``OSError`` while nothing serves there."""
+    url = f"http://{host}:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        text = response.read().decode()
+    prefix = "driftline_messages_consumed_total{"
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 
 
 def exported_metric_names(registry: CollectorRegistry = REGISTRY) -> frozenset[str]:

@@ -35,10 +35,6 @@ from driftline.streams.ingest import CONTROL_HEADER, Kind, Outgoing, Router, dea
 from driftline.streams.join import JoinPartition
 from driftline.streams.merge import WindowMerger
 from driftline.streams.messages import (
-    EndOfInput,
-    LabelBatch,
-    PredictionBatch,
-    Tick,
     decode_join_input,
     decode_partials,
     encode_internal,
@@ -321,21 +317,7 @@ class DriftlineApp:
 
     async def _join_message(self, state: JoinPartition, event: Any) -> None:
         before = state.progress_epoch()
-        msg = decode_join_input(event.message.value)
-        if isinstance(msg, PredictionBatch):
-            if state.accept(msg.source, msg.offset):
-                state.add_predictions(msg.events)
-            partials = state.source_progress(msg.source, msg.watermark)
-        elif isinstance(msg, LabelBatch):
-            if state.accept(msg.source, msg.offset):
-                state.add_labels(msg.events)
-            partials = state.source_progress(msg.source, msg.watermark)
-        elif isinstance(msg, Tick):
-            partials = state.source_progress(msg.source, msg.watermark, idle=msg.idle)
-        elif isinstance(msg, EndOfInput):
-            partials = state.end_source(msg.source)
-        else:  # pragma: no cover - the decoder only yields the union above
-            return
+        partials = state.apply(decode_join_input(event.message.value))
         n_merge = self.config.topics.partials
         out = [
             Outgoing(

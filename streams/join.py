@@ -34,7 +34,15 @@ from driftline.detectors.aggregates import WindowAggregate, feature_columns
 from driftline.detectors.categories import category_strings
 from driftline.detectors.hashing import stable_keys
 from driftline.schemas import GroundTruthEvent, PredictionEvent
-from driftline.streams.messages import Partial, Progress
+from driftline.streams.messages import (
+    EndOfInput,
+    JoinInput,
+    LabelBatch,
+    Partial,
+    PredictionBatch,
+    Progress,
+    Tick,
+)
 
 __all__ = [
     "COUNTERS",
@@ -254,6 +262,22 @@ class JoinPartition:
             aggregate = WindowAggregate.from_dict(agg, spec)
             self._slices[tuple(skey)] = _SliceState(aggregate, close_at, final_at, provisional_sent)  # type: ignore[index]
         self._segment_values = {(m, dim): set(v) for m, dim, v in d["segment_values"]}
+
+    def apply(self, message: JoinInput) -> list[Partial]:
+        """One join-input message: its events (unless already applied), then the event-time
+        progress it carries; returns the partials that progress released."""
+        if isinstance(message, PredictionBatch | LabelBatch):
+            if self.accept(message.source, message.offset):
+                if isinstance(message, PredictionBatch):
+                    self.add_predictions(message.events)
+                else:
+                    self.add_labels(message.events)
+            return self.source_progress(message.source, message.watermark)
+        if isinstance(message, Tick):
+            return self.source_progress(message.source, message.watermark, idle=message.idle)
+        if isinstance(message, EndOfInput):
+            return self.end_source(message.source)
+        raise TypeError(f"not a join-input message: {type(message).__name__}")
 
     # -- event time -------------------------------------------------------------------
     @property

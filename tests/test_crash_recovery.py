@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from conftest import consume_all
 
 from driftline.broker import free_loopback_port
 from driftline.kafka import KafkaSettings
+from driftline.metrics import scrape_messages_consumed
 from driftline.simulate import simulate, write_jsonl
 from driftline.store.db import upgrade
 
@@ -54,17 +54,6 @@ def _cli(config: Path, *args: str, log: Path) -> subprocess.Popen:
         [sys.executable, "-m", "driftline.cli", "--config", str(config), *args],
         stdout=open(log, "wb"),
         stderr=subprocess.STDOUT,
-    )
-
-
-def _consumed(metrics_port: int) -> float:
-    """Input messages a worker consumed, from its Prometheus endpoint."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("driftline_messages_consumed_total{")
     )
 
 
@@ -171,7 +160,7 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
         assert feeder.wait(timeout=280) == 0, (tmp_path / "feeder.log").read_text()[-3000:]
         if mode == "scale-out":
             assert a.poll() is None and b.poll() is None, "both workers ran to the end"
-            shares = [_consumed(port) for port in ports]
+            shares = [scrape_messages_consumed(port) for port in ports]
             assert all(shares), f"both workers must have consumed input: {shares}"
     finally:
         for proc in (a, b, feeder):
