@@ -69,6 +69,79 @@ class FeatureColumns:
     numeric_mask: dict[str, np.ndarray]  # bool: value was a number (for type errors)
     categorical_mask: dict[str, np.ndarray]  # bool: value was a string or bool
     present: dict[str, np.ndarray]  # bool: value was present and not null
+    size: int = 0
+
+    def take(self, idx: np.ndarray) -> FeatureColumns:
+        """The rows at ``idx``, every column alike."""
+        return FeatureColumns(
+            {k: v[idx] for k, v in self.numeric.items()},
+            {k: v[idx] for k, v in self.categorical.items()},
+            {k: v[idx] for k, v in self.numeric_mask.items()},
+            {k: v[idx] for k, v in self.categorical_mask.items()},
+            {k: v[idx] for k, v in self.present.items()},
+            int(idx.size),
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[FeatureColumns]) -> FeatureColumns:
+        """The columns of all parts' rows, one after the other: exactly what
+        :func:`feature_columns` gives for those events, so folding batches of batches (or a
+        share :meth:`take` cut from a bigger batch) changes no result. A feature's type split
+        is decided over these rows only, and a part without a feature reads as nulls."""
+        names = sorted(set().union(*(p.present for p in parts)))
+        out = cls({}, {}, {}, {}, {}, sum(p.size for p in parts))
+        for name in names:
+            has_num = any(name in p.numeric and p.numeric_mask[name].any() for p in parts)
+            has_text = any(name in p.categorical and p.categorical_mask[name].any() for p in parts)
+            if has_num or not has_text:
+                out.numeric[name] = _concat(parts, "numeric", name, np.nan, np.float64)
+                out.numeric_mask[name] = _concat(parts, "numeric_mask", name, False, bool)
+            if has_text:
+                out.categorical[name] = _concat(parts, "categorical", name, None, object)
+                out.categorical_mask[name] = _concat(parts, "categorical_mask", name, False, bool)
+            nmask, cmask = out.numeric_mask.get(name), out.categorical_mask.get(name)
+            out.present[name] = nmask if cmask is None else cmask if nmask is None else nmask | cmask
+        return out
+
+    def to_wire(self) -> dict[str, tuple[bytes | None, list[str | None] | None]]:
+        """Compact and msgpack-ready: per feature, its numbers as float64 bytes (NaN where
+        none) and its categories as strings (None where none). The masks are not sent:
+        :meth:`from_wire` derives them, since decoded JSON can hold no NaN."""
+        return {
+            name: (
+                self.numeric[name].astype("<f8", copy=False).tobytes() if name in self.numeric else None,
+                self.categorical[name].tolist() if name in self.categorical else None,
+            )
+            for name in self.present
+        }
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Sequence[Any]], size: int) -> FeatureColumns:
+        out = cls({}, {}, {}, {}, {}, size)
+        for name, (num, cat) in wire.items():
+            nmask = cmask = None
+            if num is not None:
+                arr = np.frombuffer(num, dtype="<f8").astype(np.float64)
+                out.numeric[name], nmask = arr, ~np.isnan(arr)
+                out.numeric_mask[name] = nmask
+            if cat is not None:
+                obj = np.empty(size, dtype=object)
+                obj[:] = cat
+                out.categorical[name], cmask = obj, np.not_equal(obj, None)
+                out.categorical_mask[name] = cmask
+            out.present[name] = (
+                cmask if nmask is None else nmask if cmask is None else nmask | cmask  # type: ignore[operator]
+            )
+        return out
+
+
+def _concat(parts: Sequence[FeatureColumns], field: str, name: str, fill: Any, dtype: Any) -> np.ndarray:
+    """One column of all parts; a part without it contributes ``fill`` (read: missing)."""
+    arrays = []
+    for p in parts:
+        got = getattr(p, field).get(name)
+        arrays.append(got if got is not None else np.full(p.size, fill, dtype=dtype))
+    return np.concatenate(arrays)
 
 
 _NUMBER_TYPES = {int, float, type(None)}
@@ -119,7 +192,7 @@ def feature_columns(features: Sequence[Mapping[str, Any]]) -> FeatureColumns:
             numeric[name], numeric_mask[name] = num, nmask
             categorical[name], categorical_mask[name] = cat, cmask
             present[name] = nmask | cmask
-    return FeatureColumns(numeric, categorical, numeric_mask, categorical_mask, present)
+    return FeatureColumns(numeric, categorical, numeric_mask, categorical_mask, present, n)
 
 
 class WindowAggregate:

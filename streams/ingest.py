@@ -25,7 +25,7 @@ import numpy as np
 
 from driftline.catalog import ModelCatalog
 from driftline.config import Config
-from driftline.detectors.hashing import partition_for
+from driftline.detectors.hashing import stable_keys
 from driftline.schemas import (
     GroundTruthEvent,
     PredictionEvent,
@@ -34,8 +34,9 @@ from driftline.schemas import (
     decode_predictions,
     encode,
 )
+from driftline.streams.columns import LabelBlock, PredictionBlock
 from driftline.streams.join import MIN_WATERMARK, closing_epoch, window_shapes
-from driftline.streams.messages import EndOfInput, LabelBatch, PredictionBatch, Tick, encode_internal
+from driftline.streams.messages import EndOfInput, Tick, encode_internal
 
 __all__ = [
     "CONTROL_HEADER",
@@ -133,34 +134,56 @@ class Router:
             else decode_ground_truth(data, max_bytes=limit)
         )
         out = [self._dead_letter(r, topic, partition, offset) for r in decoded.rejected]
-        events: list = []
-        horizon = (time.time() * 1000 if wall_ms is None else wall_ms) + self.config.max_future_skew_ms
-        for index, event in enumerate(decoded.events):
-            if event.timestamp > horizon:
-                rejection = Rejection(
-                    reason="too_far_ahead",
-                    detail=f"timestamp is more than {self.config.max_future_skew_ms} ms ahead of the clock",
-                    index=index if decoded.batch else None,
-                    raw=data if not decoded.batch else encode(event),
-                )
-                out.append(self._dead_letter(rejection, topic, partition, offset))
-            elif self.catalog.admit(event.model_id):
-                events.append(event)
-            else:
-                raw = data if not decoded.batch else encode(event)
-                rejection = Rejection(
-                    reason="unknown_model",
-                    detail=f"model {event.model_id!r} is not configured and unknown models are not admitted",
-                    index=index if decoded.batch else None,
-                    raw=raw,
-                )
-                out.append(self._dead_letter(rejection, topic, partition, offset))
+        events = decoded.events
         if events:
-            out.extend(self._forward(kind, source, offset, events))
+            horizon = (time.time() * 1000 if wall_ms is None else wall_ms) + self.config.max_future_skew_ms
+            times = np.array([e.timestamp for e in events], dtype=np.int64)
+            # admission in first-seen order, as one event at a time would (a cap fills in order)
+            models = dict.fromkeys(e.model_id for e in events)
+            if times.max() > horizon or not all(map(self.catalog.admit, models)):
+                where = (topic, partition, offset)
+                keep = self._refuse(events, times, horizon, decoded.batch, data, out, *where)
+                events, times = [events[i] for i in keep], times[keep]
+        if events:
+            out.extend(self._forward(kind, source, offset, events, times))
         elif source in self._idle:  # a sign of life that carried no valid event
             self._idle.discard(source)
             out.extend(self._ticks(source, set(), force=True))
         return out
+
+    def _refuse(
+        self,
+        events: Sequence[PredictionEvent] | Sequence[GroundTruthEvent],
+        times: np.ndarray,
+        horizon: float,
+        batch: bool,
+        data: bytes,
+        out: list[Outgoing],
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> list[int]:
+        """Dead-letter events too far ahead of the clock or of models not admitted; returns
+        the positions of the others."""
+        keep: list[int] = []
+        for index, (event, ts) in enumerate(zip(events, times.tolist(), strict=True)):
+            if ts > horizon:
+                reason = "too_far_ahead"
+                detail = f"timestamp is more than {self.config.max_future_skew_ms} ms ahead of the clock"
+            elif not self.catalog.admit(event.model_id):
+                reason = "unknown_model"
+                detail = f"model {event.model_id!r} is not configured and unknown models are not admitted"
+            else:
+                keep.append(index)
+                continue
+            rejection = Rejection(
+                reason=reason,
+                detail=detail,
+                index=index if batch else None,
+                raw=encode(event) if batch else data,
+            )
+            out.append(self._dead_letter(rejection, topic, partition, offset))
+        return keep
 
     def _dead_letter(self, rejection: Rejection, topic: str, partition: int, offset: int) -> Outgoing:
         self.invalid[(topic, rejection.reason)] += 1
@@ -175,28 +198,37 @@ class Router:
         source: str,
         offset: int,
         events: Sequence[PredictionEvent] | Sequence[GroundTruthEvent],
+        times: np.ndarray,
     ) -> list[Outgoing]:
-        newest = max(e.timestamp for e in events)
-        wm = self._wm[source] = max(self._wm.get(source, MIN_WATERMARK), newest)
-        targets = partition_for([e.prediction_id for e in events], self.join_partitions)
+        """Send the valid events to their join partitions as columns (see streams/columns.py)."""
+        wm = self._wm[source] = max(self._wm.get(source, MIN_WATERMARK), int(times.max()))
+        keys = stable_keys([e.prediction_id for e in events])
+        targets = (keys % np.uint64(self.join_partitions)).astype(np.int64)
+        block: PredictionBlock | LabelBlock = (
+            PredictionBlock.from_events(events, self._positive_label, keys)  # type: ignore[arg-type]
+            if kind == "predictions"
+            else LabelBlock.from_events(events)  # type: ignore[arg-type]
+        )
         out: list[Outgoing] = []
-        order = np.argsort(targets, kind="stable")
-        bounds = np.flatnonzero(np.diff(targets[order])) + 1
         touched: set[int] = set()
-        for chunk in np.split(order, bounds):
-            jp = int(targets[chunk[0]])
+        if (targets == targets[0]).all():  # a co-partitioned batch (the producer helper's)
+            parts: Iterable[tuple[int, np.ndarray | None]] = [(int(targets[0]), None)]
+        else:
+            order = np.argsort(targets, kind="stable")
+            bounds = np.flatnonzero(np.diff(targets[order])) + 1
+            parts = [(int(targets[chunk[0]]), chunk) for chunk in np.split(order, bounds)]
+        for jp, chunk in parts:
             touched.add(jp)
-            members = [events[i] for i in chunk.tolist()]
-            message = (
-                PredictionBatch(source=source, offset=offset, watermark=wm, events=members)
-                if kind == "predictions"
-                else LabelBatch(source=source, offset=offset, watermark=wm, events=members)
-            )
-            out.append(Outgoing(self.join_topic, encode_internal(message), partition=jp))
+            share = block if chunk is None else block.take(chunk)
+            body = encode_internal(share.to_wire(source, offset, wm))
+            out.append(Outgoing(self.join_topic, body, partition=jp))
         was_idle = source in self._idle
         self._idle.discard(source)
         out.extend(self._ticks(source, touched, force=was_idle))
         return out
+
+    def _positive_label(self, model_id: str) -> str:
+        return self.catalog.model(model_id).positive_label
 
     def _ticks(
         self, source: str, skip: set[int], *, force: bool = False, idle: bool = False

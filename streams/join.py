@@ -30,16 +30,18 @@ import numpy as np
 
 from driftline.catalog import ModelCatalog
 from driftline.config import Config
-from driftline.detectors.aggregates import WindowAggregate, feature_columns
+from driftline.detectors.aggregates import FeatureColumns, WindowAggregate
 from driftline.detectors.categories import category_strings
-from driftline.detectors.hashing import stable_keys
 from driftline.schemas import GroundTruthEvent, PredictionEvent
+from driftline.streams.columns import LabelBlock, PredictionBlock, pick
 from driftline.streams.messages import (
     EndOfInput,
     JoinInput,
     LabelBatch,
+    LabelColumns,
     Partial,
     PredictionBatch,
+    PredictionColumns,
     Progress,
     Tick,
 )
@@ -173,9 +175,12 @@ class JoinPartition:
         #: message is processed it is that message's offset, and outputs carry it as ``seq``
         self.next_offset = 0
         self._shapes = window_shapes(catalog.config)
-        #: joined but not yet folded into the aggregates (see :meth:`flush`)
-        self._pending_predictions: list[tuple[list[PredictionEvent], np.ndarray, np.ndarray, np.ndarray]] = []
-        self._pending_outcomes: list[tuple[int, object, object, float, int, int]] = []
+        #: accepted or joined but not yet folded into the aggregates (see :meth:`flush`):
+        #: predictions as (features, window ids, keys, predictions, scores) per block
+        self._pending_predictions: list[
+            tuple[FeatureColumns, np.ndarray, np.ndarray, list[object], np.ndarray]
+        ] = []
+        self._pending_outcomes: list[_OutcomeChunk] = []
         self._pending_count = 0
 
     def accept(self, source: str, offset: int) -> bool:
@@ -266,9 +271,13 @@ class JoinPartition:
     def apply(self, message: JoinInput) -> list[Partial]:
         """One join-input message: its events (unless already applied), then the event-time
         progress it carries; returns the partials that progress released."""
-        if isinstance(message, PredictionBatch | LabelBatch):
+        if isinstance(message, PredictionColumns | LabelColumns | PredictionBatch | LabelBatch):
             if self.accept(message.source, message.offset):
-                if isinstance(message, PredictionBatch):
+                if isinstance(message, PredictionColumns):
+                    self.add_prediction_block(PredictionBlock.from_wire(message))
+                elif isinstance(message, LabelColumns):
+                    self.add_label_block(LabelBlock.from_wire(message))
+                elif isinstance(message, PredictionBatch):
                     self.add_predictions(message.events)
                 else:
                     self.add_labels(message.events)
@@ -320,67 +329,107 @@ class JoinPartition:
 
     # -- predictions ---------------------------------------------------------------------
     def add_predictions(self, events: Sequence[PredictionEvent]) -> None:
-        """Open entries for new predictions and fold them into their windows' aggregates.
+        """Events as structs (tests, and join-input written by older versions)."""
+        if events:
+            self.add_prediction_block(PredictionBlock.from_events(events, self._positive_label))
 
-        This loop runs once per event, so it is kept flat: one dict probe for duplicates,
-        model settings looked up once per model, and everything array-shaped left to
-        :meth:`flush`."""
-        if not events:
+    def _positive_label(self, model_id: str) -> str:
+        return self.catalog.model(model_id).positive_label
+
+    def add_prediction_block(self, block: PredictionBlock) -> None:
+        """Open entries for new predictions; their folds into the aggregates wait for
+        :meth:`flush`.
+
+        Rules, in event order: an id already in flight (or accepted earlier in this block) is
+        a duplicate; a prediction whose window has passed its grace is late; the rest open an
+        entry in their window and meet any label that came first. Per event this costs a few
+        C-level passes (a set test, one dict update); windows, lateness and window keys are
+        computed per array or per (model, version, segments) group."""
+        n = len(block)
+        if not n:
             return
-        entries, early, labelled, wkeys = self._entries, self._early, self._labelled, self._wkeys
-        watermark = self.watermark
-        settings: dict[str, tuple[int, int, int]] = {}
-        accepted: list[PredictionEvent] = []
-        wkey_of: list[int] = []
-        key_of: list[int] = []
-        score_of: list[float] = []
-        outcomes: list[tuple[int, object, object, float, int, int]] = []
-        duplicates = late = 0
-        all_keys = stable_keys([ev.prediction_id for ev in events]).tolist()
-        for ev, key in zip(events, all_keys, strict=True):
-            pid = ev.prediction_id
-            if pid in entries:
-                duplicates += 1
-                continue
-            model_id = ev.model_id
-            cfg = settings.get(model_id)
-            if cfg is None:
-                m = self.catalog.model(model_id)
-                cfg = settings[model_id] = (m.window_ms, m.grace_ms, m.label_horizon_ms)
-            window_ms, grace_ms, horizon_ms = cfg
-            ts = ev.timestamp
-            start = ts - ts % window_ms
-            end = start + window_ms
-            if end + grace_ms <= watermark:
-                late += 1
-                continue
-            wid = self._wkey(ev, start, end, end + horizon_ms)
-            score = float(ev.score) if ev.score is not None else self._score(ev)
-            entries[pid] = (wid, ev.prediction, score, key, ts)
-            wkeys[wid].pids.append(pid)
-            accepted.append(ev)
-            wkey_of.append(wid)
-            key_of.append(key)
-            score_of.append(score)
-            if early:
+        ids = block.ids
+        window, grace, horizon = self._settings(block)
+        start = block.times - block.times % window
+        end = start + window
+        late = end + grace <= self.watermark
+        if self._entries.keys().isdisjoint(ids) and len(set(ids)) == n:
+            duplicates, n_late, accepted = 0, int(late.sum()), np.flatnonzero(~late)
+        else:
+            duplicates, n_late, accepted = self._first_fresh(ids, late)
+        self.counters["duplicate_predictions"] += duplicates
+        self.counters["late_predictions"] += n_late
+        if accepted.size == 0:
+            return
+        if accepted.size < n:
+            block = block.take(accepted)
+            start, end, horizon = start[accepted], end[accepted], horizon[accepted]
+        wids = self._window_ids(block, start, end, end + horizon)
+        wid_list = wids.tolist()
+        ids, predictions = block.ids, block.predictions
+        scores, keys, times = block.scores.tolist(), block.keys.tolist(), block.times.tolist()
+        rows = zip(wid_list, predictions, scores, keys, times, strict=True)
+        self._entries.update(zip(ids, rows, strict=True))
+        for wid, idx in _groups(wids):
+            self._wkeys[wid].pids.extend(ids if idx.size == len(ids) else pick(ids, idx))
+        early = self._early
+        joined: list[tuple[int, object, object, float, int, int]] = []
+        if early and not early.keys().isdisjoint(ids):
+            for pid in ids:
                 waiting = early.pop(pid, None)
                 if waiting is not None:
-                    labelled.add(pid)
-                    outcomes.append((wid, ev.prediction, waiting[0], score, key, ts))
-        self.counters["duplicate_predictions"] += duplicates
-        self.counters["late_predictions"] += late
-        if not accepted:
-            return
-        self.counters["predictions"] += len(accepted)
-        self.counters["joined"] += len(outcomes)
-        keys = np.array(key_of, dtype=np.uint64)
-        scores = np.array(score_of, dtype=np.float64)
-        wkey_arr = np.array(wkey_of, dtype=np.int64)
-        self._pending_predictions.append((accepted, wkey_arr, keys, scores))
-        self._pending_outcomes.extend(outcomes)
-        self._pending_count += len(accepted) + len(outcomes)
+                    self._labelled.add(pid)
+                    wid, prediction, score, key, ts = self._entries[pid]
+                    joined.append((wid, prediction, waiting[0], score, key, ts))
+            self._pending_outcomes.append(_outcome_chunk(joined))
+        self.counters["predictions"] += len(ids)
+        self.counters["joined"] += len(joined)
+        self._pending_predictions.append((block.features, wids, block.keys, predictions, block.scores))
+        self._pending_count += len(ids) + len(joined)
         if self._pending_count >= FLUSH_EVENTS:
             self.flush()
+
+    def _settings(self, block: PredictionBlock) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each event's (window, grace, label horizon), from its model's settings."""
+        cfgs = [self.catalog.model(model_id) for model_id, _, _ in block.groups]
+        table = np.array([(c.window_ms, c.grace_ms, c.label_horizon_ms) for c in cfgs], dtype=np.int64)
+        per_event = table[block.group] if len(cfgs) > 1 else np.broadcast_to(table[0], (len(block), 3))
+        return per_event[:, 0], per_event[:, 1], per_event[:, 2]
+
+    def _first_fresh(self, ids: list[str], late: np.ndarray) -> tuple[int, int, np.ndarray]:
+        """The slow path of the duplicate rule, one id at a time: (duplicates, late, accepted)."""
+        entries, seen = self._entries, set()
+        accepted: list[int] = []
+        duplicates = n_late = 0
+        for i, (pid, is_late) in enumerate(zip(ids, late.tolist(), strict=True)):
+            if pid in entries or pid in seen:
+                duplicates += 1
+            elif is_late:
+                n_late += 1
+            else:
+                seen.add(pid)
+                accepted.append(i)
+        return duplicates, n_late, np.array(accepted, dtype=np.int64)
+
+    def _window_ids(
+        self, block: PredictionBlock, start: np.ndarray, end: np.ndarray, final_at: np.ndarray
+    ) -> np.ndarray:
+        """The window key id of every event, made per (group, window start), groups in the
+        order their first event comes (which decides which segment values a cap admits)."""
+        wids = np.empty(len(block), dtype=np.int64)
+        if len(block.groups) == 1:
+            order: list[tuple[int, np.ndarray]] = [(0, np.arange(len(block)))]
+        else:
+            order = sorted(_groups(block.group.astype(np.int64)), key=lambda g: int(g[1][0]))
+        for g, rows in order:
+            model_id, version, segments = block.groups[g]
+            _, firsts, inverse = np.unique(start[rows], return_index=True, return_inverse=True)
+            for u, first in enumerate(rows[firsts].tolist()):
+                wid = self._wkey(
+                    model_id, version, segments, int(start[first]), int(end[first]), int(final_at[first])
+                )
+                wids[rows[inverse == u]] = wid
+        return wids
 
     def flush(self) -> None:
         """Fold the joined events held back so far into their windows' aggregates.
@@ -389,52 +438,46 @@ class JoinPartition:
         slice, whatever the batch size), and one join-input message carries only its share of
         a producer batch. So the join decides matches at once, per message, but folds events
         into the aggregates in large batches: before any window closes, before a snapshot, and
-        every ``FLUSH_EVENTS``. Every sketch merges exactly, so when the fold happens changes
+        every ``FLUSH_EVENTS``. Every sketch merges exactly, and the concatenated feature
+        columns are what one batch of all those events gives, so when the fold happens changes
         no result: the partials are byte-identical to folding per message."""
         pending, outcomes = self._pending_predictions, self._pending_outcomes
         self._pending_predictions, self._pending_outcomes, self._pending_count = [], [], 0
         if pending:
-            if len(pending) == 1:
-                accepted, wkey_arr, keys, scores = pending[0]
-            else:
-                accepted = [ev for batch in pending for ev in batch[0]]
-                wkey_arr = np.concatenate([b[1] for b in pending])
-                keys = np.concatenate([b[2] for b in pending])
-                scores = np.concatenate([b[3] for b in pending])
-            columns = feature_columns([ev.features for ev in accepted])
-            for wid, idx in _groups(wkey_arr):
+            columns = FeatureColumns.concat([p[0] for p in pending])
+            wids = np.concatenate([p[1] for p in pending])
+            keys = np.concatenate([p[2] for p in pending])
+            predictions = [v for p in pending for v in p[3]] if len(pending) > 1 else pending[0][3]
+            scores = np.concatenate([p[4] for p in pending])
+            for wid, idx in _groups(wids):
                 wkey = self._wkeys[wid]
-                group_preds = [accepted[i].prediction for i in idx.tolist()]
-                preds = self._prediction_array(wkey.model_id, group_preds)
+                preds = self._prediction_array(wkey.model_id, pick(predictions, idx))
                 for state in self._slice_states(wkey):
                     state.aggregate.add_predictions(columns, idx, keys[idx], preds, scores[idx])
-        self._add_outcomes(outcomes)
-
-    def _score(self, ev: PredictionEvent) -> float:
-        if ev.score is not None:
-            return float(ev.score)
-        if ev.scores:
-            p = ev.scores.get(self.catalog.model(ev.model_id).positive_label)
-            if p is not None:
-                return float(p)
-        return math.nan
+        if outcomes:
+            self._add_outcomes(outcomes)
 
     def _prediction_array(self, model_id: str, values: list[object]) -> np.ndarray:
         if self.catalog.model(model_id).task == "regression":
             return np.array([_as_float(v) for v in values], dtype=np.float64)
         return category_strings(values)
 
-    def _wkey(self, ev: PredictionEvent, start: int, end: int, final_at: int) -> int:
-        segments = tuple(sorted(ev.segments.items())) if ev.segments else ()
-        ident = (ev.model_id, ev.model_version, segments, start)
+    def _wkey(
+        self,
+        model_id: str,
+        version: str,
+        segments: tuple[tuple[str, str], ...],
+        start: int,
+        end: int,
+        final_at: int,
+    ) -> int:
+        ident = (model_id, version, segments, start)
         wid = self._wkey_index.get(ident)
         if wid is None:
-            slices = segment_slices(self._capped_segments(ev.model_id, segments))
+            slices = segment_slices(self._capped_segments(model_id, segments))
             wid = self._next_wid
             self._next_wid += 1
-            wkey = self._wkeys[wid] = _WindowKey(
-                ev.model_id, ev.model_version, slices, start, end, final_at, ident
-            )
+            wkey = self._wkeys[wid] = _WindowKey(model_id, version, slices, start, end, final_at, ident)
             self._wkey_index[ident] = wid
             self._slice_states(wkey)  # now, so a window closes on time even with its events pending
         return wid
@@ -470,48 +513,84 @@ class JoinPartition:
 
     # -- labels --------------------------------------------------------------------------
     def add_labels(self, events: Sequence[GroundTruthEvent]) -> None:
-        """Join labels to waiting predictions; labels that come first wait for theirs."""
-        outcomes: list[tuple[int, object, object, float, int, int]] = []
-        entries, labelled = self._entries, self._labelled
-        for ev in events:
-            pid = ev.prediction_id
-            entry = entries.get(pid)
+        """Events as structs (tests, and join-input written by older versions)."""
+        if events:
+            self.add_label_block(LabelBlock.from_events(events))
+
+    def add_label_block(self, block: LabelBlock) -> None:
+        """Join labels to waiting predictions; labels that come first wait for theirs.
+
+        The common case (every label finds its prediction, none is a duplicate) is a few
+        C-level passes over the block; anything else takes the per-label path."""
+        n = len(block)
+        if not n:
+            return
+        ids, entries, labelled = block.ids, self._entries, self._labelled
+        found = list(map(entries.get, ids))
+        if None not in found and labelled.isdisjoint(ids) and len(set(ids)) == n:
+            labelled.update(ids)
+            wids, predictions, scores, keys, times = zip(*found, strict=True)
+            chunk = (
+                np.array(wids, dtype=np.int64),
+                list(predictions),
+                block.labels,
+                np.array(scores, dtype=np.float64),
+                np.array(keys, dtype=np.uint64),
+                np.array(times, dtype=np.int64),
+            )
+            joined = n
+        else:
+            rows = self._join_labels_slowly(block, found)
+            chunk, joined = _outcome_chunk(rows), len(rows)
+        self.counters["labels"] += n
+        self.counters["joined"] += joined
+        if joined:
+            self._pending_outcomes.append(chunk)
+            self._pending_count += joined
+            if self._pending_count >= FLUSH_EVENTS:
+                self.flush()
+
+    def _join_labels_slowly(
+        self, block: LabelBlock, found: list[tuple[int, object, float, int, int] | None]
+    ) -> list[tuple[int, object, object, float, int, int]]:
+        rows: list[tuple[int, object, object, float, int, int]] = []
+        labelled, early = self._labelled, self._early
+        times, models = block.times.tolist(), block.model.tolist()
+        for pid, entry, label, ts, m in zip(block.ids, found, block.labels, times, models, strict=True):
             if entry is None:
-                if pid in self._early:
+                if pid in early:
                     self.counters["duplicate_labels"] += 1
                     continue
-                horizon = self.catalog.model(ev.model_id).label_horizon_ms
-                self._early[pid] = (ev.label, ev.timestamp)
-                heapq.heappush(self._early_expiry, (ev.timestamp + horizon, pid))
+                horizon = self.catalog.model(block.models[m]).label_horizon_ms
+                early[pid] = (label, ts)
+                heapq.heappush(self._early_expiry, (ts + horizon, pid))
                 self.counters["early_labels"] += 1
                 continue
             if pid in labelled:
                 self.counters["duplicate_labels"] += 1
                 continue
             labelled.add(pid)
-            wid, prediction, score, key, ts = entry
-            outcomes.append((wid, prediction, ev.label, score, key, ts))
-        self.counters["labels"] += len(events)
-        self.counters["joined"] += len(outcomes)
-        self._pending_outcomes.extend(outcomes)
-        self._pending_count += len(outcomes)
-        if self._pending_count >= FLUSH_EVENTS:
-            self.flush()
+            wid, prediction, score, key, pts = entry
+            rows.append((wid, prediction, label, score, key, pts))
+        return rows
 
-    def _add_outcomes(self, outcomes: list[tuple[int, object, object, float, int, int]]) -> None:
-        if not outcomes:
-            return
-        wids = np.array([o[0] for o in outcomes], dtype=np.int64)
+    def _add_outcomes(self, chunks: list[_OutcomeChunk]) -> None:
+        if len(chunks) == 1:
+            wids, predictions, labels, scores, keys, times = chunks[0]
+        else:
+            wids = np.concatenate([c[0] for c in chunks])
+            predictions = [v for c in chunks for v in c[1]]
+            labels = [v for c in chunks for v in c[2]]
+            scores = np.concatenate([c[3] for c in chunks])
+            keys = np.concatenate([c[4] for c in chunks])
+            times = np.concatenate([c[5] for c in chunks])
         for wid, idx in _groups(wids):
-            wkey = self._wkeys[wid]
-            rows = [outcomes[i] for i in idx.tolist()]
-            preds = self._prediction_array(wkey.model_id, [r[1] for r in rows])
-            labels = self._prediction_array(wkey.model_id, [r[2] for r in rows])
-            scores = np.array([r[3] for r in rows], dtype=np.float64)
-            keys = np.array([r[4] for r in rows], dtype=np.uint64)
-            times = np.array([r[5] for r in rows], dtype=np.float64)  # exact below 2**53 ms
-            for state in self._slice_states(wkey):
-                state.aggregate.add_outcomes(preds, labels, scores, keys, times)
+            model_id = self._wkeys[wid].model_id
+            preds = self._prediction_array(model_id, pick(predictions, idx))
+            labs = self._prediction_array(model_id, pick(labels, idx))
+            ts = times[idx].astype(np.float64)  # exact below 2**53 ms
+            for state in self._slice_states(self._wkeys[wid]):
+                state.aggregate.add_outcomes(preds, labs, scores[idx], keys[idx], ts)
 
     # -- closing windows -----------------------------------------------------------------
     def _advance(self) -> list[Partial]:
@@ -600,6 +679,24 @@ def _ident_out(ident: tuple) -> list:
 def _ident_in(raw: list) -> tuple:
     model_id, version, segments, start = raw
     return (model_id, version, tuple((k, v) for k, v in segments), start)
+
+
+#: joined outcomes as columns: window ids, predictions, labels, scores, keys, event times
+_OutcomeChunk = tuple[np.ndarray, list[object], list[object], np.ndarray, np.ndarray, np.ndarray]
+
+
+def _outcome_chunk(rows: list[tuple[int, object, object, float, int, int]]) -> _OutcomeChunk:
+    if not rows:
+        return (np.zeros(0, np.int64), [], [], np.zeros(0), np.zeros(0, np.uint64), np.zeros(0, np.int64))
+    wids, predictions, labels, scores, keys, times = zip(*rows, strict=True)
+    return (
+        np.array(wids, dtype=np.int64),
+        list(predictions),
+        list(labels),
+        np.array(scores, dtype=np.float64),
+        np.array(keys, dtype=np.uint64),
+        np.array(times, dtype=np.int64),
+    )
 
 
 def _groups(ids: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:

@@ -24,11 +24,14 @@ from driftline.schemas import GroundTruthEvent, PredictionEvent
 
 __all__ = [
     "EndOfInput",
+    "FeatureWire",
     "JoinInput",
     "LabelBatch",
+    "LabelColumns",
     "Partial",
     "PartialsMessage",
     "PredictionBatch",
+    "PredictionColumns",
     "Progress",
     "Tick",
     "decode_join_input",
@@ -60,6 +63,48 @@ class LabelBatch(msgspec.Struct, tag="l", gc=False):
     events: list[GroundTruthEvent]
 
 
+#: one feature's values in a columnar batch: numbers as float64 bytes (NaN where none), and
+#: categories (None where none); either is None when the batch has no such column
+FeatureWire = tuple[bytes | None, list[str | None] | None]
+
+
+class PredictionColumns(msgspec.Struct, tag="P", gc=False):
+    """Valid predictions of one source message routed to one join partition, as columns.
+
+    Ingest has already decoded, validated and hashed every event; sending columns spares the
+    join a second decode, an object per event and the hash, and hands the sketches arrays.
+    ``groups`` are the distinct (model, version, segments) of the batch in first-seen order
+    and ``group`` indexes them per event; ``keys`` are the ids' stable keys (uint64),
+    ``times`` their event times (int64) and ``scores`` the positive-class probability
+    (float64, NaN when absent), all little-endian bytes."""
+
+    source: str
+    offset: int
+    watermark: int
+    ids: list[str]
+    keys: bytes
+    times: bytes
+    groups: list[tuple[str, str, list[tuple[str, str]]]]
+    group: bytes
+    predictions: list[str | int | float | bool]
+    scores: bytes
+    features: dict[str, FeatureWire]
+
+
+class LabelColumns(msgspec.Struct, tag="L", gc=False):
+    """Valid labels of one source message routed to one join partition, as columns;
+    ``models`` are the distinct model ids and ``model`` indexes them per event (uint16)."""
+
+    source: str
+    offset: int
+    watermark: int
+    ids: list[str]
+    times: bytes
+    models: list[str]
+    model: bytes
+    labels: list[str | int | float | bool]
+
+
 class Tick(msgspec.Struct, tag="t"):
     """Event-time progress of a source, broadcast to the join partitions its data skipped.
 
@@ -77,7 +122,9 @@ class EndOfInput(msgspec.Struct, tag="e"):
     source: str
 
 
-JoinInput = PredictionBatch | LabelBatch | Tick | EndOfInput
+#: ``PredictionBatch`` and ``LabelBatch`` (events as structs) are what versions before the
+#: columnar batches wrote; the join still reads them, so an upgrade can resume mid-log
+JoinInput = PredictionColumns | LabelColumns | PredictionBatch | LabelBatch | Tick | EndOfInput
 
 
 class Partial(msgspec.Struct, tag="w", gc=False):

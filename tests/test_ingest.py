@@ -8,7 +8,7 @@ from driftline.catalog import ModelCatalog
 from driftline.config import Config, ModelConfig
 from driftline.detectors.hashing import partition_for
 from driftline.streams.ingest import CONTROL_HEADER, END_OF_INPUT, Router
-from driftline.streams.messages import EndOfInput, PredictionBatch, Tick, decode_join_input
+from driftline.streams.messages import EndOfInput, PredictionColumns, Tick, decode_join_input
 
 T0 = 1_767_225_600_000
 WALL = T0 + 3_600_000  # the clock, one hour after the events
@@ -47,9 +47,9 @@ def test_valid_events_are_routed_by_prediction_id_and_bad_ones_dead_lettered() -
     for o in out:
         if o.topic == "driftline.internal.join-input":
             msg = decode_join_input(o.value)
-            if isinstance(msg, PredictionBatch):
+            if isinstance(msg, PredictionColumns):
                 assert (msg.source, msg.offset, msg.watermark) == ("preds:2", 77, T0)
-                routed[o.partition] = [e.prediction_id for e in msg.events]
+                routed[o.partition] = msg.ids
     expected = partition_for([e["prediction_id"] for e in events], 4).tolist()
     for pid, p in zip([e["prediction_id"] for e in events], expected, strict=True):
         assert pid in routed[p]
@@ -66,7 +66,7 @@ def test_far_future_and_unknown_models_are_refused() -> None:
     reasons = [dict(o.headers)["driftline-dlq-reason"] for o in out if o.topic == "driftline.dead-letter"]
     assert reasons == [b"too_far_ahead", b"unknown_model"]
     batches = [decode_join_input(o.value) for o in out if o.topic == "driftline.internal.join-input"]
-    assert [e.prediction_id for b in batches if isinstance(b, PredictionBatch) for e in b.events] == ["k"]
+    assert [pid for b in batches if isinstance(b, PredictionColumns) for pid in b.ids] == ["k"]
 
 
 def test_end_of_input_goes_to_every_join_partition() -> None:
@@ -82,7 +82,7 @@ def test_partitions_without_data_get_ticks_and_idle_sources_are_announced() -> N
     ticks = {
         o.partition: decode_join_input(o.value) for o in out if isinstance(decode_join_input(o.value), Tick)
     }
-    data = [o.partition for o in out if isinstance(decode_join_input(o.value), PredictionBatch)]
+    data = [o.partition for o in out if isinstance(decode_join_input(o.value), PredictionColumns)]
     assert sorted([*ticks, *data]) == [0, 1, 2, 3] and len(data) == 1
     assert all(t == Tick("preds:0", T0) for t in ticks.values())
     assert router.idle_ticks([("preds", 0)], now=5.0, idle_after_s=10.0) == []
