@@ -314,29 +314,38 @@ def worker_rate(
     return n / elapsed, events / elapsed, producer_rate
 
 
-def faust_count_rate(settings: KafkaSettings, topics: Sequence[str], messages: int) -> float:
-    """Messages/s of a bare Faust agent that only counts (run as a subprocess, own event loop)."""
+#: what a bare Faust agent does per message: ``count`` messages, ``orjson`` decode and count
+#: events (the bare consumer's work, inside Faust), ``validate`` decode and validate with the
+#: worker's own codec (msgspec structs), and count events
+FAUST_MODES = ("count", "orjson", "validate")
+
+
+def faust_rate(settings: KafkaSettings, topics: Sequence[str], expect: int, mode: str = "count") -> float:
+    """Messages/s (``count``) or events/s (the decoding modes) of a bare Faust agent, run as a
+    subprocess with its own event loop and the worker's transport (``driftline://``)."""
     out = subprocess.run(
-        [sys.executable, __file__, "--faust-count", settings.bootstrap_servers, str(messages), *topics],
+        [sys.executable, __file__, "--faust", mode, settings.bootstrap_servers, str(expect), *topics],
         capture_output=True,
         timeout=300,
         cwd=REPO,
     )
     if out.returncode != 0:
-        raise RuntimeError(f"faust counter failed: {out.stderr.decode()[-2000:]}")
+        raise RuntimeError(f"faust {mode} agent failed: {out.stderr.decode()[-2000:]}")
     numbers = re.findall(rb"RATE=([0-9.]+)", out.stdout)  # Faust writes terminal codes around it
     return float(numbers[-1])
 
 
-def _faust_count_main(bootstrap: str, messages: int, topics: list[str]) -> None:
+def _faust_main(mode: str, bootstrap: str, expect: int, topics: list[str]) -> None:
     import faust
 
+    from driftline.schemas import decode_ground_truth, decode_predictions
+
     app = faust.App(
-        f"bench-count-{uuid.uuid4().hex[:6]}",
-        broker=f"kafka://{bootstrap}",
+        f"bench-{mode}-{uuid.uuid4().hex[:6]}",
+        broker=f"driftline://{bootstrap}",
         value_serializer="raw",
         store="memory://",
-        datadir=tempfile.mkdtemp(prefix="bench-count-"),
+        datadir=tempfile.mkdtemp(prefix="bench-faust-"),
         web_enabled=False,
         web_port=free_loopback_port(),
         web_host="127.0.0.1",
@@ -344,19 +353,31 @@ def _faust_count_main(bootstrap: str, messages: int, topics: list[str]) -> None:
         topic_allow_declare=False,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=8 * 1024 * 1024,
         broker_session_timeout=6,
         broker_heartbeat_interval=1,
     )
     state = {"n": 0, "start": 0.0}
 
+    def size(topic: str, value: bytes) -> int:
+        if mode == "count":
+            return 1
+        if not value:
+            return 0
+        if mode == "orjson":
+            doc = orjson.loads(value)
+            return len(doc["events"]) if "events" in doc else 1
+        decode = decode_predictions if topic.endswith("predictions") else decode_ground_truth
+        return len(decode(value).events)
+
     @app.agent(app.topic(*topics, value_type=bytes))
-    async def count(stream: Any) -> None:
-        async for _ in stream:
+    async def measure(stream: Any) -> None:
+        async for event in stream.events():
             if state["n"] == 0:
                 state["start"] = time.perf_counter()
-            state["n"] += 1
-            if state["n"] == messages:
-                print(f"RATE={messages / (time.perf_counter() - state['start'])}", flush=True)
+            state["n"] += size(event.message.topic, event.value)
+            if state["n"] >= expect:
+                print(f"RATE={state['n'] / (time.perf_counter() - state['start'])}", flush=True)
                 os._exit(0)
 
     app.main = None  # type: ignore[attr-defined]
@@ -374,7 +395,11 @@ def run(quick: bool, profile: Path | None = None) -> list[tuple[str, str, str]]:
         d.mkdir()
         preds_s, events_s, produced_s = worker_rate(settings, n_batch, 500, d, profile)
         prefix = prefix_of(d / "driftline.yaml")
-        bare = bare_consumer_rate(settings, [f"{prefix}predictions", f"{prefix}ground-truth"], 2 * n_batch)
+        topics = [f"{prefix}predictions", f"{prefix}ground-truth"]
+        bare = bare_consumer_rate(settings, topics, 2 * n_batch)
+        # the ladder between the two: the same decode inside Faust, then the worker's validation
+        in_faust = faust_rate(settings, topics, 2 * n_batch, "orjson")
+        validated = faust_rate(settings, topics, 2 * n_batch, "validate")
         rows += [
             (
                 f"worker, batches of 500, {n_batch:,} predictions + labels",
@@ -384,12 +409,22 @@ def run(quick: bool, profile: Path | None = None) -> list[tuple[str, str, str]]:
             ("bare confluent-kafka + orjson, same messages", f"{bare:,.0f} events/s", ""),
             ("producer helper writing them (for scale)", f"{produced_s:,.0f} events/s", ""),
             ("ratio worker / bare (target >= 0.4)", f"{events_s / bare:.3f}", ""),
+            (
+                "bare Faust agent + orjson, same messages",
+                f"{in_faust:,.0f} events/s",
+                f"{in_faust / bare:.3f} of bare: Faust's own ceiling",
+            ),
+            (
+                "bare Faust agent + driftline's validating decode",
+                f"{validated:,.0f} events/s",
+                f"{validated / bare:.3f} of bare: the ceiling of any validating Faust worker",
+            ),
         ]
         d = Path(tmp) / "single"
         d.mkdir()
         _, single_s, _ = worker_rate(settings, n_single, 1, d)
         prefix = prefix_of(d / "driftline.yaml")
-        faust_s = faust_count_rate(settings, [f"{prefix}predictions", f"{prefix}ground-truth"], 2 * n_single)
+        faust_s = faust_rate(settings, [f"{prefix}predictions", f"{prefix}ground-truth"], 2 * n_single)
         rows += [
             (
                 f"worker, single-event messages, {n_single:,} predictions + labels",
@@ -404,8 +439,8 @@ def run(quick: bool, profile: Path | None = None) -> list[tuple[str, str, str]]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "--faust-count":
-        _faust_count_main(argv[1], int(argv[2]), argv[3:])
+    if argv and argv[0] == "--faust":
+        _faust_main(argv[1], argv[2], int(argv[3]), argv[4:])
         return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
