@@ -1,10 +1,11 @@
 """Wire formats of the internal topics (msgpack): the join input and the window partials.
 
-These are not public contracts: producers never see them, and both ends are always the same
-driftline version. msgpack keeps the re-encoded events and the sketches compact and fast.
+These are not public contracts: producers never see them. msgpack keeps the columnar batches
+and the sketches compact and fast. A reader still accepts what the previous version wrote
+(event-struct batches), so a worker upgraded mid-log resumes where the old one stopped.
 
-``join-input`` carries, per join partition, an ordered mix of prediction batches, label
-batches, watermark ticks and end-of-input markers. Because one partition's log holds both
+``join-input`` carries, per join partition, an ordered mix of prediction and label batches
+(as columns), watermark ticks and end-of-input markers. Because one partition's log holds both
 sides of the join in one order, processing it is a deterministic function of that log.
 ``window-partials`` carries each join partition's partial window aggregates and its progress
 (watermark and counters) to the partition that owns the model.

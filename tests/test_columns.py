@@ -193,3 +193,20 @@ def test_a_columnar_block_means_what_its_events_mean_one_by_one() -> None:
     # no window has reached its label horizon yet: every accepted prediction is in flight
     assert sorted(expected_in_flight) == ["a", "b", "c", "d", "early", "late", "r1", "r2", "s1", "s2", "s3"]
     assert in_flight == expected_in_flight
+
+
+def test_join_input_written_by_the_previous_version_is_still_read() -> None:
+    """An upgraded worker resuming mid-log meets event-struct batches: same state either way."""
+    from driftline.streams.messages import LabelBatch, PredictionBatch
+
+    preds = [_pred("a", 50), _pred("b", 60, score=0.3), _pred("a", 70)]
+    labels = [_label("b", 100), _label("zz", 110)]
+    old, new = _join(), _join()
+    old.apply(decode_join_input(encode_internal(PredictionBatch(P_SRC, 0, T0 + 70, preds))))
+    old.apply(decode_join_input(encode_internal(LabelBatch(L_SRC, 0, T0 + 110, labels))))
+    pb = PredictionBlock.from_events(preds, new._positive_label).to_wire(P_SRC, 0, T0 + 70)
+    new.apply(decode_join_input(encode_internal(pb)))
+    new.apply(decode_join_input(encode_internal(LabelBlock.from_events(labels).to_wire(L_SRC, 0, T0 + 110))))
+    assert old.counters == new.counters
+    assert old.counters["joined"] == 1 and old.counters["duplicate_predictions"] == 1
+    assert old.snapshot() == new.snapshot()
