@@ -527,6 +527,8 @@ class NumericSketch:
     def merge(self, other: NumericSketch) -> None:
         _check_same("edges", self.edges.tolist(), other.edges.tolist())
         _check_same("sample_size", self.sample_size, other.sample_size)
+        if other.n == 0 and other.missing == 0:  # nothing to add (a part a fold never touched)
+            return
         self.counts += other.counts
         self.n += other.n
         self.missing += other.missing

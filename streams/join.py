@@ -24,6 +24,7 @@ import heapq
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -60,6 +61,9 @@ MIN_WATERMARK = -(2**62)
 #: joined events held back before they are folded into the aggregates (see JoinPartition.flush)
 FLUSH_EVENTS = 16_384
 MAX_WATERMARK = 2**62
+#: a group of at least this many events is folded once and merged into its slices (see
+#: JoinPartition._folder); below it, folding into each slice costs less than a merge
+MERGE_ABOVE = 512
 OVERFLOW_SEGMENT = "__other__"
 
 #: what a join partition counts; cumulative, reported in Progress and the replay report
@@ -452,8 +456,9 @@ class JoinPartition:
             for wid, idx in _groups(wids):
                 wkey = self._wkeys[wid]
                 preds = self._prediction_array(wkey.model_id, pick(predictions, idx))
-                for state in self._slice_states(wkey):
-                    state.aggregate.add_predictions(columns, idx, keys[idx], preds, scores[idx])
+                fold = self._folder(wkey, idx.size)
+                fold.add_predictions(columns, idx, keys[idx], preds, scores[idx])
+                self._spread(wkey, fold)
         if outcomes:
             self._add_outcomes(outcomes)
 
@@ -589,8 +594,26 @@ class JoinPartition:
             preds = self._prediction_array(model_id, pick(predictions, idx))
             labs = self._prediction_array(model_id, pick(labels, idx))
             ts = times[idx].astype(np.float64)  # exact below 2**53 ms
-            for state in self._slice_states(self._wkeys[wid]):
-                state.aggregate.add_outcomes(preds, labs, scores[idx], keys[idx], ts)
+            wkey = self._wkeys[wid]
+            fold = self._folder(wkey, idx.size)
+            fold.add_outcomes(preds, labs, scores[idx], keys[idx], ts)
+            self._spread(wkey, fold)
+
+    def _folder(self, wkey: _WindowKey, rows: int) -> WindowAggregate | _Fanout:
+        """Where a group of events of one window key is folded. Every event counts in the
+        model's slice and in one slice per segment dimension; folding costs per event and
+        per slice, merging a folded aggregate costs per sketch. So a large group is folded
+        once, into a fresh aggregate merged into each slice afterwards (:meth:`_spread`); a
+        small one straight into each slice. Merges are exact: the slices come out identical."""
+        states = self._slice_states(wkey)
+        if len(states) > 1 and rows >= MERGE_ABOVE:
+            return WindowAggregate(self.catalog.spec(wkey.model_id))
+        return _Fanout([st.aggregate for st in states])
+
+    def _spread(self, wkey: _WindowKey, fold: WindowAggregate | _Fanout) -> None:
+        if isinstance(fold, WindowAggregate):
+            for state in self._slice_states(wkey):
+                state.aggregate.merge(fold)
 
     # -- closing windows -----------------------------------------------------------------
     def _advance(self) -> list[Partial]:
@@ -679,6 +702,23 @@ def _ident_out(ident: tuple) -> list:
 def _ident_in(raw: list) -> tuple:
     model_id, version, segments, start = raw
     return (model_id, version, tuple((k, v) for k, v in segments), start)
+
+
+class _Fanout:
+    """Folds into several aggregates at once (the small-group path of JoinPartition._folder)."""
+
+    __slots__ = ("targets",)
+
+    def __init__(self, targets: list[WindowAggregate]) -> None:
+        self.targets = targets
+
+    def add_predictions(self, *args: Any) -> None:
+        for target in self.targets:
+            target.add_predictions(*args)
+
+    def add_outcomes(self, *args: Any) -> None:
+        for target in self.targets:
+            target.add_outcomes(*args)
 
 
 #: joined outcomes as columns: window ids, predictions, labels, scores, keys, event times
