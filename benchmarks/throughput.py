@@ -316,13 +316,18 @@ def worker_rate(
 
 #: what a bare Faust agent does per message: ``count`` messages, ``orjson`` decode and count
 #: events (the bare consumer's work, inside Faust), ``validate`` decode and validate with the
-#: worker's own codec (msgspec structs), and count events
-FAUST_MODES = ("count", "orjson", "validate")
+#: worker's own codec (msgspec structs), and count events; ``hop`` decode with orjson, forward
+#: the bytes through one internal topic (as the worker's repartitioning does) to a second agent
+#: that decodes them again and counts events
+FAUST_MODES = ("count", "orjson", "validate", "hop")
+HOP_TOPIC = "bench-hop"
 
 
 def faust_rate(settings: KafkaSettings, topics: Sequence[str], expect: int, mode: str = "count") -> float:
     """Messages/s (``count``) or events/s (the decoding modes) of a bare Faust agent, run as a
     subprocess with its own event loop and the worker's transport (``driftline://``)."""
+    if mode == "hop":
+        ensure_topics(settings, {HOP_TOPIC: TOPICS["join"]})
     out = subprocess.run(
         [sys.executable, __file__, "--faust", mode, settings.bootstrap_servers, str(expect), *topics],
         capture_output=True,
@@ -370,15 +375,33 @@ def _faust_main(mode: str, bootstrap: str, expect: int, topics: list[str]) -> No
         decode = decode_predictions if topic.endswith("predictions") else decode_ground_truth
         return len(decode(value).events)
 
+    def counted(n: int) -> None:
+        state["n"] += n
+        if state["n"] >= expect:
+            print(f"RATE={state['n'] / (time.perf_counter() - state['start'])}", flush=True)
+            os._exit(0)
+
+    hop = app.topic(HOP_TOPIC, value_type=bytes, partitions=TOPICS["join"])
+
     @app.agent(app.topic(*topics, value_type=bytes))
     async def measure(stream: Any) -> None:
         async for event in stream.events():
-            if state["n"] == 0:
+            if not state["start"]:
                 state["start"] = time.perf_counter()
-            state["n"] += size(event.message.topic, event.value)
-            if state["n"] >= expect:
-                print(f"RATE={state['n'] / (time.perf_counter() - state['start'])}", flush=True)
-                os._exit(0)
+            n = size(event.message.topic, event.value)
+            if mode == "hop":
+                if n:
+                    await hop.send(value=event.value, partition=event.message.partition)
+            else:
+                counted(n)
+
+    if mode == "hop":
+
+        @app.agent(hop)
+        async def second(stream: Any) -> None:
+            async for value in stream:
+                doc = orjson.loads(value)
+                counted(len(doc["events"]) if "events" in doc else 1)
 
     app.main = None  # type: ignore[attr-defined]
     worker = faust.Worker(app, loglevel="ERROR", quiet=True, redirect_stdouts=False, override_logging=False)
@@ -400,6 +423,7 @@ def run(quick: bool, profile: Path | None = None) -> list[tuple[str, str, str]]:
         # the ladder between the two: the same decode inside Faust, then the worker's validation
         in_faust = faust_rate(settings, topics, 2 * n_batch, "orjson")
         validated = faust_rate(settings, topics, 2 * n_batch, "validate")
+        hopped = faust_rate(settings, topics, 2 * n_batch, "hop")
         rows += [
             (
                 f"worker, batches of 500, {n_batch:,} predictions + labels",
@@ -418,6 +442,11 @@ def run(quick: bool, profile: Path | None = None) -> list[tuple[str, str, str]]:
                 "bare Faust agent + driftline's validating decode",
                 f"{validated:,.0f} events/s",
                 f"{validated / bare:.3f} of bare: the ceiling of any validating Faust worker",
+            ),
+            (
+                "bare Faust agent + orjson, forwarding through one internal topic",
+                f"{hopped:,.0f} events/s",
+                f"{hopped / bare:.3f} of bare: the ceiling of any repartitioning Faust worker",
             ),
         ]
         d = Path(tmp) / "single"
