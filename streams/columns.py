@@ -49,7 +49,13 @@ def _index(values: list[Any]) -> tuple[list[Any], np.ndarray]:
     return list(first), np.array(list(map(first.__getitem__, values)), dtype=np.uint32)
 
 
+def _buffer(values: np.ndarray, dtype: str) -> bytes:
+    """An array as bytes of an explicit (little-endian) dtype: what the wire carries."""
+    return values.astype(dtype, copy=False).tobytes()
+
+
 def _array(buf: bytes, dtype: str, native: type[np.generic]) -> np.ndarray:
+    """The inverse of :func:`_buffer`, as a writable array of the native dtype."""
     return np.frombuffer(buf, dtype=dtype).astype(native)
 
 
@@ -126,12 +132,12 @@ class PredictionBlock:
             offset=offset,
             watermark=watermark,
             ids=self.ids,
-            keys=self.keys.astype("<u8", copy=False).tobytes(),
-            times=self.times.astype("<i8", copy=False).tobytes(),
+            keys=_buffer(self.keys, "<u8"),
+            times=_buffer(self.times, "<i8"),
             groups=[(m, v, list(s)) for m, v, s in self.groups],
-            group=self.group.astype("<u4", copy=False).tobytes(),
+            group=_buffer(self.group, "<u4"),
             predictions=self.predictions,
-            scores=self.scores.astype("<f8", copy=False).tobytes(),
+            scores=_buffer(self.scores, "<f8"),
             features=self.features.to_wire(),
         )
 
@@ -185,9 +191,9 @@ class LabelBlock:
             offset=offset,
             watermark=watermark,
             ids=self.ids,
-            times=self.times.astype("<i8", copy=False).tobytes(),
+            times=_buffer(self.times, "<i8"),
             models=self.models,
-            model=self.model.astype("<u4", copy=False).tobytes(),
+            model=_buffer(self.model, "<u4"),
             labels=self.labels,
         )
 
