@@ -12,6 +12,7 @@ event goes to dead-letter alone while its neighbours are kept, in order.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -196,8 +197,16 @@ def _is_utf8(data: bytes) -> bool:
 
 def _decode_slow(data: bytes, dec: _Decoders) -> Decoded:
     """Classify a message the fast path refused, isolating bad members of a batch."""
+    members: list[bytes] | None = None  # set when the batch had to be split by hand
+    envelope_data = data
     try:
         top = _PROBE.decode(data)
+    except RecursionError as exc:  # msgspec parses nesting recursively, even to skip a value
+        split = _split_batch(data)
+        if split is None:
+            return Decoded([], [_reject(exc, None, data)], False)
+        envelope_data, members = split
+        top = {"events": None}
     except _DECODE_ERRORS as exc:
         return Decoded([], [_reject(exc, None, data)], False)
     message_is_utf8 = _is_utf8(data)
@@ -209,13 +218,13 @@ def _decode_slow(data: bytes, dec: _Decoders) -> Decoded:
         except _DECODE_ERRORS as exc:
             return Decoded([], [_reject(exc, None, data)], False)
     try:
-        envelope = dec.envelope.decode(data)
+        envelope = dec.envelope.decode(envelope_data)
     except _DECODE_ERRORS as exc:
         return Decoded([], [_reject(exc, None, data)], True)
     events: list = []
     rejected: list[Rejection] = []
     single = dec.single.decode
-    for i, member in enumerate(envelope.events):
+    for i, member in enumerate(envelope.events if members is None else members):
         raw = bytes(member)
         if not message_is_utf8 and not _is_utf8(raw):
             rejected.append(_invalid_utf8(i, raw))
@@ -229,6 +238,61 @@ def _decode_slow(data: bytes, dec: _Decoders) -> Decoded:
         # The invalid bytes sit in the envelope itself, outside every member.
         return Decoded([], [_invalid_utf8(None, data)], True)
     return Decoded(events, rejected, True)
+
+
+_STRUCTURE: Final = re.compile(rb'["\[\]{},]')
+_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _split_batch(data: bytes) -> tuple[bytes, list[bytes]] | None:
+    """A batch envelope too deeply nested for msgspec, taken apart without recursion: the
+    members of its top-level ``events`` array, and the envelope with each member replaced by
+    ``0``, so that msgspec can still check the envelope's own fields. None when ``data`` is not
+    a JSON object with an ``events`` array at its top level.
+
+    Only structural bytes are visited (strings are skipped whole by a regex), so the cost is
+    linear in the message, which the size limit bounds. Anything malformed is left for msgspec
+    to find when it decodes the envelope or a member."""
+    depth, pos = 0, 0
+    last_key: bytes | None = None
+    events_from = -1  # after the '[' or ',' that precedes the current member, while in events
+    spans: list[tuple[int, int]] = []
+    while (m := _STRUCTURE.search(data, pos)) is not None:
+        c, at, pos = m.group(), m.start(), m.end()
+        if c == b'"':
+            string = _STRING.match(data, at)
+            if string is None:
+                return None
+            pos = string.end()
+            if depth == 1:
+                last_key = string.group()[1:-1]
+        elif c in b"[{":
+            if depth == 0 and c != b"{":
+                return None
+            depth += 1
+            if depth == 2 and c == b"[" and last_key == b"events" and not spans and events_from < 0:
+                events_from = pos
+        elif c in b",]}":
+            if events_from >= 0 and depth == 2:
+                raw = data[events_from:at]
+                if raw.strip():
+                    lead = len(raw) - len(raw.lstrip())
+                    spans.append((events_from + lead, events_from + lead + len(raw.strip())))
+                events_from = pos if c == b"," else -1
+            if c != b",":
+                depth -= 1
+                if depth == 0:
+                    break
+            elif depth == 1:
+                last_key = None
+    if not spans:
+        return None
+    parts, last = [], 0
+    for start, end in spans:
+        parts += [data[last:start], b"0"]
+        last = end
+    parts.append(data[last:])
+    return b"".join(parts), [data[a:b] for a, b in spans]
 
 
 def _invalid_utf8(index: int | None, raw: bytes) -> Rejection:

@@ -374,18 +374,35 @@ def test_deeply_nested_json_is_invalid_json() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schemas/codec.py: a batch member nested deeper than the recursion limit makes the "
-    "batch envelope itself undecodable, so the whole batch is rejected as invalid_json instead "
-    "of that member alone (the valid members are dead-lettered with it)",
-)
-def test_deeply_nested_json_gets_a_contract_reason() -> None:
+def test_a_deeply_nested_batch_member_is_rejected_alone() -> None:
+    """msgspec parses (and skips) nesting recursively, so one member nested deeper than the
+    recursion limit makes the whole envelope undecodable; the batch is then split by hand and
+    only that member is dead-lettered."""
     ok = orjson.dumps(_prediction("v-1", T0))
     deep = ok[:-1] + b',"deep":' + b"[" * DEEP + b"]" * DEEP + b"}"
     decoded = decode_predictions(_batch("predictions", [ok, deep, ok.replace(b"v-1", b"v-2")]))
     assert [e.prediction_id for e in decoded.events] == ["v-1", "v-2"]
-    assert [(r.reason, r.index) for r in decoded.rejected] == [(Reason.INVALID_JSON.value, 1)]
+    assert [(r.reason, r.index, r.detail) for r in decoded.rejected] == [
+        (Reason.INVALID_JSON.value, 1, "JSON nested too deeply - at `$.events[1]`")
+    ]
+    assert decoded.rejected[0].raw == deep
+
+
+def test_a_batch_whose_envelope_itself_is_nested_too_deeply_is_rejected_whole() -> None:
+    ok = orjson.dumps(_prediction("v-1", T0)).decode()
+    envelope = '{"schema_version": "1.0", "junk": ' + "[" * DEEP + "]" * DEEP + f', "events": [{ok}]}}'
+    decoded = decode_predictions(envelope.encode())
+    assert decoded.events == []
+    assert [(r.reason, r.index) for r in decoded.rejected] == [(Reason.INVALID_JSON.value, None)]
+
+
+def test_a_split_batch_still_checks_its_envelope() -> None:
+    ok = orjson.dumps(_prediction("v-1", T0))
+    deep = b'{"deep":' + b"[" * DEEP + b"]" * DEEP + b"}"
+    wrong_kind = b'{"kind": "ground_truth", "events": [' + ok + b"," + deep + b"]}"
+    decoded = decode_predictions(wrong_kind)
+    assert decoded.events == []
+    assert [(r.reason, r.index) for r in decoded.rejected] == [(Reason.WRONG_KIND.value, None)]
 
 
 @pytest.mark.xfail(
@@ -413,3 +430,37 @@ def test_an_event_days_ahead_does_not_make_the_stream_late() -> None:
         jp.source_progress(s, T0 + DAYS_AHEAD_MS)
     jp.add_predictions([ev(f"b{i}", T0 + 1000 + i) for i in range(100)])
     assert jp.counters["late_predictions"] == 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_hand_split_agrees_with_msgspec_on_every_batch_it_can_parse(seed: int) -> None:
+    """Oracle: msgspec's own raw members. Strings full of brackets, commas, quotes and escapes,
+    nested members, scalars and free whitespace must not move a boundary."""
+    import random
+
+    import msgspec
+
+    from driftline.schemas.codec import _split_batch
+
+    rng = random.Random(seed)
+    tricky = ['"', "\\", "[", "]", "{", "}", ",", ":", "\\u005d", "é", " "]
+
+    def value(depth: int) -> object:
+        kind = rng.randrange(6 if depth < 3 else 3)
+        if kind == 0:
+            return rng.choice([0, -1.5, 1e300, True, None])
+        if kind in (1, 2):
+            return "".join(rng.choice(tricky) for _ in range(rng.randrange(6)))
+        if kind == 3:
+            return [value(depth + 1) for _ in range(rng.randrange(4))]
+        keys = ["".join(rng.choice(tricky) for _ in range(3)) for _ in range(rng.randrange(4))]
+        return {k: value(depth + 1) for k in keys}
+
+    members = [orjson.dumps(value(0)) for _ in range(rng.randrange(1, 8))]
+    pad = lambda: " " * rng.randrange(3)  # noqa: E731
+    body = b",".join(pad().encode() + m + pad().encode() for m in members)
+    data = b'{"x": ' + orjson.dumps(value(1)) + b', "events": [' + body + b'], "kind": "predictions"}'
+    envelope, split = _split_batch(data)  # type: ignore[misc]
+    expected = msgspec.json.decode(data, type=dict[str, msgspec.Raw])
+    assert split == [bytes(r) for r in msgspec.json.decode(bytes(expected["events"]), type=list[msgspec.Raw])]
+    assert msgspec.json.decode(envelope)["events"] == [0] * len(members)
