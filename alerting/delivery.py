@@ -40,10 +40,12 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from driftline import metrics
 from driftline.alerting.notifiers.base import Notifier, Outcome, send
 from driftline.alerting.outbox import DEFAULT_RATE_PER_S, RetryPolicy, TokenBucket
 from driftline.alerting.subscriptions import Subscription
 from driftline.schemas import AlertEvent
+from driftline.schemas.timefmt import rfc3339_to_ms
 from driftline.store import due_notifications, record_attempt
 from driftline.store.models import AlertTransition, Notification
 
@@ -307,8 +309,25 @@ class Delivery:
                     final,
                     duration_ms=duration_ms,
                 )
+        for r in rows:
+            _observe(notifier.kind, outcome, final, r.event, now_ms)
         if final in ("failed", "dead"):
             logger.error(
                 "subscription %s: %d notification(s) %s: %s", sub_name, len(rows), final, outcome.reason
             )
         return Sent(sub_name, tuple(r.id for r in rows), outcome, final)
+
+
+def _observe(kind: str, outcome: Outcome, final: str | None, event: AlertEvent, now_ms: int) -> None:
+    """One attempt for one notification, as ``driftline_notifications_total`` counts it; a
+    delivery also records how long after the alert was created it reached its receiver."""
+    if outcome.delivered:
+        label = "delivered"
+    elif final is not None:
+        label = "failed"
+    elif outcome.http_status == 429:
+        label = "rate_limited"
+    else:
+        label = "retry"
+    seconds = (now_ms - rfc3339_to_ms(event.time)) / 1000 if outcome.delivered else None
+    metrics.observe_notification(kind, label, seconds)

@@ -23,13 +23,15 @@ from typing import Any
 
 import httpx
 import msgspec
+from sqlalchemy.orm import Session
 
+from driftline import metrics
 from driftline.alerting.delivery import Delivery
 from driftline.alerting.notifiers.base import Notifier
 from driftline.alerting.outbox import RetryPolicy, ingest
-from driftline.alerting.subscriptions import Subscription, make_notifier
+from driftline.alerting.subscriptions import Subscription, make_notifier, route
 from driftline.kafka import KafkaSettings, confluent_config
-from driftline.schemas import decode_alert
+from driftline.schemas import AlertEvent, decode_alert
 from driftline.store import check_schema, make_engine, safe_url, session_factory
 
 logger = logging.getLogger(__name__)
@@ -79,6 +81,16 @@ class NotifierService:
         )
         self._poll_s = poll_s
         self._budget_s = delivery_budget_s
+
+    def record(self, session: Session, events: Sequence[AlertEvent], now_ms: int) -> None:
+        """The ingest half for one polled batch, in the caller's transaction: each alert is
+        recorded and queued per subscription; one already queued (the batch was read again
+        after a crash before its offsets were committed) is counted as ``deduplicated``."""
+        for event in events:
+            queued = ingest(session, event, self.subscriptions, now_ms)
+            for sub in route(event, self.subscriptions):
+                if sub.name not in queued:
+                    metrics.observe_notification(sub.kind, "deduplicated")
 
     def run(self, stop_event: threading.Event) -> None:
         """Serve until ``stop_event`` is set; refuses to start on an out-of-date schema."""
@@ -134,8 +146,7 @@ class NotifierService:
                 if consumed:
                     now_ms = int(self._clock() * 1000)
                     with sessions.begin() as session:
-                        for event in events:
-                            ingest(session, event, self.subscriptions, now_ms)
+                        self.record(session, events, now_ms)
                     consumer.commit(asynchronous=False)
                 delivery.run_once(budget_s=self._budget_s)
         finally:

@@ -173,10 +173,15 @@ def test_every_driftline_command_is_a_real_subcommand(compose: dict[str, Any]) -
     scrape = yaml.safe_load(PROMETHEUS.read_text())["scrape_configs"]
     targets = scrape[0]["dns_sd_configs"][0]
     assert targets == {"names": ["worker"], "type": "A", "port": 9108, "refresh_interval": "30s"}
-    # only what serves /metrics is scraped: the notifier has no metrics endpoint yet, so a
-    # notifier job would be a target that is always down
-    assert not hasattr(parser.parse_args(commands["notifier"]), "metrics_port")
-    assert [job["job_name"] for job in scrape] == ["driftline", "prometheus"]
+    # only what serves /metrics is scraped, on the port it serves
+    notifier = parser.parse_args(commands["notifier"])
+    assert notifier.metrics_port == 9108
+    assert [job["job_name"] for job in scrape] == ["driftline", "notifier", "prometheus"]
+    assert scrape[1]["dns_sd_configs"][0] == {**targets, "names": ["notifier"]}
+    services = _services(compose)
+    for name in ("worker", "notifier"):
+        assert services[name]["environment"]["DRIFTLINE__METRICS_HOST"] == "0.0.0.0"
+        assert "9108" in services[name]["expose"]
 
 
 def test_the_mounted_driftline_config_loads(compose: dict[str, Any]) -> None:

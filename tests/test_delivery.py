@@ -352,3 +352,80 @@ def test_no_secret_in_logs_rows_or_reasons(
     assert any("transport error" in t for t in texts)
     for text in texts:
         assert token not in text and ROUTING_KEY not in text and slack.path not in text
+
+
+# ---- metrics --------------------------------------------------------------------------------------
+
+
+def _count(receiver: str, outcome: str) -> float:
+    from prometheus_client import REGISTRY
+
+    value = REGISTRY.get_sample_value(
+        "driftline_notifications_total", {"receiver": receiver, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+def _delivery_observations(receiver: str) -> tuple[float, float]:
+    from prometheus_client import REGISTRY
+
+    labels = {"receiver": receiver}
+    count = REGISTRY.get_sample_value("driftline_notification_delivery_seconds_count", labels) or 0.0
+    total = REGISTRY.get_sample_value("driftline_notification_delivery_seconds_sum", labels) or 0.0
+    return count, total
+
+
+@pytest.mark.parametrize(
+    ("reply", "outcome"),
+    [
+        (None, "delivered"),
+        (slack_error(404, "channel_not_found"), "failed"),
+        (slack_error(429, "rate_limited", {"Retry-After": "7"}), "rate_limited"),
+        (Reply.text(503, "upstream down"), "retry"),
+    ],
+)
+def test_every_attempt_is_counted_by_receiver_kind_and_outcome(
+    sessions: sessionmaker[Session], client: httpx.Client, slack: FakeSlack, reply: Reply | None, outcome: str
+) -> None:
+    """``driftline_notifications_total{receiver, outcome}`` per notification attempt, and the
+    time from the alert (its window end) to delivery in ``..._delivery_seconds``."""
+    clock = Clock()
+    subs = [slack_sub(slack)]
+    if reply is not None:
+        slack.script([reply])
+    alert = sample_alert()
+    queue(sessions, subs, clock, alert)
+    before = {o: _count("slack", o) for o in ("delivered", "failed", "rate_limited", "retry")}
+    observed = _delivery_observations("slack")
+    make_delivery(sessions, subs, client, clock).run_once()
+    after = {o: _count("slack", o) for o in before}
+    assert {o: after[o] - before[o] for o in before} == {o: float(o == outcome) for o in before}
+    count, total = _delivery_observations("slack")
+    if outcome == "delivered":
+        from driftline.schemas.timefmt import rfc3339_to_ms
+
+        assert count - observed[0] == 1
+        assert total - observed[1] == pytest.approx(T0 - rfc3339_to_ms(alert.time) / 1000)
+    else:
+        assert count == observed[0]
+
+
+def test_a_replayed_alert_is_counted_as_deduplicated(
+    sessions: sessionmaker[Session], slack: FakeSlack
+) -> None:
+    from driftline.alerting.notifier_service import NotifierService
+    from driftline.kafka import KafkaSettings
+
+    subs = [slack_sub(slack)]
+    service = NotifierService(
+        KafkaSettings("127.0.0.1:9"), "alerts", "sqlite://", subs, group_id="g"
+    )
+    alert = sample_alert()
+    before = _count("slack", "deduplicated")
+    with sessions.begin() as session:
+        service.record(session, [alert], int(T0 * 1000))
+    assert _count("slack", "deduplicated") == before
+    with sessions.begin() as session:  # the same batch read again after a crash
+        service.record(session, [alert], int(T0 * 1000))
+    assert _count("slack", "deduplicated") == before + 1
+    assert len(notifications(sessions)) == 1

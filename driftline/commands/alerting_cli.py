@@ -40,6 +40,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--retry-base", type=float, default=1.0, help="backoff base in seconds (default 1)")
     p.add_argument("--retry-cap", type=float, default=300.0, help="backoff cap in seconds (default 300)")
     p.add_argument("--max-attempts", type=int, default=12, help="attempts before a notification is dead")
+    p.add_argument(
+        "--metrics-port", type=int, default=0, help="serve Prometheus metrics (deliveries) on this port"
+    )
     p.add_argument("--quick-join", action="store_true", help=argparse.SUPPRESS)  # embedded broker
     p.set_defaults(func=_cmd_notifier)
 
@@ -171,6 +174,10 @@ def _cmd_notifier(args: argparse.Namespace) -> int:
         policy=RetryPolicy(base_s=args.retry_base, cap_s=args.retry_cap, max_attempts=args.max_attempts),
         consumer_config=quick_join_consumer_config() if args.quick_join else None,
     )
+    if args.metrics_port:
+        from driftline.metrics import start_metrics_server
+
+        start_metrics_server(args.metrics_port, host=config.metrics_host)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
