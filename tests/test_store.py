@@ -6,6 +6,7 @@ round trips, and row counts / exact values written by hand for idempotency and r
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -32,6 +33,7 @@ from driftline.schemas import (
     ms_to_rfc3339,
 )
 from driftline.schemas.cloudevents import RetrainingRequest, alert_event, retraining_request
+from driftline.schemas.results import OnlineDetection
 from driftline.store import (
     SchemaOutOfDate,
     check_schema,
@@ -175,6 +177,10 @@ def _result(
         drift_share=0.5,
         reference="churn/3@1700000000000",
         data_quality={"age": FeatureQuality(missing_rate=0.01, type_error_rate=0.0, out_of_range_rate=0.02)},
+        online=[] if phase == "provisional" else [
+            OnlineDetection(detector="adwin", signal="error", time=ms_to_rfc3339(start_ms + 41_000),
+                            time_ms=start_ms + 41_000),
+        ],
     )
 
 
@@ -227,15 +233,40 @@ def test_migrate_up_down_up(db_url: str) -> None:
     assert current_revision(db_url) is None
     assert tables() == set()
     upgrade(db_url)
-    assert current_revision(db_url) == head_revision() == "0001"
+    assert current_revision(db_url) == head_revision() == "0002"
     assert tables() == TABLES
     upgrade(db_url)  # already at head: a no-op, not an error
-    assert current_revision(db_url) == "0001"
+    assert current_revision(db_url) == "0002"
     downgrade(db_url, "base")
     assert current_revision(db_url) is None
     assert tables() == set()
     upgrade(db_url)
     assert tables() == TABLES
+
+
+def test_window_rows_from_before_0002_read_back_without_detections(db_url: str) -> None:
+    """0002 adds ``online`` to window results; rows written at 0001 get an empty list."""
+    upgrade(db_url, "0001")
+    engine = make_engine(db_url)
+    try:
+        row = {
+            "model_id": "churn", "model_version": "3", "segment": "", "window_start_ms": 0,
+            "window_end_ms": 60_000, "phase": "final", "prediction_count": 100, "labelled_count": 40,
+            "label_coverage": 0.4, "dataset_drift": None, "drift_share": None, "metrics": {},
+            "drift": [], "data_quality": {}, "reference": "", "recorded_ms": 1,
+        }
+        columns = ", ".join(row)
+        with engine.begin() as connection:
+            connection.execute(
+                text(f"INSERT INTO window_results ({columns}) VALUES ({', '.join(':' + c for c in row)})"),
+                {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in row.items()},
+            )
+        upgrade(db_url)
+        with session_factory(engine)() as session:
+            (result,) = window_history(session, "churn")
+        assert result.online == [] and result.prediction_count == 100
+    finally:
+        engine.dispose()
 
 
 def test_models_match_migrated_schema(sessions: sessionmaker[Session]) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -116,6 +117,8 @@ class WindowResultRow(Base):
     data_quality: Mapped[dict[str, Any]]
     reference: Mapped[str] = mapped_column(Text)
     recorded_ms: Mapped[int]
+    #: the online detectors' detections (revision 0002; rows stored before it hold [])
+    online: Mapped[list[Any]] = mapped_column(server_default=text("'[]'"))
 
 
 class AlertRow(Base):

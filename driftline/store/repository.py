@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from driftline.schemas import AlertEvent, RetrainingRequest
-from driftline.schemas.results import DriftTest, FeatureQuality, WindowResult
+from driftline.schemas.results import DriftTest, FeatureQuality, OnlineDetection, WindowResult
 from driftline.schemas.timefmt import ms_to_rfc3339, rfc3339_to_ms
 from driftline.store.models import (
     NOTIFICATION_STATUSES,
@@ -224,6 +224,7 @@ def record_window_result(session: Session, result: WindowResult, *, now_ms: int 
         "drift": msgspec.to_builtins(result.drift),
         "data_quality": msgspec.to_builtins(result.data_quality),
         "reference": result.reference,
+        "online": msgspec.to_builtins(result.online),
         "recorded_ms": _now_ms() if now_ms is None else now_ms,
     }
     key = ["model_id", "model_version", "segment", "window_start_ms", "phase"]
@@ -255,6 +256,7 @@ def _window_result(row: WindowResultRow) -> WindowResult:
         drift_share=row.drift_share,
         reference=row.reference,
         data_quality=msgspec.convert(row.data_quality, dict[str, FeatureQuality]),
+        online=msgspec.convert(row.online, list[OnlineDetection]),
     )
 
 
