@@ -73,6 +73,8 @@ class ModelStatus:
     labelled_count: int | None = None
     dataset_drift: bool | None = None
     drifted_features: tuple[str, ...] = ()
+    #: the online detectors' detections in that window (river, on the labelled error stream)
+    online: tuple[dict[str, Any], ...] = ()
     lag_ms: int | None = None
     firing: tuple[AlertSummary, ...] = field(default=())
 
@@ -138,6 +140,7 @@ def collect_status(session: Session, now_ms: int | None = None) -> list[ModelSta
                 labelled_count=row.labelled_count,
                 dataset_drift=row.dataset_drift,
                 drifted_features=drifted,
+                online=tuple(sorted(row.online, key=lambda d: (d["time_ms"], d["detector"], d["signal"]))),
                 lag_ms=now - row.window_end_ms,
                 firing=firing,
             )
@@ -184,9 +187,14 @@ def _percent(share: float | None) -> str:
 
 def _drift(s: ModelStatus) -> str:
     """``yes (x1,x2)``: the verdict, then the features that drifted (also under a ``no``: one
-    drifted feature need not tip the dataset verdict, but it is worth seeing)."""
+    drifted feature need not tip the dataset verdict, but it is worth seeing), then which
+    online detectors fired on the error stream (``; online ddm/error``)."""
     verdict = "-" if s.dataset_drift is None else ("yes" if s.dataset_drift else "no")
-    return f"{verdict} ({','.join(s.drifted_features)})" if s.drifted_features else verdict
+    cell = f"{verdict} ({','.join(s.drifted_features)})" if s.drifted_features else verdict
+    if s.online:
+        fired = dict.fromkeys(f"{d['detector']}/{d['signal']}" for d in s.online)
+        cell += f"; online {','.join(fired)}"
+    return cell
 
 
 def _row(s: ModelStatus) -> tuple[str, ...]:
@@ -261,6 +269,7 @@ def status_json(statuses: Sequence[ModelStatus], now_ms: int) -> dict[str, Any]:
                 "labelled_count": s.labelled_count,
                 "dataset_drift": s.dataset_drift,
                 "drifted_features": list(s.drifted_features),
+                "online_detections": [dict(d) for d in s.online],
             }
         models.append(
             {

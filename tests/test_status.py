@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from driftline.commands import ops_cli
 from driftline.schemas import AlertData, DriftTest, Window, WindowResult, alert_event, ms_to_rfc3339
+from driftline.schemas.results import OnlineDetection
 from driftline.status import collect_status, make_status_server, render_table, status_json
 from driftline.store import (
     make_engine,
@@ -48,6 +49,7 @@ def _window(
     segment: dict[str, str] | None = None,
     drifted: tuple[bool, bool] | None = (True, False),
     coverage: float | None = 1.0,
+    online: tuple[OnlineDetection, ...] = (),
 ) -> WindowResult:
     drift = (
         []
@@ -79,6 +81,7 @@ def _window(
         drift_share=None,
         reference="ref",
         data_quality={},
+        online=list(online),
     )
 
 
@@ -114,7 +117,7 @@ def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
         for r in (
             _window("fraud", T0, "final", {"accuracy": 0.9}),
             _window("fraud", T0 + MINUTE, "provisional", {"accuracy": 0.7}, coverage=0.5),
-            _window("fraud", T0 + MINUTE, "final", {"accuracy": 0.6125, "f1": None}),
+            _window("fraud", T0 + MINUTE, "final", {"accuracy": 0.6125, "f1": None}, online=DETECTIONS),
             _window("fraud", T0 + 2 * MINUTE, "final", {"accuracy": 0.1}, segment={"channel": "web"}),
             # prices: regression, only provisional so far, no drift tests, NaN-free rmse
             _window("prices", T0, "provisional", {"rmse": 12.5, "mae": 9.0}, drifted=None, coverage=None),
@@ -132,9 +135,15 @@ def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
         engine.dispose()
 
 
+DETECTIONS = (  # stored in another order than they happened
+    OnlineDetection(detector="ddm", signal="error", time=ms_to_rfc3339(T0 + 110_000), time_ms=T0 + 110_000),
+    OnlineDetection(detector="adwin", signal="error", time=ms_to_rfc3339(T0 + 95_000), time_ms=T0 + 95_000),
+)
+
 EXPECTED_TABLE = """\
 MODEL   VERSION  WINDOW END            PHASE        METRIC          LABELS  PREDS  FIRING  LAG   DRIFT
-fraud   v1       2026-01-01 00:02:00Z  final        accuracy=0.613    100%    600       2  5s    yes (x1)
+fraud   v1       2026-01-01 00:02:00Z  final        accuracy=0.613    100%    600       2  5s    yes (x1); \
+online adwin/error,ddm/error
 idle    -        -                     -            -                    -      -       0  -     -
 prices  v1       2026-01-01 00:01:00Z  provisional  rmse=12.500          -    600       0  1m5s  -
 
@@ -189,6 +198,12 @@ EXPECTED_JSON = {
                 "labelled_count": 600,
                 "dataset_drift": True,
                 "drifted_features": ["x1"],
+                "online_detections": [  # in the order they happened
+                    {"detector": "adwin", "signal": "error", "time": "2026-01-01T00:01:35.000Z",
+                     "time_ms": T0 + 95_000},
+                    {"detector": "ddm", "signal": "error", "time": "2026-01-01T00:01:50.000Z",
+                     "time_ms": T0 + 110_000},
+                ],
             },
             "lag_ms": 5_000,
             "firing_alerts": [
@@ -226,6 +241,7 @@ EXPECTED_JSON = {
                 "labelled_count": 0,
                 "dataset_drift": None,
                 "drifted_features": [],
+                "online_detections": [],
             },
             "lag_ms": 65_000,
             "firing_alerts": [],
