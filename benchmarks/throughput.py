@@ -419,7 +419,9 @@ def run(quick: bool, profile: Path | None = None) -> list[tuple[str, str, str]]:
         preds_s, events_s, produced_s = worker_rate(settings, n_batch, 500, d, profile)
         prefix = prefix_of(d / "driftline.yaml")
         topics = [f"{prefix}predictions", f"{prefix}ground-truth"]
-        bare = bare_consumer_rate(settings, topics, 2 * n_batch)
+        # the bare rate is the noisiest number here (0.6M-1.5M/s between runs): the best of
+        # three is the ceiling the ratio is taken against, which keeps the ratio conservative
+        bare = max(bare_consumer_rate(settings, topics, 2 * n_batch) for _ in range(3))
         # the ladder between the two: the same decode inside Faust, then the worker's validation
         in_faust = faust_rate(settings, topics, 2 * n_batch, "orjson")
         validated = faust_rate(settings, topics, 2 * n_batch, "validate")
@@ -430,7 +432,7 @@ def run(quick: bool, profile: Path | None = None) -> list[tuple[str, str, str]]:
                 f"{events_s:,.0f} events/s",
                 f"{preds_s:,.0f} predictions/s",
             ),
-            ("bare confluent-kafka + orjson, same messages", f"{bare:,.0f} events/s", ""),
+            ("bare confluent-kafka + orjson, same messages", f"{bare:,.0f} events/s", "best of 3"),
             ("producer helper writing them (for scale)", f"{produced_s:,.0f} events/s", ""),
             ("ratio worker / bare (target >= 0.4)", f"{events_s / bare:.3f}", ""),
             (
