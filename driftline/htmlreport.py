@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
@@ -361,6 +362,16 @@ _SCRIPT = """
 """
 
 
+def _online(windows: Sequence[WindowResult]) -> str:
+    """How often each online detector fired on the error stream, over the charted windows."""
+    fired = Counter(f"{d.detector}/{d.signal}" for w in windows for d in w.online)
+    if not fired:
+        return "none"
+    windows_with = sum(bool(w.online) for w in windows)
+    parts = ", ".join(f"{_attr(name)} x{n}" for name, n in sorted(fired.items()))
+    return f"{parts} (in {windows_with} window{'s' if windows_with != 1 else ''})"
+
+
 def _key_metric(windows: Sequence[WindowResult]) -> str | None:
     for name in ("accuracy", "rmse"):
         if any(name in w.metrics for w in windows):
@@ -428,6 +439,7 @@ def render_report(
         f"<tr><td>windows</td><td>{len(chosen)} ({ms_to_rfc3339(start)} to {ms_to_rfc3339(end)})</td></tr>"
         f"<tr><td>versions</td><td>{_attr(versions)}</td></tr>"
         f"<tr><td>windows with dataset drift</td><td>{sum(bool(w.dataset_drift) for w in chosen)}</td></tr>"
+        f"<tr><td>online detections</td><td>{_online(chosen)}</td></tr>"
         f"<tr><td>alert emissions</td><td>{fired} firing, {len(marks) - fired} resolved</td></tr>"
         "</table>"
     )

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from driftline.commands import ops_cli
 from driftline.htmlreport import build_report, chart_windows, render_report
 from driftline.schemas import AlertData, DriftTest, Window, WindowResult, alert_event, ms_to_rfc3339
+from driftline.schemas.results import OnlineDetection
 from driftline.store import make_engine, record_alert, record_window_result, session_factory, upgrade
 
 pytestmark = pytest.mark.timeout(120)
@@ -53,6 +54,7 @@ def _window(
     drift: list[DriftTest],
     *,
     segment: dict[str, str] | None = None,
+    online: list[OnlineDetection] | None = None,
 ) -> WindowResult:
     start = T0 + i * MINUTE
     return WindowResult(
@@ -73,7 +75,12 @@ def _window(
         drift_share=None,
         reference="ref",
         data_quality={},
+        online=online or [],
     )
+
+
+def _detection(detector: str, at_ms: int) -> OnlineDetection:
+    return OnlineDetection(detector=detector, signal="error", time=ms_to_rfc3339(at_ms), time_ms=at_ms)
 
 
 WINDOWS = [
@@ -91,6 +98,7 @@ WINDOWS = [
         0.91,
         1.0,
         [_t("x1", True, 0.001), _t(EVIL, False, 0.4), _t("prediction", False, 0.5, kind="prediction")],
+        online=[_detection("adwin", T0 + MINUTE + 30_000), _detection("ddm", T0 + MINUTE + 40_000)],
     ),
     _window(
         2,
@@ -98,6 +106,7 @@ WINDOWS = [
         None,
         0.0,
         [_t("x1", True, None, statistic=0.4), _t("prediction", True, 0.01, kind="prediction")],
+        online=[_detection("ddm", T0 + 2 * MINUTE + 5_000)],
     ),
     _window(
         3,
@@ -106,7 +115,10 @@ WINDOWS = [
         0.5,
         [_t("x1", True, 0.0001), _t(EVIL, True, 0.02), _t("prediction", True, 0.001, kind="prediction")],
     ),
-    _window(3, "final", 0.1, 0.1, [_t("x1", False, 0.9)], segment={"channel": "web"}),  # not the whole model
+    _window(  # not the whole model
+        3, "final", 0.1, 0.1, [_t("x1", False, 0.9)], segment={"channel": "web"},
+        online=[_detection("kswin", T0 + 3 * MINUTE + 1_000)],
+    ),
 ]
 # charted: windows 0 (final), 1, 2, 3 (provisional); accuracy points 3 (window 2 has none),
 # coverage points 4; heat-map cells 3 + 2 + 3 = ... counted per feature below
@@ -250,6 +262,8 @@ def test_page_marks_and_data(sessions: sessionmaker[Session]) -> None:
     assert not tags.fetching, tags.fetching
     assert not re.search(r"https?:|@import|url\(", tags.style + tags.script)
     assert "NaN" not in page and "inf" not in page
+    # the segment window's detection is not the whole model's: it is not counted
+    assert "<td>online detections</td><td>adwin/error x1, ddm/error x2 (in 2 windows)</td>" in page
 
 
 def test_empty_model_page(sessions: sessionmaker[Session]) -> None:
