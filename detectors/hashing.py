@@ -26,7 +26,7 @@ _xxh64 = xxhash.xxh64_intdigest
 
 def stable_keys(ids: Sequence[str]) -> np.ndarray:
     """Return one uint64 xxHash64 (seed 0, UTF-8) per id, identical across processes and machines."""
-    return np.fromiter((_xxh64(i.encode()) for i in ids), dtype=np.uint64, count=len(ids))
+    return np.fromiter(map(_xxh64, map(str.encode, ids)), dtype=np.uint64, count=len(ids))
 
 
 def partition_for(ids: Sequence[str], n_partitions: int) -> np.ndarray:
