@@ -210,3 +210,33 @@ def test_join_input_written_by_the_previous_version_is_still_read() -> None:
     assert old.counters == new.counters
     assert old.counters["joined"] == 1 and old.counters["duplicate_predictions"] == 1
     assert old.snapshot() == new.snapshot()
+
+
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+def test_regression_and_multiclass_blocks_mean_what_their_events_mean(task: str) -> None:
+    """Predictions and labels travel as raw scalars (floats, ints, strings, bools) and are
+    typed by the model's task at the join, whichever way they arrived."""
+    config = Config(defaults=ModelConfig(window_ms=W, grace_ms=2_000, label_horizon_ms=5_000, task=task))
+    values: list[object] = [1.5, 2, -0.25, 7.0] if task == "regression" else ["cat", 2, True, 2.0]
+
+    def run(as_block: bool) -> list[bytes]:
+        jp = JoinPartition(0, ModelCatalog(config), prediction_sources=[P_SRC], label_sources=[L_SRC])
+        preds = [_pred(f"p{i}", 10 * i, prediction=v) for i, v in enumerate(values)]
+        labels = [_label(f"p{i}", 100 + i, label=values[(i + 1) % len(values)]) for i in range(len(values))]
+        if as_block:
+            pb = PredictionBlock.from_events(preds, jp._positive_label).to_wire(P_SRC, 0, T0 + 30)
+            lb = LabelBlock.from_events(labels).to_wire(L_SRC, 0, T0 + 103)
+            jp.apply(decode_join_input(encode_internal(pb)))
+            jp.apply(decode_join_input(encode_internal(lb)))
+        else:
+            for p in preds:
+                jp.add_predictions([p])
+            for lab in labels:
+                jp.add_labels([lab])
+        out = jp.end_source(P_SRC) + jp.end_source(L_SRC)
+        assert jp.counters["joined"] == len(values)
+        return [encode_internal(p) for p in out]
+
+    expected = run(as_block=False)
+    assert len(expected) == 2  # one window: provisional and final
+    assert run(as_block=True) == expected
