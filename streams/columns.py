@@ -24,7 +24,7 @@ from driftline.detectors.hashing import stable_keys
 from driftline.schemas import GroundTruthEvent, PredictionEvent
 from driftline.streams.messages import LabelColumns, PredictionColumns
 
-__all__ = ["Group", "LabelBlock", "PredictionBlock", "pick"]
+__all__ = ["Group", "LabelBlock", "PredictionBlock", "pick", "row_offsets"]
 
 #: (model id, model version, segments as sorted (dimension, value) pairs)
 Group = tuple[str, str, tuple[tuple[str, str], ...]]
@@ -57,6 +57,11 @@ def _buffer(values: np.ndarray, dtype: str) -> bytes:
 def _array(buf: bytes, dtype: str, native: type[np.generic]) -> np.ndarray:
     """The inverse of :func:`_buffer`, as a writable array of the native dtype."""
     return np.frombuffer(buf, dtype=dtype).astype(native)
+
+
+def row_offsets(message: PredictionColumns | LabelColumns) -> np.ndarray | None:
+    """The source offset of each row of a block, or None when all are at ``message.offset``."""
+    return None if message.row_offsets is None else _array(message.row_offsets, "<i8", np.int64)
 
 
 @dataclass(slots=True)
@@ -126,11 +131,14 @@ class PredictionBlock:
             self.features.take(idx),
         )
 
-    def to_wire(self, source: str, offset: int, watermark: int) -> PredictionColumns:
+    def to_wire(
+        self, source: str, offset: int, watermark: int, row_offsets: np.ndarray | None = None
+    ) -> PredictionColumns:
         return PredictionColumns(
             source=source,
             offset=offset,
             watermark=watermark,
+            row_offsets=None if row_offsets is None else _buffer(row_offsets, "<i8"),
             ids=self.ids,
             keys=_buffer(self.keys, "<u8"),
             times=_buffer(self.times, "<i8"),
@@ -185,11 +193,14 @@ class LabelBlock:
             pick(self.ids, idx), self.times[idx], self.models, self.model[idx], pick(self.labels, idx)
         )
 
-    def to_wire(self, source: str, offset: int, watermark: int) -> LabelColumns:
+    def to_wire(
+        self, source: str, offset: int, watermark: int, row_offsets: np.ndarray | None = None
+    ) -> LabelColumns:
         return LabelColumns(
             source=source,
             offset=offset,
             watermark=watermark,
+            row_offsets=None if row_offsets is None else _buffer(row_offsets, "<i8"),
             ids=self.ids,
             times=_buffer(self.times, "<i8"),
             models=self.models,

@@ -34,7 +34,7 @@ from driftline.config import Config
 from driftline.detectors.aggregates import FeatureColumns, WindowAggregate
 from driftline.detectors.categories import category_strings
 from driftline.schemas import GroundTruthEvent, PredictionEvent
-from driftline.streams.columns import LabelBlock, PredictionBlock, pick
+from driftline.streams.columns import LabelBlock, PredictionBlock, pick, row_offsets
 from driftline.streams.messages import (
     EndOfInput,
     JoinInput,
@@ -275,13 +275,25 @@ class JoinPartition:
     def apply(self, message: JoinInput) -> list[Partial]:
         """One join-input message: its events (unless already applied), then the event-time
         progress it carries; returns the partials that progress released."""
-        if isinstance(message, PredictionColumns | LabelColumns | PredictionBatch | LabelBatch):
+        if isinstance(message, PredictionColumns | LabelColumns):
+            applied = self._applied.get(message.source, -1)
             if self.accept(message.source, message.offset):
-                if isinstance(message, PredictionColumns):
-                    self.add_prediction_block(PredictionBlock.from_wire(message))
-                elif isinstance(message, LabelColumns):
-                    self.add_label_block(LabelBlock.from_wire(message))
-                elif isinstance(message, PredictionBatch):
+                block: PredictionBlock | LabelBlock = (
+                    PredictionBlock.from_wire(message)
+                    if isinstance(message, PredictionColumns)
+                    else LabelBlock.from_wire(message)
+                )
+                offsets = row_offsets(message)
+                if offsets is not None and offsets[0] <= applied:  # partly applied before a restart
+                    block = block.take(np.flatnonzero(offsets > applied))
+                if isinstance(block, PredictionBlock):
+                    self.add_prediction_block(block)
+                else:
+                    self.add_label_block(block)
+            return self.source_progress(message.source, message.watermark)
+        if isinstance(message, PredictionBatch | LabelBatch):
+            if self.accept(message.source, message.offset):
+                if isinstance(message, PredictionBatch):
                     self.add_predictions(message.events)
                 else:
                     self.add_labels(message.events)

@@ -90,6 +90,9 @@ class PredictionColumns(msgspec.Struct, tag="P", gc=False):
     predictions: list[str | int | float | bool]
     scores: bytes
     features: dict[str, FeatureWire]
+    #: each row's source offset (int64) when the block joins several source messages;
+    #: ``offset`` is then the largest. None: every row is at ``offset``.
+    row_offsets: bytes | None = None
 
 
 class LabelColumns(msgspec.Struct, tag="L", gc=False):
@@ -104,6 +107,8 @@ class LabelColumns(msgspec.Struct, tag="L", gc=False):
     models: list[str]
     model: bytes
     labels: list[str | int | float | bool]
+    #: as PredictionColumns.row_offsets
+    row_offsets: bytes | None = None
 
 
 class Tick(msgspec.Struct, tag="t"):

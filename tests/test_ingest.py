@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import orjson
+import pytest
 
 from driftline.catalog import ModelCatalog
 from driftline.config import Config, ModelConfig
@@ -89,3 +91,74 @@ def test_partitions_without_data_get_ticks_and_idle_sources_are_announced() -> N
     idle = router.idle_ticks([("preds", 0)], now=11.0, idle_after_s=10.0)
     assert [decode_join_input(o.value) for o in idle] == [Tick("preds:0", T0, idle=True)] * 4
     assert router.idle_ticks([("preds", 0)], now=30.0, idle_after_s=10.0) == []  # announced once
+
+
+def _messages(n: int) -> list:
+    """``n`` single-event messages of source preds:0 at offsets 0..n-1 (ids s0..)."""
+    from driftline.streams.ingest import Incoming
+
+    return [Incoming(orjson.dumps(_event(f"s{i}", ts=T0 + i)), "preds", 0, i) for i in range(n)]
+
+
+def test_consecutive_messages_of_a_source_reach_the_join_as_one_block_per_partition() -> None:
+    """Single-event messages routed together: one block per join partition, each row with
+    its message's offset, a bad message dead-lettered alone, end-of-input after the events
+    that came before it."""
+    from driftline.streams.ingest import Incoming
+    from driftline.streams.messages import PredictionColumns
+
+    router = _router()
+    messages = _messages(40)
+    messages.insert(10, Incoming(b"{not json", "preds", 0, 999))  # offsets need not be dense
+    messages.append(Incoming(None, "preds", 0, 1000, ((CONTROL_HEADER, END_OF_INPUT),)))
+    out = router.route_many("predictions", messages, wall_ms=WALL)
+    dead = [o for o in out if o.topic == "driftline.dead-letter"]
+    assert [dict(o.headers)["driftline-source-offset"] for o in dead] == [b"999"]
+    joined = [(o.partition, decode_join_input(o.value)) for o in out if o.topic.endswith("join-input")]
+    blocks = [(p, m) for p, m in joined if isinstance(m, PredictionColumns)]
+    assert sorted(p for p, _ in blocks) == [0, 1, 2, 3]  # one per partition, 40 events in all
+    expected = partition_for([f"s{i}" for i in range(40)], 4).tolist()
+    for p, block in blocks:
+        assert block.ids == [f"s{i}" for i in range(40) if expected[i] == p]
+        rows = np.frombuffer(block.row_offsets, dtype="<i8").tolist()
+        assert rows == [int(pid[1:]) for pid in block.ids]  # each row keeps its own offset
+        assert block.offset == 39 and block.watermark == T0 + 39
+    # end-of-input follows every block, on every partition
+    last_block = max(i for i, (_, m) in enumerate(joined) if isinstance(m, PredictionColumns))
+    assert [m for _, m in joined[last_block + 1 :]] == [EndOfInput("preds:0")] * 4
+
+
+def test_a_block_partly_applied_before_a_restart_applies_only_the_rest() -> None:
+    """After a restart ingest re-reads from its committed offset and may group messages
+    differently; the join applies exactly the rows it had not applied."""
+    from driftline.catalog import ModelCatalog
+    from driftline.streams.join import JoinPartition
+
+    def join() -> JoinPartition:
+        cfg = Config()
+        return JoinPartition(0, ModelCatalog(cfg), prediction_sources=["preds:0"], label_sources=[])
+
+    def feed(jp: JoinPartition, batches: list[list]) -> None:
+        router = Router(Config(), ModelCatalog(Config()), join_partitions=1)
+        for batch in batches:
+            for o in router.route_many("predictions", batch, wall_ms=WALL):
+                jp.apply(decode_join_input(o.value))
+
+    messages = _messages(30)
+    uninterrupted, restarted = join(), join()
+    feed(uninterrupted, [messages[i : i + 1] for i in range(30)])  # one at a time
+    feed(restarted, [messages[:12]])  # applied up to offset 11, then a restart from offset 7
+    feed(restarted, [messages[7:20], messages[20:]])
+    assert restarted.counters == uninterrupted.counters
+    assert restarted.counters["predictions"] == 30 and restarted.counters["duplicate_predictions"] == 0
+    assert restarted.snapshot() == uninterrupted.snapshot()
+
+
+def test_blocks_are_capped_at_max_block_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    from driftline.streams.messages import PredictionColumns
+
+    monkeypatch.setattr("driftline.streams.ingest.MAX_BLOCK_EVENTS", 8)
+    router = Router(Config(), ModelCatalog(Config()), join_partitions=1)
+    out = router.route_many("predictions", _messages(20), wall_ms=WALL)
+    blocks = [m for m in (decode_join_input(o.value) for o in out) if isinstance(m, PredictionColumns)]
+    assert [len(b.ids) for b in blocks] == [8, 8, 4]
