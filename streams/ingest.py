@@ -146,11 +146,11 @@ class Router:
         """Everything these input messages turn into, in the order it must be produced.
 
         The valid events of consecutive messages of one source travel together, as one block
-        per join partition of up to :data:`MAX_BLOCK_EVENTS` events, each row keeping its
-        message's offset (so a join partition that applied part of it before a restart skips
-        exactly that part). With single-event messages this turns one join-input message per
-        event into one per batch of messages; Faust's cost per message is most of a worker's
-        cost there."""
+        per join partition of up to :data:`MAX_BLOCK_EVENTS` events that crosses no window
+        boundary (:meth:`_crosses`). Each row keeps its message's offset, so a join partition
+        that applied part of a block before a restart skips exactly that part. With
+        single-event messages this turns one join-input message per event into one per batch
+        of messages; Faust's cost per message is most of a worker's cost there."""
         out: list[Outgoing] = []
         pending: dict[str, list[_Chunk]] = {}
         horizon = (time.time() * 1000 if wall_ms is None else wall_ms) + self.config.max_future_skew_ms
@@ -165,6 +165,9 @@ class Router:
                 continue
             events, times = self._validate(kind, m, horizon, out)
             if events:
+                chunks = pending.get(source)
+                if chunks and self._crosses(source, chunks, int(times.max())):
+                    out.extend(self._flush(kind, source, pending.pop(source)))
                 chunks = pending.setdefault(source, [])
                 chunks.append((m.offset, events, times))
                 if sum(len(c[1]) for c in chunks) >= MAX_BLOCK_EVENTS:
@@ -175,6 +178,16 @@ class Router:
         for source, chunks in pending.items():
             out.extend(self._flush(kind, source, chunks))
         return out
+
+    def _crosses(self, source: str, chunks: list[_Chunk], newest: int) -> bool:
+        """Whether an event at ``newest`` would take the pending block of ``source`` across a
+        boundary where some window closes. A block stops there, so it never spans more event
+        time than one message would: a backlog read in big takes opens no more windows at once
+        than it does one message at a time."""
+        seen = max(self._wm.get(source, MIN_WATERMARK), *(int(c[2].max()) for c in chunks))
+        return newest > seen and closing_epoch(self._shapes, newest, newest) != closing_epoch(
+            self._shapes, seen, seen
+        )
 
     def _validate(
         self, kind: Kind, m: Incoming, horizon: float, out: list[Outgoing]

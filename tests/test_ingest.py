@@ -162,3 +162,19 @@ def test_blocks_are_capped_at_max_block_events(monkeypatch: pytest.MonkeyPatch) 
     out = router.route_many("predictions", _messages(20), wall_ms=WALL)
     blocks = [m for m in (decode_join_input(o.value) for o in out) if isinstance(m, PredictionColumns)]
     assert [len(b.ids) for b in blocks] == [8, 8, 4]
+
+
+def test_a_block_stops_where_a_window_would_close() -> None:
+    """A backlog read in big takes must not open more windows at once than one message at a
+    time would: a block ends before the event that crosses a closing boundary."""
+    from driftline.streams.ingest import Incoming
+    from driftline.streams.messages import PredictionColumns
+
+    cfg = Config()
+    close = T0 - T0 % cfg.defaults.window_ms + cfg.defaults.window_ms + cfg.defaults.grace_ms
+    stamps = [T0, T0 + 1, close, close + 1, close + 2]
+    messages = [Incoming(orjson.dumps(_event(f"c{i}", ts=t)), "preds", 0, i) for i, t in enumerate(stamps)]
+    router = Router(cfg, ModelCatalog(cfg), join_partitions=1)
+    out = router.route_many("predictions", messages, wall_ms=close + 60_000)
+    blocks = [m for m in (decode_join_input(o.value) for o in out) if isinstance(m, PredictionColumns)]
+    assert [b.ids for b in blocks] == [["c0", "c1"], ["c2", "c3", "c4"]]
