@@ -64,6 +64,16 @@ MAX_BLOCK_EVENTS = 4096
 _Chunk = tuple[int, list[Any], np.ndarray]
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A source's messages waiting to be forwarded as one block, with what route_many checks
+    per message kept up to date, so a take of many messages costs linear time."""
+
+    chunks: list[_Chunk]
+    events: int
+    newest: int
+
+
 @dataclass(frozen=True, slots=True)
 class Incoming:
     """One input message, as the router needs it."""
@@ -152,39 +162,45 @@ class Router:
         single-event messages this turns one join-input message per event into one per batch
         of messages; Faust's cost per message is most of a worker's cost there."""
         out: list[Outgoing] = []
-        pending: dict[str, list[_Chunk]] = {}
+        pending: dict[str, _Pending] = {}
         horizon = (time.time() * 1000 if wall_ms is None else wall_ms) + self.config.max_future_skew_ms
         for m in messages:
             source = source_name(m.topic, m.partition)
             self._last_seen[source] = now
             if m.headers and any(k == CONTROL_HEADER and v == END_OF_INPUT for k, v in m.headers):
-                out.extend(self._flush(kind, source, pending.pop(source, [])))
+                if source in pending:
+                    out.extend(self._flush(kind, source, pending.pop(source).chunks))
                 self._idle.discard(source)
                 body = encode_internal(EndOfInput(source))
                 out.extend(Outgoing(self.join_topic, body, partition=p) for p in range(self.join_partitions))
                 continue
             events, times = self._validate(kind, m, horizon, out)
             if events:
-                chunks = pending.get(source)
-                if chunks and self._crosses(source, chunks, int(times.max())):
-                    out.extend(self._flush(kind, source, pending.pop(source)))
-                chunks = pending.setdefault(source, [])
-                chunks.append((m.offset, events, times))
-                if sum(len(c[1]) for c in chunks) >= MAX_BLOCK_EVENTS:
-                    out.extend(self._flush(kind, source, pending.pop(source)))
+                newest = int(times.max())
+                block = pending.get(source)
+                if block is not None and self._crosses(block.newest, newest):
+                    out.extend(self._flush(kind, source, pending.pop(source).chunks))
+                    block = None
+                if block is None:
+                    seen = self._wm.get(source, MIN_WATERMARK)
+                    block = pending[source] = _Pending([], 0, seen)
+                block.chunks.append((m.offset, events, times))
+                block.events += len(events)
+                block.newest = max(block.newest, newest)
+                if block.events >= MAX_BLOCK_EVENTS:
+                    out.extend(self._flush(kind, source, pending.pop(source).chunks))
             elif source in self._idle and source not in pending:  # a sign of life, no valid event
                 self._idle.discard(source)
                 out.extend(self._ticks(source, set(), force=True))
-        for source, chunks in pending.items():
-            out.extend(self._flush(kind, source, chunks))
+        for source, block in pending.items():
+            out.extend(self._flush(kind, source, block.chunks))
         return out
 
-    def _crosses(self, source: str, chunks: list[_Chunk], newest: int) -> bool:
-        """Whether an event at ``newest`` would take the pending block of ``source`` across a
-        boundary where some window closes. A block stops there, so it never spans more event
-        time than one message would: a backlog read in big takes opens no more windows at once
-        than it does one message at a time."""
-        seen = max(self._wm.get(source, MIN_WATERMARK), *(int(c[2].max()) for c in chunks))
+    def _crosses(self, seen: int, newest: int) -> bool:
+        """Whether an event at ``newest`` would take a pending block whose source had reached
+        ``seen`` across a boundary where some window closes. A block stops there, so it never
+        spans more event time than one message would: a backlog read in big takes opens no
+        more windows at once than it does one message at a time."""
         return newest > seen and closing_epoch(self._shapes, newest, newest) != closing_epoch(
             self._shapes, seen, seen
         )
@@ -215,8 +231,6 @@ class Router:
         return events, times
 
     def _flush(self, kind: Kind, source: str, chunks: list[_Chunk]) -> list[Outgoing]:
-        if not chunks:
-            return []
         if len(chunks) == 1:
             offset, events, times = chunks[0]
             return self._forward(kind, source, offset, events, times)
