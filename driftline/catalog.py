@@ -102,6 +102,10 @@ class ModelCatalog:
     def model(self, model_id: str) -> ModelConfig:
         return self.config.model(model_id)
 
+    def positive_label(self, model_id: str) -> str:
+        """The class whose probability is an event's score when it sends only ``scores``."""
+        return self.config.model(model_id).positive_label
+
     def profile(self, model_id: str, segment: str = "") -> Any | None:
         return self.profiles.get((model_id, segment))
 

@@ -12,7 +12,7 @@ Pure: no Kafka, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -24,7 +24,7 @@ from driftline.detectors.hashing import stable_keys
 from driftline.schemas import GroundTruthEvent, PredictionEvent
 from driftline.streams.messages import LabelColumns, PredictionColumns
 
-__all__ = ["Group", "LabelBlock", "PredictionBlock", "pick", "row_offsets"]
+__all__ = ["Group", "LabelBlock", "PredictionBlock", "groups", "pick", "row_offsets"]
 
 #: (model id, model version, segments as sorted (dimension, value) pairs)
 Group = tuple[str, str, tuple[tuple[str, str], ...]]
@@ -37,6 +37,15 @@ def pick(values: Sequence[Any], idx: np.ndarray) -> list[Any]:
     if idx.size == 1:
         return [values[int(idx[0])]]
     return list(itemgetter(*idx.tolist())(values))
+
+
+def groups(ids: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """The positions of each distinct id (in ascending id order, positions ascending within
+    each), without a per-element loop."""
+    order = np.argsort(ids, kind="stable")
+    bounds = np.flatnonzero(np.diff(ids[order])) + 1
+    for chunk in np.split(order, bounds):
+        yield int(ids[chunk[0]]), chunk
 
 
 def _index(values: list[Any]) -> tuple[list[Any], np.ndarray]:

@@ -34,7 +34,7 @@ from driftline.schemas import (
     decode_predictions,
     encode,
 )
-from driftline.streams.columns import LabelBlock, PredictionBlock
+from driftline.streams.columns import LabelBlock, PredictionBlock, groups
 from driftline.streams.join import MIN_WATERMARK, closing_epoch, window_shapes
 from driftline.streams.messages import EndOfInput, Tick, encode_internal
 
@@ -295,7 +295,7 @@ class Router:
         keys = stable_keys([e.prediction_id for e in events])
         targets = (keys % np.uint64(self.join_partitions)).astype(np.int64)
         block: PredictionBlock | LabelBlock = (
-            PredictionBlock.from_events(events, self._positive_label, keys)  # type: ignore[arg-type]
+            PredictionBlock.from_events(events, self.catalog.positive_label, keys)  # type: ignore[arg-type]
             if kind == "predictions"
             else LabelBlock.from_events(events)  # type: ignore[arg-type]
         )
@@ -304,9 +304,7 @@ class Router:
         if (targets == targets[0]).all():  # a co-partitioned batch (the producer helper's)
             parts: Iterable[tuple[int, np.ndarray | None]] = [(int(targets[0]), None)]
         else:
-            order = np.argsort(targets, kind="stable")
-            bounds = np.flatnonzero(np.diff(targets[order])) + 1
-            parts = [(int(targets[chunk[0]]), chunk) for chunk in np.split(order, bounds)]
+            parts = list(groups(targets))
         for jp, chunk in parts:
             touched.add(jp)
             share = block if chunk is None else block.take(chunk)
@@ -317,9 +315,6 @@ class Router:
         self._idle.discard(source)
         out.extend(self._ticks(source, touched, force=was_idle))
         return out
-
-    def _positive_label(self, model_id: str) -> str:
-        return self.catalog.model(model_id).positive_label
 
     def _ticks(
         self, source: str, skip: set[int], *, force: bool = False, idle: bool = False

@@ -34,7 +34,7 @@ from driftline.config import Config
 from driftline.detectors.aggregates import FeatureColumns, WindowAggregate
 from driftline.detectors.categories import category_strings
 from driftline.schemas import GroundTruthEvent, PredictionEvent
-from driftline.streams.columns import LabelBlock, PredictionBlock, pick, row_offsets
+from driftline.streams.columns import LabelBlock, PredictionBlock, groups, pick, row_offsets
 from driftline.streams.messages import (
     EndOfInput,
     JoinInput,
@@ -347,10 +347,7 @@ class JoinPartition:
     def add_predictions(self, events: Sequence[PredictionEvent]) -> None:
         """Events as structs (tests, and join-input written by older versions)."""
         if events:
-            self.add_prediction_block(PredictionBlock.from_events(events, self._positive_label))
-
-    def _positive_label(self, model_id: str) -> str:
-        return self.catalog.model(model_id).positive_label
+            self.add_prediction_block(PredictionBlock.from_events(events, self.catalog.positive_label))
 
     def add_prediction_block(self, block: PredictionBlock) -> None:
         """Open entries for new predictions; their folds into the aggregates wait for
@@ -386,7 +383,7 @@ class JoinPartition:
         scores, keys, times = block.scores.tolist(), block.keys.tolist(), block.times.tolist()
         rows = zip(wid_list, predictions, scores, keys, times, strict=True)
         self._entries.update(zip(ids, rows, strict=True))
-        for wid, idx in _groups(wids):
+        for wid, idx in groups(wids):
             self._wkeys[wid].pids.extend(ids if idx.size == len(ids) else pick(ids, idx))
         early = self._early
         joined: list[tuple[int, object, object, float, int, int]] = []
@@ -436,7 +433,7 @@ class JoinPartition:
         if len(block.groups) == 1:
             order: list[tuple[int, np.ndarray]] = [(0, np.arange(len(block)))]
         else:
-            order = sorted(_groups(block.group.astype(np.int64)), key=lambda g: int(g[1][0]))
+            order = sorted(groups(block.group.astype(np.int64)), key=lambda g: int(g[1][0]))
         for g, rows in order:
             model_id, version, segments = block.groups[g]
             _, firsts, inverse = np.unique(start[rows], return_index=True, return_inverse=True)
@@ -465,7 +462,7 @@ class JoinPartition:
             keys = np.concatenate([p[2] for p in pending])
             predictions = [v for p in pending for v in p[3]] if len(pending) > 1 else pending[0][3]
             scores = np.concatenate([p[4] for p in pending])
-            for wid, idx in _groups(wids):
+            for wid, idx in groups(wids):
                 wkey = self._wkeys[wid]
                 preds = self._prediction_array(wkey.model_id, pick(predictions, idx))
                 fold = self._folder(wkey, idx.size)
@@ -601,7 +598,7 @@ class JoinPartition:
             scores = np.concatenate([c[3] for c in chunks])
             keys = np.concatenate([c[4] for c in chunks])
             times = np.concatenate([c[5] for c in chunks])
-        for wid, idx in _groups(wids):
+        for wid, idx in groups(wids):
             model_id = self._wkeys[wid].model_id
             preds = self._prediction_array(model_id, pick(predictions, idx))
             labs = self._prediction_array(model_id, pick(labels, idx))
@@ -749,15 +746,6 @@ def _outcome_chunk(rows: list[tuple[int, object, object, float, int, int]]) -> _
         np.array(keys, dtype=np.uint64),
         np.array(times, dtype=np.int64),
     )
-
-
-def _groups(ids: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:
-    """Positions of each distinct id, in first-seen order, without a per-element loop."""
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    bounds = np.flatnonzero(np.diff(sorted_ids)) + 1
-    for chunk in np.split(order, bounds):
-        yield int(ids[chunk[0]]), chunk
 
 
 def _as_float(v: object) -> float:

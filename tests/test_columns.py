@@ -155,7 +155,7 @@ def _drive(jp: JoinPartition, *, as_block: bool) -> tuple[list[bytes], dict[str,
         else:
             source = P_SRC if kind == "p" else L_SRC
             block = (
-                PredictionBlock.from_events(items, jp._positive_label)
+                PredictionBlock.from_events(items, jp.catalog.positive_label)
                 if kind == "p"
                 else LabelBlock.from_events(items)
             )
@@ -204,7 +204,7 @@ def test_join_input_written_by_the_previous_version_is_still_read() -> None:
     old, new = _join(), _join()
     old.apply(decode_join_input(encode_internal(PredictionBatch(P_SRC, 0, T0 + 70, preds))))
     old.apply(decode_join_input(encode_internal(LabelBatch(L_SRC, 0, T0 + 110, labels))))
-    pb = PredictionBlock.from_events(preds, new._positive_label).to_wire(P_SRC, 0, T0 + 70)
+    pb = PredictionBlock.from_events(preds, new.catalog.positive_label).to_wire(P_SRC, 0, T0 + 70)
     new.apply(decode_join_input(encode_internal(pb)))
     new.apply(decode_join_input(encode_internal(LabelBlock.from_events(labels).to_wire(L_SRC, 0, T0 + 110))))
     assert old.counters == new.counters
@@ -224,7 +224,7 @@ def test_regression_and_multiclass_blocks_mean_what_their_events_mean(task: str)
         preds = [_pred(f"p{i}", 10 * i, prediction=v) for i, v in enumerate(values)]
         labels = [_label(f"p{i}", 100 + i, label=values[(i + 1) % len(values)]) for i in range(len(values))]
         if as_block:
-            pb = PredictionBlock.from_events(preds, jp._positive_label).to_wire(P_SRC, 0, T0 + 30)
+            pb = PredictionBlock.from_events(preds, jp.catalog.positive_label).to_wire(P_SRC, 0, T0 + 30)
             lb = LabelBlock.from_events(labels).to_wire(L_SRC, 0, T0 + 103)
             jp.apply(decode_join_input(encode_internal(pb)))
             jp.apply(decode_join_input(encode_internal(lb)))
