@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 import numpy as np
@@ -62,7 +61,7 @@ MIN_WATERMARK = -(2**62)
 FLUSH_EVENTS = 16_384
 MAX_WATERMARK = 2**62
 #: a group of at least this many events is folded once and merged into its slices (see
-#: JoinPartition._folder); below it, folding into each slice costs less than a merge
+#: JoinPartition._fold); below it, folding into each slice costs less than a merge
 MERGE_ABOVE = 512
 OVERFLOW_SEGMENT = "__other__"
 
@@ -162,7 +161,7 @@ class JoinPartition:
         #: in-flight predictions: pid -> (window id, prediction, score, stable key, time). Tuples
         #: of scalars, which the garbage collector stops tracking: with a day of label horizon
         #: there are millions, and lists would make every full collection walk them all
-        self._entries: dict[str, tuple[int, object, float, int, int]] = {}
+        self._entries: dict[str, _Entry] = {}
         #: the in-flight predictions that already have their label
         self._labelled: set[str] = set()
         self._early: dict[str, tuple[object, int]] = {}
@@ -385,20 +384,20 @@ class JoinPartition:
         self._entries.update(zip(ids, rows, strict=True))
         for wid, idx in groups(wids):
             self._wkeys[wid].pids.extend(ids if idx.size == len(ids) else pick(ids, idx))
+        self.counters["predictions"] += len(ids)
+        self._pending_predictions.append((block.features, wids, block.keys, predictions, block.scores))
+        self._pending_count += len(ids)
         early = self._early
-        joined: list[tuple[int, object, object, float, int, int]] = []
         if early and not early.keys().isdisjoint(ids):
+            joined: list[_Entry] = []
+            labels: list[object] = []
             for pid in ids:
                 waiting = early.pop(pid, None)
                 if waiting is not None:
                     self._labelled.add(pid)
-                    wid, prediction, score, key, ts = self._entries[pid]
-                    joined.append((wid, prediction, waiting[0], score, key, ts))
-            self._pending_outcomes.append(_outcome_chunk(joined))
-        self.counters["predictions"] += len(ids)
-        self.counters["joined"] += len(joined)
-        self._pending_predictions.append((block.features, wids, block.keys, predictions, block.scores))
-        self._pending_count += len(ids) + len(joined)
+                    joined.append(self._entries[pid])
+                    labels.append(waiting[0])
+            self._pend_outcomes(joined, labels)
         if self._pending_count >= FLUSH_EVENTS:
             self.flush()
 
@@ -465,9 +464,8 @@ class JoinPartition:
             for wid, idx in groups(wids):
                 wkey = self._wkeys[wid]
                 preds = self._prediction_array(wkey.model_id, pick(predictions, idx))
-                fold = self._folder(wkey, idx.size)
-                fold.add_predictions(columns, idx, keys[idx], preds, scores[idx])
-                self._spread(wkey, fold)
+                fold = WindowAggregate.add_predictions
+                self._fold(wkey, idx.size, fold, columns, idx, keys[idx], preds, scores[idx])
         if outcomes:
             self._add_outcomes(outcomes)
 
@@ -540,34 +538,41 @@ class JoinPartition:
         if not n:
             return
         ids, entries, labelled = block.ids, self._entries, self._labelled
+        self.counters["labels"] += n
         found = list(map(entries.get, ids))
         if None not in found and labelled.isdisjoint(ids) and len(set(ids)) == n:
             labelled.update(ids)
-            wids, predictions, scores, keys, times = zip(*found, strict=True)
-            chunk = (
+            self._pend_outcomes(found, block.labels)  # type: ignore[arg-type]
+        else:
+            self._pend_outcomes(*self._join_labels_slowly(block, found))
+        if self._pending_count >= FLUSH_EVENTS:
+            self.flush()
+
+    def _pend_outcomes(self, joined: Sequence[_Entry], labels: Sequence[object]) -> None:
+        """Queue joined (prediction entry, label) pairs for :meth:`flush`, as columns."""
+        if not joined:
+            return
+        wids, predictions, scores, keys, times = zip(*joined, strict=True)
+        self._pending_outcomes.append(
+            (
                 np.array(wids, dtype=np.int64),
                 list(predictions),
-                block.labels,
+                list(labels),
                 np.array(scores, dtype=np.float64),
                 np.array(keys, dtype=np.uint64),
                 np.array(times, dtype=np.int64),
             )
-            joined = n
-        else:
-            rows = self._join_labels_slowly(block, found)
-            chunk, joined = _outcome_chunk(rows), len(rows)
-        self.counters["labels"] += n
-        self.counters["joined"] += joined
-        if joined:
-            self._pending_outcomes.append(chunk)
-            self._pending_count += joined
-            if self._pending_count >= FLUSH_EVENTS:
-                self.flush()
+        )
+        self.counters["joined"] += len(joined)
+        self._pending_count += len(joined)
 
     def _join_labels_slowly(
-        self, block: LabelBlock, found: list[tuple[int, object, float, int, int] | None]
-    ) -> list[tuple[int, object, object, float, int, int]]:
-        rows: list[tuple[int, object, object, float, int, int]] = []
+        self, block: LabelBlock, found: list[_Entry | None]
+    ) -> tuple[list[_Entry], list[object]]:
+        """The per-label path: early labels wait, duplicates are counted; returns the joined
+        prediction entries and their labels."""
+        joined: list[_Entry] = []
+        joined_labels: list[object] = []
         labelled, early = self._labelled, self._early
         times, models = block.times.tolist(), block.model.tolist()
         for pid, entry, label, ts, m in zip(block.ids, found, block.labels, times, models, strict=True):
@@ -584,9 +589,9 @@ class JoinPartition:
                 self.counters["duplicate_labels"] += 1
                 continue
             labelled.add(pid)
-            wid, prediction, score, key, pts = entry
-            rows.append((wid, prediction, label, score, key, pts))
-        return rows
+            joined.append(entry)
+            joined_labels.append(label)
+        return joined, joined_labels
 
     def _add_outcomes(self, chunks: list[_OutcomeChunk]) -> None:
         if len(chunks) == 1:
@@ -599,30 +604,29 @@ class JoinPartition:
             keys = np.concatenate([c[4] for c in chunks])
             times = np.concatenate([c[5] for c in chunks])
         for wid, idx in groups(wids):
-            model_id = self._wkeys[wid].model_id
-            preds = self._prediction_array(model_id, pick(predictions, idx))
-            labs = self._prediction_array(model_id, pick(labels, idx))
-            ts = times[idx].astype(np.float64)  # exact below 2**53 ms
             wkey = self._wkeys[wid]
-            fold = self._folder(wkey, idx.size)
-            fold.add_outcomes(preds, labs, scores[idx], keys[idx], ts)
-            self._spread(wkey, fold)
+            preds = self._prediction_array(wkey.model_id, pick(predictions, idx))
+            labs = self._prediction_array(wkey.model_id, pick(labels, idx))
+            ts = times[idx].astype(np.float64)  # exact below 2**53 ms
+            self._fold(wkey, idx.size, WindowAggregate.add_outcomes, preds, labs, scores[idx], keys[idx], ts)
 
-    def _folder(self, wkey: _WindowKey, rows: int) -> WindowAggregate | _Fanout:
-        """Where a group of events of one window key is folded. Every event counts in the
-        model's slice and in one slice per segment dimension; folding costs per event and
-        per slice, merging a folded aggregate costs per sketch. So a large group is folded
-        once, into a fresh aggregate merged into each slice afterwards (:meth:`_spread`); a
-        small one straight into each slice. Merges are exact: the slices come out identical."""
+    def _fold(self, wkey: _WindowKey, rows: int, add: Callable[..., None], *args: object) -> None:
+        """Fold a group of ``rows`` events of one window key into each of its slices, with
+        ``add(aggregate, *args)``.
+
+        Every event counts in the model's slice and in one slice per segment dimension;
+        folding costs per event and per slice, merging a folded aggregate costs per sketch. So
+        a large group is folded once, into a fresh aggregate merged into each slice; a small
+        one straight into each slice. Merges are exact: the slices come out identical."""
         states = self._slice_states(wkey)
         if len(states) > 1 and rows >= MERGE_ABOVE:
-            return WindowAggregate(self.catalog.spec(wkey.model_id))
-        return _Fanout([st.aggregate for st in states])
-
-    def _spread(self, wkey: _WindowKey, fold: WindowAggregate | _Fanout) -> None:
-        if isinstance(fold, WindowAggregate):
-            for state in self._slice_states(wkey):
-                state.aggregate.merge(fold)
+            once = WindowAggregate(self.catalog.spec(wkey.model_id))
+            add(once, *args)
+            for state in states:
+                state.aggregate.merge(once)
+        else:
+            for state in states:
+                add(state.aggregate, *args)
 
     # -- closing windows -----------------------------------------------------------------
     def _advance(self) -> list[Partial]:
@@ -713,39 +717,10 @@ def _ident_in(raw: list) -> tuple:
     return (model_id, version, tuple((k, v) for k, v in segments), start)
 
 
-class _Fanout:
-    """Folds into several aggregates at once (the small-group path of JoinPartition._folder)."""
-
-    __slots__ = ("targets",)
-
-    def __init__(self, targets: list[WindowAggregate]) -> None:
-        self.targets = targets
-
-    def add_predictions(self, *args: Any) -> None:
-        for target in self.targets:
-            target.add_predictions(*args)
-
-    def add_outcomes(self, *args: Any) -> None:
-        for target in self.targets:
-            target.add_outcomes(*args)
-
-
+#: an in-flight prediction: (window id, prediction, score, stable key, event time)
+_Entry = tuple[int, object, float, int, int]
 #: joined outcomes as columns: window ids, predictions, labels, scores, keys, event times
 _OutcomeChunk = tuple[np.ndarray, list[object], list[object], np.ndarray, np.ndarray, np.ndarray]
-
-
-def _outcome_chunk(rows: list[tuple[int, object, object, float, int, int]]) -> _OutcomeChunk:
-    if not rows:
-        return (np.zeros(0, np.int64), [], [], np.zeros(0), np.zeros(0, np.uint64), np.zeros(0, np.int64))
-    wids, predictions, labels, scores, keys, times = zip(*rows, strict=True)
-    return (
-        np.array(wids, dtype=np.int64),
-        list(predictions),
-        list(labels),
-        np.array(scores, dtype=np.float64),
-        np.array(keys, dtype=np.uint64),
-        np.array(times, dtype=np.int64),
-    )
 
 
 def _as_float(v: object) -> float:

@@ -273,7 +273,7 @@ def test_when_joined_events_are_folded_never_changes_a_partial(
     """The join folds events into the sketches in large batches (JoinPartition.flush); folding
     after every message, every 50 events or only when windows close gives the same bytes. And
     a group folded once then merged into its slices (model, region) gives the same bytes as
-    one folded into each slice (JoinPartition._folder)."""
+    one folded into each slice (JoinPartition._fold)."""
 
     def partials(threshold: int, merge: int = 10**9) -> list[bytes]:
         monkeypatch.setattr("driftline.streams.join.FLUSH_EVENTS", threshold)
