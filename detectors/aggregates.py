@@ -20,6 +20,7 @@ from typing import Any, Literal, Self
 
 import numpy as np
 
+from driftline.detectors.buffers import from_buffer, to_buffer
 from driftline.detectors.categories import category_string, category_strings
 from driftline.detectors.sketches import (
     CategoricalSketch,
@@ -109,7 +110,7 @@ class FeatureColumns:
         :meth:`from_wire` derives them, since decoded JSON can hold no NaN."""
         return {
             name: (
-                self.numeric[name].astype("<f8", copy=False).tobytes() if name in self.numeric else None,
+                to_buffer(self.numeric[name], "<f8") if name in self.numeric else None,
                 self.categorical[name].tolist() if name in self.categorical else None,
             )
             for name in self.present
@@ -121,7 +122,7 @@ class FeatureColumns:
         for name, (num, cat) in wire.items():
             nmask = cmask = None
             if num is not None:
-                arr = np.frombuffer(num, dtype="<f8").astype(np.float64)
+                arr = from_buffer(num, "<f8", np.float64)
                 out.numeric[name], nmask = arr, ~np.isnan(arr)
                 out.numeric_mask[name] = nmask
             if cat is not None:

@@ -31,6 +31,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from driftline.detectors.buffers import from_buffer, to_buffer
 from driftline.detectors.hashing import stable_keys
 
 __all__ = [
@@ -68,11 +69,11 @@ def _dec(x: float | str | None) -> float | None:
 
 
 def _b64(values: np.ndarray, dtype: str) -> str:
-    return base64.b64encode(values.astype(dtype, copy=False).tobytes()).decode("ascii")
+    return base64.b64encode(to_buffer(values, dtype)).decode("ascii")
 
 
 def _unb64(text: str, dtype: str, native: type[np.generic]) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), dtype=dtype).astype(native)
+    return from_buffer(base64.b64decode(text), dtype, native)
 
 
 class ExactSum:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from driftline.detectors.aggregates import FeatureColumns, feature_columns
+from driftline.detectors.buffers import from_buffer, to_buffer
 from driftline.detectors.hashing import stable_keys
 from driftline.schemas import GroundTruthEvent, PredictionEvent
 from driftline.streams.messages import LabelColumns, PredictionColumns
@@ -58,19 +59,9 @@ def _index(values: list[Any]) -> tuple[list[Any], np.ndarray]:
     return list(first), np.array(list(map(first.__getitem__, values)), dtype=np.uint32)
 
 
-def _buffer(values: np.ndarray, dtype: str) -> bytes:
-    """An array as bytes of an explicit (little-endian) dtype: what the wire carries."""
-    return values.astype(dtype, copy=False).tobytes()
-
-
-def _array(buf: bytes, dtype: str, native: type[np.generic]) -> np.ndarray:
-    """The inverse of :func:`_buffer`, as a writable array of the native dtype."""
-    return np.frombuffer(buf, dtype=dtype).astype(native)
-
-
 def row_offsets(message: PredictionColumns | LabelColumns) -> np.ndarray | None:
     """The source offset of each row of a block, or None when all are at ``message.offset``."""
-    return None if message.row_offsets is None else _array(message.row_offsets, "<i8", np.int64)
+    return None if message.row_offsets is None else from_buffer(message.row_offsets, "<i8", np.int64)
 
 
 @dataclass(slots=True)
@@ -147,14 +138,14 @@ class PredictionBlock:
             source=source,
             offset=offset,
             watermark=watermark,
-            row_offsets=None if row_offsets is None else _buffer(row_offsets, "<i8"),
+            row_offsets=None if row_offsets is None else to_buffer(row_offsets, "<i8"),
             ids=self.ids,
-            keys=_buffer(self.keys, "<u8"),
-            times=_buffer(self.times, "<i8"),
+            keys=to_buffer(self.keys, "<u8"),
+            times=to_buffer(self.times, "<i8"),
             groups=[(m, v, list(s)) for m, v, s in self.groups],
-            group=_buffer(self.group, "<u4"),
+            group=to_buffer(self.group, "<u4"),
             predictions=self.predictions,
-            scores=_buffer(self.scores, "<f8"),
+            scores=to_buffer(self.scores, "<f8"),
             features=self.features.to_wire(),
         )
 
@@ -163,12 +154,12 @@ class PredictionBlock:
         n = len(m.ids)
         return cls(
             ids=m.ids,
-            keys=_array(m.keys, "<u8", np.uint64),
-            times=_array(m.times, "<i8", np.int64),
+            keys=from_buffer(m.keys, "<u8", np.uint64),
+            times=from_buffer(m.times, "<i8", np.int64),
             groups=[(model, version, tuple(map(tuple, segs))) for model, version, segs in m.groups],  # type: ignore[misc]
-            group=_array(m.group, "<u4", np.uint32),
+            group=from_buffer(m.group, "<u4", np.uint32),
             predictions=m.predictions,
-            scores=_array(m.scores, "<f8", np.float64),
+            scores=from_buffer(m.scores, "<f8", np.float64),
             features=FeatureColumns.from_wire(m.features, n),
         )
 
@@ -209,11 +200,11 @@ class LabelBlock:
             source=source,
             offset=offset,
             watermark=watermark,
-            row_offsets=None if row_offsets is None else _buffer(row_offsets, "<i8"),
+            row_offsets=None if row_offsets is None else to_buffer(row_offsets, "<i8"),
             ids=self.ids,
-            times=_buffer(self.times, "<i8"),
+            times=to_buffer(self.times, "<i8"),
             models=self.models,
-            model=_buffer(self.model, "<u4"),
+            model=to_buffer(self.model, "<u4"),
             labels=self.labels,
         )
 
@@ -221,8 +212,8 @@ class LabelBlock:
     def from_wire(cls, m: LabelColumns) -> LabelBlock:
         return cls(
             ids=m.ids,
-            times=_array(m.times, "<i8", np.int64),
+            times=from_buffer(m.times, "<i8", np.int64),
             models=m.models,
-            model=_array(m.model, "<u4", np.uint32),
+            model=from_buffer(m.model, "<u4", np.uint32),
             labels=m.labels,
         )
