@@ -250,8 +250,9 @@ class DriftlineApp:
                 out.extend(await self._run_guarded(event, self.router.route_many, kind, [m], now=now) or [])
         for record in out:
             if record.topic == self.topics.dead_letter:
-                reason = dict(record.headers).get("driftline-dlq-reason", b"?").decode()
-                source_topic = dict(record.headers).get("driftline-source-topic", b"?").decode()
+                headers = dict(record.headers)
+                reason = headers.get("driftline-dlq-reason", b"?").decode()
+                source_topic = headers.get("driftline-source-topic", b"?").decode()
                 metrics.EVENTS_INVALID.labels(source_topic, reason).inc()
         await self._send(out)
 
