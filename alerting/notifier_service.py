@@ -29,7 +29,7 @@ from driftline import metrics
 from driftline.alerting.delivery import Delivery
 from driftline.alerting.notifiers.base import Notifier
 from driftline.alerting.outbox import RetryPolicy, ingest
-from driftline.alerting.subscriptions import Subscription, make_notifier, route
+from driftline.alerting.subscriptions import Subscription, make_notifier
 from driftline.kafka import KafkaSettings, confluent_config
 from driftline.schemas import AlertEvent, decode_alert
 from driftline.store import check_schema, make_engine, safe_url, session_factory
@@ -87,10 +87,9 @@ class NotifierService:
         recorded and queued per subscription; one already queued (the batch was read again
         after a crash before its offsets were committed) is counted as ``deduplicated``."""
         for event in events:
-            queued = ingest(session, event, self.subscriptions, now_ms)
-            for sub in route(event, self.subscriptions):
-                if sub.name not in queued:
-                    metrics.observe_notification(sub.kind, "deduplicated")
+            _, repeated = ingest(session, event, self.subscriptions, now_ms)
+            for sub in repeated:
+                metrics.observe_notification(sub.kind, "deduplicated")
 
     def run(self, stop_event: threading.Event) -> None:
         """Serve until ``stop_event`` is set; refuses to start on an out-of-date schema."""

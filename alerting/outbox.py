@@ -113,8 +113,9 @@ class TokenBucket:
 
 def ingest(
     session: Session, event: AlertEvent, subscriptions: Sequence[Subscription], now_ms: int
-) -> list[str]:
-    """Record an alert and queue it for every matching subscription; returns the names newly queued.
+) -> tuple[list[str], list[Subscription]]:
+    """Record an alert and queue it for every matching subscription; returns the names newly
+    queued, and the matching subscriptions it was already queued for (a replayed event).
 
     A fresh notification becomes due after its subscription's ``group_wait_s``, which is how
     the grouping stage sees every alert of a burst before it sends the first one. The caller
@@ -122,9 +123,11 @@ def ingest(
     """
     record_alert(session, event, now_ms=now_ms)
     queued: list[str] = []
+    repeated: list[Subscription] = []
     for sub in route(event, subscriptions):
         if not enqueue_notification(session, event.id, sub.name, sub.kind, now_ms):
-            continue  # a replayed event: already queued, maybe already delivered
+            repeated.append(sub)  # a replayed event: already queued, maybe already delivered
+            continue
         queued.append(sub.name)
         if sub.group_wait_s > 0:
             session.execute(
@@ -132,4 +135,4 @@ def ingest(
                 .where(Notification.event_id == event.id, Notification.subscription == sub.name)
                 .values(next_attempt_ms=now_ms + round(sub.group_wait_s * 1000))
             )
-    return queued
+    return queued, repeated
