@@ -50,19 +50,23 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from driftline.replay import replay, write_report
+    from driftline.replay import IncompleteReplay, replay, write_report
 
     config = _config(args)
-    report = replay(
-        config,
-        args.predictions,
-        args.ground_truth,
-        reference=args.reference,
-        broker=args.broker,
-        timeout_s=args.timeout,
-        loglevel=args.loglevel,
-        external_workers=args.external_workers,
-    )
+    try:
+        report = replay(
+            config,
+            args.predictions,
+            args.ground_truth,
+            reference=args.reference,
+            broker=args.broker,
+            timeout_s=args.timeout,
+            loglevel=args.loglevel,
+            external_workers=args.external_workers,
+        )
+    except IncompleteReplay as exc:  # no report at all rather than one that looks complete
+        print(f"driftline: replay: {exc}", file=sys.stderr)
+        return 1
     write_report(report, args.report)
     alerts = sum(1 for a in report.alerts if a["type"].endswith("firing"))
     print(

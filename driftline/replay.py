@@ -31,10 +31,18 @@ from driftline.detectors.profile import load_rows
 from driftline.kafka import confluent_config
 from driftline.runner import create_topics, run_worker, scratch_checkpoints, web_port
 from driftline.schemas import decode_window_result, rfc3339_to_ms
-from driftline.streams.app import END_OF_RESULTS, DriftlineApp
+from driftline.streams.app import END_OF_RESULTS, FINAL_WINDOWS_HEADER, MERGE_PARTITION_HEADER, DriftlineApp
 from driftline.streams.ingest import CONTROL_HEADER, END_OF_INPUT
 
-__all__ = ["ReplayReport", "collect_results", "end_inputs", "read_lines", "replay", "write_report"]
+__all__ = [
+    "IncompleteReplay",
+    "ReplayReport",
+    "collect_results",
+    "end_inputs",
+    "read_lines",
+    "replay",
+    "write_report",
+]
 
 BATCH_LINES = 500
 
@@ -69,6 +77,10 @@ def _timestamp(line: bytes) -> int | None:
         return ts if isinstance(ts, int) else rfc3339_to_ms(ts)
     except Exception:
         return None
+
+
+class IncompleteReplay(RuntimeError):
+    """The workers finished but the report would lack some of their results."""
 
 
 def read_lines(path: str | Path) -> list[tuple[int, int, bytes]]:
@@ -150,27 +162,47 @@ def _produce_one(producer: Producer, topic: str, value: bytes | None, **kwargs: 
 
 
 def collect_results(app: DriftlineApp, done: threading.Event, sink: dict[str, Any], deadline: float) -> None:
-    """Read window-results until every merge partition said it has finished, then set ``done``."""
+    """Read window-results until every merge partition's end-of-results marker has been read on
+    every results partition (each marker follows all that its merge partition wrote there),
+    then set ``done``. ``sink["complete"]`` says whether that happened before ``deadline``;
+    ``sink["missing"]`` lists the merge partitions that emitted more final windows than were
+    read, which would be a bug this check exists to make loud."""
     consumer = Consumer(
         confluent_config(
             app.settings, group_id=f"driftline-replay-{uuid.uuid4().hex}", enable_auto_commit=False
         )
     )
     topic = app.topics.results
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(app.config.topics.results)])
-    finished: set[bytes] = set()
+    n_results, n_merge = app.config.topics.results, app.config.topics.partials
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(n_results)])
+    markers: dict[int, set[int]] = {p: set() for p in range(n_results)}
+    emitted: dict[int, int] = {}
+    finals: dict[int, set[tuple]] = defaultdict(set)
+
+    def finished() -> bool:
+        return all(len(mps) >= n_merge for mps in markers.values())
+
     try:
-        while time.monotonic() < deadline and len(finished) < app.config.topics.partials:
+        while time.monotonic() < deadline and not finished():
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
             headers = dict(msg.headers() or [])
+            mp = int(headers.get(MERGE_PARTITION_HEADER, b"-1"))
             if headers.get(CONTROL_HEADER) == END_OF_RESULTS:
-                finished.add(headers.get("driftline-merge-partition", b""))
+                markers[msg.partition()].add(mp)
+                emitted[mp] = int(headers.get(FINAL_WINDOWS_HEADER, b"0"))
                 sink["counters"] = orjson.loads(msg.value())
                 continue
-            sink["results"].append(decode_window_result(msg.value()))
-        sink["complete"] = len(finished) >= app.config.topics.partials
+            result = decode_window_result(msg.value())
+            sink["results"].append(result)
+            if result.phase == "final":
+                key = (result.model_id, result.model_version, tuple(sorted(result.segment.items())))
+                finals[mp].add((*key, result.window_start_ms))
+        sink["complete"] = finished()
+        sink["missing"] = {
+            mp: (n, len(finals[mp])) for mp, n in sorted(emitted.items()) if len(finals[mp]) < n
+        }
     finally:
         consumer.close()
         done.set()
@@ -284,6 +316,14 @@ def replay(
             collector.join(timeout=30)
         if not sink["complete"]:
             raise TimeoutError(f"replay did not finish within {timeout_s:.0f}s")
+        if sink["missing"]:
+            raise IncompleteReplay(
+                "window results are missing: "
+                + "; ".join(
+                    f"merge partition {mp} emitted {n} final windows, {got} were read"
+                    for mp, (n, got) in sink["missing"].items()
+                )
+            )
         report = _report(app, sink)
         report.inputs = {
             "predictions": str(predictions),

@@ -40,12 +40,20 @@ from driftline.streams.messages import (
     encode_internal,
 )
 
-__all__ = ["END_OF_RESULTS", "DriftlineApp", "TopicNames", "kafka_settings"]
+__all__ = [
+    "END_OF_RESULTS",
+    "FINAL_WINDOWS_HEADER",
+    "MERGE_PARTITION_HEADER",
+    "DriftlineApp", "TopicNames", "kafka_settings"]
 
 log = logging.getLogger(__name__)
 
 #: header-only record a merge partition writes to window-results once every input has ended
 END_OF_RESULTS = b"end-of-results"
+#: on window results and end-of-results markers: the merge partition that wrote them
+MERGE_PARTITION_HEADER = "driftline-merge-partition"
+#: on end-of-results markers: how many final window results that merge partition emitted
+FINAL_WINDOWS_HEADER = "driftline-final-windows"
 #: ingest routes what has arrived, up to this many input messages at once ...
 INGEST_TAKE = 256
 #: ... waiting at most this long for more (the latency it may add to a quiet stream)
@@ -349,13 +357,16 @@ class DriftlineApp:
         mp = event.message.partition
         result = merger.add(decode_partials(event.message.value))
         models = self._models_of.setdefault(mp, set())
+        from_partition = (MERGE_PARTITION_HEADER, str(mp).encode())
         out: list[Outgoing] = []
         for evaluation in result.evaluations:
             r = evaluation.result
             models.add(r.model_id)
             metrics.WINDOWS_EVALUATED.labels(r.phase).inc()
             metrics.observe_evaluation(evaluation)
-            out.append(Outgoing(self.topics.results, encode(r), key=r.model_id.encode()))
+            out.append(
+                Outgoing(self.topics.results, encode(r), key=r.model_id.encode(), headers=(from_partition,))
+            )
             for alert in evaluation.alerts:
                 metrics.ALERTS_EMITTED.labels(alert.data.status, alert.data.severity).inc()
                 out.append(
@@ -380,12 +391,17 @@ class DriftlineApp:
                 self.on_evaluation(evaluation)
         metrics.observe_progress(merger.counters, merger.watermark, models)
         if result.ended:
+            # on every results partition, after this partition's results there: a reader that
+            # has every merge partition's marker on every results partition has read everything
             counters = encode(merger.counters)
-            headers = ((CONTROL_HEADER, END_OF_RESULTS), ("driftline-merge-partition", str(mp).encode()))
-            out.append(
-                Outgoing(
-                    self.topics.results, counters, partition=mp % self.config.topics.results, headers=headers
-                )
+            headers = (
+                (CONTROL_HEADER, END_OF_RESULTS),
+                (MERGE_PARTITION_HEADER, str(mp).encode()),
+                (FINAL_WINDOWS_HEADER, str(merger.finalised).encode()),
+            )
+            out.extend(
+                Outgoing(self.topics.results, counters, partition=p, headers=headers)
+                for p in range(self.config.topics.results)
             )
         await self._send(out)
 

@@ -57,6 +57,9 @@ class WindowMerger:
         self._partials: dict[_Key, dict[int, Partial]] = defaultdict(dict)
         self._ends: dict[_Key, int] = {}
         self._provisional_done: set[_Key] = set()
+        #: final window results this partition has emitted; the end-of-results marker carries
+        #: it, so a reader can tell it has every result and not merely every marker
+        self.finalised = 0
         #: the next window-partials offset this state has not yet applied (for checkpoints)
         self.next_offset = 0
 
@@ -83,6 +86,7 @@ class WindowMerger:
                 "partials": partials,
                 "ends": [[list(k), v] for k, v in self._ends.items()],
                 "provisional_done": [list(k) for k in self._provisional_done],
+                "finalised": self.finalised,
                 "evaluator": self.evaluator.snapshot(),
             }
         )
@@ -105,6 +109,7 @@ class WindowMerger:
                 self._partials[_key(key)][partial.join_partition] = partial
         self._ends = {_key(k): v for k, v in d["ends"]}
         self._provisional_done = {_key(k) for k in d["provisional_done"]}
+        self.finalised = d.get("finalised", 0)
         self.evaluator.restore(d["evaluator"])
 
     @property
@@ -186,6 +191,7 @@ class WindowMerger:
                 )
             )
             if phase == "final":
+                self.finalised += 1
                 del self._partials[key]
                 del self._ends[key]
                 self._provisional_done.discard(key)
