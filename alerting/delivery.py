@@ -40,14 +40,14 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from driftline import metrics
 from driftline.alerting.notifiers.base import Notifier, Outcome, send
 from driftline.alerting.outbox import DEFAULT_RATE_PER_S, RetryPolicy, TokenBucket
 from driftline.alerting.subscriptions import Subscription
+from driftline.platform import metrics
+from driftline.platform.store import due_notifications, record_attempt
+from driftline.platform.store.models import AlertTransition, Notification
 from driftline.schemas import AlertEvent
 from driftline.schemas.timefmt import rfc3339_to_ms
-from driftline.store import due_notifications, record_attempt
-from driftline.store.models import AlertTransition, Notification
 
 logger = logging.getLogger(__name__)
 

@@ -25,14 +25,14 @@ import httpx
 import msgspec
 from sqlalchemy.orm import Session
 
-from driftline import metrics
 from driftline.alerting.delivery import Delivery
 from driftline.alerting.notifiers.base import Notifier
 from driftline.alerting.outbox import RetryPolicy, ingest
 from driftline.alerting.subscriptions import Subscription, make_notifier
-from driftline.kafka import KafkaSettings, confluent_config
+from driftline.platform import metrics
+from driftline.platform.kafka import KafkaSettings, confluent_config
+from driftline.platform.store import check_schema, make_engine, safe_url, session_factory
 from driftline.schemas import AlertEvent, decode_alert
-from driftline.store import check_schema, make_engine, safe_url, session_factory
 
 logger = logging.getLogger(__name__)
 

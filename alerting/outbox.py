@@ -27,9 +27,9 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from driftline.alerting.subscriptions import Subscription, route
+from driftline.platform.store import enqueue_notification, record_alert
+from driftline.platform.store.models import Notification
 from driftline.schemas import AlertEvent
-from driftline.store import enqueue_notification, record_alert
-from driftline.store.models import Notification
 
 #: Requests per second a destination gets when its subscription sets no ``rate_limit_per_s``.
 #: Slack documents one message per second per incoming webhook; the others publish no limit.

@@ -22,7 +22,7 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 from throughput import broker, prefix_of, run_worker, write_config
 
-from driftline.kafka import KafkaSettings, confluent_config
+from driftline.platform.kafka import KafkaSettings, confluent_config
 from driftline.schemas import rfc3339_to_ms
 
 T0 = 1_767_225_600_000

@@ -30,7 +30,7 @@ from throughput import (
     write_config,
 )
 
-from driftline.kafka import KafkaSettings, confluent_config
+from driftline.platform.kafka import KafkaSettings, confluent_config
 from driftline.streams.producer import DriftlineProducer
 
 MODELS = 10

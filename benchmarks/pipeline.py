@@ -21,12 +21,12 @@ from typing import Any
 
 import orjson
 
-from driftline.catalog import ModelCatalog
-from driftline.config import Config, TopicConfig
+from driftline.apps.simulate import simulate
 from driftline.detectors.hashing import partition_of
-from driftline.evaluation import Evaluator
+from driftline.platform.config import Config, TopicConfig
 from driftline.schemas import encode_batch
-from driftline.simulate import simulate
+from driftline.streams.catalog import ModelCatalog
+from driftline.streams.evaluation import Evaluator
 from driftline.streams.ingest import Router
 from driftline.streams.join import JoinPartition
 from driftline.streams.merge import WindowMerger

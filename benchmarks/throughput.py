@@ -36,12 +36,12 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from driftline.broker import EmbeddedBroker, free_loopback_port
-from driftline.config import load_config
-from driftline.kafka import KafkaSettings, confluent_config, ensure_topics
-from driftline.metrics import scrape_messages_consumed
-from driftline.simulate import simulate
-from driftline.store.db import upgrade
+from driftline.apps.simulate import simulate
+from driftline.platform.broker import EmbeddedBroker, free_loopback_port
+from driftline.platform.config import load_config
+from driftline.platform.kafka import KafkaSettings, confluent_config, ensure_topics
+from driftline.platform.metrics import scrape_messages_consumed
+from driftline.platform.store.db import upgrade
 from driftline.streams.app import END_OF_RESULTS, TopicNames
 from driftline.streams.ingest import CONTROL_HEADER, END_OF_INPUT
 from driftline.streams.producer import DriftlineProducer
@@ -127,7 +127,7 @@ def run_worker(
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [
-                *(sys.executable, "-m", "driftline.cli", "--config", str(config_path), "worker"),
+                *(sys.executable, "-m", "driftline.apps.cli", "--config", str(config_path), "worker"),
                 *("--session-timeout", "6", "--idle-after", str(idle_after), *extra),
             ],
             stdout=out,

@@ -21,12 +21,10 @@ True
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,7 +40,6 @@ __all__ = [
     "NumericProfile",
     "ReferenceProfile",
     "build_profile",
-    "load_rows",
     "new_categorical_sketch",
     "new_numeric_sketch",
 ]
@@ -290,44 +287,3 @@ def new_categorical_sketch(
     if not isinstance(fp, CategoricalProfile):
         raise TypeError(f"{feature!r} is {fp.kind} in the profile, not categorical")
     return CategoricalSketch(categories=list(fp.counts), max_categories=max_categories)
-
-
-# ---- loading rows -----------------------------------------------------------------------------
-def _coerce(text: str) -> Any:
-    """CSV cells are text: empty -> missing, numbers -> float/int, everything else stays a string."""
-    if text == "":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def load_rows(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Rows from ``.jsonl``/``.ndjson`` (one object per line), ``.json`` (a list), ``.csv``
-    (values coerced to numbers where they parse), or ``.parquet`` (needs pyarrow)."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        with p.open(encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    yield json.loads(line)
-    elif suffix == ".json":
-        yield from json.loads(p.read_text(encoding="utf-8"))
-    elif suffix == ".csv":
-        with p.open(encoding="utf-8", newline="") as f:
-            for row in csv.DictReader(f):
-                yield {k: _coerce(v) for k, v in row.items()}
-    elif suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise RuntimeError("reading parquet needs pyarrow: pip install pyarrow") from exc
-        yield from pq.read_table(p).to_pylist()
-    else:
-        raise ValueError(f"unsupported file type {suffix!r} (jsonl, json, csv, parquet)")

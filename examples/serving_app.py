@@ -19,7 +19,7 @@ import random
 import time
 import uuid
 
-from driftline.kafka import KafkaSettings, ensure_topics
+from driftline.platform.kafka import KafkaSettings, ensure_topics
 from driftline.schemas import GroundTruthEvent, PredictionEvent
 from driftline.streams.producer import DeliveryFailure, DriftlineProducer
 

@@ -19,7 +19,7 @@ import threading
 import time
 from types import FrameType
 
-from driftline.kafka import KafkaSettings, quick_join_consumer_config
+from driftline.platform.kafka import KafkaSettings, quick_join_consumer_config
 from driftline.schemas import RetrainingRequest
 from driftline.streams.trainer import RetrainingConsumer, SqliteDedupStore
 

@@ -23,14 +23,14 @@ from typing import Any
 
 import faust
 
-from driftline import metrics
-from driftline.catalog import ModelCatalog
-from driftline.checkpoints import CheckpointStore
-from driftline.config import Config
 from driftline.detectors.hashing import partition_for
-from driftline.evaluation import Evaluation, Evaluator
-from driftline.kafka import KafkaSettings
+from driftline.platform import metrics
+from driftline.platform.checkpoints import CheckpointStore
+from driftline.platform.config import Config
+from driftline.platform.kafka import KafkaSettings
 from driftline.schemas import encode
+from driftline.streams.catalog import ModelCatalog
+from driftline.streams.evaluation import Evaluation, Evaluator
 from driftline.streams.ingest import CONTROL_HEADER, Incoming, Kind, Outgoing, Router, dead_letter_headers
 from driftline.streams.join import JoinPartition
 from driftline.streams.merge import WindowMerger

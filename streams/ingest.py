@@ -23,9 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from driftline.catalog import ModelCatalog
-from driftline.config import Config
 from driftline.detectors.hashing import stable_keys
+from driftline.platform.config import Config
 from driftline.schemas import (
     GroundTruthEvent,
     PredictionEvent,
@@ -34,8 +33,9 @@ from driftline.schemas import (
     decode_predictions,
     encode,
 )
+from driftline.schemas.windows import MIN_WATERMARK, closing_epoch, window_shapes
+from driftline.streams.catalog import ModelCatalog
 from driftline.streams.columns import LabelBlock, PredictionBlock, groups
-from driftline.streams.join import MIN_WATERMARK, closing_epoch, window_shapes
 from driftline.streams.messages import EndOfInput, Tick, encode_internal
 
 __all__ = [
@@ -129,7 +129,7 @@ class Router:
         self.invalid: dict[tuple[str, str], int] = defaultdict(int)
         self._wm: dict[str, int] = {}
         self._ticked: dict[str, tuple[tuple[int, int], ...]] = {}
-        self._shapes = window_shapes(config)
+        self._shapes = window_shapes(config.model_configs())
         self._last_seen: dict[str, float] = {}
         self._idle: set[str] = set()
 

@@ -22,17 +22,28 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
 
-from driftline.catalog import ModelCatalog
-from driftline.config import Config
 from driftline.detectors.aggregates import FeatureColumns, WindowAggregate
 from driftline.detectors.categories import category_strings
 from driftline.schemas import GroundTruthEvent, PredictionEvent
+from driftline.schemas.windows import (
+    MAX_WATERMARK,
+    MIN_WATERMARK,
+    OVERFLOW_SEGMENT,
+    closing_epoch,
+    due_phase_at,
+    final_at,
+    provisional_at,
+    segment_slices,
+    window_shapes,
+    window_start,
+)
+from driftline.streams.catalog import ModelCatalog
 from driftline.streams.columns import LabelBlock, PredictionBlock, groups, pick, row_offsets
 from driftline.streams.messages import (
     EndOfInput,
@@ -46,24 +57,13 @@ from driftline.streams.messages import (
     Tick,
 )
 
-__all__ = [
-    "COUNTERS",
-    "MAX_WATERMARK",
-    "MIN_WATERMARK",
-    "JoinPartition",
-    "closing_epoch",
-    "segment_slices",
-    "window_shapes",
-]
+__all__ = ["COUNTERS", "JoinPartition"]
 
-MIN_WATERMARK = -(2**62)
 #: joined events held back before they are folded into the aggregates (see JoinPartition.flush)
 FLUSH_EVENTS = 16_384
-MAX_WATERMARK = 2**62
 #: a group of at least this many events is folded once and merged into its slices (see
 #: JoinPartition._fold); below it, folding into each slice costs less than a merge
 MERGE_ABOVE = 512
-OVERFLOW_SEGMENT = "__other__"
 
 #: what a join partition counts; cumulative, reported in Progress and the replay report
 COUNTERS = (
@@ -78,39 +78,6 @@ COUNTERS = (
     "unmatched_labels",
 )
 
-
-
-def window_shapes(config: Config) -> list[tuple[int, int, int]]:
-    """(window, grace, label horizon) of the defaults and of every configured model."""
-    models = (config.defaults, *config.models.values())
-    return sorted({(m.window_ms, m.grace_ms, m.label_horizon_ms) for m in models})
-
-
-def closing_epoch(
-    shapes: Sequence[tuple[int, int, int]], watermark: int, final_watermark: int
-) -> tuple[tuple[int, int], ...]:
-    """Which windows these watermarks have closed (provisionally) and finalised, per shape.
-
-    Every event-time decision of the join and the merge (late, provisional, final) compares a
-    watermark with a window's ``end + grace`` or ``end + horizon``, and windows are aligned, so
-    those decisions change only when this tuple does. Watermark messages (ticks and Progress)
-    that leave it unchanged can be skipped without changing any result; ``floor`` is monotone,
-    so this holds for the minimum over sources too."""
-    return tuple(
-        ((watermark - grace) // window, (final_watermark - horizon) // window)
-        for window, grace, horizon in shapes
-    )
-
-
-def segment_slices(segments: Mapping[str, str] | None) -> list[str]:
-    """The slices an event counts in: the whole model (``""``) and one per segment dimension.
-
-    One slice per dimension (not per combination) keeps the number of series linear in the
-    number of dimensions."""
-    slices = [""]
-    if segments:
-        slices.extend(f"{k}={v}" for k, v in sorted(segments.items()))
-    return slices
 
 
 @dataclass(slots=True)
@@ -177,7 +144,7 @@ class JoinPartition:
         #: the next join-input offset this state has not yet applied (for checkpoints); while a
         #: message is processed it is that message's offset, and outputs carry it as ``seq``
         self.next_offset = 0
-        self._shapes = window_shapes(catalog.config)
+        self._shapes = window_shapes(catalog.config.model_configs())
         #: accepted or joined but not yet folded into the aggregates (see :meth:`flush`):
         #: predictions as (features, window ids, keys, predictions, scores) per block
         self._pending_predictions: list[
@@ -258,17 +225,17 @@ class JoinPartition:
         heapq.heapify(self._early_expiry)
         self._next_wid = d["next_wid"]
         self._wkeys, self._wkey_index = {}, {}
-        for wid, model_id, version, slices, start, end, final_at, ident, pids in d["wkeys"]:
+        for wid, model_id, version, slices, start, end, final_time, ident, pids in d["wkeys"]:
             key = _WindowKey(
-                model_id, version, list(slices), start, end, final_at, _ident_in(ident), list(pids)
+                model_id, version, list(slices), start, end, final_time, _ident_in(ident), list(pids)
             )
             self._wkeys[wid] = key
             self._wkey_index[key.ident] = wid
         self._slices = {}
-        for skey, agg, close_at, final_at, provisional_sent in d["slices"]:
+        for skey, agg, close_at, final_time, provisional_sent in d["slices"]:
             spec = self.catalog.spec(skey[0])
             aggregate = WindowAggregate.from_dict(agg, spec)
-            self._slices[tuple(skey)] = _SliceState(aggregate, close_at, final_at, provisional_sent)  # type: ignore[index]
+            self._slices[tuple(skey)] = _SliceState(aggregate, close_at, final_time, provisional_sent)  # type: ignore[index]
         self._segment_values = {(m, dim): set(v) for m, dim, v in d["segment_values"]}
 
     def apply(self, message: JoinInput) -> list[Partial]:
@@ -362,9 +329,9 @@ class JoinPartition:
             return
         ids = block.ids
         window, grace, horizon = self._settings(block)
-        start = block.times - block.times % window
+        start = window_start(block.times, window)
         end = start + window
-        late = end + grace <= self.watermark
+        late = provisional_at(end, grace) <= self.watermark
         if self._entries.keys().isdisjoint(ids) and len(set(ids)) == n:
             duplicates, n_late, accepted = 0, int(late.sum()), np.flatnonzero(~late)
         else:
@@ -376,7 +343,7 @@ class JoinPartition:
         if accepted.size < n:
             block = block.take(accepted)
             start, end, horizon = start[accepted], end[accepted], horizon[accepted]
-        wids = self._window_ids(block, start, end, end + horizon)
+        wids = self._window_ids(block, start, end, final_at(end, horizon))
         wid_list = wids.tolist()
         ids, predictions = block.ids, block.predictions
         scores, keys, times = block.scores.tolist(), block.keys.tolist(), block.times.tolist()
@@ -516,7 +483,7 @@ class JoinPartition:
             if state is None:
                 state = _SliceState(
                     WindowAggregate(self.catalog.spec(wkey.model_id)),
-                    close_at=wkey.end + cfg.grace_ms,
+                    close_at=provisional_at(wkey.end, cfg.grace_ms),
                     final_at=wkey.final_at,
                 )
                 self._slices[skey] = state
@@ -643,11 +610,14 @@ class JoinPartition:
         out: list[Partial] = []
         for skey in sorted(self._slices, key=lambda k: (k[3], k)):
             state = self._slices[skey]
-            if state.final_at <= fwm:
-                out.append(self._partial(skey, state, "final"))
+            sent = state.provisional_sent
+            phase = due_phase_at(state.close_at, state.final_at, wm, fwm, provisional_done=sent)
+            if phase is None:
+                continue
+            out.append(self._partial(skey, state, phase))
+            if phase == "final":
                 del self._slices[skey]
-            elif state.close_at <= wm and not state.provisional_sent:
-                out.append(self._partial(skey, state, "provisional"))
+            else:
                 state.provisional_sent = True
         for wid in [w for w, wkey in self._wkeys.items() if wkey.final_at <= fwm]:
             wkey = self._wkeys.pop(wid)

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from driftline.catalog import ModelCatalog
 from driftline.detectors.aggregates import WindowAggregate
-from driftline.evaluation import Evaluation, Evaluator
-from driftline.streams.join import MIN_WATERMARK
+from driftline.schemas.windows import MIN_WATERMARK, due_phase, final_at
+from driftline.streams.catalog import ModelCatalog
+from driftline.streams.evaluation import Evaluation, Evaluator
 from driftline.streams.messages import Partial, PartialsMessage, Progress
 
 __all__ = ["MergeOutput", "WindowMerger"]
@@ -134,8 +134,7 @@ class WindowMerger:
 
     def _already_closed(self, key: _Key, end: int) -> bool:
         """A partial of a window this merger already finalised (a re-delivery): drop it."""
-        cfg = self.catalog.model(key[0])
-        return end + cfg.label_horizon_ms <= self.final_watermark
+        return final_at(end, self.catalog.model(key[0]).label_horizon_ms) <= self.final_watermark
 
     def _progress_to(self, message: Progress) -> MergeOutput:
         jp = message.join_partition
@@ -169,11 +168,8 @@ class WindowMerger:
             model_id, version, segment, start = key
             cfg = self.catalog.model(model_id)
             end = self._ends[key]
-            if end + cfg.label_horizon_ms <= fwm:
-                phase = "final"
-            elif end + cfg.grace_ms <= wm and key not in self._provisional_done:
-                phase = "provisional"
-            else:
+            phase = due_phase(end, cfg, wm, fwm, provisional_done=key in self._provisional_done)
+            if phase is None:
                 continue
             aggregate = WindowAggregate(self.catalog.spec(model_id))
             for jp in sorted(self._partials[key]):

@@ -41,7 +41,7 @@ import msgspec
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from driftline.detectors.hashing import partition_of
-from driftline.kafka import KafkaSettings, confluent_config
+from driftline.platform.kafka import KafkaSettings, confluent_config
 from driftline.schemas import GroundTruthEvent, PredictionEvent, encode, encode_batch
 
 log = logging.getLogger(__name__)

@@ -35,8 +35,16 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from driftline.config import Config
-from driftline.kafka import KafkaSettings, confluent_config, ensure_topics
+from driftline.platform.config import Config
+from driftline.platform.kafka import KafkaSettings, confluent_config, ensure_topics
+from driftline.platform.store import (
+    prune_window_results,
+    record_alert,
+    record_retraining_request,
+    record_window_result,
+    touch_model,
+)
+from driftline.platform.store.models import WindowResultRow
 from driftline.schemas import (
     AlertEvent,
     RetrainingRequest,
@@ -45,14 +53,6 @@ from driftline.schemas import (
     decode_retraining_request,
     decode_window_result,
 )
-from driftline.store import (
-    prune_window_results,
-    record_alert,
-    record_retraining_request,
-    record_window_result,
-    touch_model,
-)
-from driftline.store.models import WindowResultRow
 from driftline.streams.app import TopicNames, kafka_settings
 from driftline.streams.ingest import CONTROL_HEADER
 

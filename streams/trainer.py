@@ -40,7 +40,7 @@ from typing import Any, Final, Protocol, Self, runtime_checkable
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from driftline.kafka import KafkaSettings, confluent_config
+from driftline.platform.kafka import KafkaSettings, confluent_config
 from driftline.schemas import RetrainingRequest, decode_retraining_request
 
 log = logging.getLogger(__name__)

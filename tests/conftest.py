@@ -13,8 +13,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from fakes.pagerduty import FakePagerDuty
 from fakes.slack import FakeSlack
 
-from driftline.broker import EmbeddedBroker
-from driftline.kafka import KafkaSettings, confluent_config
+from driftline.platform.broker import EmbeddedBroker
+from driftline.platform.kafka import KafkaSettings, confluent_config
 
 
 @pytest.fixture(scope="session")

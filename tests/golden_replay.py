@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from driftline.simulate import simulate, write_jsonl
+from driftline.apps.simulate import simulate, write_jsonl
 
 GOLDEN = Path(__file__).parent / "data" / "replay-golden.json"
 CONFIG = {
@@ -57,7 +57,7 @@ def run_replay(folder: Path) -> dict:
     cmd = [
         sys.executable,
         "-m",
-        "driftline.cli",
+        "driftline.apps.cli",
         "--config",
         str(cfg),
         "replay",

@@ -12,25 +12,25 @@ from fakes import sample_alert
 from fakes.pagerduty import FakePagerDuty
 from fakes.slack import FakeSlack
 
-import driftline.cli
-from driftline.store import head_revision, make_engine, record_alert, session_factory
+import driftline.apps.cli
+from driftline.platform.store import head_revision, make_engine, record_alert, session_factory
 
 pytestmark = pytest.mark.timeout(60)
 
-MODULE = "driftline.commands.alerting_cli"
+MODULE = "driftline.apps.commands.alerting_cli"
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdef012345"
 
 
 @pytest.fixture(autouse=True)
 def registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    if MODULE not in driftline.cli.MODULES:
-        monkeypatch.setattr(driftline.cli, "MODULES", (*driftline.cli.MODULES, MODULE))
+    if MODULE not in driftline.apps.cli.MODULES:
+        monkeypatch.setattr(driftline.apps.cli, "MODULES", (*driftline.apps.cli.MODULES, MODULE))
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    code = driftline.cli.main(list(argv))
+    code = driftline.apps.cli.main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score
 
-import driftline.cli
+import driftline.apps.cli
 from driftline.detectors.profile import ReferenceProfile
-from driftline.store import head_revision
+from driftline.platform.store import head_revision
 
 pytestmark = pytest.mark.timeout(60)
 
-MODULE = "driftline.commands.baseline_cli"
+MODULE = "driftline.apps.commands.baseline_cli"
 
 ROWS = [
     {"prediction_id": "r1", "features": {"amount": 10.0, "channel": "web"}, "prediction": 1, "label": 1,
@@ -103,13 +103,13 @@ baseline metrics:
 
 @pytest.fixture(autouse=True)
 def registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    if MODULE not in driftline.cli.MODULES:
-        monkeypatch.setattr(driftline.cli, "MODULES", (*driftline.cli.MODULES, MODULE))
+    if MODULE not in driftline.apps.cli.MODULES:
+        monkeypatch.setattr(driftline.apps.cli, "MODULES", (*driftline.apps.cli.MODULES, MODULE))
     monkeypatch.delenv("DRIFTLINE_CONFIG", raising=False)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    code = driftline.cli.main(list(argv))
+    code = driftline.apps.cli.main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from driftline.broker import BrokerStartError, EmbeddedBroker
-from driftline.kafka import (
+from driftline.platform.broker import BrokerStartError, EmbeddedBroker
+from driftline.platform.kafka import (
     KafkaSettings,
     confluent_config,
     ensure_topics,
@@ -48,7 +48,7 @@ def test_port_conflict_is_detected_and_retried_on_a_fresh_port(
 ) -> None:
     """tansu exits 0 on EADDRINUSE *after* logging "listening on"; the session broker's port
     is offered first, so the first attempt must fail and the second succeed elsewhere."""
-    import driftline.broker as broker_module
+    import driftline.platform.broker as broker_module
 
     taken = broker.port
     assert taken is not None

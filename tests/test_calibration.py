@@ -101,7 +101,7 @@ def _reference(g: np.random.Generator) -> Reference:
 
 def _window(g: np.random.Generator, ref: Reference, w: int, n: int,
             shift: dict[str, float] | None = None) -> list[DriftResult]:
-    """One window through sketches and tests, as ``driftline.evaluation`` runs them."""
+    """One window through sketches and tests, as ``driftline.streams.evaluation`` runs them."""
     keys = _keys(f"w{w}", n)
     out = []
     for name, draw in sorted(_NUMERIC.items()):

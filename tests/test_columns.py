@@ -12,10 +12,10 @@ import random
 import numpy as np
 import pytest
 
-from driftline.catalog import ModelCatalog
-from driftline.config import Config, ModelConfig
 from driftline.detectors.aggregates import FeatureColumns, feature_columns
+from driftline.platform.config import Config, ModelConfig
 from driftline.schemas import GroundTruthEvent, PredictionEvent
+from driftline.streams.catalog import ModelCatalog
 from driftline.streams.columns import LabelBlock, PredictionBlock
 from driftline.streams.join import JoinPartition
 from driftline.streams.messages import (

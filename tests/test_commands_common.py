@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from driftline.commands.common import parse_since, store_url
+from driftline.apps.commands.common import parse_since, store_url
 
 
 def test_store_url_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
-from driftline import metrics
-from driftline.cli import build_parser
-from driftline.config import load_config, parse_duration_ms
+from driftline.apps.cli import build_parser
+from driftline.platform import metrics
+from driftline.platform.config import load_config, parse_duration_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"

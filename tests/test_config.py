@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from driftline.alerting.rules import DEFAULT_RULES
-from driftline.config import ModelConfig, load_config, parse_duration_ms
+from driftline.platform.config import ModelConfig, load_config, parse_duration_ms
 
 
 @pytest.mark.parametrize(

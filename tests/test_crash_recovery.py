@@ -20,11 +20,11 @@ import pytest
 import yaml
 from conftest import consume_all
 
-from driftline.broker import free_loopback_port
-from driftline.kafka import KafkaSettings
-from driftline.metrics import scrape_messages_consumed
-from driftline.simulate import simulate, write_jsonl
-from driftline.store.db import upgrade
+from driftline.apps.simulate import simulate, write_jsonl
+from driftline.platform.broker import free_loopback_port
+from driftline.platform.kafka import KafkaSettings
+from driftline.platform.metrics import scrape_messages_consumed
+from driftline.platform.store.db import upgrade
 
 
 def _config(tmp_path: Path, name: str, kafka: KafkaSettings, prefix: str, partitions: int = 0) -> Path:
@@ -51,7 +51,7 @@ def _config(tmp_path: Path, name: str, kafka: KafkaSettings, prefix: str, partit
 
 def _cli(config: Path, *args: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "driftline.cli", "--config", str(config), *args],
+        [sys.executable, "-m", "driftline.apps.cli", "--config", str(config), *args],
         stdout=open(log, "wb"),
         stderr=subprocess.STDOUT,
     )
@@ -93,7 +93,7 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
         [
             sys.executable,
             "-m",
-            "driftline.cli",
+            "driftline.apps.cli",
             "--config",
             str(clean_cfg),
             "replay",

@@ -26,9 +26,9 @@ from driftline.alerting.delivery import Delivery, Sent
 from driftline.alerting.outbox import RetryPolicy, TokenBucket, ingest
 from driftline.alerting.secrets import Secret
 from driftline.alerting.subscriptions import Subscription, make_notifier
+from driftline.platform.store import make_engine, session_factory, upgrade
+from driftline.platform.store.models import Notification, NotificationAttempt
 from driftline.schemas import AlertEvent
-from driftline.store import make_engine, session_factory, upgrade
-from driftline.store.models import Notification, NotificationAttempt
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -414,7 +414,7 @@ def test_a_replayed_alert_is_counted_as_deduplicated(
     sessions: sessionmaker[Session], slack: FakeSlack
 ) -> None:
     from driftline.alerting.notifier_service import NotifierService
-    from driftline.kafka import KafkaSettings
+    from driftline.platform.kafka import KafkaSettings
 
     subs = [slack_sub(slack)]
     service = NotifierService(

@@ -13,7 +13,7 @@ import pytest
 
 def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "driftline.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "driftline.apps.cli", *args], capture_output=True, text=True, timeout=timeout
     )
 
 

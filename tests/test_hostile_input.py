@@ -30,10 +30,10 @@ from confluent_kafka import Producer
 from conftest import consume_all
 from workers import running_worker, write_worker_config
 
-from driftline.catalog import ModelCatalog
-from driftline.config import config_from_mapping
-from driftline.kafka import KafkaSettings, confluent_config, ensure_topics
+from driftline.platform.config import config_from_mapping
+from driftline.platform.kafka import KafkaSettings, confluent_config, ensure_topics
 from driftline.schemas import Reason, decode_predictions, decode_window_result
+from driftline.streams.catalog import ModelCatalog
 from driftline.streams.ingest import CONTROL_HEADER, END_OF_INPUT
 from driftline.streams.join import JoinPartition
 

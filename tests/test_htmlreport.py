@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from driftline.commands import ops_cli
-from driftline.htmlreport import build_report, chart_windows, render_report
+from driftline.apps.commands import ops_cli
+from driftline.apps.htmlreport import build_report, chart_windows, render_report
+from driftline.platform.store import make_engine, record_alert, record_window_result, session_factory, upgrade
 from driftline.schemas import AlertData, DriftTest, Window, WindowResult, alert_event, ms_to_rfc3339
 from driftline.schemas.results import OnlineDetection
-from driftline.store import make_engine, record_alert, record_window_result, session_factory, upgrade
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,9 +6,9 @@ import numpy as np
 import orjson
 import pytest
 
-from driftline.catalog import ModelCatalog
-from driftline.config import Config, ModelConfig
 from driftline.detectors.hashing import partition_for
+from driftline.platform.config import Config, ModelConfig
+from driftline.streams.catalog import ModelCatalog
 from driftline.streams.ingest import CONTROL_HEADER, END_OF_INPUT, Router
 from driftline.streams.messages import EndOfInput, PredictionColumns, Tick, decode_join_input
 
@@ -131,7 +131,7 @@ def test_consecutive_messages_of_a_source_reach_the_join_as_one_block_per_partit
 def test_a_block_partly_applied_before_a_restart_applies_only_the_rest() -> None:
     """After a restart ingest re-reads from its committed offset and may group messages
     differently; the join applies exactly the rows it had not applied."""
-    from driftline.catalog import ModelCatalog
+    from driftline.streams.catalog import ModelCatalog
     from driftline.streams.join import JoinPartition
 
     def join() -> JoinPartition:

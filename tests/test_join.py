@@ -6,13 +6,14 @@ import msgspec
 import numpy as np
 import pytest
 
-from driftline.catalog import ModelCatalog
-from driftline.config import Config, ModelConfig
 from driftline.detectors.aggregates import WindowAggregate
 from driftline.detectors.hashing import partition_for
-from driftline.evaluation import Evaluator
+from driftline.platform.config import Config, ModelConfig
 from driftline.schemas import GroundTruthEvent, PredictionEvent
-from driftline.streams.join import MAX_WATERMARK, JoinPartition, closing_epoch, window_shapes
+from driftline.schemas.windows import MAX_WATERMARK, closing_epoch, window_shapes
+from driftline.streams.catalog import ModelCatalog
+from driftline.streams.evaluation import Evaluator
+from driftline.streams.join import JoinPartition
 from driftline.streams.merge import WindowMerger
 from driftline.streams.messages import Partial, Progress
 
@@ -298,7 +299,7 @@ def test_when_joined_events_are_folded_never_changes_a_partial(
 def test_watermark_messages_are_sent_only_when_a_window_boundary_is_crossed() -> None:
     """Ticks and Progress carry nothing a merger or join can act on between two boundaries
     (closing_epoch): one per boundary crossed, not one per message."""
-    shapes = window_shapes(_config())  # window 10 s, grace 2 s, horizon 5 s
+    shapes = window_shapes(_config().model_configs())  # window 10 s, grace 2 s, horizon 5 s
     epochs = {closing_epoch(shapes, T0 + ms, T0 + ms) for ms in range(0, 30_000, 500)}
     # boundaries at k*W + 2 s (provisional) and k*W + 5 s (final): two per window
     assert len(epochs) == 6 + 1

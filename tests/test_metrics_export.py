@@ -21,14 +21,14 @@ from prometheus_client import REGISTRY, generate_latest
 from scipy.stats import ks_2samp
 from sklearn.metrics import accuracy_score
 
-from driftline import metrics
-from driftline.catalog import ModelCatalog, build_profiles
-from driftline.config import Config, ModelConfig, TopicConfig
+from driftline.apps.simulate import simulate
 from driftline.detectors.aggregates import WindowAggregate, feature_columns
 from driftline.detectors.categories import category_strings
 from driftline.detectors.hashing import stable_keys
-from driftline.evaluation import Evaluation, Evaluator
-from driftline.simulate import simulate
+from driftline.platform import metrics
+from driftline.platform.config import Config, ModelConfig, TopicConfig
+from driftline.streams.catalog import ModelCatalog, build_profiles
+from driftline.streams.evaluation import Evaluation, Evaluator
 
 WINDOW_MS = 60_000
 START_MS = 1_767_225_600_000

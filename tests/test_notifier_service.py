@@ -28,11 +28,11 @@ from fakes.pagerduty import FakePagerDuty
 from fakes.slack import FakeSlack
 from sqlalchemy import select
 
-from driftline.broker import EmbeddedBroker
-from driftline.kafka import KafkaSettings, confluent_config, ensure_topics
+from driftline.platform.broker import EmbeddedBroker
+from driftline.platform.kafka import KafkaSettings, confluent_config, ensure_topics
+from driftline.platform.store import make_engine, session_factory, upgrade
+from driftline.platform.store.models import Notification, NotificationAttempt
 from driftline.schemas import AlertEvent, encode
-from driftline.store import make_engine, session_factory, upgrade
-from driftline.store.models import Notification, NotificationAttempt
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -41,11 +41,11 @@ ROUTING_KEY = "R0UT1NGKEY0123456789abcdef012345"
 # Runs `driftline notifier` whether or not the lead has listed the module in MODULES yet.
 RUNNER = """
 import sys
-import driftline.commands as commands
-name = "driftline.commands.alerting_cli"
+import driftline.apps.commands as commands
+name = "driftline.apps.commands.alerting_cli"
 if name not in commands.MODULES:
     commands.MODULES = (*commands.MODULES, name)
-from driftline.cli import main
+from driftline.apps.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

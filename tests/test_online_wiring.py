@@ -21,13 +21,13 @@ import pytest
 import xxhash
 from river import drift
 
-from driftline.catalog import ModelCatalog
-from driftline.config import ONLINE_DETECTORS, Config, ModelConfig, config_from_mapping
 from driftline.detectors.aggregates import WindowAggregate, feature_columns
 from driftline.detectors.hashing import partition_for, stable_keys
 from driftline.detectors.online import DETECTORS
-from driftline.evaluation import Evaluator
+from driftline.platform.config import ONLINE_DETECTORS, Config, ModelConfig, config_from_mapping
 from driftline.schemas import GroundTruthEvent, PredictionEvent
+from driftline.streams.catalog import ModelCatalog
+from driftline.streams.evaluation import Evaluator
 from driftline.streams.join import JoinPartition
 from driftline.streams.merge import WindowMerger
 from driftline.streams.messages import Partial, Progress

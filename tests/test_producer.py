@@ -10,7 +10,7 @@ from confluent_kafka import KafkaError
 from conftest import consume_all
 
 from driftline.detectors.hashing import partition_for
-from driftline.kafka import KafkaSettings, ensure_topics
+from driftline.platform.kafka import KafkaSettings, ensure_topics
 from driftline.schemas import GroundTruthEvent, PredictionEvent, decode_ground_truth, decode_predictions
 from driftline.streams.producer import DeliveryError, DeliveryFailure, DriftlineProducer
 

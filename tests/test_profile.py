@@ -17,11 +17,11 @@ from driftline.detectors.profile import (
     NumericProfile,
     ReferenceProfile,
     build_profile,
-    load_rows,
     new_categorical_sketch,
     new_numeric_sketch,
 )
 from driftline.detectors.sketches import bin_index
+from driftline.platform.files import load_rows
 
 
 def _rows(n: int = 400, seed: int = 0) -> list[dict]:

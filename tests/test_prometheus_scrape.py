@@ -30,9 +30,9 @@ import yaml
 from sklearn.metrics import accuracy_score
 from test_metrics_export import evaluate_window, make_catalog
 
-from driftline import metrics
-from driftline.config import TopicConfig
-from driftline.evaluation import Evaluator
+from driftline.platform import metrics
+from driftline.platform.config import TopicConfig
+from driftline.streams.evaluation import Evaluator
 
 RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "rules.yml"
 DEADLINE_S = 45.0

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from driftline.apps.simulate import simulate, write_jsonl
 from driftline.schemas import rfc3339_to_ms
-from driftline.simulate import simulate, write_jsonl
 
 WINDOW_MS = 60_000
 
@@ -27,7 +27,7 @@ def _replay(tmp_path: Path, traffic, *, reference=None, extra_config=None, timeo
     cmd = [
         sys.executable,
         "-m",
-        "driftline.cli",
+        "driftline.apps.cli",
         "--config",
         str(cfg),
         "replay",
@@ -108,3 +108,5 @@ def test_replay_alerts_follow_the_injected_changes(tmp_path: Path) -> None:
     request = report["retraining_requests"][0]
     assert request["id"] == request["data"]["idempotency_key"]
     assert rfc3339_to_ms(request["data"]["window"]["start"]) >= concept_start
+    # every window names the reference file it was judged against (it read "file:None")
+    assert {w["reference"] for w in report["windows"]} == {f"file:{tmp_path / 'reference.jsonl'}"}

@@ -23,9 +23,17 @@ from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from driftline.commands import ops_cli
-from driftline.config import Config, TopicConfig
-from driftline.kafka import KafkaSettings, confluent_config, quick_join_consumer_config
+from driftline.apps.commands import ops_cli
+from driftline.platform.config import Config, TopicConfig
+from driftline.platform.kafka import KafkaSettings, confluent_config, quick_join_consumer_config
+from driftline.platform.store import list_alerts, make_engine, session_factory, upgrade, window_history
+from driftline.platform.store.models import (
+    AlertTransition,
+    Model,
+    ModelVersion,
+    RetrainingRequestRow,
+    WindowResultRow,
+)
 from driftline.schemas import (
     AlertData,
     AlertEvent,
@@ -39,8 +47,6 @@ from driftline.schemas import (
     ms_to_rfc3339,
     retraining_request,
 )
-from driftline.store import list_alerts, make_engine, session_factory, upgrade, window_history
-from driftline.store.models import AlertTransition, Model, ModelVersion, RetrainingRequestRow, WindowResultRow
 from driftline.streams import sink as sink_module
 from driftline.streams.app import END_OF_RESULTS
 from driftline.streams.ingest import CONTROL_HEADER

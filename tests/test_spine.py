@@ -18,7 +18,7 @@ from conftest import consume_all
 from scipy import stats
 from workers import running_worker, write_worker_config
 
-from driftline.kafka import KafkaSettings, confluent_config, ensure_topics
+from driftline.platform.kafka import KafkaSettings, confluent_config, ensure_topics
 from driftline.schemas import decode_alert, decode_retraining_request, decode_window_result
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a multiple of the window

@@ -19,11 +19,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from driftline.commands import ops_cli
-from driftline.schemas import AlertData, DriftTest, Window, WindowResult, alert_event, ms_to_rfc3339
-from driftline.schemas.results import OnlineDetection
-from driftline.status import collect_status, make_status_server, render_table, status_json
-from driftline.store import (
+from driftline.apps.commands import ops_cli
+from driftline.apps.status import collect_status, make_status_server, render_table, status_json
+from driftline.platform.store import (
     make_engine,
     record_alert,
     record_window_result,
@@ -31,6 +29,8 @@ from driftline.store import (
     touch_model,
     upgrade,
 )
+from driftline.schemas import AlertData, DriftTest, Window, WindowResult, alert_event, ms_to_rfc3339
+from driftline.schemas.results import OnlineDetection
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -312,7 +312,7 @@ def test_healthz_reports_an_unreachable_store(tmp_path: Path) -> None:
 
 # ---- the command -------------------------------------------------------------------------------
 def _cli(argv: list[str]) -> int:
-    """The sub-commands on a parser shaped like ``driftline.cli`` (top-level ``--config``)."""
+    """The sub-commands on a parser shaped like ``driftline.apps.cli`` (top-level ``--config``)."""
     parser = argparse.ArgumentParser(prog="driftline")
     parser.add_argument("--config")
     ops_cli.register(parser.add_subparsers(dest="command", required=True))
@@ -370,9 +370,9 @@ def test_history_config_flag_does_not_erase_the_global_one() -> None:
 
 
 def test_module_doctests() -> None:
-    import driftline.commands.common
-    import driftline.status
+    import driftline.apps.commands.common
+    import driftline.apps.status
 
-    for module in (driftline.status, driftline.commands.common):
+    for module in (driftline.apps.status, driftline.apps.commands.common):
         result = doctest.testmod(module)
         assert (result.failed, result.attempted > 0) == (0, True)

@@ -22,19 +22,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftline.detectors.profile import ReferenceProfile, build_profile
-from driftline.schemas import (
-    AlertData,
-    AlertEvent,
-    DriftTest,
-    FeatureQuality,
-    RetrainingRequestData,
-    Window,
-    WindowResult,
-    ms_to_rfc3339,
-)
-from driftline.schemas.cloudevents import RetrainingRequest, alert_event, retraining_request
-from driftline.schemas.results import OnlineDetection
-from driftline.store import (
+from driftline.platform.store import (
     SchemaOutOfDate,
     check_schema,
     current_revision,
@@ -63,7 +51,7 @@ from driftline.store import (
     upgrade,
     window_history,
 )
-from driftline.store.models import (
+from driftline.platform.store.models import (
     AlertRow,
     AlertTransition,
     Base,
@@ -75,6 +63,18 @@ from driftline.store.models import (
     RetrainingRequestRow,
     WindowResultRow,
 )
+from driftline.schemas import (
+    AlertData,
+    AlertEvent,
+    DriftTest,
+    FeatureQuality,
+    RetrainingRequestData,
+    Window,
+    WindowResult,
+    ms_to_rfc3339,
+)
+from driftline.schemas.cloudevents import RetrainingRequest, alert_event, retraining_request
+from driftline.schemas.results import OnlineDetection
 
 pytestmark = pytest.mark.timeout(120)
 

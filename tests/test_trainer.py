@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
 
-from driftline.kafka import KafkaSettings, confluent_config, ensure_topics, quick_join_consumer_config
+from driftline.platform.kafka import (
+    KafkaSettings,
+    confluent_config,
+    ensure_topics,
+    quick_join_consumer_config,
+)
 from driftline.schemas import RetrainingRequest, RetrainingRequestData, Window, encode, retraining_request
 from driftline.streams.trainer import MemoryDedupStore, RetrainingConsumer, SqliteDedupStore
 

@@ -22,7 +22,7 @@ from sklearn.metrics import accuracy_score
 from test_prometheus_scrape import free_port, query, require_prometheus, running_prometheus
 from workers import running_worker, write_worker_config
 
-from driftline.kafka import KafkaSettings, confluent_config, ensure_topics
+from driftline.platform.kafka import KafkaSettings, confluent_config, ensure_topics
 
 pytestmark = pytest.mark.timeout(90)
 

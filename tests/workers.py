@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from driftline.kafka import KafkaSettings
-from driftline.store.db import upgrade
+from driftline.platform.kafka import KafkaSettings
+from driftline.platform.store.db import upgrade
 
 #: small, explicit topic layout: every test topic is created with these partition counts
 SMALL_TOPICS = {
@@ -59,7 +59,7 @@ def running_worker(
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
-                *(sys.executable, "-m", "driftline.cli", "--config", str(config), "worker"),
+                *(sys.executable, "-m", "driftline.apps.cli", "--config", str(config), "worker"),
                 *("--session-timeout", "6", "--idle-after", str(idle_after), *args),
             ],
             stdout=out,

@@ -10,7 +10,7 @@ Typical use::
         record_window_result(session, result)
 """
 
-from driftline.store.db import (
+from driftline.platform.store.db import (
     SchemaOutOfDate,
     check_schema,
     current_revision,
@@ -21,7 +21,7 @@ from driftline.store.db import (
     session_factory,
     upgrade,
 )
-from driftline.store.repository import (
+from driftline.platform.store.repository import (
     Checkpoint,
     due_notifications,
     enqueue_notification,

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from driftline.config import Config, ModelConfig
 from driftline.detectors.aggregates import AggregateSpec
+from driftline.platform.config import Config, ModelConfig
 
 __all__ = ["ModelCatalog", "build_profiles", "spec_from_profile"]
 
@@ -77,27 +77,45 @@ class ModelCatalog:
     of bogus model ids could take.
     """
 
-    def __init__(self, config: Config, profiles: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        profiles: Mapping[Any, Any] | None = None,
+        *,
+        sources: Mapping[str, str] | None = None,
+    ) -> None:
         """``profiles`` maps a model id, or a ``(model_id, segment)`` pair for per-segment
-        references (segment ``"dim=value"``), to its reference profile."""
+        references (segment ``"dim=value"``), to its reference profile; ``sources`` says where
+        a model's profiles came from, for results to name (default: its configured file)."""
         self.config = config
         self.profiles: dict[tuple[str, str], Any] = {
             (key if isinstance(key, tuple) else (key, "")): value for key, value in (profiles or {}).items()
         }
+        self._sources = {m: f"file:{cfg.reference}" for m, cfg in config.models.items() if cfg.reference}
+        self._sources.update(sources or {})
         self._specs: dict[str, AggregateSpec] = {}
         self._admitted: set[str] = set(config.models)
 
     @classmethod
-    def load(cls, config: Config, extra_profiles: Mapping[str, Any] | None = None) -> ModelCatalog:
-        """Load every configured model's reference profile file."""
-        from driftline.detectors.profile import load_rows
+    def load(
+        cls, config: Config, extra_profiles: Mapping[Any, Any] | None = None, *, extra_source: str = "profile"
+    ) -> ModelCatalog:
+        """Load every configured model's reference profile file; ``extra_profiles`` (from
+        ``extra_source``, e.g. ``file:PATH`` of ``replay --reference``) come on top."""
+        from driftline.platform.files import load_rows
 
         profiles: dict[Any, Any] = {}
         for model_id, cfg in config.models.items():
             if cfg.reference:
                 profiles.update(build_profiles(list(load_rows(cfg.reference)), model_id, cfg))
-        profiles.update(extra_profiles or {})
-        return cls(config, profiles)
+        extra = dict(extra_profiles or {})
+        profiles.update(extra)
+        sources = {(key[0] if isinstance(key, tuple) else key): extra_source for key in extra}
+        return cls(config, profiles, sources=sources)
+
+    def reference_source(self, model_id: str) -> str:
+        """Where the model's reference profiles came from, as window results name it."""
+        return self._sources.get(model_id, "profile")
 
     def model(self, model_id: str) -> ModelConfig:
         return self.config.model(model_id)

@@ -24,14 +24,14 @@ import msgspec
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from driftline.broker import EmbeddedBroker
-from driftline.catalog import ModelCatalog, build_profiles
-from driftline.config import Config
-from driftline.detectors.profile import load_rows
-from driftline.kafka import confluent_config
-from driftline.runner import create_topics, run_worker, scratch_checkpoints, web_port
+from driftline.apps.runner import create_topics, run_worker, scratch_checkpoints, web_port
+from driftline.platform.broker import EmbeddedBroker
+from driftline.platform.config import Config
+from driftline.platform.files import load_rows
+from driftline.platform.kafka import confluent_config
 from driftline.schemas import decode_window_result, rfc3339_to_ms
 from driftline.streams.app import END_OF_RESULTS, FINAL_WINDOWS_HEADER, MERGE_PARTITION_HEADER, DriftlineApp
+from driftline.streams.catalog import ModelCatalog, build_profiles
 from driftline.streams.ingest import CONTROL_HEADER, END_OF_INPUT
 
 __all__ = [
@@ -292,7 +292,7 @@ def replay(
     )
     try:
         profiles = _load_reference(str(reference), config, _model_ids(pred_lines)) if reference else {}
-        catalog = ModelCatalog.load(config, extra_profiles=profiles)
+        catalog = ModelCatalog.load(config, extra_profiles=profiles, extra_source=f"file:{reference}")
         app = DriftlineApp(
             config,
             catalog,

@@ -7,7 +7,7 @@ means the store's one-profile-per-(model, version) table holds all of them, and 
 knows only ``ReferenceProfile.from_dict`` still gets the whole-model profile (it ignores the
 extra key). JSON, never pickle: a baseline crosses machines and driftline versions.
 
-The profiles are built by :func:`driftline.catalog.build_profiles`, the same function a worker
+The profiles are built by :func:`driftline.streams.catalog.build_profiles`, the same function a worker
 uses on a ``reference`` file, so a baseline made here bins and samples exactly as the stream does.
 """
 
@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from driftline.config import ModelConfig, load_config
+from driftline.platform.config import ModelConfig, load_config
 
 __all__ = ["baseline_document", "read_baseline", "register", "render_baseline"]
 
@@ -51,7 +51,7 @@ def baseline_document(
     rows: list[Mapping[str, Any]], model_id: str, model_version: str, cfg: ModelConfig
 ) -> dict[str, Any]:
     """The baseline of ``rows``: whole-model profile dict plus ``segments`` (see the module doc)."""
-    from driftline.catalog import build_profiles
+    from driftline.streams.catalog import build_profiles
 
     profiles = build_profiles(rows, model_id, cfg)
     for profile in profiles.values():
@@ -62,7 +62,7 @@ def baseline_document(
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
-    from driftline.detectors.profile import load_rows
+    from driftline.platform.files import load_rows
 
     try:
         types = _feature_types(args.feature_type or [])
@@ -81,8 +81,8 @@ def _cmd_create(args: argparse.Namespace) -> int:
         Path(args.out).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         where.append(args.out)
     if args.store_url:
-        from driftline.commands.ops_cli import StoreUnavailable, open_store
-        from driftline.store import safe_url, save_profile
+        from driftline.apps.commands.ops_cli import StoreUnavailable, open_store
+        from driftline.platform.store import safe_url, save_profile
 
         try:
             sessions = open_store(args.store_url)
@@ -110,8 +110,8 @@ def read_baseline(args: argparse.Namespace) -> dict[str, Any]:
         if args.version is not None and doc.get("model_version") != args.version:
             raise ValueError(f"{args.file} is version {doc.get('model_version')!r}, not {args.version!r}")
         return doc
-    from driftline.commands.ops_cli import open_store
-    from driftline.store import latest_profile, safe_url
+    from driftline.apps.commands.ops_cli import open_store
+    from driftline.platform.store import latest_profile, safe_url
 
     version = "*" if args.version is None else args.version
     with open_store(args.store_url)() as session:

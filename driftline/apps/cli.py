@@ -9,9 +9,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
-from driftline.commands import MODULES
-from driftline.config import Config, load_config
-from driftline.store.db import SchemaOutOfDate
+from driftline.apps.commands import MODULES
+from driftline.platform.config import Config, load_config
+from driftline.platform.store.db import SchemaOutOfDate
 
 __all__ = ["main"]
 
@@ -24,13 +24,13 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from driftline.runner import create_topics, run_worker, web_port
+    from driftline.apps.runner import create_topics, run_worker, web_port
     from driftline.streams.app import DriftlineApp
 
     config = _config(args)
     checkpoints = None
     if not args.no_checkpoints:
-        from driftline.checkpoints import CheckpointStore
+        from driftline.platform.checkpoints import CheckpointStore
 
         checkpoints = CheckpointStore(config.store_url)
     app = DriftlineApp(
@@ -42,7 +42,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     )
     create_topics(app)
     if args.metrics_port:
-        from driftline.metrics import start_metrics_server
+        from driftline.platform.metrics import start_metrics_server
 
         start_metrics_server(args.metrics_port, host=config.metrics_host)
     run_worker(app, loglevel=args.loglevel)
@@ -50,7 +50,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from driftline.replay import IncompleteReplay, replay, write_report
+    from driftline.apps.replay import IncompleteReplay, replay, write_report
 
     config = _config(args)
     try:
@@ -79,7 +79,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from driftline.demo import run_demo
+    from driftline.apps.demo import run_demo
 
     return run_demo(duration_s=args.duration, seed=args.seed, store_url=args.store_url)
 

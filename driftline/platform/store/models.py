@@ -4,9 +4,9 @@ Portable by construction, so one migration serves SQLite (single host, tests, th
 PostgreSQL (production): timestamps are ``BIGINT`` epoch milliseconds, the unit every other part
 of driftline already works in, so nothing depends on a database's time zone handling; documents
 are ``sqlalchemy.JSON``. Every table that receives replayed input has a UNIQUE natural key, which
-is what lets :mod:`driftline.store.repository` upsert instead of duplicating.
+is what lets :mod:`driftline.platform.store.repository` upsert instead of duplicating.
 
-Changing anything here needs a new revision in ``driftline/store/migrations/versions``; the test
+Changing anything here needs a new revision in ``driftline/platform/store/migrations/versions``; the test
 suite compares these models with the migrated database and fails on any drift between them.
 """
 

@@ -1,6 +1,6 @@
 """Alembic environment for the driftline store.
 
-Run through :mod:`driftline.store.db` (``driftline db upgrade``), which passes a ready engine in
+Run through :mod:`driftline.platform.store.db` (``driftline db upgrade``), which passes a ready engine in
 ``config.attributes["engine"]`` so the database URL, and any password in it, never passes
 through Alembic's config or logs. Only online mode is supported: offline SQL scripts would have
 to be kept portable by hand for two dialects.
@@ -12,13 +12,15 @@ from alembic import context
 from alembic.config import Config
 from sqlalchemy import Engine
 
-from driftline.store.models import Base
+from driftline.platform.store.models import Base
 
 
 def run_migrations(config: Config) -> None:
     engine = config.attributes.get("engine")
     if not isinstance(engine, Engine):
-        raise RuntimeError("run driftline migrations through driftline.store.db (driftline db upgrade)")
+        raise RuntimeError(
+            "run driftline migrations through driftline.platform.store.db (driftline db upgrade)"
+        )
     with engine.connect() as connection:
         context.configure(
             connection=connection,

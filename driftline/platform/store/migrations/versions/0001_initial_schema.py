@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-24
 
-Generated from driftline.store.models by Alembic autogenerate, then reviewed. Index and table
+Generated from driftline.platform.store.models by Alembic autogenerate, then reviewed. Index and table
 operations go through batch_alter_table so SQLite and PostgreSQL run the very same revision.
 """
 

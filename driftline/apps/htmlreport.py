@@ -30,9 +30,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from driftline.platform.store import list_alerts, window_history
+from driftline.platform.store.models import AlertTransition
 from driftline.schemas import WindowResult, ms_to_rfc3339
-from driftline.store import list_alerts, window_history
-from driftline.store.models import AlertTransition
 
 __all__ = ["AlertMark", "alert_marks", "build_report", "chart_windows", "render_report"]
 

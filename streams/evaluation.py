@@ -17,8 +17,7 @@ bottom-k sample is the one view of it that every split of the events agrees on
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,36 +26,21 @@ import numpy as np
 from driftline.alerting.lifecycle import AlertTracker
 from driftline.alerting.retraining import RetrainingPolicy
 from driftline.alerting.rules import Rule
-from driftline.catalog import ModelCatalog
-from driftline.config import ModelConfig
-from driftline.detectors import drift as drift_tests
 from driftline.detectors.aggregates import WindowAggregate
-from driftline.detectors.drift import DriftResult
-from driftline.detectors.estimation import estimate_performance
-from driftline.detectors.metrics import (
-    classification_metrics,
-    probability_metrics,
-    ranking_metrics,
-    regression_metrics,
-)
+from driftline.detectors.comparison import Comparison, Reference, TestPolicy, compare, finite, performance
 from driftline.detectors.online import DETECTORS, Detection, OnlineDetector
+from driftline.platform.config import ModelConfig
 from driftline.schemas import AlertEvent, RetrainingRequest, alert_event, retraining_request
-from driftline.schemas.results import DriftTest, FeatureQuality, OnlineDetection, WindowResult
+from driftline.schemas.results import OnlineDetection, WindowResult
 from driftline.schemas.timefmt import ms_to_rfc3339
+from driftline.schemas.windows import parse_segment_key
+from driftline.streams.catalog import ModelCatalog
 
-__all__ = ["Evaluation", "Evaluator", "Reference", "online_kinds", "online_signal", "parse_segment"]
+__all__ = ["Evaluation", "Evaluator", "metric_values", "online_kinds", "online_signal"]
 
 #: metrics that need labels: judged at the final phase, with the labelled count as samples
 _LABEL_FREE_PREFIXES = ("drift.", "missing_rate.", "type_error_rate.", "out_of_range_rate.", "estimated_")
 _LABEL_FREE = {"dataset_drift", "drift_share", "drifted_features", "prediction_count"}
-
-
-def parse_segment(segment: str) -> dict[str, str]:
-    """``""`` -> ``{}``; ``"country=DE"`` -> ``{"country": "DE"}``."""
-    if not segment:
-        return {}
-    name, _, value = segment.partition("=")
-    return {name: value}
 
 
 def is_label_free(metric: str) -> bool:
@@ -64,63 +48,6 @@ def is_label_free(metric: str) -> bool:
     if metric.startswith("drift.label."):
         return False
     return metric in _LABEL_FREE or metric.startswith(_LABEL_FREE_PREFIXES)
-
-
-@dataclass(slots=True)
-class Reference:
-    """What drift is measured against: a reference profile file or bootstrapped windows."""
-
-    source: str
-    numeric_samples: dict[str, np.ndarray] = field(default_factory=dict)
-    numeric_counts: dict[str, np.ndarray] = field(default_factory=dict)
-    categorical: dict[str, dict[str, int]] = field(default_factory=dict)
-    prediction_counts: dict[str, int] | None = None
-    prediction_sample: np.ndarray | None = None
-    label_counts: dict[str, int] | None = None
-    label_sample: np.ndarray | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    @classmethod
-    def from_aggregate(
-        cls, agg: WindowAggregate, samples: dict[str, list[np.ndarray]], source: str = "bootstrap"
-    ) -> Reference:
-        """A reference from a slice's first windows: merged counts, and the windows' samples
-        *concatenated* (merging bottom-k samples would keep only k values; a larger reference
-        sample keeps the false-alarm rate of later windows close to alpha)."""
-        ref = cls(source)
-        for name, sk in agg.numeric.items():
-            ref.numeric_samples[name] = np.concatenate(samples.get(name) or [sk.sample_values])
-            ref.numeric_counts[name] = sk.counts.copy()
-        for name, ck in agg.categorical.items():
-            ref.categorical[name] = dict(ck.counts)
-        if agg.prediction_cat is not None:
-            ref.prediction_counts = dict(agg.prediction_cat.counts)
-        if agg.prediction_num is not None:
-            ref.prediction_sample = agg.prediction_num.sample_values.copy()
-        return ref
-
-    @classmethod
-    def from_profile(cls, profile: Any, source: str) -> Reference:
-        ref = cls(source)
-        for name, feature in profile.features.items():
-            if feature.kind == "numeric":
-                ref.numeric_samples[name] = np.asarray(feature.sample, dtype=np.float64)
-                ref.numeric_counts[name] = np.asarray(feature.counts, dtype=np.int64)
-            else:
-                ref.categorical[name] = {str(k): int(v) for k, v in feature.counts.items()}
-        for attr, counts_attr, sample_attr in (
-            ("prediction", "prediction_counts", "prediction_sample"),
-            ("label", "label_counts", "label_sample"),
-        ):
-            part = getattr(profile, attr, None)
-            if part is None:
-                continue
-            if part.kind == "numeric":
-                setattr(ref, sample_attr, np.asarray(part.sample, dtype=np.float64))
-            else:
-                setattr(ref, counts_attr, {str(k): int(v) for k, v in part.counts.items()})
-        ref.metrics = {k: float(v) for k, v in (getattr(profile, "metrics", None) or {}).items()}
-        return ref
 
 
 @dataclass(slots=True)
@@ -199,9 +126,8 @@ class Evaluator:
         if ref is None:
             profile = self.catalog.profile(model_id, segment)
             if profile is not None:
-                cfg = self.catalog.model(model_id)
                 ref = self._file_refs[(model_id, segment)] = Reference.from_profile(
-                    profile, f"file:{cfg.reference}"
+                    profile, self.catalog.reference_source(model_id)
                 )
         if ref is not None:
             return ref
@@ -222,7 +148,7 @@ class Evaluator:
         if phase == "final" and start in boot.windows:
             boot.outcomes = _merged(boot.outcomes, agg)
             if boot.reference is not None and boot.outcomes is not None:
-                boot.reference.metrics = _performance(boot.outcomes, cfg)
+                boot.reference.metrics = performance(boot.outcomes)
 
     # -- online detectors ------------------------------------------------------------------
     def _detect(
@@ -302,44 +228,14 @@ class Evaluator:
             # reference was complete when such a window became final depends on how partitions'
             # progress interleaved, and results must not
             ref = None if start in boot.windows else boot.reference
-        metrics = _performance(agg, cfg)
-        n = agg.n_predictions
-        coverage = agg.n_labelled / n if n else None
-        drift = _drift(agg, ref, cfg) if ref is not None else []
-        features_drift = [d for d in drift if d.kind == "feature"]
-        drift_share = sum(d.drifted for d in features_drift) / len(features_drift) if features_drift else None
-        dataset = None
-        if drift_share is not None:
-            dataset = drift_share > 0 if cfg.drift_share <= 0 else drift_share >= cfg.drift_share
-        quality = _quality(agg, ref)
-        values: dict[str, float] = {k: v for k, v in metrics.items() if v is not None}
-        values.update(
-            prediction_count=float(n),
-            labelled_count=float(agg.n_labelled),
-        )
-        if coverage is not None:
-            values["label_coverage"] = coverage
-        if dataset is not None:
-            values["dataset_drift"] = 1.0 if dataset else 0.0
-            values["drift_share"] = float(drift_share or 0.0)
-            values["drifted_features"] = float(sum(d.drifted for d in features_drift))
-        for d in drift:
-            prefix = f"drift.{d.feature}" if d.kind == "feature" else f"drift.{d.kind}"
-            if d.statistic is not None:
-                values[f"{prefix}.statistic"] = d.statistic
-            if d.p_value is not None:
-                values[f"{prefix}.p_value"] = d.p_value
+        found = compare(agg, ref, _policy(cfg))
         detections: list[Detection] = []
         if phase == "final":
             detections = self._detect((model_id, model_version, segment), start, agg, cfg)
-            for kind in online_kinds(cfg):
-                values[f"online.{kind}.detections"] = float(sum(d.detector == kind for d in detections))
-        for name, q in quality.items():
-            values[f"missing_rate.{name}"] = q.missing_rate
-            values[f"type_error_rate.{name}"] = q.type_error_rate
-            if q.out_of_range_rate is not None:
-                values[f"out_of_range_rate.{name}"] = q.out_of_range_rate
-        seg = parse_segment(segment)
+        values = metric_values(found, agg, detections, online_kinds(cfg) if phase == "final" else [])
+        n = agg.n_predictions
+        coverage = agg.n_labelled / n if n else None
+        seg = parse_segment_key(segment)
         result = WindowResult(
             model_id=model_id,
             model_version=model_version,
@@ -352,12 +248,12 @@ class Evaluator:
             prediction_count=n,
             labelled_count=agg.n_labelled,
             label_coverage=coverage,
-            metrics={k: _finite(v) for k, v in sorted(metrics.items())},
-            drift=drift,
-            dataset_drift=dataset,
-            drift_share=drift_share,
+            metrics={k: finite(v) for k, v in sorted(found.metrics.items())},
+            drift=found.drift,
+            dataset_drift=found.dataset_drift,
+            drift_share=found.drift_share,
             reference=ref.source if ref is not None else "none (bootstrapping)",
-            data_quality=quality,
+            data_quality=found.quality,
             online=[
                 OnlineDetection(
                     detector=d.detector, signal=d.signal, time=ms_to_rfc3339(d.time_ms), time_ms=d.time_ms
@@ -482,7 +378,7 @@ class Evaluator:
             if boot.predictions is not None and len(boot.windows) >= cfg.bootstrap_windows:
                 boot.reference = Reference.from_aggregate(boot.predictions, boot.samples)
                 if boot.outcomes is not None:
-                    boot.reference.metrics = _performance(boot.outcomes, cfg)
+                    boot.reference.metrics = performance(boot.outcomes)
             self._bootstrap[(model_id, version, segment)] = boot
 
 
@@ -493,172 +389,39 @@ def _merged(base: WindowAggregate | None, agg: WindowAggregate) -> WindowAggrega
     return base
 
 
-def _performance(agg: WindowAggregate, cfg: ModelConfig) -> dict[str, float]:
-    out: dict[str, float] = {}
-    if agg.expected is not None and agg.expected.n:
-        out.update(estimate_performance(agg.expected))
-    if agg.n_labelled == 0:
-        return out
-    if agg.regression is not None:
-        out.update(regression_metrics(agg.regression))
-        return out
-    if agg.confusion is not None:
-        out.update(classification_metrics(agg.confusion))
-    if agg.probability is not None and agg.probability.n:
-        out.update(probability_metrics(agg.probability))
-    if agg.score_histogram is not None and agg.probability is not None and agg.probability.n:
-        out.update(ranking_metrics(agg.score_histogram))
-    return out
-
-
-def _finite(v: float) -> float | None:
-    return float(v) if v is not None and math.isfinite(v) else None
-
-
-def _as_result(d: DriftTest) -> DriftResult:
-    return DriftResult(d.feature, d.test, d.statistic or math.nan, d.p_value, d.threshold, d.drifted)
-
-
-def _to_test(r: DriftResult, kind: str) -> DriftTest:
-    return DriftTest(
-        feature=r.feature,
-        kind=kind,  # type: ignore[arg-type]
-        test=r.test,
-        statistic=_finite(r.statistic),
-        p_value=None if r.p_value is None else _finite(r.p_value),
-        threshold=float(r.threshold),
-        drifted=bool(r.drifted),
-    )
-
-
-def _count_test(
-    name: str, feature: str, ref: Mapping[str, int], cur: Mapping[str, int], cfg: ModelConfig, kind: str
-) -> DriftTest | None:
-    if not cur:
-        return None
-    _, r, c = drift_tests.align_counts(ref, cur)
-    if r.sum() == 0 or c.sum() == 0:
-        return None
-    test = name or drift_tests.choose_test(
-        "binary" if len(r) == 2 else "categorical", int(r.sum()), int(c.sum())
-    )
-    if test in drift_tests.SAMPLE_TESTS:
-        test = "chi_square"
-    return _to_test(drift_tests.run_test(test, r, c, feature=feature, alpha=cfg.drift_alpha), kind)
-
-
-def _sample_test(
-    name: str, feature: str, ref: np.ndarray, cur: np.ndarray, cfg: ModelConfig, kind: str
-) -> DriftTest | None:
-    if ref.size == 0 or cur.size == 0:
-        return None
-    test = name or drift_tests.choose_test("numeric", int(ref.size), int(cur.size))
-    if test in drift_tests.COUNT_TESTS:
-        # distances on a sample: bin both on the reference's deciles
-        edges = np.unique(np.quantile(ref, np.linspace(0, 1, 11)))
-        if edges.size < 2:
-            edges = np.array([edges[0], edges[0]])
-        from driftline.detectors.sketches import bin_index
-
-        k = edges.size - 1
-        r = np.bincount(bin_index(edges, ref), minlength=k)
-        c = np.bincount(bin_index(edges, cur), minlength=k)
-        return _to_test(drift_tests.run_test(test, r, c, feature=feature, alpha=cfg.drift_alpha), kind)
-    return _to_test(drift_tests.run_test(test, ref, cur, feature=feature, alpha=cfg.drift_alpha), kind)
-
-
-def _drift(agg: WindowAggregate, ref: Reference, cfg: ModelConfig) -> list[DriftTest]:
-    out: list[DriftTest] = []
-    for name in sorted(agg.numeric):
-        sk = agg.numeric[name]
-        if name not in ref.numeric_samples or sk.n == 0:
-            continue
-        test = cfg.drift_tests.get(name, "")
-        if (
-            test in drift_tests.COUNT_TESTS
-            and name in ref.numeric_counts
-            and ref.numeric_counts[name].size == sk.counts.size
-        ):
-            r, c = ref.numeric_counts[name], sk.counts
-            out.append(
-                _to_test(drift_tests.run_test(test, r, c, feature=name, alpha=cfg.drift_alpha), "feature")
-            )
-            continue
-        result = _sample_test(test, name, ref.numeric_samples[name], sk.sample_values, cfg, "feature")
-        if result is not None:
-            out.append(result)
-    for name in sorted(agg.categorical):
-        if name not in ref.categorical:
-            continue
-        result = _count_test(
-            cfg.drift_tests.get(name, ""),
-            name,
-            ref.categorical[name],
-            agg.categorical[name].counts,
-            cfg,
-            "feature",
-        )
-        if result is not None:
-            out.append(result)
-    if cfg.drift_correction != "none" and out:
-        corrected = drift_tests.correct([_as_result(d) for d in out], cfg.drift_correction, cfg.drift_alpha)
-        out = [_to_test(r, "feature") for r in corrected]
-    if agg.prediction_cat is not None and ref.prediction_counts:
-        result = _count_test(
-            "", "prediction", ref.prediction_counts, agg.prediction_cat.counts, cfg, "prediction"
-        )
-        if result is not None:
-            out.append(result)
-    if agg.prediction_num is not None and ref.prediction_sample is not None:
-        result = _sample_test(
-            "", "prediction", ref.prediction_sample, agg.prediction_num.sample_values, cfg, "prediction"
-        )
-        if result is not None:
-            out.append(result)
-    if agg.label_cat is not None and ref.label_counts and agg.label_cat.counts:
-        result = _count_test("", "label", ref.label_counts, agg.label_cat.counts, cfg, "label")
-        if result is not None:
-            out.append(result)
-    return out
-
-
-def _quality(agg: WindowAggregate, ref: Reference | None) -> dict[str, FeatureQuality]:
+def metric_values(
+    found: Comparison, agg: WindowAggregate, detections: Sequence[Detection], online: Sequence[str]
+) -> dict[str, float]:
+    """The numbers rules can name, by the names they use (``docs/alerting.md``): metrics,
+    counts, ``dataset_drift``, ``drift.<feature>.statistic``, ``missing_rate.<feature>``,
+    ``online.<detector>.detections``, ..."""
+    values: dict[str, float] = {k: v for k, v in found.metrics.items() if v is not None}
     n = agg.n_predictions
-    out: dict[str, FeatureQuality] = {}
-    if n == 0:
-        return out
-    names = set(agg.present) | set(agg.type_errors) | set(agg.numeric) | set(agg.categorical)
-    if ref is not None:
-        names |= set(ref.numeric_samples) | set(ref.categorical)
-    for name in sorted(names):
-        missing = 1.0 - agg.present.get(name, 0) / n
-        type_errors = agg.type_errors.get(name, 0) / n
-        out_of_range = None
-        unseen = None
-        sk = agg.numeric.get(name)
-        if (
-            sk is not None
-            and ref is not None
-            and name in ref.numeric_samples
-            and ref.numeric_samples[name].size
-        ):
-            lo, hi = float(ref.numeric_samples[name].min()), float(ref.numeric_samples[name].max())
-            sample = sk.sample_values
-            if sample.size:
-                out_of_range = float(((sample < lo) | (sample > hi)).mean())
-        ck = agg.categorical.get(name)
-        if ck is not None and ref is not None and name in ref.categorical:
-            known = ref.categorical[name]
-            seen = sum(ck.counts.values()) + ck.overflow
-            if seen:
-                unseen = (sum(v for k, v in ck.counts.items() if k not in known) + ck.overflow) / seen
-        out[name] = FeatureQuality(
-            missing_rate=max(0.0, missing),
-            type_error_rate=type_errors,
-            out_of_range_rate=out_of_range,
-            unseen_category_rate=unseen,
-        )
-    return out
+    values.update(prediction_count=float(n), labelled_count=float(agg.n_labelled))
+    if n:
+        values["label_coverage"] = agg.n_labelled / n
+    if found.dataset_drift is not None:
+        values["dataset_drift"] = 1.0 if found.dataset_drift else 0.0
+        values["drift_share"] = float(found.drift_share or 0.0)
+        values["drifted_features"] = float(sum(d.drifted for d in found.drift if d.kind == "feature"))
+    for d in found.drift:
+        prefix = f"drift.{d.feature}" if d.kind == "feature" else f"drift.{d.kind}"
+        if d.statistic is not None:
+            values[f"{prefix}.statistic"] = d.statistic
+        if d.p_value is not None:
+            values[f"{prefix}.p_value"] = d.p_value
+    for kind in online:
+        values[f"online.{kind}.detections"] = float(sum(d.detector == kind for d in detections))
+    for name, q in found.quality.items():
+        values[f"missing_rate.{name}"] = q.missing_rate
+        values[f"type_error_rate.{name}"] = q.type_error_rate
+        if q.out_of_range_rate is not None:
+            values[f"out_of_range_rate.{name}"] = q.out_of_range_rate
+    return values
+
+
+def _policy(cfg: ModelConfig) -> TestPolicy:
+    return TestPolicy(cfg.drift_alpha, cfg.drift_correction, cfg.drift_share, cfg.drift_tests)
 
 
 def _evidence(rule: Rule, result: WindowResult) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 
-from driftline.store.db import check_schema, make_engine, session_factory
-from driftline.store.repository import load_checkpoint, save_checkpoint
+from driftline.platform.store.db import check_schema, make_engine, session_factory
+from driftline.platform.store.repository import load_checkpoint, save_checkpoint
 
 __all__ = ["CheckpointStore"]
 

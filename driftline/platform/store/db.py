@@ -3,7 +3,7 @@
 The store URL often carries a password (``postgresql+psycopg://user:secret@host/db``), so every
 message this module produces names the database through :func:`safe_url`, never the raw string.
 
-Migrations ship inside the package (``driftline/store/migrations``) and run through Alembic's
+Migrations ship inside the package (``driftline/platform/store/migrations``) and run through Alembic's
 API with ``script_location`` pointing there, so an installed driftline can upgrade a database
 without a checkout or an ``alembic.ini``.
 """

@@ -226,7 +226,7 @@ class _SilentLogger(logging.Logger):
     """Swallows librdkafka's connection-refused chatter while the broker is booting."""
 
     def __init__(self) -> None:
-        super().__init__("driftline.broker.librdkafka", level=logging.CRITICAL + 1)
+        super().__init__("driftline.platform.broker.librdkafka", level=logging.CRITICAL + 1)
 
 
 _SILENT_LOGGER = _SilentLogger()

@@ -14,17 +14,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode
 
 import msgspec
 from sqlalchemy import ColumnElement, Table, case, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from driftline.schemas import AlertEvent, RetrainingRequest
-from driftline.schemas.results import DriftTest, FeatureQuality, OnlineDetection, WindowResult
-from driftline.schemas.timefmt import ms_to_rfc3339, rfc3339_to_ms
-from driftline.store.models import (
+from driftline.platform.store.models import (
     NOTIFICATION_STATUSES,
     AlertRow,
     AlertTransition,
@@ -37,6 +33,10 @@ from driftline.store.models import (
     StreamCheckpoint,
     WindowResultRow,
 )
+from driftline.schemas import AlertEvent, RetrainingRequest
+from driftline.schemas.results import DriftTest, FeatureQuality, OnlineDetection, WindowResult
+from driftline.schemas.timefmt import ms_to_rfc3339, rfc3339_to_ms
+from driftline.schemas.windows import parse_segment_key, segment_key
 
 __all__ = [
     "Checkpoint",
@@ -94,29 +94,6 @@ def _least(a: ColumnElement[Any], b: ColumnElement[Any]) -> ColumnElement[Any]:
 
 def _greatest(a: ColumnElement[Any], b: ColumnElement[Any]) -> ColumnElement[Any]:
     return case((a > b, a), else_=b)
-
-
-# ---- segments ---------------------------------------------------------------------------------
-def segment_key(segment: Mapping[str, str]) -> str:
-    """The canonical, reversible string of a segment: ``""`` for the whole model, ``dim=value``.
-
-    A UNIQUE constraint needs a plain string column (JSON does not compare reliably across
-    backends). Items are sorted and percent-encoded, so dict order cannot create two keys for one
-    slice and a value containing ``=`` or ``&`` still parses back exactly.
-
-    >>> segment_key({}), segment_key({"region": "EU"}), segment_key({"b": "x&y", "a": "1"})
-    ('', 'region=EU', 'a=1&b=x%26y')
-    """
-    return urlencode(sorted((str(k), str(v)) for k, v in segment.items()), quote_via=quote)
-
-
-def parse_segment_key(key: str) -> dict[str, str]:
-    """Invert :func:`segment_key`.
-
-    >>> parse_segment_key("a=1&b=x%26y")
-    {'a': '1', 'b': 'x&y'}
-    """
-    return dict(parse_qsl(key, keep_blank_values=True))
 
 
 # ---- models and profiles -----------------------------------------------------------------------

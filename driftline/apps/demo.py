@@ -18,17 +18,17 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from driftline.broker import EmbeddedBroker
-from driftline.catalog import ModelCatalog, build_profiles
-from driftline.checkpoints import CheckpointStore
-from driftline.config import Config, ModelConfig
-from driftline.evaluation import Evaluation
-from driftline.kafka import confluent_config
-from driftline.replay import collect_results, end_inputs
-from driftline.runner import create_topics, run_worker, web_port
+from driftline.apps.replay import collect_results, end_inputs
+from driftline.apps.runner import create_topics, run_worker, web_port
+from driftline.apps.simulate import simulate
+from driftline.platform.broker import EmbeddedBroker
+from driftline.platform.checkpoints import CheckpointStore
+from driftline.platform.config import Config, ModelConfig
+from driftline.platform.kafka import confluent_config
 from driftline.schemas import RetrainingRequest, decode_alert, ms_to_rfc3339, rfc3339_to_ms
-from driftline.simulate import simulate
 from driftline.streams.app import DriftlineApp
+from driftline.streams.catalog import ModelCatalog, build_profiles
+from driftline.streams.evaluation import Evaluation
 from driftline.streams.producer import DriftlineProducer
 from driftline.streams.trainer import RetrainingConsumer
 
@@ -153,8 +153,8 @@ def _demo_config(broker: str) -> Config:
 def _record_history(app: DriftlineApp, store_url: str) -> str:
     """Drain the output topics into the SQL store with the ordinary history sink, and return
     what ``driftline status`` shows for it."""
-    from driftline.status import collect_status, render_table
-    from driftline.store.db import make_engine, session_factory
+    from driftline.apps.status import collect_status, render_table
+    from driftline.platform.store.db import make_engine, session_factory
     from driftline.streams.sink import HistorySink
 
     sessions = session_factory(make_engine(store_url))
@@ -193,7 +193,9 @@ def run_demo(*, duration_s: float = 60.0, seed: int = 7, store_url: str | None =
     _say("driftline demo: starting an embedded Kafka-compatible broker (tansu) on 127.0.0.1 ...")
     with EmbeddedBroker() as broker:
         config = _demo_config(broker.bootstrap_servers)
-        catalog = ModelCatalog(config, build_profiles(rows, MODEL, config.model(MODEL)))
+        catalog = ModelCatalog(
+            config, build_profiles(rows, MODEL, config.model(MODEL)), sources={MODEL: "simulated reference"}
+        )
         console = _Console(t0, drift_ms, concept_ms)
         app = DriftlineApp(
             config,
@@ -249,7 +251,7 @@ def _fresh_store(url: str) -> None:
     """A new, migrated store for this run (a previous demo's file is replaced)."""
     from sqlalchemy.engine import make_url
 
-    from driftline.store.db import upgrade
+    from driftline.platform.store.db import upgrade
 
     database = make_url(url).database
     if url.startswith("sqlite") and database and database != ":memory:":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from driftline.config import load_config, parse_duration_ms
+from driftline.platform.config import load_config, parse_duration_ms
 from driftline.schemas import rfc3339_to_ms
 
 __all__ = ["parse_since", "store_url"]

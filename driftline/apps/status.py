@@ -26,9 +26,9 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from driftline.platform.store import list_alerts, segment_key
+from driftline.platform.store.models import Model, WindowResultRow
 from driftline.schemas import ms_to_rfc3339
-from driftline.store import list_alerts, segment_key
-from driftline.store.models import Model, WindowResultRow
 
 __all__ = [
     "AlertSummary",

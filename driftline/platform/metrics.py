@@ -37,9 +37,9 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 if TYPE_CHECKING:
-    from driftline.catalog import ModelCatalog
-    from driftline.config import Config, ModelConfig
-    from driftline.evaluation import Evaluation
+    from driftline.platform.config import Config, ModelConfig
+    from driftline.streams.catalog import ModelCatalog
+    from driftline.streams.evaluation import Evaluation
 
 __all__ = [
     "ALERTS_EMITTED",

@@ -1,7 +1,7 @@
 """``driftline notifier | subscriptions | alerts | retraining | db``: operate alert delivery.
 
 Store URL: ``--store-url``, else the configuration (``DRIFTLINE_STORE_URL`` over the file over
-``sqlite:///driftline.sqlite``), as every command resolves it (``driftline.commands.common``).
+``sqlite:///driftline.sqlite``), as every command resolves it (``driftline.apps.commands.common``).
 It may carry a password, so every line printed names it through ``safe_url``. Subscriptions
 live in the YAML config under ``subscriptions:``; their secrets are references (env/file), and
 no command prints a resolved secret.
@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from driftline.commands.common import parse_since, store_url
+from driftline.apps.commands.common import parse_since, store_url
 
 
 def register(subparsers: Any) -> None:
@@ -154,8 +154,8 @@ def _fmt_ms(ms: int | None) -> str:
 def _cmd_notifier(args: argparse.Namespace) -> int:
     from driftline.alerting.notifier_service import NotifierService
     from driftline.alerting.outbox import RetryPolicy
-    from driftline.config import load_config
-    from driftline.kafka import KafkaSettings, quick_join_consumer_config
+    from driftline.platform.config import load_config
+    from driftline.platform.kafka import KafkaSettings, quick_join_consumer_config
 
     config = load_config(getattr(args, "config", None))
     if args.broker:
@@ -175,7 +175,7 @@ def _cmd_notifier(args: argparse.Namespace) -> int:
         consumer_config=quick_join_consumer_config() if args.quick_join else None,
     )
     if args.metrics_port:
-        from driftline.metrics import start_metrics_server
+        from driftline.platform.metrics import start_metrics_server
 
         start_metrics_server(args.metrics_port, host=config.metrics_host)
     stop = threading.Event()
@@ -333,7 +333,7 @@ def _cmd_subscriptions_remove(args: argparse.Namespace) -> int:
 
 
 def _session(args: argparse.Namespace) -> Any:
-    from driftline.store import check_schema, make_engine, session_factory
+    from driftline.platform.store import check_schema, make_engine, session_factory
 
     engine = make_engine(store_url(args))
     check_schema(engine)
@@ -341,7 +341,7 @@ def _session(args: argparse.Namespace) -> Any:
 
 
 def _cmd_alerts_list(args: argparse.Namespace) -> int:
-    from driftline.store import list_alerts
+    from driftline.platform.store import list_alerts
 
     with _session(args).begin() as session:
         rows = list_alerts(
@@ -387,7 +387,7 @@ def _cmd_alerts_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_retraining_list(args: argparse.Namespace) -> int:
-    from driftline.store import list_retraining_requests
+    from driftline.platform.store import list_retraining_requests
 
     with _session(args).begin() as session:
         rows = list_retraining_requests(
@@ -425,7 +425,7 @@ def _cmd_retraining_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from driftline.store import current_revision, safe_url, upgrade
+    from driftline.platform.store import current_revision, safe_url, upgrade
 
     url = store_url(args)
     upgrade(url, args.revision)
@@ -434,7 +434,7 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_downgrade(args: argparse.Namespace) -> int:
-    from driftline.store import current_revision, downgrade, safe_url
+    from driftline.platform.store import current_revision, downgrade, safe_url
 
     url = store_url(args)
     downgrade(url, args.revision)
@@ -443,7 +443,7 @@ def _cmd_db_downgrade(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_current(args: argparse.Namespace) -> int:
-    from driftline.store import current_revision, head_revision, safe_url
+    from driftline.platform.store import current_revision, head_revision, safe_url
 
     url = store_url(args)
     current = current_revision(url)

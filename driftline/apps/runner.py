@@ -13,10 +13,10 @@ import threading
 
 import faust
 
-from driftline.broker import free_loopback_port
-from driftline.checkpoints import CheckpointStore
-from driftline.kafka import ensure_topics
-from driftline.store.db import upgrade
+from driftline.platform.broker import free_loopback_port
+from driftline.platform.checkpoints import CheckpointStore
+from driftline.platform.kafka import ensure_topics
+from driftline.platform.store.db import upgrade
 from driftline.streams.app import DriftlineApp
 
 __all__ = ["create_topics", "run_worker", "scratch_checkpoints", "web_port"]

@@ -6,7 +6,7 @@ are parsed as YAML scalars so ``DRIFTLINE__KAFKA__PARTITIONS__JOIN=12`` is an in
 A handful of well-known variables have short names (see ``_SHORT_ENV``).
 
 Secrets never live in this structure's repr: Kafka SASL passwords are read by
-:class:`driftline.kafka.KafkaSettings` from the environment or a file.
+:class:`driftline.platform.kafka.KafkaSettings` from the environment or a file.
 """
 
 from __future__ import annotations
@@ -138,6 +138,11 @@ class Config:
     def model(self, model_id: str) -> ModelConfig:
         """The configuration of ``model_id``, falling back to the defaults for unconfigured models."""
         return self.models.get(model_id, self.defaults)
+
+    def model_configs(self) -> tuple[ModelConfig, ...]:
+        """The defaults and every configured model's configuration (unconfigured models get the
+        defaults, so these are every configuration a model can have)."""
+        return (self.defaults, *self.models.values())
 
 
 _SHORT_ENV = {

@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from driftline.commands.common import parse_since, store_url
-from driftline.config import load_config, parse_duration_ms
-from driftline.store import SchemaOutOfDate, check_schema, make_engine, safe_url, session_factory
+from driftline.apps.commands.common import parse_since, store_url
+from driftline.platform.config import load_config, parse_duration_ms
+from driftline.platform.store import SchemaOutOfDate, check_schema, make_engine, safe_url, session_factory
 
 __all__ = ["open_store", "parse_since", "register", "store_url"]
 
@@ -66,7 +66,7 @@ def _fail(exc: Exception) -> int:
 
 # ---- status ------------------------------------------------------------------------------------
 def _cmd_status(args: argparse.Namespace) -> int:
-    from driftline.status import collect_status, make_status_server, render_table, status_json
+    from driftline.apps.status import collect_status, make_status_server, render_table, status_json
 
     try:
         sessions = open_store(store_url(args))
@@ -95,7 +95,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 # ---- report ------------------------------------------------------------------------------------
 def _cmd_report(args: argparse.Namespace) -> int:
-    from driftline.htmlreport import build_report
+    from driftline.apps.htmlreport import build_report
 
     since = parse_since(args.since) if args.since else None
     try:
