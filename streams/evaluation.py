@@ -29,6 +29,7 @@ from driftline.alerting.rules import Rule
 from driftline.detectors.aggregates import WindowAggregate
 from driftline.detectors.comparison import Comparison, Reference, TestPolicy, compare, finite, performance
 from driftline.detectors.online import DETECTORS, Detection, OnlineDetector
+from driftline.detectors.vocabulary import is_label_free
 from driftline.platform.config import ModelConfig
 from driftline.schemas import AlertEvent, RetrainingRequest, alert_event, retraining_request
 from driftline.schemas.results import OnlineDetection, WindowResult
@@ -37,18 +38,6 @@ from driftline.schemas.windows import parse_segment_key
 from driftline.streams.catalog import ModelCatalog
 
 __all__ = ["Evaluation", "Evaluator", "metric_values", "online_kinds", "online_signal"]
-
-#: metrics that need labels: judged at the final phase, with the labelled count as samples
-_LABEL_FREE_PREFIXES = ("drift.", "missing_rate.", "type_error_rate.", "out_of_range_rate.", "estimated_")
-_LABEL_FREE = {"dataset_drift", "drift_share", "drifted_features", "prediction_count"}
-
-
-def is_label_free(metric: str) -> bool:
-    """Whether a metric is complete when predictions are (label drift is not)."""
-    if metric.startswith("drift.label."):
-        return False
-    return metric in _LABEL_FREE or metric.startswith(_LABEL_FREE_PREFIXES)
-
 
 @dataclass(slots=True)
 class Evaluation:

@@ -24,7 +24,8 @@ from river import drift
 from driftline.detectors.aggregates import WindowAggregate, feature_columns
 from driftline.detectors.hashing import partition_for, stable_keys
 from driftline.detectors.online import DETECTORS
-from driftline.platform.config import ONLINE_DETECTORS, Config, ModelConfig, config_from_mapping
+from driftline.detectors.vocabulary import ONLINE_DETECTORS
+from driftline.platform.config import Config, ModelConfig, config_from_mapping
 from driftline.schemas import GroundTruthEvent, PredictionEvent
 from driftline.streams.catalog import ModelCatalog
 from driftline.streams.evaluation import Evaluator

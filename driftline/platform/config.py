@@ -22,14 +22,19 @@ from typing import Any, Literal
 import yaml
 
 from driftline.alerting.rules import DEFAULT_RULES, Rule, rule_from_dict
+from driftline.detectors.vocabulary import (
+    CORRECTIONS,
+    DRIFT_TESTS,
+    ONLINE_DETECTORS,
+    check_metric,
+    check_name,
+    closest,
+)
 
 Task = Literal["binary", "multiclass", "regression"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-#: the kinds of ``driftline.detectors.online.DETECTORS``, spelt out so that loading a config
-#: does not import river (~1 s); tests/test_online_wiring.py keeps the two in step
-ONLINE_DETECTORS = frozenset({"adwin", "page_hinkley", "kswin", "ddm", "eddm", "hddm_a", "hddm_w"})
 
 
 def parse_duration_ms(value: str | int | float) -> int:
@@ -80,13 +85,20 @@ class ModelConfig:
             raise ValueError("need 0 <= grace <= label_horizon")
         if not 0 < self.drift_alpha < 1:
             raise ValueError("drift_alpha must be in (0, 1)")
-        if self.drift_correction not in ("bh", "bonferroni", "none"):
-            raise ValueError("drift_correction must be bh, bonferroni or none")
+        check_name(self.drift_correction, CORRECTIONS, "drift_correction")
         if not 0 <= self.drift_share <= 1:
             raise ValueError("drift_share must be in [0, 1]")
+        for feature, test in self.drift_tests.items():
+            check_name(test, DRIFT_TESTS, f"drift_tests.{feature}")
+        for feature, kind in self.feature_types.items():
+            check_name(kind, ("numeric", "categorical"), f"feature_types.{feature}")
+        for i, rule in enumerate(self.rules):
+            check_metric(rule.metric, f"rules[{i}] ({rule.name!r}).metric")
         unknown = sorted(set(self.online_detectors) - ONLINE_DETECTORS)
         if unknown:
-            raise ValueError(f"unknown online detectors {unknown}; known: {sorted(ONLINE_DETECTORS)}")
+            guess = closest(unknown[0], ONLINE_DETECTORS)
+            hint = f"; did you mean {guess!r}?" if guess else ";"
+            raise ValueError(f"unknown online detectors {unknown}{hint} known: {sorted(ONLINE_DETECTORS)}")
         if len(set(self.online_detectors)) != len(self.online_detectors):
             raise ValueError("online_detectors lists a detector twice")
 
@@ -282,11 +294,22 @@ def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path | None = None)
         kwargs["allow_unknown_models"] = bool(raw["allow_unknown_models"])
     if "subscriptions" in raw:
         kwargs["subscriptions"] = tuple(raw["subscriptions"] or ())
+        _check_subscription_kinds(kwargs["subscriptions"])
     if "max_future_skew" in raw:
         kwargs["max_future_skew_ms"] = parse_duration_ms(raw["max_future_skew"])
     if "checkpoint_interval" in raw:
         kwargs["checkpoint_interval_ms"] = parse_duration_ms(raw["checkpoint_interval"])
     return Config(**kwargs)
+
+
+def _check_subscription_kinds(subscriptions: tuple[Any, ...]) -> None:
+    """A misspelt notifier kind fails at load, in the worker as in the notifier (which checks
+    the rest of a subscription, secrets included, when it starts)."""
+    from driftline.alerting.subscriptions import KINDS
+
+    for i, sub in enumerate(subscriptions):
+        if isinstance(sub, Mapping) and isinstance(sub.get("kind"), str):
+            check_name(sub["kind"], KINDS, f"subscriptions[{i}].kind")
 
 
 def _replace(cfg: ModelConfig, **changes: Any) -> ModelConfig:
