@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Create .venv (once) and install driftline into it. Sourced by demo.sh and test.sh.
+# Versions come from constraints.txt (scripts/refresh-constraints.sh rewrites it), so a fresh
+# clone installs what the tests last passed with, not whatever was released since.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
-  .venv/bin/python -m pip install --quiet --upgrade pip
 fi
 stamp=.venv/.driftline-installed-$1
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet -e ".[$1]"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet -c constraints.txt --upgrade pip
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[$1]"
   touch "$stamp"
 fi

@@ -503,6 +503,81 @@ def test_check_mode_detects_drift(tmp_path: Path):
     assert schema_gen.stale_files(tmp_path) == ["prediction-event.schema.json", "alert-event.schema.json"]
 
 
+# The odd ones are spelled with escapes so that a formatter cannot tidy them away.
+class FourSpaces(msgspec.Struct):
+    """First line of the contract,
+    second line."""
+
+    n: int
+
+
+class NextLineDeeper(msgspec.Struct):
+    """\n        First line of the contract,\n        second line.\n\n"""
+
+    n: int
+
+
+class TabsAndTrailingBlanks(msgspec.Struct):
+    """First line of the contract,  \n\t\tsecond line.\t\n\n"""
+
+    n: int
+
+
+class Undocumented(msgspec.Struct):
+    n: int
+
+
+@pytest.mark.parametrize("struct", [FourSpaces, NextLineDeeper, TabsAndTrailingBlanks])
+def test_a_struct_description_is_its_cleaned_docstring_however_it_is_indented(struct: type):
+    schema = schema_gen.schema_for(struct, "t")
+    assert schema["$defs"][struct.__name__]["description"] == "First line of the contract,\n    second line."
+
+
+def test_an_undocumented_struct_has_no_description():
+    assert "description" not in schema_gen.schema_for(Undocumented, "t")["$defs"]["Undocumented"]
+
+
+def _restyle_descriptions(node, restyle):
+    """``node`` with every description rewritten by ``restyle``."""
+    if isinstance(node, list):
+        return [_restyle_descriptions(v, restyle) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _restyle_descriptions(v, restyle) for k, v in node.items()}
+    if "description" in out:
+        out["description"] = restyle(out["description"])
+    return out
+
+
+def _flush(schema):  # msgspec 0.23: continuation lines lose the docstring's indent
+    return _restyle_descriptions(schema, lambda text: "\n".join(line.lstrip() for line in text.split("\n")))
+
+
+def _tabbed(schema):  # a hypothetical release: tabs and trailing blanks
+    return _restyle_descriptions(schema, lambda text: text.replace("\n", "\n\t ") + " \n")
+
+
+def _undocumented(schema):  # a hypothetical release that leaves struct docstrings out
+    for definition in schema["$defs"].values():
+        definition.pop("description", None)
+    return schema
+
+
+@pytest.mark.parametrize("restyle", [_flush, _tabbed, _undocumented])
+def test_generated_files_do_not_depend_on_how_msgspec_renders_docstrings(monkeypatch, restyle):
+    real_schema = msgspec.json.schema
+    monkeypatch.setattr(msgspec.json, "schema", lambda struct: restyle(real_schema(struct)))
+    for name, text in schema_gen.generate().items():
+        assert (JSON_DIR / name).read_text(encoding="utf-8") == text, f"{name} follows msgspec's style"
+
+
+def test_description_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(schema_gen)
+    assert (result.attempted, result.failed) == (2, 0)
+
+
 def validator(name: str) -> jsonschema.Draft202012Validator:
     schema = json.loads((JSON_DIR / name).read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator.check_schema(schema)
