@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import yaml
 
 from driftline.alerting.subscriptions import KINDS
 from driftline.detectors import drift
@@ -52,7 +51,8 @@ def test_a_misspelt_drift_test_metric_and_notifier_kind_stop_loading_with_the_ke
     with pytest.raises(ValueError) as err:
         _load(tmp_path, "subscriptions: [{name: team, kind: slak, webhook_url: {env: X}}]\n")
     assert str(err.value) == (
-        "subscriptions[0].kind must be alertmanager, pagerduty, slack or webhook, not 'slak'; did you mean 'slack'?"
+        "subscriptions[0].kind must be alertmanager, pagerduty, slack or webhook, not 'slak'; "
+        "did you mean 'slack'?"
     )
 
 
