@@ -39,10 +39,10 @@ from confluent_kafka.admin import AdminClient
 from driftline.apps.simulate import simulate
 from driftline.platform.broker import EmbeddedBroker, free_loopback_port
 from driftline.platform.config import load_config
-from driftline.platform.kafka import KafkaSettings, confluent_config, ensure_topics
+from driftline.platform.kafka import KafkaSettings, TopicNames, confluent_config, ensure_topics
 from driftline.platform.metrics import scrape_messages_consumed
 from driftline.platform.store.db import upgrade
-from driftline.streams.app import END_OF_RESULTS, TopicNames
+from driftline.streams.app import END_OF_RESULTS
 from driftline.streams.ingest import CONTROL_HEADER, END_OF_INPUT
 from driftline.streams.producer import DriftlineProducer
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
 
+from driftline.schemas.deadletter import Reason
 from driftline.schemas.events import (
     MAX_BATCH_EVENTS,
     SCHEMA_VERSION,
@@ -37,25 +37,10 @@ DEFAULT_MAX_BYTES: Final = 1_048_576
 MAX_DETAIL_CHARS: Final = 500
 
 
-class Reason(StrEnum):
-    """Why a message or a batch member was rejected. Values are stable: dashboards and
-    dead-letter consumers match on them."""
-
-    TOO_LARGE = "too_large"
-    INVALID_JSON = "invalid_json"
-    NOT_AN_OBJECT = "not_an_object"
-    MISSING_FIELD = "missing_field"
-    WRONG_TYPE = "wrong_type"
-    INVALID_VALUE = "invalid_value"
-    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
-    WRONG_KIND = "wrong_kind"
-    EMPTY_BATCH = "empty_batch"
-
-
 class Rejection(msgspec.Struct, frozen=True):
     """One input that could not be accepted, with what a dead-letter record needs."""
 
-    reason: str
+    reason: Reason
     detail: str
     index: int | None
     raw: bytes

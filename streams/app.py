@@ -17,7 +17,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,12 @@ from driftline.detectors.hashing import partition_for
 from driftline.platform import metrics
 from driftline.platform.checkpoints import CheckpointStore
 from driftline.platform.config import Config
-from driftline.platform.kafka import KafkaSettings
+from driftline.platform.kafka import KafkaSettings, TopicNames, settings_for
 from driftline.schemas import encode
+from driftline.schemas.deadletter import SOURCE_TOPIC_HEADER, Reason, dead_letter_headers, reason_of
 from driftline.streams.catalog import ModelCatalog
 from driftline.streams.evaluation import Evaluation, Evaluator
-from driftline.streams.ingest import CONTROL_HEADER, Incoming, Kind, Outgoing, Router, dead_letter_headers
+from driftline.streams.ingest import CONTROL_HEADER, Incoming, Kind, Outgoing, Router
 from driftline.streams.join import JoinPartition
 from driftline.streams.merge import WindowMerger
 from driftline.streams.messages import (
@@ -44,13 +45,14 @@ __all__ = [
     "END_OF_RESULTS",
     "FINAL_WINDOWS_HEADER",
     "MERGE_PARTITION_HEADER",
-    "DriftlineApp", "TopicNames", "kafka_settings"]
+    "DriftlineApp",
+]
 
 log = logging.getLogger(__name__)
 
 #: header-only record a merge partition writes to window-results once every input has ended
 END_OF_RESULTS = b"end-of-results"
-#: on window results and end-of-results markers: the merge partition that wrote them
+#: on end-of-results markers: the merge partition that wrote them
 MERGE_PARTITION_HEADER = "driftline-merge-partition"
 #: on end-of-results markers: how many final window results that merge partition emitted
 FINAL_WINDOWS_HEADER = "driftline-final-windows"
@@ -61,62 +63,23 @@ INGEST_WITHIN_S = 0.02
 CLOUDEVENTS_JSON = ("content-type", b"application/cloudevents+json; charset=UTF-8")
 
 
-@dataclass(frozen=True, slots=True)
-class TopicNames:
-    predictions: str
-    ground_truth: str
-    join: str
-    partials: str
-    results: str
-    alerts: str
-    retraining: str
-    dead_letter: str
-
-    @classmethod
-    def from_config(cls, config: Config) -> TopicNames:
-        t = config.topics
-        return cls(
-            predictions=t.name("predictions"),
-            ground_truth=t.name("ground-truth"),
-            join=t.name("internal.join-input"),
-            partials=t.name("internal.window-partials"),
-            results=t.name("window-results"),
-            alerts=t.name("alerts"),
-            retraining=t.name("retraining-requests"),
-            dead_letter=t.name("dead-letter"),
-        )
-
-    def partitions(self, config: Config) -> dict[str, int]:
-        """Every topic with its explicit partition count, for creation up front."""
-        t = config.topics
-        return {
-            self.predictions: t.predictions,
-            self.ground_truth: t.ground_truth,
-            self.join: t.join,
-            self.partials: t.partials,
-            self.results: t.results,
-            self.alerts: t.alerts,
-            self.retraining: t.retraining,
-            self.dead_letter: t.dead_letter,
-        }
-
-
-def kafka_settings(config: Config) -> KafkaSettings:
-    """Client settings: credentials from the environment, bootstrap servers from the config."""
-    try:
-        settings = KafkaSettings.from_env()
-    except (ValueError, KeyError):
-        settings = KafkaSettings(config.bootstrap_servers)
-    return replace(settings, bootstrap_servers=config.bootstrap_servers)
-
-
 def _faust_credentials(settings: KafkaSettings) -> Any:
-    if settings.sasl_mechanism and settings.sasl_username:
+    """Faust's form of the settings every other client gets from ``confluent_config``: SASL
+    with or without TLS, or TLS alone (aiokafka picks the protocol from what it is given)."""
+    tls = None
+    if settings.security_protocol.endswith("SSL"):
+        import ssl
+
+        tls = ssl.create_default_context(cafile=settings.ssl_cafile)
+    if settings.security_protocol.startswith("SASL_"):
         return faust.SASLCredentials(
             username=settings.sasl_username,
             password=settings.sasl_password or "",
             mechanism=settings.sasl_mechanism,
+            ssl_context=tls,
         )
+    if tls is not None:
+        return faust.SSLCredentials(tls)
     return None
 
 
@@ -144,7 +107,7 @@ class DriftlineApp:
         self.config = config
         self.catalog = catalog or ModelCatalog.load(config)
         self.topics = TopicNames.from_config(config)
-        self.settings = kafka_settings(config)
+        self.settings = settings_for(config)
         self.idle_after_s = idle_after_s
         self.on_evaluation = on_evaluation
         self.router = Router(config, self.catalog, config.topics.join)
@@ -259,9 +222,8 @@ class DriftlineApp:
         for record in out:
             if record.topic == self.topics.dead_letter:
                 headers = dict(record.headers)
-                reason = headers.get("driftline-dlq-reason", b"?").decode()
-                source_topic = headers.get("driftline-source-topic", b"?").decode()
-                metrics.EVENTS_INVALID.labels(source_topic, reason).inc()
+                source_topic = headers.get(SOURCE_TOPIC_HEADER, b"?").decode()
+                metrics.EVENTS_INVALID.labels(source_topic, reason_of(headers)).inc()
         await self._send(out)
 
     def _new_join(self, jp: int) -> JoinPartition:
@@ -357,16 +319,13 @@ class DriftlineApp:
         mp = event.message.partition
         result = merger.add(decode_partials(event.message.value))
         models = self._models_of.setdefault(mp, set())
-        from_partition = (MERGE_PARTITION_HEADER, str(mp).encode())
         out: list[Outgoing] = []
         for evaluation in result.evaluations:
             r = evaluation.result
             models.add(r.model_id)
             metrics.WINDOWS_EVALUATED.labels(r.phase).inc()
             metrics.observe_evaluation(evaluation)
-            out.append(
-                Outgoing(self.topics.results, encode(r), key=r.model_id.encode(), headers=(from_partition,))
-            )
+            out.append(Outgoing(self.topics.results, encode(r), key=r.model_id.encode()))
             for alert in evaluation.alerts:
                 metrics.ALERTS_EMITTED.labels(alert.data.status, alert.data.severity).inc()
                 out.append(
@@ -424,10 +383,9 @@ class DriftlineApp:
         log.exception(
             "message %s:%s@%s failed; dead-lettered", message.topic, message.partition, message.offset
         )
-        metrics.EVENTS_INVALID.labels(message.topic, "processing_error").inc()
-        headers = dead_letter_headers(
-            "processing_error", type(exc).__name__, message.topic, message.partition, message.offset, None
-        )
+        metrics.EVENTS_INVALID.labels(message.topic, Reason.PROCESSING_ERROR).inc()
+        where = (message.topic, message.partition, message.offset, None)
+        headers = dead_letter_headers(Reason.PROCESSING_ERROR, type(exc).__name__, *where)
         await self._out[self.topics.dead_letter].send(value=message.value, headers=list(headers))
 
 

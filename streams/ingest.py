@@ -25,6 +25,7 @@ import numpy as np
 
 from driftline.detectors.hashing import stable_keys
 from driftline.platform.config import Config
+from driftline.platform.kafka import TopicNames
 from driftline.schemas import (
     GroundTruthEvent,
     PredictionEvent,
@@ -33,6 +34,7 @@ from driftline.schemas import (
     decode_predictions,
     encode,
 )
+from driftline.schemas.deadletter import Reason, dead_letter_headers
 from driftline.schemas.windows import MIN_WATERMARK, closing_epoch, window_shapes
 from driftline.streams.catalog import ModelCatalog
 from driftline.streams.columns import LabelBlock, PredictionBlock, groups
@@ -45,7 +47,6 @@ __all__ = [
     "Incoming",
     "Outgoing",
     "Router",
-    "dead_letter_headers",
     "source_name",
 ]
 
@@ -100,22 +101,6 @@ def source_name(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
-def dead_letter_headers(
-    reason: str, detail: str, topic: str, partition: int, offset: int, index: int | None
-) -> Headers:
-    """The dead-letter convention (docs/contracts.md): why, and where the bytes came from."""
-    headers: list[tuple[str, bytes]] = [
-        ("driftline-dlq-reason", reason.encode()),
-        ("driftline-dlq-detail", detail.encode()[:1000]),
-        ("driftline-source-topic", topic.encode()),
-        ("driftline-source-partition", str(partition).encode()),
-        ("driftline-source-offset", str(offset).encode()),
-    ]
-    if index is not None:
-        headers.append(("driftline-batch-index", str(index).encode()))
-    return tuple(headers)
-
-
 class Router:
     """Validates, dead-letters and repartitions input messages; tracks per-source event time."""
 
@@ -123,8 +108,8 @@ class Router:
         self.config = config
         self.catalog = catalog
         self.join_partitions = join_partitions
-        self.join_topic = config.topics.name("internal.join-input")
-        self.dead_letter_topic = config.topics.name("dead-letter")
+        topics = TopicNames.from_config(config)
+        self.join_topic, self.dead_letter_topic = topics.join, topics.dead_letter
         self.consumed: dict[str, int] = defaultdict(int)
         self.invalid: dict[tuple[str, str], int] = defaultdict(int)
         self._wm: dict[str, int] = {}
@@ -256,10 +241,10 @@ class Router:
         keep: list[int] = []
         for index, (event, ts) in enumerate(zip(events, times.tolist(), strict=True)):
             if ts > horizon:
-                reason = "too_far_ahead"
+                reason = Reason.TOO_FAR_AHEAD
                 detail = f"timestamp is more than {self.config.max_future_skew_ms} ms ahead of the clock"
             elif not self.catalog.admit(event.model_id):
-                reason = "unknown_model"
+                reason = Reason.UNKNOWN_MODEL
                 detail = f"model {event.model_id!r} is not configured and unknown models are not admitted"
             else:
                 keep.append(index)

@@ -36,7 +36,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftline.platform.config import Config
-from driftline.platform.kafka import KafkaSettings, confluent_config, ensure_topics
+from driftline.platform.kafka import KafkaSettings, TopicNames, confluent_config, ensure_topics, settings_for
 from driftline.platform.store import (
     prune_window_results,
     record_alert,
@@ -53,7 +53,6 @@ from driftline.schemas import (
     decode_retraining_request,
     decode_window_result,
 )
-from driftline.streams.app import TopicNames, kafka_settings
 from driftline.streams.ingest import CONTROL_HEADER
 
 __all__ = [
@@ -192,7 +191,7 @@ class HistorySink:
         if retention_ms is not None and retention_ms <= 0:
             raise ValueError(f"retention_ms must be > 0 (None keeps everything), got {retention_ms}")
         self.topics = TopicNames.from_config(config)
-        self.settings = settings or kafka_settings(config)
+        self.settings = settings or settings_for(config)
         self.group_id = group_id or f"{config.app_id}-history"
         self.stats = SinkStats()
         self._sessions = sessions

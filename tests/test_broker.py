@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -144,6 +145,9 @@ def test_settings_from_env_reads_password_variable_under_a_custom_prefix() -> No
         prefix="APP_KAFKA_",
         environ={
             "APP_KAFKA_BOOTSTRAP_SERVERS": "h:1",
+            "APP_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "APP_KAFKA_SASL_MECHANISM": "PLAIN",
+            "APP_KAFKA_SASL_USERNAME": "svc",
             "APP_KAFKA_SASL_PASSWORD": "pw-123",
             "APP_KAFKA_CLIENT_ID": "x",
         },
@@ -151,6 +155,45 @@ def test_settings_from_env_reads_password_variable_under_a_custom_prefix() -> No
     assert (settings.sasl_password, settings.client_id, settings.security_protocol) == (
         "pw-123",
         "x",
-        "PLAINTEXT",
+        "SASL_PLAINTEXT",
     )
     assert "pw-123" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        # a password alone used to be read and then ignored: an unauthenticated connection
+        (
+            {"SASL_PASSWORD": "pw"},
+            "DRIFTLINE_KAFKA_SASL_PASSWORD is set but DRIFTLINE_KAFKA_SECURITY_PROTOCOL is",
+        ),
+        (
+            {"SECURITY_PROTOCOL": "SASL_SSL", "SASL_MECHANISM": "PLAIN", "SASL_USERNAME": "u"},
+            "DRIFTLINE_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs DRIFTLINE_KAFKA_SASL_PASSWORD",
+        ),
+        (
+            {"SECURITY_PROTOCOL": "SASL_SSL", "SASL_USERNAME": "u", "SASL_PASSWORD": "pw"},
+            "DRIFTLINE_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs DRIFTLINE_KAFKA_SASL_MECHANISM",
+        ),
+        ({"SECURITY_PROTOCOL": "TLS"}, "DRIFTLINE_KAFKA_SECURITY_PROTOCOL must be one of"),
+        ({"SSL_CAFILE": "/ca.pem"}, "DRIFTLINE_KAFKA_SSL_CAFILE is set but"),
+        (
+            {
+                "SECURITY_PROTOCOL": "SASL_SSL",
+                "SASL_MECHANISM": "GSSAPI",
+                "SASL_USERNAME": "u",
+                "SASL_PASSWORD": "p",
+            },
+            "DRIFTLINE_KAFKA_SASL_MECHANISM must be one of",
+        ),
+    ],
+)
+def test_an_incomplete_or_contradictory_security_configuration_names_the_variable(env, message) -> None:
+    environ = {
+        "DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS": "h:1",
+        **{f"DRIFTLINE_KAFKA_{k}": v for k, v in env.items()},
+    }
+    with pytest.raises(ValueError, match=re.escape(message)) as err:
+        KafkaSettings.from_env(environ=environ)
+    assert "pw" not in str(err.value).replace("PASSWORD", "")

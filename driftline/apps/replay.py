@@ -30,6 +30,13 @@ from driftline.platform.config import Config
 from driftline.platform.files import load_rows
 from driftline.platform.kafka import confluent_config
 from driftline.schemas import decode_window_result, rfc3339_to_ms
+from driftline.schemas.deadletter import (
+    BATCH_INDEX_HEADER,
+    SOURCE_OFFSET_HEADER,
+    SOURCE_PARTITION_HEADER,
+    SOURCE_TOPIC_HEADER,
+    reason_of,
+)
 from driftline.streams.app import END_OF_RESULTS, FINAL_WINDOWS_HEADER, MERGE_PARTITION_HEADER, DriftlineApp
 from driftline.streams.catalog import ModelCatalog, build_profiles
 from driftline.streams.ingest import CONTROL_HEADER, END_OF_INPUT
@@ -77,6 +84,10 @@ def _timestamp(line: bytes) -> int | None:
         return ts if isinstance(ts, int) else rfc3339_to_ms(ts)
     except Exception:
         return None
+
+
+#: a rejected event's origin: one dead-letter record per origin, however often it was re-read
+_WHERE_HEADERS = (SOURCE_TOPIC_HEADER, SOURCE_PARTITION_HEADER, SOURCE_OFFSET_HEADER, BATCH_INDEX_HEADER)
 
 
 class IncompleteReplay(RuntimeError):
@@ -165,8 +176,8 @@ def collect_results(app: DriftlineApp, done: threading.Event, sink: dict[str, An
     """Read window-results until every merge partition's end-of-results marker has been read on
     every results partition (each marker follows all that its merge partition wrote there),
     then set ``done``. ``sink["complete"]`` says whether that happened before ``deadline``;
-    ``sink["missing"]`` lists the merge partitions that emitted more final windows than were
-    read, which would be a bug this check exists to make loud."""
+    ``sink["missing"]`` is ``(emitted, read)`` final windows when fewer were read than the
+    markers say were emitted, which would be a bug this check exists to make loud."""
     consumer = Consumer(
         confluent_config(
             app.settings, group_id=f"driftline-replay-{uuid.uuid4().hex}", enable_auto_commit=False
@@ -175,9 +186,9 @@ def collect_results(app: DriftlineApp, done: threading.Event, sink: dict[str, An
     topic = app.topics.results
     n_results, n_merge = app.config.topics.results, app.config.topics.partials
     consumer.assign([TopicPartition(topic, p, 0) for p in range(n_results)])
-    markers: dict[int, set[int]] = {p: set() for p in range(n_results)}
-    emitted: dict[int, int] = {}
-    finals: dict[int, set[tuple]] = defaultdict(set)
+    markers: dict[int, set[bytes]] = {p: set() for p in range(n_results)}
+    emitted: dict[bytes, int] = {}
+    finals: set[tuple] = set()
 
     def finished() -> bool:
         return all(len(mps) >= n_merge for mps in markers.values())
@@ -188,21 +199,20 @@ def collect_results(app: DriftlineApp, done: threading.Event, sink: dict[str, An
             if msg is None or msg.error():
                 continue
             headers = dict(msg.headers() or [])
-            mp = int(headers.get(MERGE_PARTITION_HEADER, b"-1"))
             if headers.get(CONTROL_HEADER) == END_OF_RESULTS:
+                mp = headers.get(MERGE_PARTITION_HEADER, b"")
                 markers[msg.partition()].add(mp)
                 emitted[mp] = int(headers.get(FINAL_WINDOWS_HEADER, b"0"))
                 sink["counters"] = orjson.loads(msg.value())
                 continue
             result = decode_window_result(msg.value())
             sink["results"].append(result)
-            if result.phase == "final":
-                key = (result.model_id, result.model_version, tuple(sorted(result.segment.items())))
-                finals[mp].add((*key, result.window_start_ms))
+            if result.phase == "final":  # each final window comes from one merge partition
+                segment = tuple(sorted(result.segment.items()))
+                finals.add((result.model_id, result.model_version, segment, result.window_start_ms))
         sink["complete"] = finished()
-        sink["missing"] = {
-            mp: (n, len(finals[mp])) for mp, n in sorted(emitted.items()) if len(finals[mp]) < n
-        }
+        expected = sum(emitted.values())
+        sink["missing"] = (expected, len(finals)) if len(finals) < expected else None
     finally:
         consumer.close()
         done.set()
@@ -317,13 +327,8 @@ def replay(
         if not sink["complete"]:
             raise TimeoutError(f"replay did not finish within {timeout_s:.0f}s")
         if sink["missing"]:
-            raise IncompleteReplay(
-                "window results are missing: "
-                + "; ".join(
-                    f"merge partition {mp} emitted {n} final windows, {got} were read"
-                    for mp, (n, got) in sink["missing"].items()
-                )
-            )
+            emitted, read = sink["missing"]
+            raise IncompleteReplay(f"the workers emitted {emitted} final window results, {read} were read")
         report = _report(app, sink)
         report.inputs = {
             "predictions": str(predictions),
@@ -361,16 +366,8 @@ def _report(app: DriftlineApp, sink: dict[str, Any]) -> ReplayReport:
     unique: dict[tuple, str] = {}
     for m in _consume_all(app, app.topics.dead_letter, c.dead_letter, idle_s=1.0):
         h = dict(m.headers() or [])
-        where = tuple(
-            h.get(k)
-            for k in (
-                "driftline-source-topic",
-                "driftline-source-partition",
-                "driftline-source-offset",
-                "driftline-batch-index",
-            )
-        )
-        unique[where] = h.get("driftline-dlq-reason", b"?").decode()
+        where = tuple(h.get(k) for k in _WHERE_HEADERS)
+        unique[where] = reason_of(h)
     by_reason = Counter(unique.values())
     report.dead_letter = {"total": len(unique), "by_reason": dict(sorted(by_reason.items()))}
     report.counters = dict(sink["counters"])

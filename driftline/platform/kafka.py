@@ -1,8 +1,10 @@
 """Kafka client configuration and topic administration shared by every driftline client.
 
-One :class:`KafkaSettings` describes how to reach the cluster; :func:`confluent_config`
-turns it into a confluent-kafka dict, so security settings are written once and the
-producer, the consumers and the admin client cannot drift apart.
+One :class:`KafkaSettings` describes how to reach the cluster (:func:`settings_for` makes it
+for every client from the configuration and the ``DRIFTLINE_KAFKA_*`` variables);
+:func:`confluent_config` turns it into a confluent-kafka dict, so security settings are written
+once and the producer, the consumers and the admin client cannot drift apart. Every topic name
+is spelt once, in :class:`TopicNames`.
 
 Topics are created up front with explicit partition counts (:func:`ensure_topics`):
 the embedded broker (and many real clusters) auto-create topics on first use with a
@@ -17,11 +19,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from driftline.platform.config import Config
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENV_PREFIX = "DRIFTLINE_KAFKA_"
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 # Keys that confluent-kafka (the Python layer) spells with underscores; every other
 # keyword override is a librdkafka property whose dots were written as underscores.
@@ -79,14 +86,21 @@ class KafkaSettings:
 
     @classmethod
     def from_env(
-        cls, prefix: str = DEFAULT_ENV_PREFIX, environ: Mapping[str, str] | None = None
+        cls,
+        prefix: str = DEFAULT_ENV_PREFIX,
+        environ: Mapping[str, str] | None = None,
+        *,
+        bootstrap_servers: str | None = None,
     ) -> KafkaSettings:
-        """Read ``{prefix}BOOTSTRAP_SERVERS``, ``SECURITY_PROTOCOL``, ``SASL_MECHANISM``,
-        ``SASL_USERNAME``, ``SASL_PASSWORD`` or ``SASL_PASSWORD_FILE``, ``SSL_CAFILE``,
-        ``CLIENT_ID`` and ``REPLICATION_FACTOR``.
+        """Read ``{prefix}BOOTSTRAP_SERVERS`` (unless ``bootstrap_servers`` is given),
+        ``SECURITY_PROTOCOL``, ``SASL_MECHANISM``, ``SASL_USERNAME``, ``SASL_PASSWORD`` or
+        ``SASL_PASSWORD_FILE``, ``SSL_CAFILE``, ``CLIENT_ID`` and ``REPLICATION_FACTOR``.
 
-        The password may come from a file so that it can be mounted as a secret instead
-        of sitting in the process environment (visible in ``/proc/*/environ``).
+        Security settings are read whatever says where the cluster is, and an incomplete or
+        contradictory set is an error naming the variable: a worker must never fall back to an
+        unauthenticated connection without a word. The password may come from a file so that
+        it can be mounted as a secret instead of sitting in the process environment (visible
+        in ``/proc/*/environ``).
         """
         env = os.environ if environ is None else environ
 
@@ -94,7 +108,7 @@ class KafkaSettings:
             value = env.get(prefix + name)
             return value if value not in (None, "") else None
 
-        bootstrap = get("BOOTSTRAP_SERVERS")
+        bootstrap = bootstrap_servers or get("BOOTSTRAP_SERVERS")
         if bootstrap is None:
             raise ValueError(f"{prefix}BOOTSTRAP_SERVERS is not set")
         password = get("SASL_PASSWORD")
@@ -102,19 +116,122 @@ class KafkaSettings:
         if password is not None and password_file is not None:
             raise ValueError(f"set only one of {prefix}SASL_PASSWORD and {prefix}SASL_PASSWORD_FILE")
         if password_file is not None:
-            # Secret files conventionally end with a newline that is not part of the secret.
-            password = Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
+            try:  # secret files conventionally end with a newline that is not part of the secret
+                password = Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                why = f"cannot read {password_file}: {exc.strerror}"
+                raise ValueError(f"{prefix}SASL_PASSWORD_FILE: {why}") from None
         replication = get("REPLICATION_FACTOR")
-        return cls(
+        try:
+            replication_factor = int(replication) if replication is not None else 1
+        except ValueError:
+            why = f"must be a whole number, not {replication!r}"
+            raise ValueError(f"{prefix}REPLICATION_FACTOR {why}") from None
+        settings = cls(
             bootstrap_servers=bootstrap,
-            security_protocol=get("SECURITY_PROTOCOL") or "PLAINTEXT",
+            security_protocol=(get("SECURITY_PROTOCOL") or "PLAINTEXT").upper(),
             sasl_mechanism=get("SASL_MECHANISM"),
             sasl_username=get("SASL_USERNAME"),
             sasl_password=password,
             ssl_cafile=get("SSL_CAFILE"),
             client_id=get("CLIENT_ID") or "driftline",
-            replication_factor=int(replication) if replication is not None else 1,
+            replication_factor=replication_factor,
         )
+        settings.check(prefix)
+        return settings
+
+    def check(self, prefix: str = DEFAULT_ENV_PREFIX) -> None:
+        """Refuse a security configuration that cannot be what was meant, naming the variable."""
+        protocol = self.security_protocol
+        if protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(
+                f"{prefix}SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}, not {protocol!r}"
+            )
+        sasl = protocol.startswith("SASL_")
+        if sasl:
+            for name, value in (
+                ("SASL_MECHANISM", self.sasl_mechanism),
+                ("SASL_USERNAME", self.sasl_username),
+                ("SASL_PASSWORD", self.sasl_password),
+            ):
+                if value is None:
+                    also = " (or SASL_PASSWORD_FILE)" if name == "SASL_PASSWORD" else ""
+                    raise ValueError(f"{prefix}SECURITY_PROTOCOL={protocol} needs {prefix}{name}{also}")
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise ValueError(
+                    f"{prefix}SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}, "
+                    f"not {self.sasl_mechanism!r}"
+                )
+        else:
+            for name, value in (
+                ("SASL_MECHANISM", self.sasl_mechanism),
+                ("SASL_USERNAME", self.sasl_username),
+                ("SASL_PASSWORD", self.sasl_password),
+            ):
+                if value is not None:
+                    raise ValueError(
+                        f"{prefix}{name} is set but {prefix}SECURITY_PROTOCOL is {protocol}: "
+                        f"set it to SASL_SSL (or SASL_PLAINTEXT) to use SASL"
+                    )
+        if self.ssl_cafile is not None and not protocol.endswith("SSL"):
+            raise ValueError(
+                f"{prefix}SSL_CAFILE is set but {prefix}SECURITY_PROTOCOL is {protocol}: "
+                f"set it to SSL or SASL_SSL to use TLS"
+            )
+
+    def describe(self) -> str:
+        """What a start-up line may say about the connection: never the secret."""
+        who = f", SASL {self.sasl_mechanism} as {self.sasl_username!r}" if self.sasl_mechanism else ""
+        return f"{self.bootstrap_servers} ({self.security_protocol}{who})"
+
+
+def settings_for(config: Config, environ: Mapping[str, str] | None = None) -> KafkaSettings:
+    """The client settings of every driftline client (worker, notifier, history, replay with
+    ``--broker``, ...): the cluster from the configuration, security from the
+    ``DRIFTLINE_KAFKA_*`` variables."""
+    return KafkaSettings.from_env(environ=environ, bootstrap_servers=config.bootstrap_servers)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """Every topic's full name, from the configured prefix: the one place they are spelt."""
+
+    predictions: str
+    ground_truth: str
+    join: str
+    partials: str
+    results: str
+    alerts: str
+    retraining: str
+    dead_letter: str
+
+    @classmethod
+    def from_config(cls, config: Config) -> TopicNames:
+        t = config.topics
+        return cls(
+            predictions=t.name("predictions"),
+            ground_truth=t.name("ground-truth"),
+            join=t.name("internal.join-input"),
+            partials=t.name("internal.window-partials"),
+            results=t.name("window-results"),
+            alerts=t.name("alerts"),
+            retraining=t.name("retraining-requests"),
+            dead_letter=t.name("dead-letter"),
+        )
+
+    def partitions(self, config: Config) -> dict[str, int]:
+        """Every topic with its explicit partition count, for creation up front."""
+        t = config.topics
+        return {
+            self.predictions: t.predictions,
+            self.ground_truth: t.ground_truth,
+            self.join: t.join,
+            self.partials: t.partials,
+            self.results: t.results,
+            self.alerts: t.alerts,
+            self.retraining: t.retraining,
+            self.dead_letter: t.dead_letter,
+        }
 
 
 def confluent_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:

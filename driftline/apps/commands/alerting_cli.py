@@ -155,19 +155,15 @@ def _cmd_notifier(args: argparse.Namespace) -> int:
     from driftline.alerting.notifier_service import NotifierService
     from driftline.alerting.outbox import RetryPolicy
     from driftline.platform.config import load_config
-    from driftline.platform.kafka import KafkaSettings, quick_join_consumer_config
+    from driftline.platform.kafka import TopicNames, quick_join_consumer_config, settings_for
 
     config = load_config(getattr(args, "config", None))
     if args.broker:
         config = replace(config, bootstrap_servers=args.broker)
-    try:
-        settings = KafkaSettings.from_env()
-    except ValueError:
-        settings = KafkaSettings(config.bootstrap_servers)
-    settings = replace(settings, bootstrap_servers=config.bootstrap_servers)
+    settings = settings_for(config)
     service = NotifierService(
         settings,
-        config.topics.name("alerts"),
+        TopicNames.from_config(config).alerts,
         getattr(args, "store_url", None) or os.environ.get("DRIFTLINE_STORE_URL") or config.store_url,
         _subscriptions(args),
         group_id=f"{config.app_id}-notifier",
