@@ -36,11 +36,16 @@ def describe(request: RetrainingRequest) -> str:
 
 
 def _settings(bootstrap: str | None) -> KafkaSettings:
-    if bootstrap:
-        return KafkaSettings(bootstrap)
-    if os.environ.get("DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS"):
-        return KafkaSettings.from_env()  # also picks up SASL/TLS settings
-    return KafkaSettings("127.0.0.1:9092")
+    """The documented variables, as every driftline client reads them: the cluster from
+    ``--bootstrap``, ``DRIFTLINE_BOOTSTRAP_SERVERS`` or ``DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS``,
+    security from ``DRIFTLINE_KAFKA_*`` (an incomplete set stops here, naming the variable)."""
+    servers = (
+        bootstrap
+        or os.environ.get("DRIFTLINE_BOOTSTRAP_SERVERS")
+        or os.environ.get("DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS")
+        or "127.0.0.1:9092"
+    )
+    return KafkaSettings.from_env(bootstrap_servers=servers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--bootstrap",
         default=None,
-        help="Kafka bootstrap servers (default: DRIFTLINE_KAFKA_* variables, else 127.0.0.1:9092)",
+        help="Kafka bootstrap servers (default: $DRIFTLINE_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)",
     )
     parser.add_argument("--group", default="example-trainer", help="consumer group id")
-    parser.add_argument("--topic-prefix", default="driftline.")
+    parser.add_argument("--topic-prefix", default=os.environ.get("DRIFTLINE_TOPIC_PREFIX", "driftline."))
     parser.add_argument(
         "--dedup-db", default="trainer-dedup.sqlite", help="SQLite file of handled request ids"
     )

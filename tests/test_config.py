@@ -102,3 +102,23 @@ def test_model_config_defaults_are_valid() -> None:
         0.0,
         3,
     )
+
+
+def test_every_documented_environment_example_loads() -> None:
+    """The ``DRIFTLINE__…=value`` examples of the docs and of the config module's docstring."""
+    import re
+    from pathlib import Path
+
+    import driftline.platform.config as config_module
+
+    root = Path(__file__).resolve().parent.parent
+    texts = [
+        config_module.__doc__ or "",
+        *(p.read_text() for p in [root / "README.md", *root.glob("docs/*.md")]),
+    ]
+    examples = {m for t in texts for m in re.findall(r"(DRIFTLINE__[A-Z_]+)=([^\s`]+)", t)}
+    examples.discard(("DRIFTLINE__SECTION__KEY", "value"))
+    assert len(examples) >= 3
+    for name, value in sorted(examples):
+        load_config(environ={name: value})  # raises on an unknown key
+    assert load_config(environ={"DRIFTLINE__TOPICS__JOIN": "12"}).topics.join == 12

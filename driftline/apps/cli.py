@@ -86,8 +86,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="driftline", description=__doc__)
-    parser.add_argument("--config", help="YAML configuration file (default: $DRIFTLINE_CONFIG)")
-    parser.add_argument("--loglevel", default="WARNING", help="log level (default WARNING)")
+    parser.add_argument("--config", help=_GLOBAL_OPTIONS[0][1])
+    parser.add_argument("--loglevel", default="WARNING", help=_GLOBAL_OPTIONS[1][1])
     sub = parser.add_subparsers(dest="command", required=True)
 
     worker = sub.add_parser("worker", help="run the stream processors against a Kafka cluster")
@@ -136,7 +136,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in MODULES:
         importlib.import_module(name).register(sub)
+    _accept_global_options(parser)
     return parser
+
+
+#: options of the whole command, accepted before or after the sub-command's name
+_GLOBAL_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("--config", "YAML configuration file (default: $DRIFTLINE_CONFIG)"),
+    ("--loglevel", "log level (default WARNING)"),
+)
+
+
+def _accept_global_options(parser: argparse.ArgumentParser) -> None:
+    """Let ``driftline replay ... --config FILE`` mean ``driftline --config FILE replay ...``.
+
+    argparse reads options of the top-level parser only before the sub-command's name, so every
+    sub-parser, at every depth, gets the global options too, with ``SUPPRESS`` as default so
+    that leaving them out there never erases a value given before the name."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in action.choices.values():
+            for flag, help_text in _GLOBAL_OPTIONS:
+                if flag not in child._option_string_actions:
+                    child.add_argument(flag, default=argparse.SUPPRESS, help=help_text)
+            _accept_global_options(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

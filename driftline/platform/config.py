@@ -2,7 +2,7 @@
 
 Precedence, lowest to highest: built-in defaults, the YAML file (``--config`` or
 ``DRIFTLINE_CONFIG``), then ``DRIFTLINE__SECTION__KEY=value`` variables, whose values
-are parsed as YAML scalars so ``DRIFTLINE__KAFKA__PARTITIONS__JOIN=12`` is an int.
+are parsed as YAML scalars so ``DRIFTLINE__TOPICS__JOIN=12`` is an int.
 A handful of well-known variables have short names (see ``_SHORT_ENV``).
 
 Secrets never live in this structure's repr: Kafka SASL passwords are read by

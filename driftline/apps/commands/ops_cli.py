@@ -175,9 +175,6 @@ def register(subparsers: Any) -> None:
     history = subparsers.add_parser("history", help="store window results, alerts and requests from Kafka")
     history.add_argument("--broker", help="bootstrap servers (overrides the configuration)")
     history.add_argument("--store-url", help=store_help)
-    # SUPPRESS: without it the sub-command's default (None) would erase a `driftline --config X`
-    # given before the sub-command name.
-    history.add_argument("--config", default=argparse.SUPPRESS, help="YAML configuration file")
     history.add_argument(
         "--idle-timeout", type=float, default=None, help="stop after this many seconds without records"
     )
