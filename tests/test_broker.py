@@ -12,6 +12,7 @@ from confluent_kafka.admin import AdminClient
 
 from driftline.platform.broker import BrokerStartError, EmbeddedBroker
 from driftline.platform.kafka import (
+    RDKAFKA_LOG,
     KafkaSettings,
     confluent_config,
     ensure_topics,
@@ -112,6 +113,7 @@ def test_settings_from_env_reads_password_file_and_never_prints_it(tmp_path: Pat
         "ssl.ca.location": "/etc/ca.pem",
         "group.id": "g",
         "enable.auto.commit": False,
+        "logger": RDKAFKA_LOG,  # librdkafka's lines through logging, repeats summarised
     }
 
 
@@ -136,6 +138,7 @@ def test_overrides_keep_python_level_keys_and_none_removes() -> None:
         "security.protocol": "PLAINTEXT",
         "error_cb": print,
         "linger.ms": 5,
+        "logger": RDKAFKA_LOG,
     }
     assert quick_join_consumer_config() == {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
 

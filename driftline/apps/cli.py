@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from driftline.apps.commands import MODULES
 from driftline.platform.config import Config, load_config
@@ -25,9 +26,12 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from driftline.apps.runner import create_topics, run_worker, web_port
+    from driftline.platform.kafka import settings_for, wait_for_broker
     from driftline.streams.app import DriftlineApp
 
     config = _config(args)
+    settings = settings_for(config)  # an incomplete security configuration stops here
+    wait_for_broker(settings, timeout=args.connect_timeout)  # one line and exit 2, not a traceback
     checkpoints = None
     if not args.no_checkpoints:
         from driftline.platform.checkpoints import CheckpointStore
@@ -39,14 +43,62 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         idle_after_s=args.idle_after,
         session_timeout_s=args.session_timeout,
         checkpoints=checkpoints,
+        on_evaluation=_log_window,
     )
     create_topics(app)
     if args.metrics_port:
         from driftline.platform.metrics import start_metrics_server
 
         start_metrics_server(args.metrics_port, host=config.metrics_host)
+    progress.info("%s", _summary(app, args))
     run_worker(app, loglevel=args.loglevel)
     return 0
+
+
+#: what a person watching a worker sees at the default level: a start-up summary, a line a window
+progress = logging.getLogger("driftline.worker")
+
+
+def _summary(app: Any, args: argparse.Namespace) -> str:
+    from driftline.platform.store.db import safe_url
+
+    config = app.config
+    topics = ", ".join(f"{name} ({n})" for name, n in app.topics.partitions(config).items())
+    models = ", ".join(sorted(config.models)) or "none configured"
+    unknown = "; other models monitored with the defaults" if config.allow_unknown_models else ""
+    store = "none (in memory, --no-checkpoints)" if args.no_checkpoints else safe_url(config.store_url)
+    metrics = f"{config.metrics_host}:{args.metrics_port}" if args.metrics_port else "off"
+    return (
+        f"driftline worker {config.app_id}: Kafka {app.settings.describe()}; topics {topics}; "
+        f"store {store}; metrics {metrics}; models {models}{unknown}"
+    )
+
+
+def _log_window(evaluation: Any) -> None:
+    """One line per model and window once it is final (segments stay in the results)."""
+    r = evaluation.result
+    if r.phase != "final" or r.segment:
+        return
+    parts = [f"{r.prediction_count} predictions"]
+    if r.label_coverage is not None:
+        parts.append(f"{r.label_coverage:.0%} labelled")
+    for name in ("accuracy", "rmse", "estimated_accuracy"):
+        if r.metrics.get(name) is not None:
+            parts.append(f"{name} {r.metrics[name]:.3f}")
+            break
+    drifted = sorted(d.feature for d in r.drift if d.drifted and d.kind == "feature")
+    if r.dataset_drift is not None:
+        parts.append(f"drifted: {', '.join(drifted)}" if drifted else "no drift")
+    if evaluation.alerts:
+        parts.append(f"{len(evaluation.alerts)} alert event(s)")
+    progress.info(
+        "window %s %s [%s, %s) final: %s",
+        r.model_id,
+        r.model_version,
+        r.window_start,
+        r.window_end,
+        "; ".join(parts),
+    )
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -104,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="consumer group session timeout in seconds (small values speed up rebalances in tests)",
+    )
+    worker.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=15.0,
+        help="seconds to wait for the Kafka cluster to answer at start-up before giving up (exit 2)",
     )
     worker.add_argument(
         "--no-checkpoints",
@@ -165,12 +223,18 @@ def _accept_global_options(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = args.loglevel.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logging.getLevelName(level) in (logging.WARNING, logging.INFO, logging.DEBUG):
+        progress.setLevel(logging.INFO)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, TimeoutError, SchemaOutOfDate) as exc:
         print(f"driftline: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside the worker's own signal handling: no traceback
+        print("driftline: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

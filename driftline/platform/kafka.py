@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -234,6 +235,34 @@ class TopicNames:
         }
 
 
+class _Repeats(logging.Filter):
+    """Let a librdkafka message through once per ``every_s`` seconds, then say how often it
+    recurred: an unreachable broker makes librdkafka log the same refusal ~20 times a second,
+    which buries whatever a person needs to read."""
+
+    def __init__(self, every_s: float = 30.0, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self.every_s, self.clock = every_s, clock
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = re.sub(r"\d+", "#", record.getMessage())
+        now = self.clock()
+        first, repeats = self._seen.get(key, (None, 0))
+        if first is not None and now - first < self.every_s:
+            self._seen[key] = (first, repeats + 1)
+            return False
+        self._seen[key] = (now, 0)
+        if repeats:
+            record.msg = f"{record.msg} (and {repeats} more like it in the last {self.every_s:g} s)"
+        return True
+
+
+#: where librdkafka's own log lines go (instead of raw lines on stderr), repeats summarised
+RDKAFKA_LOG = logging.getLogger("driftline.librdkafka")
+RDKAFKA_LOG.addFilter(_Repeats())
+
+
 def confluent_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     """A confluent-kafka configuration dict for ``settings`` plus ``overrides``.
 
@@ -245,6 +274,7 @@ def confluent_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any
         "bootstrap.servers": settings.bootstrap_servers,
         "client.id": settings.client_id,
         "security.protocol": settings.security_protocol,
+        "logger": RDKAFKA_LOG,
     }
     if settings.sasl_mechanism is not None:
         config["sasl.mechanism"] = settings.sasl_mechanism
@@ -270,7 +300,8 @@ def _admin(settings: KafkaSettings) -> Any:
 
 
 def wait_for_broker(settings: KafkaSettings, timeout: float = 30.0) -> None:
-    """Block until the cluster answers a metadata request, or raise ``TimeoutError``."""
+    """Block until the cluster answers a metadata request, or raise ``TimeoutError`` with a
+    message a person can act on."""
     admin = _admin(settings)
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -278,7 +309,10 @@ def wait_for_broker(settings: KafkaSettings, timeout: float = 30.0) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError(
-                f"Kafka at {settings.bootstrap_servers} did not answer within {timeout:g} s: {last_error}"
+                f"cannot reach Kafka at {settings.describe()} within {timeout:g} s ({_reason(last_error)}); "
+                "check the address (--broker, DRIFTLINE_BOOTSTRAP_SERVERS or bootstrap_servers in the "
+                "config), that the broker is running and reachable from here, and the "
+                "DRIFTLINE_KAFKA_* security settings"
             )
         try:
             admin.list_topics(timeout=min(remaining, 1.0))
@@ -286,6 +320,13 @@ def wait_for_broker(settings: KafkaSettings, timeout: float = 30.0) -> None:
         except Exception as exc:  # KafkaException: broker not reachable yet
             last_error = exc
             time.sleep(min(0.1, max(remaining, 0.0)))
+
+
+def _reason(exc: Exception | None) -> str:
+    if exc is None:
+        return "no answer"
+    error = exc.args[0] if exc.args else exc
+    return str(getattr(error, "str", lambda: error)())
 
 
 def ensure_topics(settings: KafkaSettings, partitions: Mapping[str, int], *, timeout: float = 10) -> None:
