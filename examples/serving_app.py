@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
 
-    settings = KafkaSettings(args.bootstrap)
+    settings = KafkaSettings.from_env(bootstrap_servers=args.bootstrap)  # security: DRIFTLINE_KAFKA_*
     if args.create_topics:
         ensure_topics(settings, {f"{args.topic_prefix}predictions": 6, f"{args.topic_prefix}ground-truth": 6})
     rng = random.Random(args.seed)

@@ -111,6 +111,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 # ---- history -----------------------------------------------------------------------------------
 def _cmd_history(args: argparse.Namespace) -> int:
+    from driftline.platform.kafka import settings_for
     from driftline.streams.sink import HistorySink, ingest_report
 
     config = load_config(getattr(args, "config", None))
@@ -120,6 +121,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
         retention_ms = parse_duration_ms(args.retention) or None  # 0 keeps everything
     except ValueError as exc:
         return _fail(ValueError(f"--retention: {exc}"))
+    settings = None if args.from_report else settings_for(config)  # bad security: stop before all else
     url = args.store_url or config.store_url
     try:
         sessions = open_store(url)
@@ -138,7 +140,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     keeping = "keeping all windows" if retention_ms is None else f"keeping {args.retention} of windows"
-    with HistorySink(config, sessions, retention_ms=retention_ms) as sink:
+    with HistorySink(config, sessions, settings=settings, retention_ms=retention_ms) as sink:
         print(f"history sink: {sink.group_id} -> {safe_url(url)}, {keeping} (Ctrl-C stops)", flush=True)
         stats = sink.run(stop, idle_timeout=args.idle_timeout)
     print(
@@ -175,6 +177,9 @@ def register(subparsers: Any) -> None:
     history = subparsers.add_parser("history", help="store window results, alerts and requests from Kafka")
     history.add_argument("--broker", help="bootstrap servers (overrides the configuration)")
     history.add_argument("--store-url", help=store_help)
+    # SUPPRESS: without it the sub-command's default (None) would erase a `driftline --config X`
+    # given before the sub-command name.
+    history.add_argument("--config", default=argparse.SUPPRESS, help="YAML configuration file")
     history.add_argument(
         "--idle-timeout", type=float, default=None, help="stop after this many seconds without records"
     )
