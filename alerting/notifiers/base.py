@@ -14,22 +14,27 @@ outbox can decide what to do from an :class:`Outcome` alone:
 An outbox should persist the *alerts* (and the subscription name), not the :class:`HttpRequest`:
 rebuilding the request at each attempt keeps credentials out of the database and gives signed
 webhooks a fresh timestamp.
+
+httpx is imported only where a request is sent, so code that only checks or formats (a config
+loader validating subscriptions) does not pay for loading an HTTP client.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Protocol
 
 from driftline.alerting.secrets import REDACTED, Secret, scrub
 from driftline.schemas import AlertEvent
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +44,10 @@ class _RedactHttpxUrls(logging.Filter):
     keep only scheme, host and port. Installed on import, before any request is sent."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(_origin(a) if isinstance(a, httpx.URL) else a for a in record.args)
+        # Only httpx logs here, so it is loaded whenever a record arrives.
+        loaded = sys.modules.get("httpx")
+        if loaded is not None and isinstance(record.args, tuple):
+            record.args = tuple(_origin(a) if isinstance(a, loaded.URL) else a for a in record.args)
         return True
 
 
@@ -190,6 +197,8 @@ def send(
     reported string is scrubbed of the request's secrets (and of httpx's normalised spelling of a
     secret URL), and no exception is chained out of here.
     """
+    import httpx
+
     classify = classify or (lambda status, headers, body: classify_status(status, headers, body_text(body)))
     secrets = _scrub_list(request)
     url = request.url.reveal() if isinstance(request.url, Secret) else request.url
@@ -231,6 +240,8 @@ def _describe(exc: Exception) -> str:
 
 
 def _scrub_list(request: HttpRequest) -> list[Secret | str]:
+    import httpx
+
     found: list[Secret | str] = list(request.all_secrets())
     if isinstance(request.url, Secret):
         # httpx may re-spell a URL (percent-encoding, default port, lower-case host) in messages.
