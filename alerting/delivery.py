@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from driftline import metrics
 from driftline.alerting.notifiers.base import Notifier, Outcome, send
-from driftline.alerting.outbox import DEFAULT_RATE_PER_S, RetryPolicy, TokenBucket
+from driftline.alerting.outbox import RetryPolicy, TokenBucket, default_rate_per_s
 from driftline.alerting.subscriptions import Subscription
 from driftline.schemas import AlertEvent
 from driftline.schemas.timefmt import rfc3339_to_ms
@@ -109,9 +109,7 @@ class Delivery:
         self._batch_limit = batch_limit
         self._buckets: dict[str, TokenBucket] = {}
         for sub in subscriptions:
-            rate = (
-                sub.rate_limit_per_s if sub.rate_limit_per_s is not None else DEFAULT_RATE_PER_S.get(sub.kind)
-            )
+            rate = sub.rate_limit_per_s if sub.rate_limit_per_s is not None else default_rate_per_s(sub.kind)
             if rate is not None:
                 self._buckets[sub.name] = TokenBucket(rate, clock=clock)
         self._horizon_ms = round(max((s.group_wait_s for s in subscriptions), default=0.0) * 1000)

@@ -26,19 +26,19 @@ from dataclasses import dataclass
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from driftline.alerting.notifiers.registry import KINDS
 from driftline.alerting.subscriptions import Subscription, route
 from driftline.schemas import AlertEvent
 from driftline.store import enqueue_notification, record_alert
 from driftline.store.models import Notification
 
-#: Requests per second a destination gets when its subscription sets no ``rate_limit_per_s``.
-#: Slack documents one message per second per incoming webhook; the others publish no limit.
-DEFAULT_RATE_PER_S: dict[str, float | None] = {
-    "slack": 1.0,
-    "pagerduty": None,
-    "webhook": None,
-    "alertmanager": None,
-}
+
+def default_rate_per_s(kind: str) -> float | None:
+    """Requests per second a destination gets when its subscription sets no
+    ``rate_limit_per_s``: what its kind declares (Slack: 1/s), ``None`` for no cap."""
+    declared = KINDS.get(kind)
+    return None if declared is None else declared.default_rate_per_s
+
 
 #: Longest ``Retry-After`` honoured: a destination asking for a day is more likely broken than
 #: sincere, and the backoff cap is the sanest bound we have besides it.

@@ -251,6 +251,7 @@ def _cmd_subscriptions_test(args: argparse.Namespace) -> int:
     import msgspec
 
     from driftline.alerting.notifiers.base import deliver
+    from driftline.alerting.notifiers.registry import KINDS
     from driftline.alerting.subscriptions import make_notifier
     from driftline.schemas import alert_event, ms_to_rfc3339
 
@@ -260,7 +261,7 @@ def _cmd_subscriptions_test(args: argparse.Namespace) -> int:
     notifier = make_notifier(subs[args.name])
     firing = synthetic_alert()
     events = [firing]
-    if notifier.kind in ("pagerduty", "alertmanager"):
+    if KINDS[subs[args.name].kind].needs_resolve:
         # Close what the test opened, so nobody is left holding a test incident.
         data = msgspec.structs.replace(
             firing.data, status="resolved", ends_at=ms_to_rfc3339(int(time.time() * 1000))
