@@ -11,7 +11,11 @@ One call of :meth:`Delivery.run_once` does, in Alertmanager's order:
    the earliest into one request, up to the notifier's ``max_alerts_per_request``;
 4. **rate-limit** per subscription (token bucket; a limited group simply waits for the next
    round, nothing blocks);
-5. **send** and **record** the outcome of every row of the request in one transaction.
+5. **send** and **record** the outcome of every row of the request in one transaction: a 2xx
+   is ``delivered``; a 429, a 5xx or a transport error is retried (see
+   :class:`~driftline.alerting.outbox.RetryPolicy`) until the row is ``give_up_after_s`` old,
+   then ``dead``; any other answer is ``failed`` at once. Giving up is loud: an ERROR line and
+   ``driftline_notifications_total{outcome="dead"}``.
 
 Delivery guarantee: at least once, with a single documented duplicate window. A row whose
 success was committed is never selected again; an undelivered row resumes after a restart. A
@@ -37,7 +41,7 @@ from dataclasses import dataclass
 
 import httpx
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftline import metrics
@@ -47,13 +51,16 @@ from driftline.alerting.subscriptions import Subscription
 from driftline.schemas import AlertEvent
 from driftline.schemas.timefmt import rfc3339_to_ms
 from driftline.store import due_notifications, record_attempt
-from driftline.store.models import AlertTransition, Notification
+from driftline.store.models import AlertTransition, Notification, NotificationAttempt
 
 logger = logging.getLogger(__name__)
 
 #: Largest group when the notifier sets no limit: a Slack message holds ~50 blocks and an
 #: alert needs two, so 20 alerts stay readable and within limits.
 MAX_GROUP = 20
+
+#: Row statuses of a notification driftline stopped trying to deliver.
+GIVEN_UP = ("failed", "dead")
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class _Row:
     subscription: str
     attempts: int
     next_attempt_ms: int
+    created_ms: int
     event: AlertEvent
     order: tuple[int, int, int]  # (window end, firing=0/resolved=1, row id): the series order
 
@@ -75,7 +83,8 @@ class Sent:
     subscription: str
     notification_ids: tuple[int, ...]
     outcome: Outcome
-    final_status: str | None
+    #: per notification: delivered, failed, dead, or None (to be retried)
+    final_statuses: tuple[str | None, ...]
 
 
 class Delivery:
@@ -180,7 +189,9 @@ class Delivery:
                 continue
             event = msgspec.convert(t.event, AlertEvent)
             order = (t.window_end_ms, 0 if t.status == "firing" else 1, n.id)
-            rows.append(_Row(n.id, n.subscription, n.attempts, n.next_attempt_ms or 0, event, order))
+            rows.append(
+                _Row(n.id, n.subscription, n.attempts, n.next_attempt_ms or 0, n.created_ms, event, order)
+            )
         return rows, orphans
 
     @staticmethod
@@ -279,46 +290,79 @@ class Delivery:
             outcome = send(request, self._client, self._timeout_s, classify=notifier.classify)
         duration_ms = round((time.monotonic() - started) * 1000)
         now_ms = self._now_ms()
-        final: str | None
+        sub = self._subs[sub_name]
+        give_up_ms = round((sub.give_up_after_s or self.policy.give_up_after_s) * 1000)
         # One draw per request: rows that went together retry together (and stay one group).
         jitter = self._rng.random()
+        finals: list[str | None] = []
         with self._sessions.begin() as session:
+            steps = _backoff_steps(session, [r.id for r in rows]) if _counts_a_step(outcome) else {}
             for r in rows:
-                attempt = r.attempts + 1
                 next_ms: int | None = None
+                final: str | None
+                error: str | None = None if outcome.delivered else outcome.reason
+                deadline_ms = r.created_ms + give_up_ms
                 if outcome.delivered:
                     final, label = "delivered", "delivered"
                 elif not outcome.retry:
-                    final, label = "failed", "failed"
-                elif attempt >= self.policy.max_attempts:
-                    final, label = "dead", "retry_exhausted"
+                    final, label = "failed", "failed"  # a 4xx, a 3xx, a bad URL: no retry can help
+                elif now_ms >= deadline_ms:
+                    final, label = "dead", "expired"
+                    error = f"gave up after {give_up_ms / 1000:g} s of retries: {outcome.reason}"
+                elif outcome.retry_after_s is not None:
+                    # Obeyed even past the deadline (then this row is given up after that try).
+                    final, label = None, "retry_after"
+                    next_ms = now_ms + round(self.policy.delay_s(0, outcome.retry_after_s, jitter) * 1000)
                 else:
                     final, label = None, "retry"
-                    delay = self.policy.delay_s(attempt, outcome.retry_after_s, jitter)
-                    next_ms = now_ms + round(delay * 1000)
+                    delay = self.policy.delay_s(steps.get(r.id, 0) + 1, None, jitter)
+                    next_ms = min(now_ms + round(delay * 1000), deadline_ms)  # the last try at the deadline
                 record_attempt(
                     session,
                     r.id,
                     label,
                     outcome.http_status,
-                    None if outcome.delivered else outcome.reason,
+                    error,
                     now_ms,
                     next_ms,
                     final,
                     duration_ms=duration_ms,
                 )
-        for r in rows:
+                finals.append(final)
+        for r, final in zip(rows, finals, strict=True):
             _observe(notifier.kind, outcome, final, r.event, now_ms)
-        if final in ("failed", "dead"):
+        given_up = [(r, final) for r, final in zip(rows, finals, strict=True) if final in GIVEN_UP]
+        if given_up:
             logger.error(
-                "subscription %s: %d notification(s) %s: %s", sub_name, len(rows), final, outcome.reason
+                "subscription %s: gave up on %s: %s",
+                sub_name,
+                ", ".join(
+                    f"{r.event.data.status} {r.event.data.dedup_key} ({final})" for r, final in given_up
+                ),
+                outcome.reason,
             )
-        return Sent(sub_name, tuple(r.id for r in rows), outcome, final)
+        return Sent(sub_name, tuple(r.id for r in rows), outcome, tuple(finals))
+
+
+def _counts_a_step(outcome: Outcome) -> bool:
+    """Whether this failure moves the backoff on: not when the destination said when to return."""
+    return not outcome.delivered and outcome.retry and outcome.retry_after_s is None
+
+
+def _backoff_steps(session: Session, ids: Sequence[int]) -> dict[int, int]:
+    """Per notification, the failures so far that counted toward its backoff (``retry``)."""
+    found = session.execute(
+        select(NotificationAttempt.notification_id, func.count())
+        .where(NotificationAttempt.notification_id.in_(ids), NotificationAttempt.outcome == "retry")
+        .group_by(NotificationAttempt.notification_id)
+    ).all()
+    return {nid: count for nid, count in found}
 
 
 def _observe(kind: str, outcome: Outcome, final: str | None, event: AlertEvent, now_ms: int) -> None:
-    """One attempt for one notification, as ``driftline_notifications_total`` counts it; a
-    delivery also records how long after the alert was created it reached its receiver."""
+    """One attempt for one notification, as ``driftline_notifications_total`` counts it, plus
+    ``dead`` once when the notification is given up; a delivery also records how long after
+    the alert was created it reached its receiver."""
     if outcome.delivered:
         label = "delivered"
     elif final is not None:
@@ -329,3 +373,5 @@ def _observe(kind: str, outcome: Outcome, final: str | None, event: AlertEvent, 
         label = "retry"
     seconds = (now_ms - rfc3339_to_ms(event.time)) / 1000 if outcome.delivered else None
     metrics.observe_notification(kind, label, seconds)
+    if final in GIVEN_UP:
+        metrics.observe_notification(kind, "dead")

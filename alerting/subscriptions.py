@@ -119,7 +119,9 @@ class Subscription:
     ``settings`` holds secret *references* (``{"env": ...}``), resolved only by
     :func:`make_notifier`, so loading config needs no credentials and a Subscription can be
     logged safely. ``group_wait_s`` is how long the grouping stage waits to batch alerts of one
-    model into one message; ``rate_limit_per_s`` caps requests to the destination (``None``: no cap).
+    model into one message; ``rate_limit_per_s`` caps requests to the destination (``None``: no cap);
+    ``give_up_after_s`` is how long a notification is retried before it is given up (``None``:
+    the notifier's setting, 24 h by default).
     """
 
     name: str
@@ -128,6 +130,7 @@ class Subscription:
     settings: Mapping[str, Any] = field(default_factory=dict)
     group_wait_s: float = 0.0
     rate_limit_per_s: float | None = None
+    give_up_after_s: float | None = None
 
     def matches(self, event: AlertEvent) -> bool:
         labels = alert_labels(event)
@@ -142,7 +145,9 @@ def route(event: AlertEvent, subscriptions: Sequence[Subscription]) -> list[Subs
 
 # --- config ------------------------------------------------------------------------------------
 
-_TOP_LEVEL: Final = frozenset({"name", "kind", "matchers", "settings", "group_wait_s", "rate_limit_per_s"})
+_TOP_LEVEL: Final = frozenset(
+    {"name", "kind", "matchers", "settings", "group_wait_s", "rate_limit_per_s", "give_up_after_s"}
+)
 
 
 def subscriptions_from_config(
@@ -182,6 +187,10 @@ def subscriptions_from_config(
         group_wait = _number(item.get("group_wait_s", 0.0), f"{where}.group_wait_s", allow_zero=True)
         rate = item.get("rate_limit_per_s")
         rate_limit = None if rate is None else _number(rate, f"{where}.rate_limit_per_s", allow_zero=False)
+        give_up = item.get("give_up_after_s")
+        give_up_after = (
+            None if give_up is None else _number(give_up, f"{where}.give_up_after_s", allow_zero=False)
+        )
         result.append(
             Subscription(
                 name=name,
@@ -190,6 +199,7 @@ def subscriptions_from_config(
                 settings=_wrap_literal_secrets(kind, settings),
                 group_wait_s=group_wait,
                 rate_limit_per_s=rate_limit,
+                give_up_after_s=give_up_after,
             )
         )
     return result

@@ -115,7 +115,7 @@ def attempts(sessions: sessionmaker[Session]) -> list[tuple[str, int | None, str
         (
             slack_error(429, "rate_limited", {"Retry-After": "7"}),
             "pending",
-            ("retry", 429, "HTTP 429: rate_limited"),
+            ("retry_after", 429, "HTTP 429: rate_limited"),
             7000,
         ),
     ],
@@ -182,32 +182,121 @@ def test_pagerduty_outcomes(
         assert row.next_attempt_ms == int(T0 * 1000) + expected
 
 
-def test_retries_back_off_then_dead(
+def test_retries_back_off_until_the_age_limit_then_dead(
+    sessions: sessionmaker[Session],
+    client: httpx.Client,
+    pagerduty: FakePagerDuty,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    subs = [pd_sub(pagerduty)]
+    pagerduty.script([Reply.json(500, {"status": "error"})] * 100)
+    queue(sessions, subs, clock, sample_alert())
+    policy = RetryPolicy(base_s=1.0, cap_s=4.0, give_up_after_s=10.0)
+    delivery = make_delivery(sessions, subs, client, clock, policy)
+    oracle = random.Random(SEED)
+    deadline_ms = int(T0 * 1000) + 10_000
+    dead_before = _count("pagerduty", "dead")
+    retries = 0
+    while True:
+        delivery.run_once()
+        [row] = notifications(sessions)
+        jitter = oracle.random()  # one draw per request, used or not
+        if row.status != "pending":
+            break
+        retries += 1
+        ceiling = min(4.0, 1.0 * 2 ** (retries - 1))
+        expected = min(int(clock() * 1000) + round(jitter * ceiling * 1000), deadline_ms)
+        assert row.next_attempt_ms == expected
+        clock.t = (row.next_attempt_ms - 1) / 1000
+        assert delivery.run_once() == []  # not before its backoff
+        clock.t = row.next_attempt_ms / 1000
+    # The last try is at the deadline itself, and it ends the row.
+    assert (row.status, clock()) == ("dead", T0 + 10.0)
+    assert retries > 4  # the cap was reached, and a count would not have stopped it earlier
+    outcomes = attempts(sessions)
+    assert [a[0] for a in outcomes] == ["retry"] * retries + ["expired"]
+    assert outcomes[-1][2] == "gave up after 10 s of retries: HTTP 500: error"
+    assert len(pagerduty.requests) == retries + 1
+    assert _count("pagerduty", "dead") == dead_before + 1
+    assert [r.levelname for r in caplog.records if "gave up" in r.getMessage()] == ["ERROR"]
+    clock.t += 3600
+    assert delivery.run_once() == []  # dead rows are never retried
+
+
+def test_a_429_or_a_5xx_never_exhausts_a_notification(
+    sessions: sessionmaker[Session], client: httpx.Client, pagerduty: FakePagerDuty
+) -> None:
+    """Fifty failures in a row (the old limit was 12) inside the age limit, then delivered."""
+    clock = Clock()
+    subs = [pd_sub(pagerduty)]
+    pagerduty.script(
+        [Reply.json(503, {"status": "unavailable"}), Reply.json(429, {"status": "throttled"})] * 25
+    )
+    queue(sessions, subs, clock, sample_alert())
+    delivery = make_delivery(sessions, subs, client, clock)  # the default policy: 24 h
+    dead_before = _count("pagerduty", "dead")
+    for _ in range(50):
+        assert len(delivery.run_once()) == 1
+        [row] = notifications(sessions)
+        assert row.status == "pending"
+        clock.t = row.next_attempt_ms / 1000
+    assert clock() - T0 < 24 * 3600
+    delivery.run_once()
+    [row] = notifications(sessions)
+    assert (row.status, row.attempts) == ("delivered", 51)
+    assert [r.status for r in pagerduty.requests] == [503, 429] * 25 + [202]
+    assert _count("pagerduty", "dead") == dead_before
+
+
+def test_retry_after_is_obeyed_and_moves_no_backoff_step(
     sessions: sessionmaker[Session], client: httpx.Client, pagerduty: FakePagerDuty
 ) -> None:
     clock = Clock()
     subs = [pd_sub(pagerduty)]
-    pagerduty.script([Reply.json(500, {"status": "error"})] * 3)
+    throttled = Reply.json(429, {"status": "throttled"}, {"Retry-After": "5"})
+    error = Reply.json(500, {"status": "error"})
+    pagerduty.script([error, throttled, throttled, throttled, error, error])
     queue(sessions, subs, clock, sample_alert())
-    delivery = make_delivery(
-        sessions, subs, client, clock, RetryPolicy(base_s=1.0, cap_s=3.0, max_attempts=3)
-    )
+    delivery = make_delivery(sessions, subs, client, clock, RetryPolicy(base_s=2.0, cap_s=60.0))
     oracle = random.Random(SEED)
-    for n in (1, 2):
+    delays = []
+    for _ in range(6):
+        before_ms = int(clock() * 1000)
         delivery.run_once()
         [row] = notifications(sessions)
-        ceiling = min(3.0, 1.0 * 2 ** (n - 1))
-        assert row.next_attempt_ms == int(clock() * 1000) + round(oracle.random() * ceiling * 1000)
-        clock.t = (row.next_attempt_ms - 1) / 1000
-        assert delivery.run_once() == []  # not before its backoff
+        delays.append((row.next_attempt_ms - before_ms, oracle.random()))
         clock.t = row.next_attempt_ms / 1000
+    # steps 1, 2, 3 for the three 500s (ceilings 2 s, 4 s, 8 s); exactly 5 s for each 429
+    assert [d for d, _ in delays] == [
+        round(delays[0][1] * 2000),
+        5000,
+        5000,
+        5000,
+        round(delays[4][1] * 4000),
+        round(delays[5][1] * 8000),
+    ]
+    assert [a[0] for a in attempts(sessions)] == ["retry", "retry_after", "retry_after", "retry_after"] + [
+        "retry"
+    ] * 2
+
+
+def test_retry_after_past_the_deadline_is_obeyed_then_the_row_is_dead(
+    sessions: sessionmaker[Session], client: httpx.Client, pagerduty: FakePagerDuty
+) -> None:
+    clock = Clock()
+    subs = [pd_sub(pagerduty, give_up_after_s=3.0)]  # the subscription's own limit
+    pagerduty.script([Reply.json(429, {"status": "throttled"}, {"Retry-After": "5"})] * 2)
+    queue(sessions, subs, clock, sample_alert())
+    delivery = make_delivery(sessions, subs, client, clock)  # the notifier's default: 24 h
     delivery.run_once()
     [row] = notifications(sessions)
-    assert row.status == "dead" and row.attempts == 3
-    assert [a[0] for a in attempts(sessions)] == ["retry", "retry", "retry_exhausted"]
-    assert len(pagerduty.requests) == 3
-    clock.t += 3600
-    assert delivery.run_once() == []  # dead rows are never retried
+    assert row.next_attempt_ms == int(T0 * 1000) + 5000  # not pulled in to the 3 s deadline
+    clock.t = T0 + 5.0
+    delivery.run_once()
+    [row] = notifications(sessions)
+    assert row.status == "dead"
+    assert [a[0] for a in attempts(sessions)] == ["retry_after", "expired"]
 
 
 # ---- ordering ----------------------------------------------------------------------------------
@@ -417,9 +506,7 @@ def test_a_replayed_alert_is_counted_as_deduplicated(
     from driftline.kafka import KafkaSettings
 
     subs = [slack_sub(slack)]
-    service = NotifierService(
-        KafkaSettings("127.0.0.1:9"), "alerts", "sqlite://", subs, group_id="g"
-    )
+    service = NotifierService(KafkaSettings("127.0.0.1:9"), "alerts", "sqlite://", subs, group_id="g")
     alert = sample_alert()
     before = _count("slack", "deduplicated")
     with sessions.begin() as session:

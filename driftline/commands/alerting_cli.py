@@ -39,7 +39,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config", **config_opt)
     p.add_argument("--retry-base", type=float, default=1.0, help="backoff base in seconds (default 1)")
     p.add_argument("--retry-cap", type=float, default=300.0, help="backoff cap in seconds (default 300)")
-    p.add_argument("--max-attempts", type=int, default=12, help="attempts before a notification is dead")
+    p.add_argument(
+        "--give-up-after",
+        type=float,
+        default=24 * 3600.0,
+        metavar="SECONDS",
+        help="retry a notification this long before it is dead, unless its subscription says (default 86400)",
+    )
     p.add_argument(
         "--metrics-port", type=int, default=0, help="serve Prometheus metrics (deliveries) on this port"
     )
@@ -171,7 +177,7 @@ def _cmd_notifier(args: argparse.Namespace) -> int:
         getattr(args, "store_url", None) or os.environ.get("DRIFTLINE_STORE_URL") or config.store_url,
         _subscriptions(args),
         group_id=f"{config.app_id}-notifier",
-        policy=RetryPolicy(base_s=args.retry_base, cap_s=args.retry_cap, max_attempts=args.max_attempts),
+        policy=RetryPolicy(base_s=args.retry_base, cap_s=args.retry_cap, give_up_after_s=args.give_up_after),
         consumer_config=quick_join_consumer_config() if args.quick_join else None,
     )
     if args.metrics_port:
