@@ -6,7 +6,8 @@ One call of :meth:`Delivery.run_once` does, in Alertmanager's order:
 2. **order**: rows of one (subscription, dedup_key) go strictly in event order (firing before
    resolved), and a row waits while an earlier one of its series is still pending, so a
    PagerDuty ``resolve`` can never overtake its ``trigger``, not even after a failed trigger
-   went into backoff;
+   went into backoff; a resolve whose trigger was given up is never sent (it would close an
+   incident nobody saw open) but marked ``dead``, outcome ``superseded``;
 3. **group** rows of one subscription and model whose due times lie within ``group_wait_s`` of
    the earliest into one request, up to the notifier's ``max_alerts_per_request``;
 4. **rate-limit** per subscription (token bucket; a limited group simply waits for the next
@@ -74,6 +75,20 @@ class _Row:
     created_ms: int
     event: AlertEvent
     order: tuple[int, int, int]  # (window end, firing=0/resolved=1, row id): the series order
+
+
+@dataclass(frozen=True)
+class _SeriesRow:
+    """Any row (whatever its status) of a series some due row belongs to."""
+
+    id: int
+    status: str
+    last_error: str | None
+    order: tuple[int, int, int]
+
+    @property
+    def firing(self) -> bool:
+        return self.order[1] == 0
 
 
 @dataclass(frozen=True)
@@ -168,7 +183,10 @@ class Delivery:
                 record_attempt(
                     session, n.id, "failed", None, "no alert recorded for this event", now_ms, None, "failed"
                 )
-            blocked = self._blocked_ids(session, rows)
+            series = self._series(session, rows)
+            withheld = self._withhold(session, rows, series, now_ms)
+            rows = [r for r in rows if r.id not in withheld]
+            blocked = self._blocked_ids(rows, series, withheld)
         return self._group([r for r in rows if r.id not in blocked], now_ms)
 
     @staticmethod
@@ -195,36 +213,87 @@ class Delivery:
         return rows, orphans
 
     @staticmethod
-    def _blocked_ids(session: Session, rows: Sequence[_Row]) -> set[int]:
-        """Rows that must wait for an earlier pending row of the same series.
-
-        A row may still go in the same request as its predecessors (Slack groups a firing and
-        its resolve into one message); :meth:`_group` keeps that order.
-        """
+    def _series(session: Session, rows: Sequence[_Row]) -> dict[tuple[str, str], list[_SeriesRow]]:
+        """Every row, in any status, of the (subscription, dedup_key) series of these rows."""
         if not rows:
-            return set()
+            return {}
         keys = {r.event.data.dedup_key for r in rows}
-        pending = session.execute(
+        found = session.execute(
             select(
                 Notification.id,
                 Notification.subscription,
-                Notification.next_attempt_ms,
+                Notification.status,
+                Notification.last_error,
                 AlertTransition.dedup_key,
                 AlertTransition.window_end_ms,
                 AlertTransition.status,
             )
             .join(AlertTransition, AlertTransition.event_id == Notification.event_id)
-            .where(Notification.status == "pending", AlertTransition.dedup_key.in_(keys))
+            .where(AlertTransition.dedup_key.in_(keys))
         ).all()
-        earliest: dict[tuple[str, str], list[tuple[tuple[int, int, int], int]]] = defaultdict(list)
-        for nid, sub, _next, key, end, status in pending:
-            earliest[(sub, key)].append(((end, 0 if status == "firing" else 1, nid), nid))
+        series: dict[tuple[str, str], list[_SeriesRow]] = defaultdict(list)
+        for nid, sub, status, error, key, end, transition in found:
+            order = (end, 0 if transition == "firing" else 1, nid)
+            series[(sub, key)].append(_SeriesRow(nid, status, error, order))
+        return series
+
+    def _withhold(
+        self,
+        session: Session,
+        rows: Sequence[_Row],
+        series: Mapping[tuple[str, str], Sequence[_SeriesRow]],
+        now_ms: int,
+    ) -> set[int]:
+        """Give up the resolves whose trigger was given up, and say so.
+
+        The trigger a resolve belongs to is the latest firing before it in its series. Sending
+        the resolve anyway would close, at the destination, an incident nobody saw opened
+        (PagerDuty accepts a resolve for any key), which hides the lost page.
+        """
+        withheld: set[int] = set()
+        for r in rows:
+            if r.event.data.status != "resolved":
+                continue
+            earlier = [s for s in series[(r.subscription, r.event.data.dedup_key)] if s.order < r.order]
+            trigger = max((s for s in earlier if s.firing), key=lambda s: s.order, default=None)
+            if trigger is None or trigger.status not in GIVEN_UP:
+                continue
+            reason = f"superseded: its trigger (notification {trigger.id}) was {trigger.status}"
+            if trigger.last_error:
+                reason += f": {trigger.last_error}"
+            record_attempt(session, r.id, "superseded", None, reason, now_ms, None, "dead")
+            metrics.observe_notification(self._subs[r.subscription].kind, "superseded")
+            logger.error(
+                "subscription %s: not sending the resolve of %s: %s",
+                r.subscription,
+                r.event.data.dedup_key,
+                reason,
+            )
+            withheld.add(r.id)
+        return withheld
+
+    @staticmethod
+    def _blocked_ids(
+        rows: Sequence[_Row], series: Mapping[tuple[str, str], Sequence[_SeriesRow]], withheld: set[int]
+    ) -> set[int]:
+        """Rows that must wait for an earlier pending row of the same series.
+
+        A row may still go in the same request as its predecessors (Slack groups a firing and
+        its resolve into one message); :meth:`_group` keeps that order.
+        """
         candidate_ids = {r.id for r in rows}
+
+        def pending(r: _Row) -> list[_SeriesRow]:
+            return [
+                s
+                for s in series.get((r.subscription, r.event.data.dedup_key), ())
+                if s.status == "pending" and s.id not in withheld
+            ]
+
         blocked: set[int] = set()
         for r in rows:
-            series = earliest[(r.subscription, r.event.data.dedup_key)]
             # Blocked if any earlier pending row of the series is not itself a candidate now.
-            if any(o < r.order and nid not in candidate_ids for o, nid in series):
+            if any(s.order < r.order and s.id not in candidate_ids for s in pending(r)):
                 blocked.add(r.id)
         # Blocking is transitive: a row after a blocked row waits too.
         changed = True
@@ -233,8 +302,7 @@ class Delivery:
             for r in rows:
                 if r.id in blocked:
                     continue
-                series = earliest[(r.subscription, r.event.data.dedup_key)]
-                if any(o < r.order and nid in blocked for o, nid in series):
+                if any(s.order < r.order and s.id in blocked for s in pending(r)):
                     blocked.add(r.id)
                     changed = True
         return blocked

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from fakes import Reply, sample_alert
 from fakes.pagerduty import FakePagerDuty, invalid_event
@@ -297,6 +298,120 @@ def test_retry_after_past_the_deadline_is_obeyed_then_the_row_is_dead(
     [row] = notifications(sessions)
     assert row.status == "dead"
     assert [a[0] for a in attempts(sessions)] == ["retry_after", "expired"]
+
+
+def later(event: AlertEvent, minutes: int) -> AlertEvent:
+    """The same series, ``minutes`` later (a new window, so a new emission)."""
+    from driftline.schemas import Window, alert_event, ms_to_rfc3339
+    from driftline.schemas.timefmt import rfc3339_to_ms
+
+    d = event.data
+    shift = minutes * 60_000
+
+    def moved(t: str) -> str:
+        return ms_to_rfc3339(rfc3339_to_ms(t) + shift)
+
+    window = Window(start=moved(d.window.start), end=moved(d.window.end))
+    return alert_event(
+        msgspec.structs.replace(
+            d, window=window, starts_at=moved(d.starts_at), ends_at=d.ends_at and moved(d.ends_at)
+        )
+    )
+
+
+def test_a_4xx_on_a_trigger_withholds_its_resolve_and_counts_dead(
+    sessions: sessionmaker[Session],
+    client: httpx.Client,
+    pagerduty: FakePagerDuty,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    subs = [pd_sub(pagerduty)]
+    key = "fedcba9876543210fedcba9876543210"
+    pagerduty.script([invalid_event(["'payload.summary' is missing or blank"])])
+    queue(sessions, subs, clock, sample_alert("firing", key=key), sample_alert("resolved", key=key))
+    counts = {o: _count("pagerduty", o) for o in ("dead", "superseded", "failed")}
+    delivery = make_delivery(sessions, subs, client, clock)
+    assert [s.final_statuses for s in delivery.run_once()] == [("failed",)]
+    clock.t += 1
+    assert delivery.run_once() == []  # the resolve is not sent...
+    clock.t += 3600
+    assert delivery.run_once() == []  # ...ever
+    assert [r.json()["event_action"] for r in pagerduty.requests] == ["trigger"]
+    trigger, resolve = notifications(sessions)
+    assert (trigger.status, trigger.last_error) == (
+        "failed",
+        "HTTP 400: 'payload.summary' is missing or blank",
+    )
+    assert (resolve.status, resolve.next_attempt_ms) == ("dead", None)
+    assert resolve.last_error == (
+        f"superseded: its trigger (notification {trigger.id}) was failed: "
+        "HTTP 400: 'payload.summary' is missing or blank"
+    )
+    assert attempts(sessions)[-1] == ("superseded", None, resolve.last_error)
+    assert {o: _count("pagerduty", o) - counts[o] for o in counts} == {
+        "dead": 1,
+        "superseded": 1,
+        "failed": 1,
+    }
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        f"subscription oncall: gave up on firing {key} (failed): "
+        "HTTP 400: 'payload.summary' is missing or blank",
+        f"subscription oncall: not sending the resolve of {key}: {resolve.last_error}",
+    ]
+
+
+def test_a_trigger_given_up_by_age_withholds_its_resolve(
+    sessions: sessionmaker[Session], client: httpx.Client, pagerduty: FakePagerDuty
+) -> None:
+    clock = Clock()
+    subs = [pd_sub(pagerduty)]
+    key = "fedcba9876543210fedcba9876543210"
+    pagerduty.script([Reply.json(503, {"status": "unavailable"})] * 100)
+    queue(sessions, subs, clock, sample_alert("firing", key=key))
+    delivery = make_delivery(
+        sessions, subs, client, clock, RetryPolicy(base_s=1.0, cap_s=1.0, give_up_after_s=5.0)
+    )
+    delivery.run_once()
+    clock.t += 0.5
+    queue(sessions, subs, clock, sample_alert("resolved", key=key))  # arrives during the outage
+    while clock.t < T0 + 60:
+        delivery.run_once()
+        clock.t += 0.25
+    assert {r.json()["event_action"] for r in pagerduty.requests} == {"trigger"}
+    trigger, resolve = notifications(sessions)
+    assert (trigger.status, resolve.status) == ("dead", "dead")
+    assert resolve.last_error == (
+        f"superseded: its trigger (notification {trigger.id}) was dead: "
+        "gave up after 5 s of retries: HTTP 503: unavailable"
+    )
+
+
+def test_a_new_firing_after_a_lost_one_is_paged_and_resolved(
+    sessions: sessionmaker[Session], client: httpx.Client, pagerduty: FakePagerDuty
+) -> None:
+    """Only the resolve of the lost trigger is withheld; the series' next incident is whole."""
+    clock = Clock()
+    subs = [pd_sub(pagerduty)]
+    first = sample_alert("firing")
+    pagerduty.script([invalid_event(["'payload.summary' is missing or blank"])])
+    queue(
+        sessions,
+        subs,
+        clock,
+        first,
+        sample_alert("resolved"),
+        later(first, 30),
+        later(sample_alert("resolved"), 30),
+    )
+    delivery = make_delivery(sessions, subs, client, clock)
+    for _ in range(5):
+        delivery.run_once()
+        clock.t += 1
+    actions = [(r.json()["event_action"], r.status) for r in pagerduty.requests]
+    assert actions == [("trigger", 400), ("trigger", 202), ("resolve", 202)]
+    assert [n.status for n in notifications(sessions)] == ["failed", "dead", "delivered", "delivered"]
 
 
 # ---- ordering ----------------------------------------------------------------------------------
