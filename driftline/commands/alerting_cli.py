@@ -348,12 +348,24 @@ def _session(args: argparse.Namespace) -> Any:
 
 
 def _cmd_alerts_list(args: argparse.Namespace) -> int:
-    from driftline.store import list_alerts
+    from driftline.store import given_up_notifications, list_alerts
 
     with _session(args).begin() as session:
         rows = list_alerts(
             session, model_id=args.model, status=args.status, since_ms=_since_ms(args.since), limit=args.limit
         )
+        # The pages nobody got belong next to their alert, not only in the notifier's log.
+        given_up: dict[str, list[dict[str, Any]]] = {r.dedup_key: [] for r in rows}
+        for g in given_up_notifications(session, dedup_keys=list(given_up)):
+            given_up[g.dedup_key].append(
+                {
+                    "subscription": g.subscription,
+                    "alert_status": g.alert_status,
+                    "status": g.status,
+                    "reason": g.reason,
+                    "given_up": _fmt_ms(g.given_up_ms),
+                }
+            )
         records = [
             {
                 "dedup_key": r.dedup_key,
@@ -365,6 +377,7 @@ def _cmd_alerts_list(args: argparse.Namespace) -> int:
                 "segment": r.segment,
                 "first_fired": _fmt_ms(r.first_fired_ms),
                 "last_changed": _fmt_ms(r.last_changed_ms),
+                "notifications_given_up": given_up[r.dedup_key],
             }
             for r in rows
         ]
@@ -390,6 +403,18 @@ def _cmd_alerts_list(args: argparse.Namespace) -> int:
             ],
         )
     )
+    lost = [(r["dedup_key"], g) for r in records for g in r["notifications_given_up"]]
+    if lost:
+        print("\nNOTIFICATIONS GIVEN UP")
+        print(
+            _table(
+                ["GIVEN_UP", "SUBSCRIPTION", "ALERT", "STATUS", "DEDUP_KEY", "REASON"],
+                [
+                    [g["given_up"], g["subscription"], g["alert_status"], g["status"], key, g["reason"] or ""]
+                    for key, g in lost
+                ],
+            )
+        )
     return 0
 
 
