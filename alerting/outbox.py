@@ -8,9 +8,16 @@ event and the UNIQUE (event_id, subscription) makes the second enqueue a no-op.
 Retries use exponential backoff with *full jitter* (AWS Architecture Blog, "Exponential Backoff
 and Jitter", 2015): the delay is uniform in ``[0, min(cap, base * 2**(n-1))]``, which spreads
 the retries of many notifications that failed together instead of hammering a recovering
-destination in waves. A destination's ``Retry-After`` wins over the computed delay.
+destination in waves. ``n`` counts only the failures that came without a ``Retry-After``: a
+destination that says when to come back is obeyed to the second, and that costs nothing.
 
->>> policy = RetryPolicy(base_s=1.0, cap_s=300.0, max_attempts=8)
+A notification is retried for as long as it is younger than ``give_up_after_s`` (24 h by
+default, per subscription or for the whole notifier), never for a number of attempts: an
+outage of the destination can make any number of attempts fail, and a page lost to a count
+is a page lost to the outage. The last retry is scheduled at the deadline itself, so a
+notification is given up at ``give_up_after_s``, not up to a backoff cap later.
+
+>>> policy = RetryPolicy(base_s=1.0, cap_s=300.0)
 >>> policy.ceiling_s(1), policy.ceiling_s(4), policy.ceiling_s(20)
 (1.0, 8.0, 300.0)
 >>> policy.delay_s(3, retry_after_s=42.0, jitter=0.5), policy.delay_s(3, None, jitter=0.5)
@@ -26,47 +33,52 @@ from dataclasses import dataclass
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from driftline.alerting.notifiers.registry import KINDS
 from driftline.alerting.subscriptions import Subscription, route
 from driftline.platform.store import enqueue_notification, record_alert
 from driftline.platform.store.models import Notification
 from driftline.schemas import AlertEvent
 
-#: Requests per second a destination gets when its subscription sets no ``rate_limit_per_s``.
-#: Slack documents one message per second per incoming webhook; the others publish no limit.
-DEFAULT_RATE_PER_S: dict[str, float | None] = {
-    "slack": 1.0,
-    "pagerduty": None,
-    "webhook": None,
-    "alertmanager": None,
-}
+
+def default_rate_per_s(kind: str) -> float | None:
+    """Requests per second a destination gets when its subscription sets no
+    ``rate_limit_per_s``: what its kind declares (Slack: 1/s), ``None`` for no cap."""
+    declared = KINDS.get(kind)
+    return None if declared is None else declared.default_rate_per_s
+
 
 #: Longest ``Retry-After`` honoured: a destination asking for a day is more likely broken than
 #: sincere, and the backoff cap is the sanest bound we have besides it.
 MAX_RETRY_AFTER_S = 3600.0
 
 
+#: How long a notification is retried when neither its subscription nor the notifier says.
+DEFAULT_GIVE_UP_AFTER_S = 24 * 3600.0
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter; ``max_attempts`` tries in all, then ``dead``."""
+    """Exponential backoff with full jitter, until a notification is ``give_up_after_s`` old."""
 
     base_s: float = 1.0
     cap_s: float = 300.0
-    max_attempts: int = 12
+    give_up_after_s: float = DEFAULT_GIVE_UP_AFTER_S
 
     def __post_init__(self) -> None:
-        if self.base_s <= 0 or self.cap_s < self.base_s or self.max_attempts < 1:
-            raise ValueError("need 0 < base_s <= cap_s and max_attempts >= 1")
+        if self.base_s <= 0 or self.cap_s < self.base_s or self.give_up_after_s <= 0:
+            raise ValueError("need 0 < base_s <= cap_s and give_up_after_s > 0")
 
-    def ceiling_s(self, attempt: int) -> float:
-        """The largest delay after the ``attempt``-th failure (1-based)."""
-        exponent = min(attempt - 1, 64)  # 2**64 * base already exceeds any sane cap
+    def ceiling_s(self, step: int) -> float:
+        """The largest delay after the ``step``-th backoff-counted failure (1-based)."""
+        exponent = min(step - 1, 64)  # 2**64 * base already exceeds any sane cap
         return min(self.cap_s, self.base_s * math.pow(2.0, exponent))
 
-    def delay_s(self, attempt: int, retry_after_s: float | None, jitter: float) -> float:
-        """Seconds to wait after the ``attempt``-th failure; ``jitter`` is uniform in [0, 1)."""
+    def delay_s(self, step: int, retry_after_s: float | None, jitter: float) -> float:
+        """Seconds to wait after the ``step``-th backoff-counted failure, or exactly what the
+        destination asked for (up to :data:`MAX_RETRY_AFTER_S`); ``jitter`` is uniform in [0, 1)."""
         if retry_after_s is not None:
             return min(max(retry_after_s, 0.0), MAX_RETRY_AFTER_S)
-        return jitter * self.ceiling_s(attempt)
+        return jitter * self.ceiling_s(step)
 
 
 class TokenBucket:

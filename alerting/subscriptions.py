@@ -24,22 +24,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from driftline.alerting.notifiers.alertmanager import AlertmanagerNotifier
-from driftline.alerting.notifiers.base import Notifier
-from driftline.alerting.notifiers.pagerduty import EVENTS_URL, PagerDutyNotifier
-from driftline.alerting.notifiers.slack import SlackNotifier
-from driftline.alerting.notifiers.webhook import WebhookNotifier
+from driftline.alerting.notifiers.base import SECRET, URL_OR_SECRET, Notifier
+from driftline.alerting.notifiers.registry import KINDS, SubscriptionConfigError, check_kind
 from driftline.alerting.secrets import Secret, SecretError, check_secret_spec, resolve_secret
 from driftline.schemas import AlertEvent
 
+__all__ = [
+    "KINDS",
+    "Matcher",
+    "Subscription",
+    "SubscriptionConfigError",
+    "alert_labels",
+    "make_notifier",
+    "route",
+    "subscriptions_from_config",
+]
+
 Op = Literal["=", "!=", "=~", "!~"]
-KINDS: Final = ("slack", "pagerduty", "webhook", "alertmanager")
 
 _MATCHER: Final = re.compile(r"\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*")
-
-
-class SubscriptionConfigError(ValueError):
-    """A subscription config that cannot work; the message says where (``subscriptions[2].…``)."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,9 @@ class Subscription:
     ``settings`` holds secret *references* (``{"env": ...}``), resolved only by
     :func:`make_notifier`, so loading config needs no credentials and a Subscription can be
     logged safely. ``group_wait_s`` is how long the grouping stage waits to batch alerts of one
-    model into one message; ``rate_limit_per_s`` caps requests to the destination (``None``: no cap).
+    model into one message; ``rate_limit_per_s`` caps requests to the destination (``None``: no cap);
+    ``give_up_after_s`` is how long a notification is retried before it is given up (``None``:
+    the notifier's setting, 24 h by default).
     """
 
     name: str
@@ -125,6 +130,7 @@ class Subscription:
     settings: Mapping[str, Any] = field(default_factory=dict)
     group_wait_s: float = 0.0
     rate_limit_per_s: float | None = None
+    give_up_after_s: float | None = None
 
     def matches(self, event: AlertEvent) -> bool:
         labels = alert_labels(event)
@@ -139,29 +145,9 @@ def route(event: AlertEvent, subscriptions: Sequence[Subscription]) -> list[Subs
 
 # --- config ------------------------------------------------------------------------------------
 
-#: Per kind: setting -> (required, "secret" | "url" (secret or plain string) | python type).
-_SETTINGS: Final[dict[str, dict[str, tuple[bool, Any]]]] = {
-    "slack": {"url": (True, "secret"), "dashboard_url": (False, str)},
-    "pagerduty": {
-        "routing_key": (True, "secret"),
-        "url": (False, str),
-        "source": (False, str),
-        "client_url": (False, str),
-    },
-    "webhook": {
-        "url": (True, "url"),
-        "signing_secret": (False, "secret"),
-        "batch": (False, bool),
-        "headers": (False, dict),
-    },
-    "alertmanager": {
-        "url": (True, str),
-        "bearer_token": (False, "secret"),
-        "generator_url": (False, str),
-        "firing_ttl_s": (False, (int, float)),
-    },
-}
-_TOP_LEVEL: Final = frozenset({"name", "kind", "matchers", "settings", "group_wait_s", "rate_limit_per_s"})
+_TOP_LEVEL: Final = frozenset(
+    {"name", "kind", "matchers", "settings", "group_wait_s", "rate_limit_per_s", "give_up_after_s"}
+)
 
 
 def subscriptions_from_config(
@@ -192,8 +178,7 @@ def subscriptions_from_config(
             raise SubscriptionConfigError(f"{where}.name: duplicate subscription name")
         names.add(name)
         kind = item.get("kind")
-        if kind not in KINDS:
-            raise SubscriptionConfigError(f"{where}.kind: expected one of {list(KINDS)}, got {kind!r}")
+        check_kind(kind, f"{where}.kind")
         matchers = _matchers(item.get("matchers", []), where)
         settings = item.get("settings", {})
         if not isinstance(settings, Mapping):
@@ -202,6 +187,10 @@ def subscriptions_from_config(
         group_wait = _number(item.get("group_wait_s", 0.0), f"{where}.group_wait_s", allow_zero=True)
         rate = item.get("rate_limit_per_s")
         rate_limit = None if rate is None else _number(rate, f"{where}.rate_limit_per_s", allow_zero=False)
+        give_up = item.get("give_up_after_s")
+        give_up_after = (
+            None if give_up is None else _number(give_up, f"{where}.give_up_after_s", allow_zero=False)
+        )
         result.append(
             Subscription(
                 name=name,
@@ -210,6 +199,7 @@ def subscriptions_from_config(
                 settings=_wrap_literal_secrets(kind, settings),
                 group_wait_s=group_wait,
                 rate_limit_per_s=rate_limit,
+                give_up_after_s=give_up_after,
             )
         )
     return result
@@ -219,8 +209,8 @@ def _wrap_literal_secrets(kind: str, settings: Mapping[str, Any]) -> dict[str, A
     """Inline secret strings (allowed only on request) become Secrets at once, so a
     Subscription's repr never shows them."""
     wrapped = dict(settings)
-    for key, (_, expected) in _SETTINGS[kind].items():
-        if expected == "secret" and isinstance(wrapped.get(key), str):
+    for key, setting in KINDS[kind].settings.items():
+        if setting.type == SECRET and isinstance(wrapped.get(key), str):
             wrapped[key] = Secret(wrapped[key])
     return wrapped
 
@@ -240,19 +230,19 @@ def _matchers(raw: Any, where: str) -> tuple[Matcher, ...]:
 
 
 def _check_settings(kind: str, settings: Mapping[str, Any], where: str, allow_literal: bool) -> None:
-    spec = _SETTINGS[kind]
+    spec = KINDS[kind].settings
     unknown = sorted(set(settings) - set(spec))
     if unknown:
         raise SubscriptionConfigError(f"{where}.settings: unknown keys {unknown} for kind {kind!r}")
-    for key, (required, expected) in spec.items():
+    for key, setting in spec.items():
         place = f"{where}.settings.{key}"
         if key not in settings:
-            if required:
+            if setting.required:
                 raise SubscriptionConfigError(f"{place}: required for kind {kind!r}")
             continue
-        value = settings[key]
-        if expected in ("secret", "url"):
-            if expected == "url" and isinstance(value, str):
+        value, expected = settings[key], setting.type
+        if expected in (SECRET, URL_OR_SECRET):
+            if expected == URL_OR_SECRET and isinstance(value, str):
                 continue  # a plain URL is allowed where the URL is not itself a credential
             try:
                 check_secret_spec(value, allow_literal=allow_literal)
@@ -276,6 +266,9 @@ def make_notifier(sub: Subscription, *, environ: Mapping[str, str] | None = None
     Raises :class:`~driftline.alerting.secrets.SecretError` when a referenced secret is missing;
     the message names the variable or file, never a value.
     """
+    kind = KINDS.get(sub.kind)
+    if kind is None:
+        raise SubscriptionConfigError(f"unknown destination kind {sub.kind!r}")
     s = sub.settings
 
     def secret(key: str) -> Secret:
@@ -283,28 +276,4 @@ def make_notifier(sub: Subscription, *, environ: Mapping[str, str] | None = None
         # string here is refused.
         return resolve_secret(s[key], environ=environ)
 
-    if sub.kind == "slack":
-        return SlackNotifier(url=secret("url"), dashboard_url=s.get("dashboard_url"))
-    if sub.kind == "pagerduty":
-        return PagerDutyNotifier(
-            routing_key=secret("routing_key"),
-            url=s.get("url", EVENTS_URL),
-            source=s.get("source", "driftline"),
-            client_url=s.get("client_url"),
-        )
-    if sub.kind == "webhook":
-        url = s["url"] if isinstance(s["url"], str) else secret("url")
-        return WebhookNotifier(
-            url=url,
-            signing_secret=secret("signing_secret") if "signing_secret" in s else None,
-            batch=bool(s.get("batch", True)),
-            headers=dict(s.get("headers", {})),
-        )
-    if sub.kind == "alertmanager":
-        return AlertmanagerNotifier(
-            url=s["url"],
-            bearer_token=secret("bearer_token") if "bearer_token" in s else None,
-            generator_url=s.get("generator_url"),
-            firing_ttl_s=float(s.get("firing_ttl_s", 24 * 3600.0)),
-        )
-    raise SubscriptionConfigError(f"unknown destination kind {sub.kind!r}")
+    return kind.make(s, secret)

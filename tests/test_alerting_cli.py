@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from fakes import sample_alert
-from fakes.pagerduty import FakePagerDuty
+from fakes.pagerduty import FakePagerDuty, invalid_event
 from fakes.slack import FakeSlack
 
 import driftline.apps.cli
+from driftline.alerting.delivery import Delivery
+from driftline.alerting.outbox import ingest
+from driftline.alerting.secrets import Secret
+from driftline.alerting.subscriptions import Subscription, make_notifier
 from driftline.platform.store import head_revision, make_engine, record_alert, session_factory
 
 pytestmark = pytest.mark.timeout(60)
@@ -79,6 +85,7 @@ def test_alerts_list_filters_and_json(
             "segment": {"region": "eu"},
             "first_fired": "2026-11-24T21:05:00.000Z",
             "last_changed": "2026-11-24T21:05:00.000Z",
+            "notifications_given_up": [],
         }
     ]
     code, out = run(capsys, "alerts", "list", "--model", "fraud")
@@ -180,3 +187,60 @@ def test_subscriptions_add_list_test_remove(
     assert [s["name"] for s in yaml.safe_load(config.read_text())["subscriptions"]] == ["oncall"]
     code, out = run(capsys, "--config", str(config), "subscriptions", "remove", "team")
     assert code == 2 and "no subscription named 'team'" in out
+
+
+def test_alerts_list_shows_the_notifications_given_up(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A lost page is visible next to its alert: the trigger a 400 ended, and its withheld resolve."""
+    engine = make_engine(store)
+    sessions = session_factory(engine)
+    key = "c" * 32
+    with FakePagerDuty() as pagerduty, httpx.Client(trust_env=False) as client:
+        sub = Subscription(
+            "oncall", "pagerduty", settings={"routing_key": Secret(ROUTING_KEY), "url": pagerduty.enqueue_url}
+        )
+        with sessions.begin() as session:
+            ingest(session, sample_alert("firing", key=key), [sub], 1_000)
+            ingest(session, sample_alert("resolved", key=key), [sub], 1_000)
+            record_alert(session, sample_alert("firing", model_id="fraud", key="d" * 32), now_ms=1)
+        pagerduty.script([invalid_event(["'payload.summary' is missing or blank"])])
+        now = [1.0]
+        delivery = Delivery(
+            sessions,
+            [sub],
+            {"oncall": make_notifier(sub)},
+            client,
+            clock=lambda: now[0],
+            rng=random.Random(0),
+        )
+        delivery.run_once()
+        now[0] = 2.0
+        delivery.run_once()
+    engine.dispose()
+    code, out = run(capsys, "alerts", "list", "--json", "--store-url", store)
+    assert code == 0
+    by_key = {r["dedup_key"]: r["notifications_given_up"] for r in json.loads(out)}
+    reason = "HTTP 400: 'payload.summary' is missing or blank"
+    assert by_key == {
+        "d" * 32: [],
+        key: [
+            {
+                "subscription": "oncall",
+                "alert_status": "resolved",
+                "status": "dead",
+                "reason": f"superseded: its trigger (notification 1) was failed: {reason}",
+                "given_up": "1970-01-01T00:00:02.000Z",
+            },
+            {
+                "subscription": "oncall",
+                "alert_status": "firing",
+                "status": "failed",
+                "reason": reason,
+                "given_up": "1970-01-01T00:00:01.000Z",
+            },
+        ],
+    }
+    code, out = run(capsys, "alerts", "list", "--store-url", store)
+    section = out.split("\n\nNOTIFICATIONS GIVEN UP\n")[1].splitlines()
+    assert section[0].split() == ["GIVEN_UP", "SUBSCRIPTION", "ALERT", "STATUS", "DEDUP_KEY", "REASON"]
+    assert section[2].split()[:5] == ["1970-01-01T00:00:01.000Z", "oncall", "firing", "failed", key]
+    assert section[2].endswith(reason) and len(section) == 3

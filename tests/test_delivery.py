@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from fakes import Reply, sample_alert
 from fakes.pagerduty import FakePagerDuty, invalid_event
@@ -115,7 +116,7 @@ def attempts(sessions: sessionmaker[Session]) -> list[tuple[str, int | None, str
         (
             slack_error(429, "rate_limited", {"Retry-After": "7"}),
             "pending",
-            ("retry", 429, "HTTP 429: rate_limited"),
+            ("retry_after", 429, "HTTP 429: rate_limited"),
             7000,
         ),
     ],
@@ -182,32 +183,235 @@ def test_pagerduty_outcomes(
         assert row.next_attempt_ms == int(T0 * 1000) + expected
 
 
-def test_retries_back_off_then_dead(
+def test_retries_back_off_until_the_age_limit_then_dead(
+    sessions: sessionmaker[Session],
+    client: httpx.Client,
+    pagerduty: FakePagerDuty,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    subs = [pd_sub(pagerduty)]
+    pagerduty.script([Reply.json(500, {"status": "error"})] * 100)
+    queue(sessions, subs, clock, sample_alert())
+    policy = RetryPolicy(base_s=1.0, cap_s=4.0, give_up_after_s=10.0)
+    delivery = make_delivery(sessions, subs, client, clock, policy)
+    oracle = random.Random(SEED)
+    deadline_ms = int(T0 * 1000) + 10_000
+    dead_before = _count("pagerduty", "dead")
+    retries = 0
+    while True:
+        delivery.run_once()
+        [row] = notifications(sessions)
+        jitter = oracle.random()  # one draw per request, used or not
+        if row.status != "pending":
+            break
+        retries += 1
+        ceiling = min(4.0, 1.0 * 2 ** (retries - 1))
+        expected = min(int(clock() * 1000) + round(jitter * ceiling * 1000), deadline_ms)
+        assert row.next_attempt_ms == expected
+        clock.t = (row.next_attempt_ms - 1) / 1000
+        assert delivery.run_once() == []  # not before its backoff
+        clock.t = row.next_attempt_ms / 1000
+    # The last try is at the deadline itself, and it ends the row.
+    assert (row.status, clock()) == ("dead", T0 + 10.0)
+    assert retries > 4  # the cap was reached, and a count would not have stopped it earlier
+    outcomes = attempts(sessions)
+    assert [a[0] for a in outcomes] == ["retry"] * retries + ["expired"]
+    assert outcomes[-1][2] == "gave up after 10 s of retries: HTTP 500: error"
+    assert len(pagerduty.requests) == retries + 1
+    assert _count("pagerduty", "dead") == dead_before + 1
+    assert [r.levelname for r in caplog.records if "gave up" in r.getMessage()] == ["ERROR"]
+    clock.t += 3600
+    assert delivery.run_once() == []  # dead rows are never retried
+
+
+def test_a_429_or_a_5xx_never_exhausts_a_notification(
+    sessions: sessionmaker[Session], client: httpx.Client, pagerduty: FakePagerDuty
+) -> None:
+    """Fifty failures in a row (the old limit was 12) inside the age limit, then delivered."""
+    clock = Clock()
+    subs = [pd_sub(pagerduty)]
+    pagerduty.script(
+        [Reply.json(503, {"status": "unavailable"}), Reply.json(429, {"status": "throttled"})] * 25
+    )
+    queue(sessions, subs, clock, sample_alert())
+    delivery = make_delivery(sessions, subs, client, clock)  # the default policy: 24 h
+    dead_before = _count("pagerduty", "dead")
+    for _ in range(50):
+        assert len(delivery.run_once()) == 1
+        [row] = notifications(sessions)
+        assert row.status == "pending"
+        clock.t = row.next_attempt_ms / 1000
+    assert clock() - T0 < 24 * 3600
+    delivery.run_once()
+    [row] = notifications(sessions)
+    assert (row.status, row.attempts) == ("delivered", 51)
+    assert [r.status for r in pagerduty.requests] == [503, 429] * 25 + [202]
+    assert _count("pagerduty", "dead") == dead_before
+
+
+def test_retry_after_is_obeyed_and_moves_no_backoff_step(
     sessions: sessionmaker[Session], client: httpx.Client, pagerduty: FakePagerDuty
 ) -> None:
     clock = Clock()
     subs = [pd_sub(pagerduty)]
-    pagerduty.script([Reply.json(500, {"status": "error"})] * 3)
+    throttled = Reply.json(429, {"status": "throttled"}, {"Retry-After": "5"})
+    error = Reply.json(500, {"status": "error"})
+    pagerduty.script([error, throttled, throttled, throttled, error, error])
     queue(sessions, subs, clock, sample_alert())
-    delivery = make_delivery(
-        sessions, subs, client, clock, RetryPolicy(base_s=1.0, cap_s=3.0, max_attempts=3)
-    )
+    delivery = make_delivery(sessions, subs, client, clock, RetryPolicy(base_s=2.0, cap_s=60.0))
     oracle = random.Random(SEED)
-    for n in (1, 2):
+    delays = []
+    for _ in range(6):
+        before_ms = int(clock() * 1000)
         delivery.run_once()
         [row] = notifications(sessions)
-        ceiling = min(3.0, 1.0 * 2 ** (n - 1))
-        assert row.next_attempt_ms == int(clock() * 1000) + round(oracle.random() * ceiling * 1000)
-        clock.t = (row.next_attempt_ms - 1) / 1000
-        assert delivery.run_once() == []  # not before its backoff
+        delays.append((row.next_attempt_ms - before_ms, oracle.random()))
         clock.t = row.next_attempt_ms / 1000
+    # steps 1, 2, 3 for the three 500s (ceilings 2 s, 4 s, 8 s); exactly 5 s for each 429
+    assert [d for d, _ in delays] == [
+        round(delays[0][1] * 2000),
+        5000,
+        5000,
+        5000,
+        round(delays[4][1] * 4000),
+        round(delays[5][1] * 8000),
+    ]
+    assert [a[0] for a in attempts(sessions)] == ["retry", "retry_after", "retry_after", "retry_after"] + [
+        "retry"
+    ] * 2
+
+
+def test_retry_after_past_the_deadline_is_obeyed_then_the_row_is_dead(
+    sessions: sessionmaker[Session], client: httpx.Client, pagerduty: FakePagerDuty
+) -> None:
+    clock = Clock()
+    subs = [pd_sub(pagerduty, give_up_after_s=3.0)]  # the subscription's own limit
+    pagerduty.script([Reply.json(429, {"status": "throttled"}, {"Retry-After": "5"})] * 2)
+    queue(sessions, subs, clock, sample_alert())
+    delivery = make_delivery(sessions, subs, client, clock)  # the notifier's default: 24 h
     delivery.run_once()
     [row] = notifications(sessions)
-    assert row.status == "dead" and row.attempts == 3
-    assert [a[0] for a in attempts(sessions)] == ["retry", "retry", "retry_exhausted"]
-    assert len(pagerduty.requests) == 3
+    assert row.next_attempt_ms == int(T0 * 1000) + 5000  # not pulled in to the 3 s deadline
+    clock.t = T0 + 5.0
+    delivery.run_once()
+    [row] = notifications(sessions)
+    assert row.status == "dead"
+    assert [a[0] for a in attempts(sessions)] == ["retry_after", "expired"]
+
+
+def later(event: AlertEvent, minutes: int) -> AlertEvent:
+    """The same series, ``minutes`` later (a new window, so a new emission)."""
+    from driftline.schemas import Window, alert_event, ms_to_rfc3339
+    from driftline.schemas.timefmt import rfc3339_to_ms
+
+    d = event.data
+    shift = minutes * 60_000
+
+    def moved(t: str) -> str:
+        return ms_to_rfc3339(rfc3339_to_ms(t) + shift)
+
+    window = Window(start=moved(d.window.start), end=moved(d.window.end))
+    return alert_event(
+        msgspec.structs.replace(
+            d, window=window, starts_at=moved(d.starts_at), ends_at=d.ends_at and moved(d.ends_at)
+        )
+    )
+
+
+def test_a_4xx_on_a_trigger_withholds_its_resolve_and_counts_dead(
+    sessions: sessionmaker[Session],
+    client: httpx.Client,
+    pagerduty: FakePagerDuty,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    subs = [pd_sub(pagerduty)]
+    key = "fedcba9876543210fedcba9876543210"
+    pagerduty.script([invalid_event(["'payload.summary' is missing or blank"])])
+    queue(sessions, subs, clock, sample_alert("firing", key=key), sample_alert("resolved", key=key))
+    counts = {o: _count("pagerduty", o) for o in ("dead", "superseded", "failed")}
+    delivery = make_delivery(sessions, subs, client, clock)
+    assert [s.final_statuses for s in delivery.run_once()] == [("failed",)]
+    clock.t += 1
+    assert delivery.run_once() == []  # the resolve is not sent...
     clock.t += 3600
-    assert delivery.run_once() == []  # dead rows are never retried
+    assert delivery.run_once() == []  # ...ever
+    assert [r.json()["event_action"] for r in pagerduty.requests] == ["trigger"]
+    trigger, resolve = notifications(sessions)
+    assert (trigger.status, trigger.last_error) == (
+        "failed",
+        "HTTP 400: 'payload.summary' is missing or blank",
+    )
+    assert (resolve.status, resolve.next_attempt_ms) == ("dead", None)
+    assert resolve.last_error == (
+        f"superseded: its trigger (notification {trigger.id}) was failed: "
+        "HTTP 400: 'payload.summary' is missing or blank"
+    )
+    assert attempts(sessions)[-1] == ("superseded", None, resolve.last_error)
+    assert {o: _count("pagerduty", o) - counts[o] for o in counts} == {
+        "dead": 1,
+        "superseded": 1,
+        "failed": 1,
+    }
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        f"subscription oncall: gave up on firing {key} (failed): "
+        "HTTP 400: 'payload.summary' is missing or blank",
+        f"subscription oncall: not sending the resolve of {key}: {resolve.last_error}",
+    ]
+
+
+def test_a_trigger_given_up_by_age_withholds_its_resolve(
+    sessions: sessionmaker[Session], client: httpx.Client, pagerduty: FakePagerDuty
+) -> None:
+    clock = Clock()
+    subs = [pd_sub(pagerduty)]
+    key = "fedcba9876543210fedcba9876543210"
+    pagerduty.script([Reply.json(503, {"status": "unavailable"})] * 100)
+    queue(sessions, subs, clock, sample_alert("firing", key=key))
+    delivery = make_delivery(
+        sessions, subs, client, clock, RetryPolicy(base_s=1.0, cap_s=1.0, give_up_after_s=5.0)
+    )
+    delivery.run_once()
+    clock.t += 0.5
+    queue(sessions, subs, clock, sample_alert("resolved", key=key))  # arrives during the outage
+    while clock.t < T0 + 60:
+        delivery.run_once()
+        clock.t += 0.25
+    assert {r.json()["event_action"] for r in pagerduty.requests} == {"trigger"}
+    trigger, resolve = notifications(sessions)
+    assert (trigger.status, resolve.status) == ("dead", "dead")
+    assert resolve.last_error == (
+        f"superseded: its trigger (notification {trigger.id}) was dead: "
+        "gave up after 5 s of retries: HTTP 503: unavailable"
+    )
+
+
+def test_a_new_firing_after_a_lost_one_is_paged_and_resolved(
+    sessions: sessionmaker[Session], client: httpx.Client, pagerduty: FakePagerDuty
+) -> None:
+    """Only the resolve of the lost trigger is withheld; the series' next incident is whole."""
+    clock = Clock()
+    subs = [pd_sub(pagerduty)]
+    first = sample_alert("firing")
+    pagerduty.script([invalid_event(["'payload.summary' is missing or blank"])])
+    queue(
+        sessions,
+        subs,
+        clock,
+        first,
+        sample_alert("resolved"),
+        later(first, 30),
+        later(sample_alert("resolved"), 30),
+    )
+    delivery = make_delivery(sessions, subs, client, clock)
+    for _ in range(5):
+        delivery.run_once()
+        clock.t += 1
+    actions = [(r.json()["event_action"], r.status) for r in pagerduty.requests]
+    assert actions == [("trigger", 400), ("trigger", 202), ("resolve", 202)]
+    assert [n.status for n in notifications(sessions)] == ["failed", "dead", "delivered", "delivered"]
 
 
 # ---- ordering ----------------------------------------------------------------------------------
@@ -417,9 +621,7 @@ def test_a_replayed_alert_is_counted_as_deduplicated(
     from driftline.platform.kafka import KafkaSettings
 
     subs = [slack_sub(slack)]
-    service = NotifierService(
-        KafkaSettings("127.0.0.1:9"), "alerts", "sqlite://", subs, group_id="g"
-    )
+    service = NotifierService(KafkaSettings("127.0.0.1:9"), "alerts", "sqlite://", subs, group_id="g")
     alert = sample_alert()
     before = _count("slack", "deduplicated")
     with sessions.begin() as session:

@@ -134,7 +134,7 @@ def test_exactly_once_through_failures_and_sigkill(
         argv = [
             sys.executable, "-c", RUNNER, "--config", str(config), "notifier",
             "--broker", broker.bootstrap_servers, "--quick-join",
-            "--retry-base", "0.2", "--retry-cap", "0.5", "--max-attempts", "1000",
+            "--retry-base", "0.2", "--retry-cap", "0.5",
         ]  # fmt: skip
         logs = [open(tmp_path / f"notifier{i}.log", "wb") for i in (1, 2)]  # noqa: SIM115
 

@@ -134,6 +134,18 @@ def test_config_builds_subscriptions() -> None:
     )
 
 
+def test_a_subscription_may_set_how_long_its_notifications_are_retried() -> None:
+    raw = {"name": "oncall", "kind": "pagerduty", "settings": {"routing_key": {"env": "K"}}}
+    (default,) = subscriptions_from_config([raw])
+    (own,) = subscriptions_from_config([{**raw, "give_up_after_s": 7200}])
+    assert (default.give_up_after_s, own.give_up_after_s) == (None, 7200.0)
+    for bad, message in ((0, "must be > 0"), ("1d", "expected a number")):
+        with pytest.raises(
+            SubscriptionConfigError, match=f"subscriptions\\[0\\] \\(oncall\\).give_up_after_s: {message}"
+        ):
+            subscriptions_from_config([{**raw, "give_up_after_s": bad}])
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [

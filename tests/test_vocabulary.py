@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from driftline.alerting.subscriptions import KINDS
+from driftline.alerting.notifiers.registry import KINDS
 from driftline.detectors import drift
 from driftline.detectors.online import DETECTORS
 from driftline.detectors.vocabulary import (
@@ -51,8 +51,8 @@ def test_a_misspelt_drift_test_metric_and_notifier_kind_stop_loading_with_the_ke
     with pytest.raises(ValueError) as err:
         _load(tmp_path, "subscriptions: [{name: team, kind: slak, webhook_url: {env: X}}]\n")
     assert str(err.value) == (
-        "subscriptions[0].kind must be alertmanager, pagerduty, slack or webhook, not 'slak'; "
-        "did you mean 'slack'?"
+        "subscriptions[0].kind: expected one of ['slack', 'pagerduty', 'webhook', 'alertmanager'], "
+        "got 'slak' (did you mean 'slack'?)"
     )
 
 

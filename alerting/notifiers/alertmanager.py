@@ -14,15 +14,18 @@ resolve was lost does not hang forever. The resolve sends the real ``endsAt``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
 
 from driftline.alerting.notifiers.base import (
+    SECRET,
     HttpRequest,
+    NotifierKind,
     Outcome,
+    Setting,
     body_text,
     classify_status,
     describe_segment,
@@ -108,3 +111,26 @@ class AlertmanagerNotifier:
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         return classify_status(status, headers, body_text(body))
+
+
+def _from_settings(settings: Mapping[str, Any], secret: Callable[[str], Secret]) -> AlertmanagerNotifier:
+    return AlertmanagerNotifier(
+        url=settings["url"],
+        bearer_token=secret("bearer_token") if "bearer_token" in settings else None,
+        generator_url=settings.get("generator_url"),
+        firing_ttl_s=float(settings.get("firing_ttl_s", 24 * 3600.0)),
+    )
+
+
+#: A firing alert stays active (until ``endsAt``) unless its resolve ends it.
+KIND: Final = NotifierKind(
+    name="alertmanager",
+    settings={
+        "url": Setting(str, required=True),
+        "bearer_token": Setting(SECRET),
+        "generator_url": Setting(str),
+        "firing_ttl_s": Setting((int, float)),
+    },
+    make=_from_settings,
+    needs_resolve=True,
+)

@@ -14,22 +14,31 @@ outbox can decide what to do from an :class:`Outcome` alone:
 An outbox should persist the *alerts* (and the subscription name), not the :class:`HttpRequest`:
 rebuilding the request at each attempt keeps credentials out of the database and gives signed
 webhooks a fresh timestamp.
+
+Each receiver module also declares its :class:`NotifierKind` (settings, factory, default rate),
+and :mod:`.registry` lists them, so a new receiver is one module and one registry line.
+
+httpx is imported only where a request is sent: the config loader validates kinds through the
+registry, which imports every receiver module, and should not pay for an HTTP client it never
+uses.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from driftline.alerting.secrets import REDACTED, Secret, scrub
 from driftline.schemas import AlertEvent
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +48,10 @@ class _RedactHttpxUrls(logging.Filter):
     keep only scheme, host and port. Installed on import, before any request is sent."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(_origin(a) if isinstance(a, httpx.URL) else a for a in record.args)
+        # Only httpx logs here, so it is loaded whenever a record arrives.
+        loaded = sys.modules.get("httpx")
+        if loaded is not None and isinstance(record.args, tuple):
+            record.args = tuple(_origin(a) if isinstance(a, loaded.URL) else a for a in record.args)
         return True
 
 
@@ -107,6 +118,42 @@ class Notifier(Protocol):
     def build(self, alerts: Sequence[AlertEvent]) -> HttpRequest: ...
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome: ...
+
+
+#: A setting that holds a secret reference (``{"env": NAME}`` / ``{"file": PATH}``).
+SECRET: Final = "secret"
+#: A URL given as a plain string, or as a secret reference where the URL is itself a credential.
+URL_OR_SECRET: Final = "url"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key a kind accepts under ``settings``. ``type`` is :data:`SECRET`,
+    :data:`URL_OR_SECRET`, or a Python type (or tuple of types) the value must be an instance of."""
+
+    type: Any
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class NotifierKind:
+    """What the rest of driftline needs to know about one destination kind, declared by its
+    module next to the format it describes, so no table elsewhere has to learn the kind.
+
+    - ``settings``: the keys a subscription of this kind accepts, checked when config is loaded;
+    - ``make(settings, secret)``: the notifier (payload builder and response classifier) for one
+      subscription; ``secret(key)`` reads the secret that setting ``key`` refers to;
+    - ``default_rate_per_s``: requests per second when the subscription sets no
+      ``rate_limit_per_s`` (``None``: no cap), from the destination's published limits;
+    - ``needs_resolve``: what a firing alert opens there stays open until the resolve arrives
+      (an incident, an active alert), so a test alert must be followed by its resolve.
+    """
+
+    name: str
+    settings: Mapping[str, Setting]
+    make: Callable[[Mapping[str, Any], Callable[[str], Secret]], Notifier]
+    default_rate_per_s: float | None = None
+    needs_resolve: bool = False
 
 
 def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:
@@ -190,6 +237,8 @@ def send(
     reported string is scrubbed of the request's secrets (and of httpx's normalised spelling of a
     secret URL), and no exception is chained out of here.
     """
+    import httpx
+
     classify = classify or (lambda status, headers, body: classify_status(status, headers, body_text(body)))
     secrets = _scrub_list(request)
     url = request.url.reveal() if isinstance(request.url, Secret) else request.url
@@ -231,6 +280,8 @@ def _describe(exc: Exception) -> str:
 
 
 def _scrub_list(request: HttpRequest) -> list[Secret | str]:
+    import httpx
+
     found: list[Secret | str] = list(request.all_secrets())
     if isinstance(request.url, Secret):
         # httpx may re-spell a URL (percent-encoding, default port, lower-case host) in messages.

@@ -16,15 +16,18 @@ become the reason); 429 and 5xx are retried.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
 
 from driftline.alerting.notifiers.base import (
+    SECRET,
     HttpRequest,
+    NotifierKind,
     Outcome,
+    Setting,
     body_text,
     classify_status,
     summary_line,
@@ -131,3 +134,26 @@ def _detail(status: int, body: bytes) -> str:
             if isinstance(parsed.get(key), str):
                 return body_text(parsed[key].encode())
     return body_text(body)
+
+
+def _from_settings(settings: Mapping[str, Any], secret: Callable[[str], Secret]) -> PagerDutyNotifier:
+    return PagerDutyNotifier(
+        routing_key=secret("routing_key"),
+        url=settings.get("url", EVENTS_URL),
+        source=settings.get("source", "driftline"),
+        client_url=settings.get("client_url"),
+    )
+
+
+#: A trigger opens an incident that only its resolve closes.
+KIND: Final = NotifierKind(
+    name="pagerduty",
+    settings={
+        "routing_key": Setting(SECRET, required=True),
+        "url": Setting(str),
+        "source": Setting(str),
+        "client_url": Setting(str),
+    },
+    make=_from_settings,
+    needs_resolve=True,
+)

@@ -13,15 +13,18 @@ blocks per message. A group larger than the block budget shows the first alerts 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
 
 from driftline.alerting.notifiers.base import (
+    SECRET,
     HttpRequest,
+    NotifierKind,
     Outcome,
+    Setting,
     body_text,
     classify_status,
     describe_segment,
@@ -202,3 +205,16 @@ def _actions(links: Sequence[tuple[str, str]]) -> dict[str, Any]:
             for i, (label, url) in enumerate(links[:MAX_ACTION_ELEMENTS])
         ],
     }
+
+
+def _from_settings(settings: Mapping[str, Any], secret: Callable[[str], Secret]) -> SlackNotifier:
+    return SlackNotifier(url=secret("url"), dashboard_url=settings.get("dashboard_url"))
+
+
+#: Slack documents one message per second per incoming webhook, hence the default rate.
+KIND: Final = NotifierKind(
+    name="slack",
+    settings={"url": Setting(SECRET, required=True), "dashboard_url": Setting(str)},
+    make=_from_settings,
+    default_rate_per_s=1.0,
+)

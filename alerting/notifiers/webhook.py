@@ -22,10 +22,20 @@ import hmac
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Final
 
 import msgspec
 
-from driftline.alerting.notifiers.base import HttpRequest, Outcome, body_text, classify_status
+from driftline.alerting.notifiers.base import (
+    SECRET,
+    URL_OR_SECRET,
+    HttpRequest,
+    NotifierKind,
+    Outcome,
+    Setting,
+    body_text,
+    classify_status,
+)
 from driftline.alerting.secrets import Secret
 from driftline.schemas import AlertEvent
 
@@ -74,3 +84,25 @@ class WebhookNotifier:
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         return classify_status(status, headers, body_text(body))
+
+
+def _from_settings(settings: Mapping[str, Any], secret: Callable[[str], Secret]) -> WebhookNotifier:
+    url = settings["url"]
+    return WebhookNotifier(
+        url=url if isinstance(url, str) else secret("url"),
+        signing_secret=secret("signing_secret") if "signing_secret" in settings else None,
+        batch=bool(settings.get("batch", True)),
+        headers=dict(settings.get("headers", {})),
+    )
+
+
+KIND: Final = NotifierKind(
+    name="webhook",
+    settings={
+        "url": Setting(URL_OR_SECRET, required=True),
+        "signing_secret": Setting(SECRET),
+        "batch": Setting(bool),
+        "headers": Setting(dict),
+    },
+    make=_from_settings,
+)

@@ -3,7 +3,8 @@
 Per model: the latest whole-model window (its key metric, label coverage, volume, drift
 verdict and drifted features), the alerts firing now, and the lag between now and the end of
 that window. The lag is the number to watch: a stalled worker, a stuck input partition and a
-dead history sink all show up as a growing lag long before anyone misses a chart.
+dead history sink all show up as a growing lag long before anyone misses a chart. Below them:
+the notifications given up in the last day, the pages nobody got.
 
 One function collects (:func:`collect_status`), two render (:func:`render_table` for a
 terminal, :func:`status_json` for machines), and :func:`make_status_server` serves the JSON
@@ -26,7 +27,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from driftline.platform.store import list_alerts, segment_key
+from driftline.platform.store import GivenUp, given_up_notifications, list_alerts, segment_key
 from driftline.platform.store.models import Model, WindowResultRow
 from driftline.schemas import ms_to_rfc3339
 
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 #: the metric shown per task, first present wins: classification, then regression
 KEY_METRICS = ("accuracy", "rmse")
 MAX_ALERTS_PER_MODEL = 1000
+#: how far back ``status`` reports notifications given up
+GIVEN_UP_LOOKBACK_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,8 @@ class ModelStatus:
     online: tuple[dict[str, Any], ...] = ()
     lag_ms: int | None = None
     firing: tuple[AlertSummary, ...] = field(default=())
+    #: notifications about this model's alerts given up in the last GIVEN_UP_LOOKBACK_MS
+    given_up: tuple[GivenUp, ...] = field(default=())
 
 
 def _finite(value: float | None) -> float | None:
@@ -111,8 +116,13 @@ def collect_status(session: Session, now_ms: int | None = None) -> list[ModelSta
     now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     known = set(session.scalars(select(Model.model_id)))
     known |= set(session.scalars(select(WindowResultRow.model_id).distinct()))
+    lost: dict[str, list[GivenUp]] = {}
+    for g in given_up_notifications(session, since_ms=now - GIVEN_UP_LOOKBACK_MS):
+        lost.setdefault(g.model_id, []).append(g)
+    known |= set(lost)
     out = []
     for model_id in sorted(known):
+        given_up = tuple(lost.get(model_id, ()))
         row = _latest_window(session, model_id)
         firing = tuple(
             AlertSummary(a.dedup_key, a.rule, a.severity, dict(a.segment), a.first_fired_ms)
@@ -122,7 +132,7 @@ def collect_status(session: Session, now_ms: int | None = None) -> list[ModelSta
             )
         )
         if row is None:
-            out.append(ModelStatus(model_id, firing=firing))
+            out.append(ModelStatus(model_id, firing=firing, given_up=given_up))
             continue
         metric, value = _key_metric(row.metrics)
         drifted = tuple(sorted({t["feature"] for t in row.drift if t.get("drifted")}))
@@ -143,6 +153,7 @@ def collect_status(session: Session, now_ms: int | None = None) -> list[ModelSta
                 online=tuple(sorted(row.online, key=lambda d: (d["time_ms"], d["detector"], d["signal"]))),
                 lag_ms=now - row.window_end_ms,
                 firing=firing,
+                given_up=given_up,
             )
         )
     return out
@@ -243,6 +254,22 @@ def render_table(statuses: Sequence[ModelStatus]) -> str:
             for model_id, a in alerts
         ]
         lines += _align(rows, ("MODEL", "RULE", "SEVERITY", "SEGMENT", "SINCE"), set())
+    lost = [(s.model_id, g) for s in statuses for g in s.given_up]
+    if lost:
+        lines += ["", "NOTIFICATIONS GIVEN UP (last 24h)"]
+        rows = [
+            (
+                model_id,
+                g.rule,
+                g.subscription,
+                g.alert_status,
+                g.status,
+                _window_end(g.given_up_ms),
+                g.reason or "",
+            )
+            for model_id, g in lost
+        ]
+        lines += _align(rows, ("MODEL", "RULE", "SUBSCRIPTION", "ALERT", "STATUS", "AT", "REASON"), set())
     return "\n".join(lines) + "\n"
 
 
@@ -289,12 +316,29 @@ def status_json(statuses: Sequence[ModelStatus], now_ms: int) -> dict[str, Any]:
                 ],
             }
         )
-    return {
+    document: dict[str, Any] = {
         "generated_at": when(now_ms),
         "generated_at_ms": now_ms,
         "firing_alerts": sum(len(s.firing) for s in statuses),
         "models": models,
     }
+    lost = [g for s in statuses for g in s.given_up]
+    if lost:  # present only when a page was lost, so it stands out
+        document["notifications_given_up"] = [
+            {
+                "model_id": g.model_id,
+                "rule": g.rule,
+                "dedup_key": g.dedup_key,
+                "subscription": g.subscription,
+                "alert_status": g.alert_status,
+                "status": g.status,
+                "reason": g.reason,
+                "at": when(g.given_up_ms),
+                "at_ms": g.given_up_ms,
+            }
+            for g in lost
+        ]
+    return document
 
 
 # ---- HTTP ---------------------------------------------------------------------------------------

@@ -305,11 +305,11 @@ def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path | None = None)
 def _check_subscription_kinds(subscriptions: tuple[Any, ...]) -> None:
     """A misspelt notifier kind fails at load, in the worker as in the notifier (which checks
     the rest of a subscription, secrets included, when it starts)."""
-    from driftline.alerting.subscriptions import KINDS
+    from driftline.alerting.notifiers.registry import check_kind
 
     for i, sub in enumerate(subscriptions):
-        if isinstance(sub, Mapping) and isinstance(sub.get("kind"), str):
-            check_name(sub["kind"], KINDS, f"subscriptions[{i}].kind")
+        if isinstance(sub, Mapping) and "kind" in sub:
+            check_kind(sub["kind"], f"subscriptions[{i}].kind")
 
 
 def _replace(cfg: ModelConfig, **changes: Any) -> ModelConfig:

@@ -160,7 +160,7 @@ ALERT_DELAY = Histogram(
 
 # -- notifications (fed by observe_notification, from the notifier) -------------------------
 #: what a delivery attempt can come to; anything else is a programming error
-NOTIFICATION_OUTCOMES = ("delivered", "retry", "failed", "deduplicated", "rate_limited")
+NOTIFICATION_OUTCOMES = ("delivered", "retry", "failed", "deduplicated", "rate_limited", "dead", "superseded")
 NOTIFICATIONS = Counter(
     "driftline_notifications_total",
     "Notification delivery attempts, by receiver kind and outcome",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -61,6 +61,9 @@ class FakeServer:
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
+        #: called with each request once it is recorded, before the answer goes out: a test
+        #: can kill the client there, after the destination accepted but before it heard so
+        self.before_reply: Callable[[Recorded], None] | None = None
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         fake = self
@@ -73,14 +76,20 @@ class FakeServer:
                 body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 reply = fake._respond(self.path, headers, body)
+                recorded = Recorded("POST", self.path, headers, body, reply.status)
                 with fake._lock:
-                    fake.requests.append(Recorded("POST", self.path, headers, body, reply.status))
-                self.send_response(reply.status)
-                for key, value in reply.headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(reply.body)))
-                self.end_headers()
-                self.wfile.write(reply.body)
+                    fake.requests.append(recorded)
+                if fake.before_reply is not None:
+                    fake.before_reply(recorded)
+                try:
+                    self.send_response(reply.status)
+                    for key, value in reply.headers.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.end_headers()
+                    self.wfile.write(reply.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client died mid-request (a test killed it)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean

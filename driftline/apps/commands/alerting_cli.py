@@ -39,7 +39,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config", **config_opt)
     p.add_argument("--retry-base", type=float, default=1.0, help="backoff base in seconds (default 1)")
     p.add_argument("--retry-cap", type=float, default=300.0, help="backoff cap in seconds (default 300)")
-    p.add_argument("--max-attempts", type=int, default=12, help="attempts before a notification is dead")
+    p.add_argument(
+        "--give-up-after",
+        type=float,
+        default=24 * 3600.0,
+        metavar="SECONDS",
+        help="retry a notification this long before it is dead, unless its subscription says (default 86400)",
+    )
     p.add_argument(
         "--metrics-port", type=int, default=0, help="serve Prometheus metrics (deliveries) on this port"
     )
@@ -167,7 +173,7 @@ def _cmd_notifier(args: argparse.Namespace) -> int:
         getattr(args, "store_url", None) or os.environ.get("DRIFTLINE_STORE_URL") or config.store_url,
         _subscriptions(args),
         group_id=f"{config.app_id}-notifier",
-        policy=RetryPolicy(base_s=args.retry_base, cap_s=args.retry_cap, max_attempts=args.max_attempts),
+        policy=RetryPolicy(base_s=args.retry_base, cap_s=args.retry_cap, give_up_after_s=args.give_up_after),
         consumer_config=quick_join_consumer_config() if args.quick_join else None,
     )
     if args.metrics_port:
@@ -247,6 +253,7 @@ def _cmd_subscriptions_test(args: argparse.Namespace) -> int:
     import msgspec
 
     from driftline.alerting.notifiers.base import deliver
+    from driftline.alerting.notifiers.registry import KINDS
     from driftline.alerting.subscriptions import make_notifier
     from driftline.schemas import alert_event, ms_to_rfc3339
 
@@ -256,7 +263,7 @@ def _cmd_subscriptions_test(args: argparse.Namespace) -> int:
     notifier = make_notifier(subs[args.name])
     firing = synthetic_alert()
     events = [firing]
-    if notifier.kind in ("pagerduty", "alertmanager"):
+    if KINDS[subs[args.name].kind].needs_resolve:
         # Close what the test opened, so nobody is left holding a test incident.
         data = msgspec.structs.replace(
             firing.data, status="resolved", ends_at=ms_to_rfc3339(int(time.time() * 1000))
@@ -337,12 +344,24 @@ def _session(args: argparse.Namespace) -> Any:
 
 
 def _cmd_alerts_list(args: argparse.Namespace) -> int:
-    from driftline.platform.store import list_alerts
+    from driftline.platform.store import given_up_notifications, list_alerts
 
     with _session(args).begin() as session:
         rows = list_alerts(
             session, model_id=args.model, status=args.status, since_ms=_since_ms(args.since), limit=args.limit
         )
+        # The pages nobody got belong next to their alert, not only in the notifier's log.
+        given_up: dict[str, list[dict[str, Any]]] = {r.dedup_key: [] for r in rows}
+        for g in given_up_notifications(session, dedup_keys=list(given_up)):
+            given_up[g.dedup_key].append(
+                {
+                    "subscription": g.subscription,
+                    "alert_status": g.alert_status,
+                    "status": g.status,
+                    "reason": g.reason,
+                    "given_up": _fmt_ms(g.given_up_ms),
+                }
+            )
         records = [
             {
                 "dedup_key": r.dedup_key,
@@ -354,6 +373,7 @@ def _cmd_alerts_list(args: argparse.Namespace) -> int:
                 "segment": r.segment,
                 "first_fired": _fmt_ms(r.first_fired_ms),
                 "last_changed": _fmt_ms(r.last_changed_ms),
+                "notifications_given_up": given_up[r.dedup_key],
             }
             for r in rows
         ]
@@ -379,6 +399,18 @@ def _cmd_alerts_list(args: argparse.Namespace) -> int:
             ],
         )
     )
+    lost = [(r["dedup_key"], g) for r in records for g in r["notifications_given_up"]]
+    if lost:
+        print("\nNOTIFICATIONS GIVEN UP")
+        print(
+            _table(
+                ["GIVEN_UP", "SUBSCRIPTION", "ALERT", "STATUS", "DEDUP_KEY", "REASON"],
+                [
+                    [g["given_up"], g["subscription"], g["alert_status"], g["status"], key, g["reason"] or ""]
+                    for key, g in lost
+                ],
+            )
+        )
     return 0
 
 

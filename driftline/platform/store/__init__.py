@@ -23,9 +23,11 @@ from driftline.platform.store.db import (
 )
 from driftline.platform.store.repository import (
     Checkpoint,
+    GivenUp,
     due_notifications,
     enqueue_notification,
     event_payload,
+    given_up_notifications,
     latest_profile,
     list_alerts,
     list_retraining_requests,
@@ -45,6 +47,7 @@ from driftline.platform.store.repository import (
 
 __all__ = [
     "Checkpoint",
+    "GivenUp",
     "SchemaOutOfDate",
     "check_schema",
     "current_revision",
@@ -52,6 +55,7 @@ __all__ = [
     "due_notifications",
     "enqueue_notification",
     "event_payload",
+    "given_up_notifications",
     "head_revision",
     "latest_profile",
     "list_alerts",

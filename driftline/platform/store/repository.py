@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, Table, case, delete, insert, select, update
+from sqlalchemy import ColumnElement, Table, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -40,9 +40,11 @@ from driftline.schemas.windows import parse_segment_key, segment_key
 
 __all__ = [
     "Checkpoint",
+    "GivenUp",
     "due_notifications",
     "enqueue_notification",
     "event_payload",
+    "given_up_notifications",
     "latest_profile",
     "list_alerts",
     "list_retraining_requests",
@@ -487,6 +489,60 @@ def record_attempt(
             duration_ms=duration_ms,
         )
     )
+
+
+@dataclass(frozen=True, slots=True)
+class GivenUp:
+    """An alert notification driftline stopped trying to deliver (``failed`` or ``dead``)."""
+
+    dedup_key: str
+    model_id: str
+    rule: str
+    subscription: str
+    alert_status: str  # the emission: firing or resolved
+    status: str
+    reason: str | None
+    given_up_ms: int  # the last attempt's time
+
+
+def given_up_notifications(
+    session: Session,
+    *,
+    dedup_keys: Collection[str] | None = None,
+    since_ms: int | None = None,
+    limit: int = 1000,
+) -> list[GivenUp]:
+    """Alert notifications given up, newest first: the pages someone did not get.
+
+    ``since_ms`` bounds when they were given up; ``dedup_keys`` picks alert series.
+    """
+    last = (
+        select(NotificationAttempt.notification_id, func.max(NotificationAttempt.attempted_ms).label("at"))
+        .group_by(NotificationAttempt.notification_id)
+        .subquery()
+    )
+    stmt = (
+        select(
+            AlertTransition.dedup_key,
+            AlertRow.model_id,
+            AlertRow.rule,
+            Notification.subscription,
+            AlertTransition.status,
+            Notification.status,
+            Notification.last_error,
+            last.c.at,
+        )
+        .join(AlertTransition, AlertTransition.event_id == Notification.event_id)
+        .join(AlertRow, AlertRow.dedup_key == AlertTransition.dedup_key)
+        .join(last, last.c.notification_id == Notification.id)
+        .where(Notification.status.in_(("failed", "dead")))
+    )
+    if dedup_keys is not None:
+        stmt = stmt.where(AlertTransition.dedup_key.in_(set(dedup_keys)))
+    if since_ms is not None:
+        stmt = stmt.where(last.c.at >= since_ms)
+    stmt = stmt.order_by(last.c.at.desc(), Notification.id.desc()).limit(limit)
+    return [GivenUp(*row) for row in session.execute(stmt)]
 
 
 def event_payload(session: Session, event_id: str) -> dict[str, Any] | None:
