@@ -8,11 +8,10 @@ same events on every machine. Only the expected report is committed
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
+from replaying import replay_cli
 
 from driftline.apps.simulate import simulate, write_jsonl
 
@@ -54,22 +53,7 @@ def run_replay(folder: Path) -> dict:
     whose grace and horizon pass in one watermark step goes straight to final)."""
     pred, gt, _, cfg = write_corpus(folder)
     out = folder / "report.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "driftline.apps.cli",
-        "--config",
-        str(cfg),
-        "replay",
-        "--predictions",
-        str(pred),
-        "--ground-truth",
-        str(gt),
-        "--report",
-        str(out),
-    ]
-    done = subprocess.run(cmd, capture_output=True, timeout=600, cwd=folder)
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    replay_cli(cfg, pred, gt, out)
     report = json.loads(out.read_text().replace(str(folder.resolve()), "."))
     del report["provisional_windows"], report["counters"]["early_labels"]
     for key in ("alerts", "retraining_requests"):

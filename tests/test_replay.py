@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 import yaml
+from replaying import replay_cli
 
 from driftline.apps.simulate import simulate, write_jsonl
 from driftline.schemas import rfc3339_to_ms
@@ -24,27 +22,12 @@ def _replay(tmp_path: Path, traffic, *, reference=None, extra_config=None, timeo
     config = {"defaults": {"window": "60s", "grace": "10s", "label_horizon": "30s", **(extra_config or {})}}
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    cmd = [
-        sys.executable,
-        "-m",
-        "driftline.apps.cli",
-        "--config",
-        str(cfg),
-        "replay",
-        "--predictions",
-        str(pred),
-        "--ground-truth",
-        str(gt),
-        "--report",
-        str(report),
-    ]
+    extra = []
     if reference is not None:
         ref = tmp_path / "reference.jsonl"
         write_jsonl(reference, ref)
-        cmd += ["--reference", str(ref)]
-    done = subprocess.run(cmd, capture_output=True, timeout=timeout)
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
-    return json.loads(report.read_text())
+        extra = ["--reference", str(ref)]
+    return replay_cli(cfg, pred, gt, report, *extra, timeout=timeout)
 
 
 @pytest.mark.slow

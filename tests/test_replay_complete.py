@@ -7,13 +7,11 @@ is repeated."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from replaying import replay_cli
 
 from driftline.apps.simulate import simulate, write_jsonl
 
@@ -37,27 +35,7 @@ def test_every_replay_of_two_models_over_nine_windows_reports_all_72_slices(tmp_
     counts = []
     for run in range(REPEATS):
         report = tmp_path / f"report-{run}.json"
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "driftline",
-                "--config",
-                str(cfg),
-                "replay",
-                "--predictions",
-                str(pred),
-                "--ground-truth",
-                str(gt),
-                "--report",
-                str(report),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        windows = json.loads(report.read_text())["windows"]
+        windows = replay_cli(cfg, pred, gt, report, timeout=300)["windows"]
         counts.append(
             len({(w["model_id"], tuple(sorted(w["segment"].items())), w["window_start_ms"]) for w in windows})
         )
