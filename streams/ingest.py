@@ -113,6 +113,8 @@ class Router:
         self.consumed: dict[str, int] = defaultdict(int)
         self.invalid: dict[tuple[str, str], int] = defaultdict(int)
         self._wm: dict[str, int] = {}
+        #: per source, the largest event times seen (ascending), ``watermark_outliers + 1`` of them
+        self._newest: dict[str, list[int]] = {}
         self._ticked: dict[str, tuple[tuple[int, int], ...]] = {}
         self._shapes = window_shapes(config.model_configs())
         self._last_seen: dict[str, float] = {}
@@ -276,7 +278,7 @@ class Router:
     ) -> list[Outgoing]:
         """Send the valid events to their join partitions as columns (see streams/columns.py);
         ``rows`` are the events' source offsets when they come from several messages."""
-        wm = self._wm[source] = max(self._wm.get(source, MIN_WATERMARK), int(times.max()))
+        wm = self._advance(source, times)
         keys = stable_keys([e.prediction_id for e in events])
         targets = (keys % np.uint64(self.join_partitions)).astype(np.int64)
         block: PredictionBlock | LabelBlock = (
@@ -300,6 +302,20 @@ class Router:
         self._idle.discard(source)
         out.extend(self._ticks(source, touched, force=was_idle))
         return out
+
+    def _advance(self, source: str, times: np.ndarray) -> int:
+        """The source's event time after these events: the ``watermark_outliers + 1``-th largest
+        time it has shown, not the largest. One event stamped days ahead (a serving app with a
+        wrong clock, replayed history) then cannot move the stream's event time and make every
+        on-time event after it late; it takes that many events at or past a time to get there.
+        The outliers themselves are still processed, in their own windows, and counted by the
+        join (``ahead_of_stream``)."""
+        k = self.config.watermark_outliers + 1
+        largest = times if times.size <= k else np.partition(times, times.size - k)[times.size - k :]
+        newest = self._newest[source] = sorted([*self._newest.get(source, ()), *largest.tolist()])[-k:]
+        seen = newest[0] if len(newest) == k else MIN_WATERMARK
+        wm = self._wm[source] = max(self._wm.get(source, MIN_WATERMARK), seen)
+        return wm
 
     def _ticks(
         self, source: str, skip: set[int], *, force: bool = False, idle: bool = False

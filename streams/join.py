@@ -76,6 +76,7 @@ COUNTERS = (
     "duplicate_labels",
     "expired_unlabelled",
     "unmatched_labels",
+    "ahead_of_stream",
 )
 
 
@@ -253,6 +254,7 @@ class JoinPartition:
                 if offsets is not None and offsets[0] <= applied:  # partly applied before a restart
                     block = block.take(np.flatnonzero(offsets > applied))
                 if isinstance(block, PredictionBlock):
+                    self._count_ahead(block, message.watermark)
                     self.add_prediction_block(block)
                 else:
                     self.add_label_block(block)
@@ -269,6 +271,13 @@ class JoinPartition:
         if isinstance(message, EndOfInput):
             return self.end_source(message.source)
         raise TypeError(f"not a join-input message: {type(message).__name__}")
+
+    def _count_ahead(self, block: PredictionBlock, watermark: int) -> None:
+        """Predictions stamped far ahead of their partition's event time: processed, in their
+        own windows, but counted, since they are what a wrong producer clock looks like."""
+        if watermark > MIN_WATERMARK:
+            jump = self.catalog.config.max_event_time_jump_ms
+            self.counters["ahead_of_stream"] += int((block.times > watermark + jump).sum())
 
     # -- event time -------------------------------------------------------------------
     @property

@@ -186,6 +186,7 @@ def test_a_columnar_block_means_what_its_events_mean_one_by_one() -> None:
         "duplicate_labels": 2,  # early's second label, a's second label
         "expired_unlabelled": 4,  # s2 r1 r2 c
         "unmatched_labels": 1,  # ghost
+        "ahead_of_stream": 0,  # no event is an hour ahead of its partition
     }
     assert block.counters == one_by_one.counters
     assert len(expected) == 14  # model m: 2 windows x 4 slices + overflow; slow: 1 x 1 x 2 phases

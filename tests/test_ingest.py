@@ -21,7 +21,9 @@ def _event(pid: str, ts: int = T0, model: str = "m") -> dict:
 
 
 def _router(**config) -> Router:
-    cfg = Config(**config)
+    # these tests check routing, blocks and ticks: the newest event time counts at once here;
+    # the robust watermark (ignoring outliers) is tested in test_hostile_input
+    cfg = Config(**{"watermark_outliers": 0, **config})
     return Router(cfg, ModelCatalog(cfg), join_partitions=4)
 
 

@@ -126,13 +126,15 @@ def test_worker_end_to_end_with_bad_input(
         for event in predictions[310:]:
             producer.produce(pred_topic, orjson.dumps(event), key=event["prediction_id"].encode())
         producer.produce(gt_topic, _batch("ground_truth", labels[100:]), key=b"labels-rest")
-        # event time moves on in every input partition, so windows 0..3 become final
+        # event time moves on in every input partition, so windows 0..3 become final; it takes
+        # watermark_outliers + 1 events (3) to move a partition's event time, never one
         later = T0 + 10 * WINDOW_MS
         for part in range(2):
-            tail = [dict(predictions[0], prediction_id=f"tail-{part}", timestamp=later)]
+            ids = [f"tail-{part}-{i}" for i in range(3)]
+            tail = [dict(predictions[0], prediction_id=pid, timestamp=later) for pid in ids]
             producer.produce(pred_topic, _batch("predictions", tail), partition=part)
             tail_label = [
-                {"prediction_id": f"tail-{part}", "model_id": MODEL, "label": 1, "timestamp": later}
+                {"prediction_id": pid, "model_id": MODEL, "label": 1, "timestamp": later} for pid in ids
             ]
             producer.produce(gt_topic, _batch("ground_truth", tail_label), partition=part)
         assert producer.flush(30) == 0

@@ -135,6 +135,12 @@ class Config:
     #: events stamped further than this ahead of the wall clock are dead-lettered
     #: (too_far_ahead): a producer clock or unit bug must not drag event time forward
     max_future_skew_ms: int = 3_600_000
+    #: how many of a partition's latest event times its event time ignores: an outlier stamped
+    #: days ahead of the stream (but not of the clock) must not make the stream late; each one
+    #: delays window closing by one event on a partition (0: the newest time counts at once)
+    watermark_outliers: int = 2
+    #: an event this far ahead of its partition's event time is counted ``ahead_of_stream``
+    max_event_time_jump_ms: int = 3_600_000
     #: how often a worker checkpoints each join and merge partition's state (and only then
     #: acks, so commits follow): longer means less work in steady state, more replay after a crash
     checkpoint_interval_ms: int = 10_000
@@ -250,6 +256,8 @@ _TOP_KEYS = {
     "max_models",
     "max_segment_values",
     "max_future_skew",
+    "watermark_outliers",
+    "max_event_time_jump",
     "checkpoint_interval",
     "defaults",
     "models",
@@ -295,6 +303,12 @@ def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path | None = None)
     if "subscriptions" in raw:
         kwargs["subscriptions"] = tuple(raw["subscriptions"] or ())
         _check_subscription_kinds(kwargs["subscriptions"])
+    if "watermark_outliers" in raw:
+        kwargs["watermark_outliers"] = int(raw["watermark_outliers"])
+        if kwargs["watermark_outliers"] < 0:
+            raise ValueError(f"watermark_outliers must be >= 0, not {raw['watermark_outliers']!r}")
+    if "max_event_time_jump" in raw:
+        kwargs["max_event_time_jump_ms"] = parse_duration_ms(raw["max_event_time_jump"])
     if "max_future_skew" in raw:
         kwargs["max_future_skew_ms"] = parse_duration_ms(raw["max_future_skew"])
     if "checkpoint_interval" in raw:

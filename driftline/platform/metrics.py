@@ -80,6 +80,12 @@ EVENTS_LATE = Counter(
     "Events that arrived after their window's grace: counted, not used",
     ["topic"],
 )
+EVENTS_AHEAD = Counter(
+    "driftline_events_ahead_of_stream_total",
+    "Events stamped more than max_event_time_jump ahead of their partition's event time "
+    "(a wrong producer clock): processed, and ignored by the watermark",
+    ["topic"],
+)
 EVENTS_DUPLICATE = Counter(
     "driftline_events_duplicate_total", "Exact re-deliveries of an event, counted and ignored", ["topic"]
 )
@@ -184,8 +190,9 @@ _PROGRESS: dict[str, tuple[Counter, str]] = {
     "early_labels": (JOIN_OUTCOMES, "early_label"),
     "expired_unlabelled": (JOIN_OUTCOMES, "expired_unlabelled"),
     "unmatched_labels": (JOIN_OUTCOMES, "unmatched_label"),
+    "ahead_of_stream": (EVENTS_AHEAD, "predictions"),
 }
-_TOPIC_COUNTERS = {EVENTS_ACCEPTED, EVENTS_LATE, EVENTS_DUPLICATE}
+_TOPIC_COUNTERS = {EVENTS_ACCEPTED, EVENTS_LATE, EVENTS_DUPLICATE, EVENTS_AHEAD}
 #: performance metric keys that are counts, not scores (exported elsewhere or not at all)
 _NOT_A_SCORE = {"n", "n_positive"}
 _MIN_REAL_WATERMARK = -(2**61)  # below: no event seen yet (MIN_WATERMARK is -2**62)
