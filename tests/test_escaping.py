@@ -19,10 +19,27 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+import driftline.apps.cli
 from driftline.apps.status import collect_status, render_table, status_json
 from driftline.platform import text
-from driftline.platform.store import make_engine, record_alert, record_window_result, session_factory, upgrade
-from driftline.schemas import AlertData, DriftTest, Window, WindowResult, alert_event, ms_to_rfc3339
+from driftline.platform.store import (
+    make_engine,
+    record_alert,
+    record_retraining_request,
+    record_window_result,
+    session_factory,
+    upgrade,
+)
+from driftline.schemas import (
+    AlertData,
+    DriftTest,
+    RetrainingRequestData,
+    Window,
+    WindowResult,
+    alert_event,
+    ms_to_rfc3339,
+    retraining_request,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -133,3 +150,125 @@ def test_status_table_prints_one_row_per_model_with_visible_escapes(
     assert [mo["model_id"] for mo in document["models"]] == [MODEL, "plain"]
     assert document["models"][0]["firing_alerts"][0]["segment"] == SEGMENT
     assert not RAW_CONTROL.search(json.dumps(document))
+
+
+# ---- the other tables and error messages of the command line -----------------------------------
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = driftline.apps.cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def _request(model: str, version: str, reason: str) -> RetrainingRequestData:
+    window = Window(start=ms_to_rfc3339(T0), end=ms_to_rfc3339(T0 + MINUTE))
+    return RetrainingRequestData(
+        idempotency_key="k" * 32,
+        model_id=model,
+        model_version=version,
+        reason=reason,
+        evidence={},
+        window=window,
+        suggested_training_range=window,
+        requested_at=ms_to_rfc3339(T0 + MINUTE),
+    )
+
+
+def test_alerts_and_retraining_lists_print_one_row_per_record_with_visible_escapes(
+    store: tuple[str, sessionmaker[Session]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, sessions = store
+    with sessions.begin() as s:
+        record_retraining_request(s, retraining_request(_request(MODEL, VERSION, RULE)), now_ms=T0)
+    code, out = run(capsys, "alerts", "list", "--store-url", url)
+    m, v = MODEL_SHOWN, VERSION_SHOWN
+    assert (code, out) == (
+        0,
+        f"LAST_CHANGED              STATUS  SEVERITY  MODEL{' ' * (len(m) - 5)}  VERSION     RULE      "
+        f"SEGMENT{' ' * (len(SEGMENT_SHOWN) - 7)}  DEDUP_KEY\n"
+        f"2026-01-01T00:01:00.000Z  firing  critical  {m}  {v}  {RULE_SHOWN}  {SEGMENT_SHOWN}  "
+        f"key-{len(MODEL)}\n",
+    )
+    code, out = run(capsys, "retraining", "list", "--store-url", url)
+    assert (code, out) == (
+        0,
+        f"WINDOW_END                MODEL{' ' * (len(m) - 5)}  VERSION     REASON    IDEMPOTENCY_KEY\n"
+        f"2026-01-01T00:01:00.000Z  {m}  {v}  {RULE_SHOWN}  {'k' * 32}\n",
+    )
+    # --json stays exact
+    code, out = run(capsys, "alerts", "list", "--store-url", url, "--json")
+    assert [(r["model_id"], r["model_version"], r["rule"], r["segment"]) for r in json.loads(out)] == [
+        (MODEL, VERSION, RULE, SEGMENT)
+    ]
+
+
+def test_subscriptions_list_and_an_error_naming_them_show_escapes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ESC_HOOK", "https://hooks.example/x")
+    config = tmp_path / "driftline.yaml"
+    name = "team\x1b]0;pwned\x07"
+    entry = {
+        "name": name,
+        "kind": "webhook",
+        "matchers": ['model="a\x1bb\u202e"'],
+        "settings": {"url": "env:ESC_HOOK"},
+    }
+    config.write_text(json.dumps({"subscriptions": [entry]}), encoding="utf-8")  # JSON is YAML
+    code, out = run(capsys, "--config", str(config), "subscriptions", "list")
+    assert (code, out) == (
+        0,
+        "NAME                  KIND     MATCHERS              GROUP_WAIT_S  RATE_PER_S\n"
+        'team\\x1b]0;pwned\\x07  webhook  model="a\\x1bb\\u202e"  0\n',
+    )
+    code, out = run(capsys, "--config", str(config), "subscriptions", "test", "nobody")
+    assert (code, out) == (
+        2,
+        "driftline: error: no subscription named 'nobody' (have: team\\x1b]0;pwned\\x07)\n",
+    )
+
+
+def test_baseline_show_prints_one_line_per_feature_with_visible_escapes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        {"prediction_id": f"r{i}", "features": {"amount\x1b[8m": float(i), "chan\nnel": value},
+         "prediction": 1, "segments": {"re\x00gion": "eu"}}
+        for i, value in enumerate(["web\u202e", "web\u202e", "app"])
+    ]  # fmt: skip
+    data, out = tmp_path / "ref.jsonl", tmp_path / "baseline.json"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    argv = [
+        "baseline",
+        "create",
+        "--model",
+        MODEL,
+        "--version",
+        VERSION,
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+    ]
+    code, said = run(capsys, *argv)
+    assert (code, said) == (
+        0,
+        f"baseline of {MODEL_SHOWN} version {VERSION_SHOWN}: 3 rows, 2 features, 1 segment profile "
+        f"-> {out}\n",
+    )
+    code, shown = run(capsys, "baseline", "show", "--model", MODEL, "--file", str(out))
+    assert (code, shown) == (
+        0,
+        f"baseline of {MODEL_SHOWN} version {VERSION_SHOWN}: 3 rows\n"
+        "  feature        kind         n  missing  summary\n"
+        "  amount\\x1b[8m  numeric      3  0        mean 1, std 0.816497, range [0, 2]\n"
+        "                                          edges 0 0.2 0.4 0.6 0.8 1 1.2 1.4 1.6 1.8 2\n"
+        "  chan\\nnel      categorical  3  0        2 categories: web\\u202e 2, app 1\n"
+        "  (prediction)   categorical  3  0        1 category: 1 3\n"
+        "baseline metrics: none (the rows need both prediction and label)\n"
+        "segments: re\\x00gion=eu (3 rows)\n",
+    )
+    # an error message built from input is escaped too
+    empty = tmp_path / "no\x1b[2Jne.jsonl"
+    empty.write_text("", encoding="utf-8")
+    code, said = run(capsys, "baseline", "create", "--model", "m", "--data", str(empty), "--out", str(out))
+    assert (code, said) == (2, f"driftline: error: {tmp_path}/no\\x1b[2Jne.jsonl holds no rows\n")

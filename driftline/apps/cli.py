@@ -13,6 +13,7 @@ from typing import Any
 from driftline.apps.commands import MODULES
 from driftline.platform.config import Config, load_config
 from driftline.platform.store.db import SchemaOutOfDate
+from driftline.platform.text import printable
 
 __all__ = ["main"]
 
@@ -230,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, TimeoutError, SchemaOutOfDate) as exc:
-        print(f"driftline: error: {exc}", file=sys.stderr)
+        print(f"driftline: error: {printable(str(exc))}", file=sys.stderr)  # messages quote input
         return 2
     except KeyboardInterrupt:  # Ctrl-C outside the worker's own signal handling: no traceback
         print("driftline: interrupted", file=sys.stderr)
