@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import doctest
 import json
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
+import msgspec
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -272,3 +275,32 @@ def test_baseline_show_prints_one_line_per_feature_with_visible_escapes(
     empty.write_text("", encoding="utf-8")
     code, said = run(capsys, "baseline", "create", "--model", "m", "--data", str(empty), "--out", str(out))
     assert (code, said) == (2, f"driftline: error: {tmp_path}/no\\x1b[2Jne.jsonl holds no rows\n")
+
+
+# ---- the worker's log line and the demo console -------------------------------------------------
+def test_the_worker_window_log_line_shows_escapes(caplog: pytest.LogCaptureFixture) -> None:
+    from driftline.apps.cli import _log_window
+
+    with caplog.at_level(logging.INFO, logger="driftline.worker"):
+        _log_window(SimpleNamespace(result=_window(MODEL, VERSION), alerts=[]))
+    assert caplog.messages == [
+        f"window {MODEL_SHOWN} {VERSION_SHOWN} [2026-01-01T00:00:00.000Z, 2026-01-01T00:01:00.000Z) final: "
+        f"600 predictions; 100% labelled; accuracy 0.500; drifted: {FEATURE_SHOWN}"
+    ]
+
+
+def test_the_demo_console_shows_escapes(capsys: pytest.CaptureFixture[str]) -> None:
+    from driftline.apps.demo import _Console
+
+    console = _Console(T0, T0, T0)
+    console.on_evaluation(SimpleNamespace(result=_window(MODEL, VERSION)))  # type: ignore[arg-type]
+    console.on_alert(msgspec.json.encode(alert_event(_alert(MODEL, VERSION, RULE, SEGMENT))))
+    console.on_request(retraining_request(_request(MODEL, VERSION, RULE)))
+    assert capsys.readouterr().out == (
+        "  window 00:00:00-00:01:00  predictions   600  labelled 100%  accuracy 0.500  "
+        f"drift: {FEATURE_SHOWN}\n"
+        f"  >> ALERT FIRING   critical {RULE_SHOWN} [{SEGMENT_SHOWN}] window 00:00:00  observed 0.500 vs "
+        "threshold 0.800\n"
+        f"  >> RETRAINING REQUESTED for {MODEL_SHOWN} {VERSION_SHOWN} ({RULE_SHOWN}); train on "
+        "2026-01-01T00:00:00 .. 2026-01-01T00:01:00\n"
+    )

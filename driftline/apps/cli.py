@@ -76,7 +76,8 @@ def _summary(app: Any, args: argparse.Namespace) -> str:
 
 
 def _log_window(evaluation: Any) -> None:
-    """One line per model and window once it is final (segments stay in the results)."""
+    """One line per model and window once it is final (segments stay in the results). Names are
+    escaped (:func:`printable`): a newline in a model id must not forge a second log line."""
     r = evaluation.result
     if r.phase != "final" or r.segment:
         return
@@ -94,11 +95,11 @@ def _log_window(evaluation: Any) -> None:
         parts.append(f"{len(evaluation.alerts)} alert event(s)")
     progress.info(
         "window %s %s [%s, %s) final: %s",
-        r.model_id,
-        r.model_version,
+        printable(r.model_id),
+        printable(r.model_version),
         r.window_start,
         r.window_end,
-        "; ".join(parts),
+        printable("; ".join(parts)),
     )
 
 
