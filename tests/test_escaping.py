@@ -11,6 +11,7 @@ them (``\\x1b``, ``\\n``, ``\\u202e``).
 from __future__ import annotations
 
 import doctest
+import html
 import json
 import logging
 import re
@@ -304,3 +305,38 @@ def test_the_demo_console_shows_escapes(capsys: pytest.CaptureFixture[str]) -> N
         f"  >> RETRAINING REQUESTED for {MODEL_SHOWN} {VERSION_SHOWN} ({RULE_SHOWN}); train on "
         "2026-01-01T00:00:00 .. 2026-01-01T00:01:00\n"
     )
+
+
+# ---- the HTML report ------------------------------------------------------------------------------
+SCRIPT_MODEL = "<script>alert('model')</script>"
+SCRIPT_FEATURE = "<script>alert('feature')</script>"
+SCRIPT_RULE = "</title><script>alert('rule')</script>"
+
+
+def test_the_html_report_escapes_script_in_model_feature_rule_and_segment(tmp_path: Path) -> None:
+    from driftline.apps.htmlreport import build_report
+
+    url = f"sqlite:///{tmp_path}/html.sqlite"
+    upgrade(url)
+    engine = make_engine(url)
+    hostile = msgspec.structs.replace(
+        _window(SCRIPT_MODEL, "v1\"><script>alert('version')</script>"),
+        drift=[DriftTest(feature=SCRIPT_FEATURE, test="ks", statistic=0.3, p_value=0.001, threshold=0.05,
+                         drifted=True)],
+    )  # fmt: skip
+    try:
+        with session_factory(engine).begin() as s:
+            record_window_result(s, hostile)
+            segment = {"<b>": "<script>alert('segment')</script>"}
+            record_alert(s, alert_event(_alert(SCRIPT_MODEL, "v1", SCRIPT_RULE, segment)))
+        with session_factory(engine)() as s:
+            page = build_report(s, SCRIPT_MODEL, now_ms=NOW)
+    finally:
+        engine.dispose()
+    # the page's own inline script is the only one; every producer string is text
+    assert page.count("<script") == 1 and page.count("</script>") == 1
+    assert "<b>" not in page
+    assert f"<h1>driftline report: {html.escape(SCRIPT_MODEL)}</h1>" in page
+    assert f'data-feature="{html.escape(SCRIPT_FEATURE)}"' in page
+    assert html.escape(f"{SCRIPT_RULE} [<b>=<script>alert('segment')</script>]") in page  # a tooltip
+    assert html.escape("v1\"><script>alert('version')</script>") in page
