@@ -19,11 +19,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import msgspec
 import pytest
+from fakes import sample_alert
+from fakes.pagerduty import FakePagerDuty
+from fakes.slack import FakeSlack, slack_error, special_sequences
+from fakes.webhook import FakeAlertmanager
 from sqlalchemy.orm import Session, sessionmaker
 
 import driftline.apps.cli
+from driftline.alerting.notifiers import AlertmanagerNotifier, PagerDutyNotifier, SlackNotifier, deliver
+from driftline.alerting.secrets import Secret
 from driftline.apps.status import collect_status, render_table, status_json
 from driftline.platform import text
 from driftline.platform.store import (
@@ -61,6 +68,7 @@ RULE = "drop\rok"
 RULE_SHOWN = "drop\\rok"
 SEGMENT = {"channel\x07": "web\n"}
 SEGMENT_SHOWN = "channel\\x07=web\\n"
+ROUTING_KEY = "R0UT1NGKEY0123456789abcdef012345"  # 32 chars, as PagerDuty requires
 #: no control character at all, in any table: C0, DEL, C1, and the bidi/format characters
 RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
@@ -340,3 +348,82 @@ def test_the_html_report_escapes_script_in_model_feature_rule_and_segment(tmp_pa
     assert f'data-feature="{html.escape(SCRIPT_FEATURE)}"' in page
     assert html.escape(f"{SCRIPT_RULE} [<b>=<script>alert('segment')</script>]") in page  # a tooltip
     assert html.escape("v1\"><script>alert('version')</script>") in page
+
+
+# ---- notifications ----------------------------------------------------------------------------------
+#: what a producer would put in a model id to page a whole channel and phish it
+SLACK_BAIT = "churn <!channel> <https://evil.example|click here> &amp;"
+SLACK_BAIT_SENT = "churn &lt;!channel&gt; &lt;https://evil.example|click here&gt; &amp;amp;"
+
+
+def test_slack_fallback_text_escapes_mentions_and_links_like_the_blocks(
+    slack: FakeSlack, client: httpx.Client
+) -> None:
+    alert = sample_alert(model_id=SLACK_BAIT, rule="drop\x1b[2J")
+    assert deliver(SlackNotifier(Secret(slack.webhook_url)), [alert], client).delivered
+    message = slack.requests[0].json()
+    assert message["text"] == (
+        f"[FIRING critical] drop\\x1b[2J on {SLACK_BAIT_SENT} v3 (region=eu): accuracy 0.71 &lt; 0.8"
+    )
+    mrkdwn = [message["text"]] + [
+        t["text"]
+        for b in message["blocks"]
+        for t in [b.get("text") or {}, *b.get("fields", []), *b.get("elements", [])]
+        if t.get("type") == "mrkdwn"
+    ]
+    assert [special_sequences(t) for t in mrkdwn] == [[]] * len(mrkdwn)
+    assert not any(RAW_CONTROL.search(t) for t in mrkdwn)
+    # a header is plain_text, which Slack does not parse: shown as is, controls escaped
+    header = message["blocks"][0]["text"]["text"]
+    assert header == f":red_circle: FIRING (critical): drop\\x1b[2J on {SLACK_BAIT} v3"
+
+
+def test_slack_group_fallback_escapes_every_line(slack: FakeSlack, client: httpx.Client) -> None:
+    alerts = [sample_alert(model_id=SLACK_BAIT, key="a" * 32), sample_alert(model_id="fraud\n", key="b" * 32)]
+    assert deliver(SlackNotifier(Secret(slack.webhook_url)), alerts, client).delivered
+    assert slack.requests[0].json()["text"].split("\n") == [
+        f"2 firing: {SLACK_BAIT_SENT}, fraud\\n",
+        f"[FIRING critical] accuracy-drop on {SLACK_BAIT_SENT} v3 (region=eu): accuracy 0.71 &lt; 0.8",
+        "[FIRING critical] accuracy-drop on fraud\\n v3 (region=eu): accuracy 0.71 &lt; 0.8",
+    ]
+
+
+def test_pagerduty_plain_text_fields_escape_controls_and_details_stay_exact(
+    pagerduty: FakePagerDuty, client: httpx.Client
+) -> None:
+    alert = sample_alert(model_id=MODEL, rule=RULE, segment=SEGMENT)
+    notifier = PagerDutyNotifier(Secret(ROUTING_KEY), url=pagerduty.enqueue_url)
+    assert deliver(notifier, [alert], client).delivered
+    payload = pagerduty.requests[0].json()["payload"]
+    assert payload["summary"] == (
+        f"[FIRING critical] {RULE_SHOWN} on {MODEL_SHOWN} v3 ({SEGMENT_SHOWN}): accuracy 0.71 < 0.8"
+    )
+    assert (payload["component"], payload["group"], payload["class"]) == (MODEL_SHOWN, "v3", RULE_SHOWN)
+    assert payload["custom_details"]["segment"] == SEGMENT
+
+
+def test_alertmanager_annotations_escape_controls_and_labels_stay_exact(client: httpx.Client) -> None:
+    alert = sample_alert(model_id=MODEL, rule=RULE, segment=SEGMENT)
+    with FakeAlertmanager() as fake:
+        assert deliver(AlertmanagerNotifier(url=fake.base_url), [alert], client).delivered
+    (posted,) = fake.requests[0].json()
+    assert posted["annotations"]["summary"] == (
+        f"[FIRING critical] {RULE_SHOWN} on {MODEL_SHOWN} v3 ({SEGMENT_SHOWN}): accuracy 0.71 < 0.8"
+    )
+    assert not RAW_CONTROL.search(posted["annotations"]["description"])
+    assert MODEL_SHOWN in posted["annotations"]["description"]
+    # labels are for matching (routes, silences): the exact names, under legal label names
+    assert posted["labels"] == {
+        "alertname": RULE,
+        "model": MODEL,
+        "version": "v3",
+        "severity": "critical",
+        "metric": "accuracy",
+        "channel_": "web\n",
+    }
+
+
+def test_a_destination_reason_with_controls_is_escaped(slack: FakeSlack, client: httpx.Client) -> None:
+    slack.script([slack_error(400, "no\x1b[2J\x9bway\u202e")])
+    outcome = deliver(SlackNotifier(Secret(slack.webhook_url)), [sample_alert()], client)
+    assert (outcome.delivered, outcome.reason) == (False, "HTTP 400: no\\x1b[2J\\x9bway\\u202e")

@@ -33,6 +33,7 @@ from driftline.alerting.notifiers.base import (
     summary_line,
 )
 from driftline.alerting.secrets import Secret
+from driftline.platform.text import printable
 from driftline.schemas import AlertEvent
 from driftline.schemas.timefmt import ms_to_rfc3339, rfc3339_to_ms
 
@@ -93,7 +94,10 @@ class AlertmanagerNotifier:
             "labels": labels,
             "annotations": {
                 "summary": summary_line(event),
-                "description": (
+                # Annotations are text for people (and for templates that put them in an email or
+                # a chat): escaped like every summary. Labels stay exact: routes and silences
+                # match on them, and JSON carries any string.
+                "description": printable(
                     f"{d.metric} was {format_value(d.observed)} "
                     f"({d.comparison} {format_value(d.threshold)}) for model {d.model_id} "
                     f"version {d.model_version}, segment {describe_segment(d.segment)}, "

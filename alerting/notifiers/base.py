@@ -35,6 +35,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from driftline.alerting.secrets import REDACTED, Secret, scrub
+from driftline.platform.text import printable
 from driftline.schemas import AlertEvent
 
 if TYPE_CHECKING:
@@ -184,8 +185,9 @@ def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time
 
 
 def body_text(body: bytes) -> str:
-    """A response body as one short line, for ``Outcome.reason``."""
-    text = " ".join(body.decode("utf-8", errors="replace").split())
+    """A response body as one short line, for ``Outcome.reason``: the destination's words reach
+    logs, ``driftline status`` and ``alerts list``, so its control characters are escaped."""
+    text = printable(" ".join(body.decode("utf-8", errors="replace").split()))
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
 
 
@@ -317,11 +319,13 @@ def summary_line(event: AlertEvent) -> str:
     """One self-contained line: what, where, how bad. Used as a page title and fallback text.
 
     Resolved alerts lead with RESOLVED so that a reader skimming titles never mistakes the
-    all-clear for a new page.
+    all-clear for a new page. Plain text for people (an SMS, a phone call's text-to-speech, a
+    pager's title): rule, model and segment names are escaped (:func:`printable`), so a newline
+    cannot forge a second line. Formats with their own markup escape that on top (Slack).
     """
     d = event.data
     state = "RESOLVED" if d.status == "resolved" else f"FIRING {d.severity}"
-    return (
+    return printable(
         f"[{state}] {d.rule} on {d.model_id} {d.model_version} ({describe_segment(d.segment)}): "
         f"{d.metric} {format_value(d.observed)} {d.comparison} {format_value(d.threshold)}"
     )
