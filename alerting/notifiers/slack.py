@@ -27,8 +27,8 @@ from driftline.alerting.notifiers.base import (
     Setting,
     body_text,
     classify_status,
+    condition_text,
     describe_segment,
-    format_value,
     summary_line,
     truncate,
 )
@@ -162,7 +162,7 @@ def _alert_section(event: AlertEvent) -> dict[str, Any]:
         ("Version", d.model_version),
         ("Segment", describe_segment(d.segment)),
         ("Rule", f"{d.rule} ({d.metric})"),
-        ("Observed vs threshold", f"{format_value(d.observed)} {d.comparison} {format_value(d.threshold)}"),
+        ("Observed vs threshold", condition_text(d)),
         ("Window", f"{d.window.start} → {d.window.end}"),
     ]
     if d.status == "resolved" and d.ends_at:
