@@ -298,6 +298,19 @@ def test_the_worker_window_log_line_shows_escapes(caplog: pytest.LogCaptureFixtu
     ]
 
 
+def test_the_worker_start_up_line_shows_configured_model_ids_escaped() -> None:
+    from driftline.apps.cli import _summary
+    from driftline.platform.config import config_from_mapping
+    from driftline.platform.kafka import TopicNames, settings_for
+
+    config = config_from_mapping({"app_id": "a", "models": {MODEL: {}}})
+    app = SimpleNamespace(
+        config=config, topics=TopicNames.from_config(config), settings=settings_for(config, {})
+    )
+    line = _summary(app, SimpleNamespace(no_checkpoints=True, metrics_port=0))
+    assert f"; models {MODEL_SHOWN}; other models" in line and not RAW_CONTROL.search(line)
+
+
 def test_the_demo_console_shows_escapes(capsys: pytest.CaptureFixture[str]) -> None:
     from driftline.apps.demo import _Console
 

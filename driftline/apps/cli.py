@@ -69,7 +69,7 @@ def _summary(app: Any, args: argparse.Namespace) -> str:
     unknown = "; other models monitored with the defaults" if config.allow_unknown_models else ""
     store = "none (in memory, --no-checkpoints)" if args.no_checkpoints else safe_url(config.store_url)
     metrics = f"{config.metrics_host}:{args.metrics_port}" if args.metrics_port else "off"
-    return (
+    return printable(  # model ids and topic names come from the configuration file
         f"driftline worker {config.app_id}: Kafka {app.settings.describe()}; topics {topics}; "
         f"store {store}; metrics {metrics}; models {models}{unknown}"
     )
