@@ -1,8 +1,10 @@
 """Producer strings in human-readable output: shown, never obeyed (issue 19, item 8).
 
 A model id, version, feature name, segment or rule name may carry ESC, newlines, NUL, C1
-controls or a bidi override. Every table, log line and error message must show them as visible
-escapes (one row per model, no raw control byte), while the JSON outputs keep them exact.
+controls or a bidi override. Every table, log line, error message and plain-text notification
+must show them as visible escapes (one row per model, no raw control byte), Slack's text must
+not mention or link what a name spells, and the HTML report must keep ``<script>`` as text;
+the JSON outputs and the machine fields of notifications keep the names exact.
 
 Oracles: the expected text is written out by hand, escapes spelled as ``printable`` spells
 them (``\\x1b``, ``\\n``, ``\\u202e``).
