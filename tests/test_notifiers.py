@@ -51,7 +51,10 @@ def test_slack_single_alert_is_accepted_and_carries_the_facts(slack: FakeSlack, 
     assert deliver(notifier, [sample_alert()], client) == ok(200, "ok")
     message = slack.requests[0].json()
     assert message_problem(message) is None
-    assert message["text"] == "[FIRING critical] accuracy-drop on churn v3 (region=eu): accuracy 0.71 < 0.8"
+    # Slack parses ``text`` as mrkdwn too: its < is escaped like the fields' (shown as <)
+    assert message["text"] == (
+        "[FIRING critical] accuracy-drop on churn v3 (region=eu): accuracy 0.71 &lt; 0.8"
+    )
     header, section, context, actions = message["blocks"]
     assert header["text"]["text"] == ":red_circle: FIRING (critical): accuracy-drop on churn v3"
     fields = [f["text"] for f in section["fields"]]

@@ -28,11 +28,12 @@ from driftline.alerting.notifiers.base import (
     Setting,
     body_text,
     classify_status,
+    condition_text,
     describe_segment,
-    format_value,
     summary_line,
 )
 from driftline.alerting.secrets import Secret
+from driftline.platform.text import printable
 from driftline.schemas import AlertEvent
 from driftline.schemas.timefmt import ms_to_rfc3339, rfc3339_to_ms
 
@@ -93,11 +94,12 @@ class AlertmanagerNotifier:
             "labels": labels,
             "annotations": {
                 "summary": summary_line(event),
-                "description": (
-                    f"{d.metric} was {format_value(d.observed)} "
-                    f"({d.comparison} {format_value(d.threshold)}) for model {d.model_id} "
-                    f"version {d.model_version}, segment {describe_segment(d.segment)}, "
-                    f"in window {d.window.start} to {d.window.end}."
+                # Annotations are text for people (and for templates that put them in an email or
+                # a chat): escaped like every summary. Labels stay exact: routes and silences
+                # match on them, and JSON carries any string.
+                "description": printable(
+                    f"{d.metric} {condition_text(d)}; model {d.model_id} version {d.model_version}, "
+                    f"segment {describe_segment(d.segment)}, in window {d.window.start} to {d.window.end}."
                 ),
                 "dedup_key": d.dedup_key,
             },

@@ -26,6 +26,7 @@ uses.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import sys
 import time
@@ -35,7 +36,8 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from driftline.alerting.secrets import REDACTED, Secret, scrub
-from driftline.schemas import AlertEvent
+from driftline.platform.text import printable
+from driftline.schemas import AlertData, AlertEvent
 
 if TYPE_CHECKING:
     import httpx
@@ -184,8 +186,9 @@ def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time
 
 
 def body_text(body: bytes) -> str:
-    """A response body as one short line, for ``Outcome.reason``."""
-    text = " ".join(body.decode("utf-8", errors="replace").split())
+    """A response body as one short line, for ``Outcome.reason``: the destination's words reach
+    logs, ``driftline status`` and ``alerts list``, so its control characters are escaped."""
+    text = printable(" ".join(body.decode("utf-8", errors="replace").split()))
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
 
 
@@ -313,17 +316,52 @@ def describe_segment(segment: Mapping[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(segment.items())) or "all"
 
 
+#: where a resolved value sits against the clear threshold, per rule comparison: the negation of
+#: the firing condition (a ``<`` rule clears once the value is no longer below it, ``alerting.rules``)
+_CLEARED: Final = {"<": "at or above", "<=": "above", ">": "at or below", ">=": "below"}
+
+
+def condition_text(d: AlertData) -> str:
+    """The metric's value against its threshold, in words true for the alert's state.
+
+    Firing: the breach as the rule states it. Resolved: the value that cleared it and the side
+    of the clear threshold it is on (``evidence["clear_threshold"]``, which the lifecycle sets;
+    the fire threshold when an alert carries none). Both thresholds are absolute: a rule
+    relative to its baseline has had the baseline added before the alert was made.
+
+    >>> from driftline.schemas import Window
+    >>> d = AlertData(dedup_key="k", status="firing", rule="r", metric="accuracy", severity="info",
+    ...     model_id="m", model_version="1", segment={}, observed=0.5, threshold=0.6, comparison="<",
+    ...     window=Window(start="2026-01-01T00:00:00.000Z", end="2026-01-01T00:01:00.000Z"),
+    ...     starts_at="2026-01-01T00:01:00.000Z", evidence={"clear_threshold": 0.65})
+    >>> condition_text(d)
+    '0.5 < 0.6'
+    >>> d.status, d.observed = "resolved", 0.8833
+    >>> condition_text(d)
+    'back to 0.8833, at or above 0.65'
+    """
+    if d.status != "resolved":
+        return f"{format_value(d.observed)} {d.comparison} {format_value(d.threshold)}"
+    clear = d.evidence.get("clear_threshold")
+    if isinstance(clear, bool) or not isinstance(clear, int | float) or not math.isfinite(clear):
+        clear = d.threshold
+    side = f"{_CLEARED[d.comparison]} {format_value(clear)}"
+    return side if d.observed is None else f"back to {format_value(d.observed)}, {side}"
+
+
 def summary_line(event: AlertEvent) -> str:
     """One self-contained line: what, where, how bad. Used as a page title and fallback text.
 
     Resolved alerts lead with RESOLVED so that a reader skimming titles never mistakes the
-    all-clear for a new page.
+    all-clear for a new page. Plain text for people (an SMS, a phone call's text-to-speech, a
+    pager's title): rule, model and segment names are escaped (:func:`printable`), so a newline
+    cannot forge a second line. Formats with their own markup escape that on top (Slack).
     """
     d = event.data
     state = "RESOLVED" if d.status == "resolved" else f"FIRING {d.severity}"
-    return (
+    return printable(
         f"[{state}] {d.rule} on {d.model_id} {d.model_version} ({describe_segment(d.segment)}): "
-        f"{d.metric} {format_value(d.observed)} {d.comparison} {format_value(d.threshold)}"
+        f"{d.metric} {condition_text(d)}"
     )
 
 

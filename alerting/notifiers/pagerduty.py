@@ -34,6 +34,7 @@ from driftline.alerting.notifiers.base import (
     truncate,
 )
 from driftline.alerting.secrets import Secret
+from driftline.platform.text import printable
 from driftline.schemas import AlertEvent
 
 EVENTS_URL: Final = "https://events.pagerduty.com/v2/enqueue"
@@ -85,9 +86,11 @@ class PagerDutyNotifier:
                 "source": self.source,
                 "severity": SEVERITY[d.severity],
                 "timestamp": d.starts_at,
-                "component": d.model_id,
-                "group": d.model_version,
-                "class": d.rule,
+                # plain text on PagerDuty's pages and phones, like the summary (for an ordinary
+                # name printable is the identity, so routing rules on component still match)
+                "component": printable(d.model_id),
+                "group": printable(d.model_version),
+                "class": printable(d.rule),
                 "custom_details": {
                     "metric": d.metric,
                     "observed": d.observed,

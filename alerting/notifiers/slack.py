@@ -27,12 +27,13 @@ from driftline.alerting.notifiers.base import (
     Setting,
     body_text,
     classify_status,
+    condition_text,
     describe_segment,
-    format_value,
     summary_line,
     truncate,
 )
 from driftline.alerting.secrets import Secret
+from driftline.platform.text import printable
 from driftline.schemas import AlertEvent
 
 MAX_BLOCKS: Final = 50
@@ -111,23 +112,25 @@ class SlackNotifier:
 
 
 def _escape(text: str) -> str:
-    # Slack's mrkdwn treats &, < and > as control characters (links, mentions): escape user data.
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    # Slack's mrkdwn treats &, < and > as control characters (links, mentions): escape user data,
+    # after its own control characters (a newline would forge a line of the message).
+    return printable(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _fallback_text(alerts: Sequence[AlertEvent]) -> str:
-    """The notification line (phones, screen readers, clients without Block Kit)."""
+    """The notification line (phones, screen readers, clients without Block Kit). Slack parses
+    ``text`` as mrkdwn too, so it is escaped like the blocks: a model id's ``<!channel>`` must
+    not notify the channel."""
     if len(alerts) == 1:
-        return truncate(summary_line(alerts[0]), MAX_FALLBACK_CHARS)
-    return truncate(
-        f"{_group_title(alerts)}\n" + "\n".join(summary_line(a) for a in alerts), MAX_FALLBACK_CHARS
-    )
+        return truncate(_escape(summary_line(alerts[0])), MAX_FALLBACK_CHARS)
+    lines = [_group_title(alerts), *(summary_line(a) for a in alerts)]
+    return truncate("\n".join(_escape(line) for line in lines), MAX_FALLBACK_CHARS)
 
 
 def _group_title(alerts: Sequence[AlertEvent]) -> str:
     firing = sum(a.data.status == "firing" for a in alerts)
     resolved = len(alerts) - firing
-    models = sorted({a.data.model_id for a in alerts})
+    models = sorted({printable(a.data.model_id) for a in alerts})
     counts = ", ".join(
         p for p in (f"{firing} firing" if firing else "", f"{resolved} resolved" if resolved else "") if p
     )
@@ -137,7 +140,7 @@ def _group_title(alerts: Sequence[AlertEvent]) -> str:
 def _header(alerts: Sequence[AlertEvent]) -> dict[str, Any]:
     if len(alerts) == 1:
         d = alerts[0].data
-        what = f"{d.rule} on {d.model_id} {d.model_version}"
+        what = printable(f"{d.rule} on {d.model_id} {d.model_version}")
         if d.status == "resolved":
             title = f":white_check_mark: RESOLVED: {what}"
         else:
@@ -159,7 +162,7 @@ def _alert_section(event: AlertEvent) -> dict[str, Any]:
         ("Version", d.model_version),
         ("Segment", describe_segment(d.segment)),
         ("Rule", f"{d.rule} ({d.metric})"),
-        ("Observed vs threshold", f"{format_value(d.observed)} {d.comparison} {format_value(d.threshold)}"),
+        ("Observed vs threshold", condition_text(d)),
         ("Window", f"{d.window.start} → {d.window.end}"),
     ]
     if d.status == "resolved" and d.ends_at:
@@ -199,7 +202,7 @@ def _actions(links: Sequence[tuple[str, str]]) -> dict[str, Any]:
             {
                 "type": "button",
                 "action_id": f"driftline-link-{i}",
-                "text": {"type": "plain_text", "text": truncate(label, MAX_BUTTON_TEXT_CHARS)},
+                "text": {"type": "plain_text", "text": truncate(printable(label), MAX_BUTTON_TEXT_CHARS)},
                 "url": url,
             }
             for i, (label, url) in enumerate(links[:MAX_ACTION_ELEMENTS])

@@ -13,6 +13,7 @@ from typing import Any
 from driftline.apps.commands import MODULES
 from driftline.platform.config import Config, load_config
 from driftline.platform.store.db import SchemaOutOfDate
+from driftline.platform.text import printable
 
 __all__ = ["main"]
 
@@ -68,14 +69,15 @@ def _summary(app: Any, args: argparse.Namespace) -> str:
     unknown = "; other models monitored with the defaults" if config.allow_unknown_models else ""
     store = "none (in memory, --no-checkpoints)" if args.no_checkpoints else safe_url(config.store_url)
     metrics = f"{config.metrics_host}:{args.metrics_port}" if args.metrics_port else "off"
-    return (
+    return printable(  # model ids and topic names come from the configuration file
         f"driftline worker {config.app_id}: Kafka {app.settings.describe()}; topics {topics}; "
         f"store {store}; metrics {metrics}; models {models}{unknown}"
     )
 
 
 def _log_window(evaluation: Any) -> None:
-    """One line per model and window once it is final (segments stay in the results)."""
+    """One line per model and window once it is final (segments stay in the results). Names are
+    escaped (:func:`printable`): a newline in a model id must not forge a second log line."""
     r = evaluation.result
     if r.phase != "final" or r.segment:
         return
@@ -93,11 +95,11 @@ def _log_window(evaluation: Any) -> None:
         parts.append(f"{len(evaluation.alerts)} alert event(s)")
     progress.info(
         "window %s %s [%s, %s) final: %s",
-        r.model_id,
-        r.model_version,
+        printable(r.model_id),
+        printable(r.model_version),
         r.window_start,
         r.window_end,
-        "; ".join(parts),
+        printable("; ".join(parts)),
     )
 
 
@@ -230,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, TimeoutError, SchemaOutOfDate) as exc:
-        print(f"driftline: error: {exc}", file=sys.stderr)
+        print(f"driftline: error: {printable(str(exc))}", file=sys.stderr)  # messages quote input
         return 2
     except KeyboardInterrupt:  # Ctrl-C outside the worker's own signal handling: no traceback
         print("driftline: interrupted", file=sys.stderr)

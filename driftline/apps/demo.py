@@ -25,6 +25,7 @@ from driftline.platform.broker import EmbeddedBroker
 from driftline.platform.checkpoints import CheckpointStore
 from driftline.platform.config import Config, ModelConfig
 from driftline.platform.kafka import confluent_config
+from driftline.platform.text import printable
 from driftline.schemas import RetrainingRequest, decode_alert, ms_to_rfc3339, rfc3339_to_ms
 from driftline.streams.app import DriftlineApp
 from driftline.streams.catalog import ModelCatalog, build_profiles
@@ -66,7 +67,7 @@ class _Console:
             if r.phase == "final":
                 self.windows += 1
                 acc = r.metrics.get("accuracy")
-                drifted = [d.feature for d in r.drift if d.drifted and d.kind == "feature"]
+                drifted = [printable(d.feature) for d in r.drift if d.drifted and d.kind == "feature"]
                 _say(
                     f"  window {self.clock(r.window_start_ms)}-{self.clock(r.window_end_ms)}  "
                     f"predictions {r.prediction_count:5d}  labelled {r.label_coverage or 0:4.0%}  "
@@ -83,7 +84,7 @@ class _Console:
             status = "FIRING  " if d.status == "firing" else "RESOLVED"
             observed = "n/a" if d.observed is None else f"{d.observed:.3f}"
             _say(
-                f"  >> ALERT {status} {d.severity:<8} {d.rule} [{seg}] "
+                f"  >> ALERT {status} {d.severity:<8} {printable(d.rule)} [{seg}] "
                 f"window {self.clock(rfc3339_to_ms(d.window.start))}"
                 f"  observed {observed} vs threshold {d.threshold:.3f}"
             )
@@ -93,13 +94,15 @@ class _Console:
             self.requests.append(request)
             d = request.data
             _say(
-                f"  >> RETRAINING REQUESTED for {d.model_id} {d.model_version} ({d.reason}); "
+                f"  >> RETRAINING REQUESTED for {printable(d.model_id)} {printable(d.model_version)} "
+                f"({printable(d.reason)}); "
                 f"train on {d.suggested_training_range.start[:19]} .. {d.suggested_training_range.end[:19]}"
             )
 
 
 def _segment_text(segment: dict[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in segment.items()) or "all"
+    """``k=v,…`` escaped (:func:`printable`): names from the stream are shown, never obeyed."""
+    return printable(",".join(f"{k}={v}" for k, v in segment.items())) or "all"
 
 
 def _serve(app: DriftlineApp, traffic: Any, duration_s: float, stop: threading.Event) -> None:
@@ -274,7 +277,7 @@ def _summary(console: _Console, sink: dict[str, Any], drift_ms: int, concept_ms:
     for alert in firing[:8]:
         d = alert.data
         seg = _segment_text(d.segment)
-        _say(f"    {d.rule:<15} [{seg}] at window {console.clock(rfc3339_to_ms(d.window.start))}")
+        _say(f"    {printable(d.rule):<15} [{seg}] at window {console.clock(rfc3339_to_ms(d.window.start))}")
     _say(f"  retraining requests: {len(console.requests)}")
     ok = bool(firing) and not early and bool(console.requests) and sink.get("complete", False)
     _say(

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from driftline.platform.store import GivenUp, given_up_notifications, list_alerts, segment_key
 from driftline.platform.store.models import Model, WindowResultRow
+from driftline.platform.text import printable
 from driftline.schemas import ms_to_rfc3339
 
 __all__ = [
@@ -224,6 +225,9 @@ def _row(s: ModelStatus) -> tuple[str, ...]:
 
 
 def _align(rows: Sequence[Sequence[str]], headers: Sequence[str], numeric: set[str]) -> list[str]:
+    # Every cell is escaped here, before the widths are measured: the names come from producers,
+    # and a raw ESC or newline would drive the terminal or forge a row (issue 19).
+    rows = [[printable(cell) for cell in r] for r in rows]
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
     lines = []
     for r in [headers, *rows]:

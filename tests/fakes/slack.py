@@ -4,11 +4,17 @@ Answers as Slack documents: ``200 ok``; ``400 invalid_payload`` for a malformed 
 (bad JSON, neither ``text`` nor ``blocks``, unknown block type, a Block Kit limit exceeded);
 ``404 no_service`` for an unknown webhook path. Scripted replies cover the rest
 (``403 action_prohibited``, ``404 channel_not_found``, ``410 channel_is_archived``, ``429``).
+
+Slack does not reject unescaped ``<``, ``>`` and ``&`` in ``text`` or ``mrkdwn``: it parses
+them, so ``<!channel>`` notifies everyone and ``<https://…|click here>`` is a disguised link
+(https://api.slack.com/reference/surfaces/formatting#escaping). The fake accepts them as
+Slack does; :func:`special_sequences` says what Slack would act on, for tests to assert on.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,6 +69,13 @@ def message_problem(message: Any) -> str | None:
         if problem:
             return f"blocks[{i}]: {problem}"
     return None
+
+
+def special_sequences(text: str) -> list[str]:
+    """The ``<…>`` sequences Slack would parse out of ``text`` instead of showing them: mentions
+    (``<!channel>``, ``<!here>``, ``<@U123>``, ``<!subteam^S1>``), channel links (``<#C1>``) and
+    links (``<url|label>``). Escaped as ``&lt;…&gt;``, they are shown as typed."""
+    return re.findall(r"<[^<>]*>", text)
 
 
 def _text_problem(obj: Any, limit: int, *, plain_only: bool = False) -> str | None:

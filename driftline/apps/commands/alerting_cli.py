@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from driftline.apps.commands.common import parse_since, store_url
+from driftline.platform.text import printable
 
 
 def register(subparsers: Any) -> None:
@@ -142,6 +143,9 @@ def _since_ms(text: str | None) -> int | None:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    # Names, segments and reasons come from producers and destinations: escaped before the
+    # widths are measured, so a control character neither drives the terminal nor forges a row.
+    rows = [[printable(cell) for cell in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
@@ -274,7 +278,7 @@ def _cmd_subscriptions_test(args: argparse.Namespace) -> int:
         for event in events:
             outcome = deliver(notifier, [event], client)
             state = "delivered" if outcome.delivered else ("retryable" if outcome.retry else "failed")
-            print(f"{args.name}: {event.data.status} test alert {state} ({outcome.reason})")
+            print(printable(f"{args.name}: {event.data.status} test alert {state} ({outcome.reason})"))
             failed = failed or not outcome.delivered
     return 1 if failed else 0
 
@@ -316,7 +320,7 @@ def _cmd_subscriptions_add(args: argparse.Namespace) -> int:
     if args.rate_limit is not None:
         entry["rate_limit_per_s"] = args.rate_limit
     _write_subscriptions(path, raw, [*entries, entry])
-    print(f"added subscription {args.name!r} ({args.kind}) to {path}")
+    print(printable(f"added subscription {args.name!r} ({args.kind}) to {path}"))
     return 0
 
 
@@ -328,7 +332,7 @@ def _cmd_subscriptions_remove(args: argparse.Namespace) -> int:
     if len(kept) == len(entries):
         raise ValueError(f"no subscription named {args.name!r}")
     _write_subscriptions(path, raw, kept)
-    print(f"removed subscription {args.name!r} from {path}")
+    print(printable(f"removed subscription {args.name!r} from {path}"))
     return 0
 
 

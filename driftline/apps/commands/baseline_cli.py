@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from driftline.platform.config import ModelConfig, load_config
+from driftline.platform.text import printable
 
 __all__ = ["baseline_document", "read_baseline", "register", "render_baseline"]
 
@@ -33,7 +34,7 @@ _TOP_CATEGORIES = 10
 
 
 def _fail(message: str) -> int:
-    print(f"driftline: error: {message}", file=sys.stderr)
+    print(f"driftline: error: {printable(message)}", file=sys.stderr)
     return 2
 
 
@@ -95,8 +96,10 @@ def _cmd_create(args: argparse.Namespace) -> int:
         where.append(safe_url(args.store_url))
     n_seg = len(doc["segments"])
     print(
-        f"baseline of {args.model} version {args.version}: {doc['n_rows']} rows, "
-        f"{len(doc['features'])} features, {n_seg} segment profile{'s' * (n_seg != 1)} -> {', '.join(where)}"
+        printable(
+            f"baseline of {args.model} version {args.version}: {doc['n_rows']} rows, {len(doc['features'])} "
+            f"features, {n_seg} segment profile{'s' * (n_seg != 1)} -> {', '.join(where)}"
+        )
     )
     return 0
 
@@ -146,7 +149,9 @@ def _describe(part: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
     """Aligned columns; each row's last cell, when not empty, on the next line under the
-    second-to-last column."""
+    second-to-last column. Cells are escaped (:func:`printable`) before they are measured: feature
+    names and category values come from the reference data."""
+    rows = [tuple(printable(cell) for cell in r) for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 2)]
     lines = []
     for *cells, text, detail in rows:
@@ -164,7 +169,7 @@ def render_baseline(doc: Mapping[str, Any], segment: str = "") -> str:
         raise ValueError(f"no segment {segment!r} in the baseline; it has: {', '.join(segments) or 'none'}")
     prof = segments[segment] if segment else doc
     title = f"baseline of {doc['model_id']} version {doc['model_version']}"
-    lines = [f"{title}{f' segment {segment}' if segment else ''}: {prof['n_rows']} rows"]
+    lines = [printable(f"{title}{f' segment {segment}' if segment else ''}: {prof['n_rows']} rows")]
     rows: list[tuple[str, ...]] = [("feature", "kind", "n", "missing", "summary", "")]
     rows += [(name, *_describe(part)) for name, part in sorted(prof["features"].items())]
     for name in ("prediction", "label"):
@@ -174,13 +179,16 @@ def render_baseline(doc: Mapping[str, Any], segment: str = "") -> str:
     metrics: Mapping[str, float | None] = prof.get("metrics") or {}
     if metrics:
         lines.append("baseline metrics:")
-        width = max(map(len, metrics))
-        lines += [f"  {k.ljust(width)}  {_num(v)}" for k, v in sorted(metrics.items())]
+        names = {k: printable(k) for k in metrics}
+        width = max(map(len, names.values()))
+        lines += [f"  {names[k].ljust(width)}  {_num(v)}" for k, v in sorted(metrics.items())]
     else:
         lines.append("baseline metrics: none (the rows need both prediction and label)")
     if not segment and segments:
         lines.append(
-            "segments: " + ", ".join(f"{s} ({p['n_rows']} rows)" for s, p in sorted(segments.items()))
+            printable(
+                "segments: " + ", ".join(f"{s} ({p['n_rows']} rows)" for s, p in sorted(segments.items()))
+            )
         )
     return "\n".join(lines) + "\n"
 

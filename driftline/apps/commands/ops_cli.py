@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from driftline.apps.commands.common import parse_since, store_url
 from driftline.platform.config import load_config, parse_duration_ms
 from driftline.platform.store import SchemaOutOfDate, check_schema, make_engine, safe_url, session_factory
+from driftline.platform.text import printable
 
 __all__ = ["open_store", "parse_since", "register", "store_url"]
 
@@ -60,7 +61,7 @@ def _now_ms() -> int:
 
 
 def _fail(exc: Exception) -> int:
-    print(f"driftline: error: {exc}", file=sys.stderr)
+    print(f"driftline: error: {printable(str(exc))}", file=sys.stderr)
     return 2
 
 
@@ -105,7 +106,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     with sessions() as session:
         page = build_report(session, args.model, since_ms=since)
     Path(args.html).write_text(page, encoding="utf-8")
-    print(f"wrote the report of {args.model} to {args.html}")
+    print(printable(f"wrote the report of {args.model} to {args.html}"))
     return 0
 
 
