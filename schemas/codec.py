@@ -13,7 +13,7 @@ event goes to dead-letter alone while its neighbours are kept, in order.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
@@ -155,7 +155,7 @@ def _decode(data: bytes, max_bytes: int, dec: _Decoders) -> Decoded:
         data = bytes(data)
     if len(data) > max_bytes:
         detail = f"Message is {len(data)} bytes, over the {max_bytes}-byte limit - at `$`"
-        return Decoded([], [Rejection(Reason.TOO_LARGE.value, detail, None, data)], False)
+        return Decoded([], [Rejection(Reason.TOO_LARGE, detail, None, data)], False)
     # Fast path: one C call. The substring test only picks which shape to try first; the slow
     # path decides properly (e.g. a single event with a feature named "events").
     try:
@@ -184,6 +184,7 @@ def _decode_slow(data: bytes, dec: _Decoders) -> Decoded:
     """Classify a message the fast path refused, isolating bad members of a batch."""
     members: list[bytes] | None = None  # set when the batch had to be split by hand
     envelope_data = data
+    top: Mapping[str, msgspec.Raw | None]  # only its keys are read
     try:
         top = _PROBE.decode(data)
     except RecursionError as exc:  # msgspec parses nesting recursively, even to skip a value
@@ -282,12 +283,12 @@ def _split_batch(data: bytes) -> tuple[bytes, list[bytes]] | None:
 
 def _invalid_utf8(index: int | None, raw: bytes) -> Rejection:
     path = "$" if index is None else f"$.events[{index}]"
-    return Rejection(Reason.INVALID_JSON.value, f"Invalid UTF-8 - at `{path}`", index, raw)
+    return Rejection(Reason.INVALID_JSON, f"Invalid UTF-8 - at `{path}`", index, raw)
 
 
 def _reject(exc: Exception, index: int | None, raw: bytes, prefix: str = "$") -> Rejection:
     reason, detail = classify(exc, prefix)
-    return Rejection(reason.value, detail, index, raw)
+    return Rejection(reason, detail, index, raw)
 
 
 _KEY_MARKER: Final = "key` in `"
