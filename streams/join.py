@@ -218,7 +218,7 @@ class JoinPartition:
             self._entries = {pid: (e[0], e[1], e[2], e[3], e[5]) for pid, e in d["entries"].items()}
             self._labelled = {pid for pid, e in d["entries"].items() if e[4]}
         else:
-            self._entries = {pid: tuple(e) for pid, e in d["entries"].items()}  # type: ignore[misc]
+            self._entries = {pid: tuple(e) for pid, e in d["entries"].items()}
             self._labelled = set(d["labelled"])
         self._early = {pid: (v[0], v[1]) for pid, v in d["early"].items()}
         self._early_expiry = [(x[0], x[1]) for x in d["early_expiry"]]
@@ -235,7 +235,7 @@ class JoinPartition:
         for skey, agg, close_at, final_time, provisional_sent in d["slices"]:
             spec = self.catalog.spec(skey[0])
             aggregate = WindowAggregate.from_dict(agg, spec)
-            self._slices[tuple(skey)] = _SliceState(aggregate, close_at, final_time, provisional_sent)  # type: ignore[index]
+            self._slices[tuple(skey)] = _SliceState(aggregate, close_at, final_time, provisional_sent)
         self._segment_values = {(m, dim): set(v) for m, dim, v in d["segment_values"]}
 
     def apply(self, message: JoinInput) -> list[Partial]:
