@@ -228,14 +228,15 @@ class RetrainingConsumer:
 
     def _seek_back(self, message: Message) -> None:
         try:
-            self._consumer.seek(TopicPartition(message.topic(), message.partition(), message.offset()))
+            self._consumer.seek(TopicPartition(*_position(message)))
         except KafkaException as exc:
             # Usually the partition was revoked meanwhile: its new owner starts from the last
             # committed offset, which is still before this message, so nothing is lost.
             log.warning("could not seek back to the failed request: %s", exc)
 
     def _commit(self, message: Message) -> None:
-        offset = TopicPartition(message.topic(), message.partition(), message.offset() + 1)
+        topic, partition, position = _position(message)
+        offset = TopicPartition(topic, partition, position + 1)
         try:
             self._consumer.commit(offsets=[offset], asynchronous=False)
         except KafkaException as exc:
@@ -262,4 +263,6 @@ class RetrainingConsumer:
 
 
 def _position(message: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed record, which always has all three; the
+    fallbacks only cover the client's Optional types."""
     return (message.topic() or "", message.partition() or 0, message.offset() or 0)
