@@ -126,15 +126,16 @@ def decode_ground_truth(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> D
     return _decode(data, max_bytes, _GROUND_TRUTH)
 
 
-def encode(obj: msgspec.Struct) -> bytes:
-    """Encode any contract struct as compact JSON."""
+def encode(obj: msgspec.Struct | Mapping[str, Any]) -> bytes:
+    """Encode any contract struct (or a plain JSON object, such as the counters an
+    end-of-results marker carries) as compact JSON."""
     return _ENCODER.encode(obj)
 
 
 _KIND_TO_TYPE: Final[dict[str, type]] = {"predictions": PredictionEvent, "ground_truth": GroundTruthEvent}
 
 
-def encode_batch(events: Sequence[PredictionEvent] | Sequence[GroundTruthEvent], kind: str) -> bytes:
+def encode_batch(events: Sequence[PredictionEvent | GroundTruthEvent], kind: str) -> bytes:
     """Encode a batch envelope. Refuses what every reader would reject (empty, mixed or
     mislabelled batches), so a producer bug fails at the producer rather than in dead-letter."""
     cls = _KIND_TO_TYPE.get(kind)

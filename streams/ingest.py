@@ -226,7 +226,7 @@ class Router:
 
     def _refuse(
         self,
-        events: Sequence[PredictionEvent] | Sequence[GroundTruthEvent],
+        events: Sequence[PredictionEvent | GroundTruthEvent],
         times: np.ndarray,
         horizon: float,
         batch: bool,
