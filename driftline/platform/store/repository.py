@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, Table, case, delete, insert, select, update
+from sqlalchemy import ColumnElement, FromClause, Table, case, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -67,8 +67,13 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _insert(session: Session, table: Table) -> Any:
-    """The dialect's own INSERT, the one that has ``on_conflict_do_*`` (same API on both)."""
+def _insert(session: Session, table: FromClause) -> Any:
+    """The dialect's own INSERT, the one that has ``on_conflict_do_*`` (same API on both).
+
+    ``table`` is a model's ``__table__``, which SQLAlchemy types as any FromClause; every model
+    here maps a plain Table, and the check says so to the type checker too."""
+    if not isinstance(table, Table):
+        raise TypeError(f"expected a Table, got {type(table).__name__}")
     name = session.get_bind().dialect.name
     if name == "sqlite":
         return sqlite.insert(table)
