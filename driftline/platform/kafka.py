@@ -277,6 +277,12 @@ def record_headers(message: Message) -> dict[str, bytes | None]:
     return {name: value.encode() if isinstance(value, str) else value for name, value in pairs}
 
 
+def record_position(message: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed record, which always has all three: the client
+    types them Optional for messages not yet delivered, and the fallbacks only satisfy that."""
+    return (message.topic() or "", message.partition() or 0, message.offset() or 0)
+
+
 def _admin(settings: KafkaSettings) -> Any:
     from confluent_kafka.admin import AdminClient
 
