@@ -35,6 +35,7 @@ from driftline.schemas.windows import (
     MAX_WATERMARK,
     MIN_WATERMARK,
     OVERFLOW_SEGMENT,
+    Phase,
     closing_epoch,
     due_phase_at,
     final_at,
@@ -509,7 +510,7 @@ class JoinPartition:
         found = list(map(entries.get, ids))
         if None not in found and labelled.isdisjoint(ids) and len(set(ids)) == n:
             labelled.update(ids)
-            self._pend_outcomes(found, block.labels)  # type: ignore[arg-type]
+            self._pend_outcomes(found, block.labels)  # type: ignore[arg-type]  # None not in found
         else:
             self._pend_outcomes(*self._join_labels_slowly(block, found))
         if self._pending_count >= FLUSH_EVENTS:
@@ -635,7 +636,7 @@ class JoinPartition:
                 self.counters["unmatched_labels"] += 1
         return out
 
-    def _partial(self, skey: tuple[str, str, str, int], state: _SliceState, phase: str) -> Partial:
+    def _partial(self, skey: tuple[str, str, str, int], state: _SliceState, phase: Phase) -> Partial:
         model_id, version, segment, start = skey
         window_ms = self.catalog.model(model_id).window_ms
         return Partial(
@@ -645,7 +646,7 @@ class JoinPartition:
             segment=segment,
             window_start=start,
             window_end=start + window_ms,
-            phase=phase,  # type: ignore[arg-type]
+            phase=phase,
             aggregate=state.aggregate.to_dict(),
             seq=self.next_offset,
         )
