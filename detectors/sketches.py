@@ -169,7 +169,7 @@ class ExactSum:
             return NotImplemented
         return self._scaled == other._scaled and repr(self._special) == repr(other._special)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
 
     def __repr__(self) -> str:
         return f"ExactSum({self.value!r})"
@@ -267,7 +267,7 @@ class ConfusionCounts:
             return NotImplemented
         return self.labels == other.labels and np.array_equal(self.matrix, other.matrix)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,7 +312,7 @@ class ProbabilitySums:
             return NotImplemented
         return (self.n, self.log_loss_sum, self.brier_sum) == (other.n, other.log_loss_sum, other.brier_sum)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,7 +365,7 @@ class ScoreHistogram:
         return (self.n_bins == other.n_bins and np.array_equal(self.pos, other.pos)
                 and np.array_equal(self.neg, other.neg))
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,7 +401,7 @@ class _ExactSums:
             return NotImplemented
         return self.n == other.n and self._sums() == other._sums()
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
 
 
 # --------------------------------------------------------------------------------------------
@@ -610,7 +610,7 @@ class NumericSketch:
         a, b = self.to_dict(), other.to_dict()
         return a == b
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
 
 
 # --------------------------------------------------------------------------------------------
@@ -696,7 +696,7 @@ class CategoricalSketch:
             return NotImplemented
         return self.to_dict() == other.to_dict()
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
 
 
 # --------------------------------------------------------------------------------------------

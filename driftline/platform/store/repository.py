@@ -279,7 +279,7 @@ def prune_window_results(session: Session, older_than_ms: int) -> int:
     old windows is pruned as old.
     """
     outcome = session.execute(delete(WindowResultRow).where(WindowResultRow.window_end_ms < older_than_ms))
-    return int(outcome.rowcount)  # type: ignore[attr-defined]
+    return int(outcome.rowcount)  # type: ignore[attr-defined]  # DML runs give a CursorResult
 
 
 # ---- alerts -----------------------------------------------------------------------------------
@@ -480,7 +480,7 @@ def record_attempt(
         if final_status == "delivered":
             values["delivered_ms"] = now_ms
     changed = session.execute(update(Notification).where(Notification.id == notification_id).values(**values))
-    if not changed.rowcount:  # type: ignore[attr-defined]
+    if not changed.rowcount:  # type: ignore[attr-defined]  # DML runs give a CursorResult
         raise LookupError(f"no notification with id {notification_id}")
     session.execute(
         insert(NotificationAttempt).values(
