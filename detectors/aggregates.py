@@ -16,16 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar, overload
 
 import numpy as np
 
 from driftline.detectors.buffers import from_buffer, to_buffer
-from driftline.detectors.categories import category_string, category_strings
+from driftline.detectors.categories import NULL, category_string, category_strings
 from driftline.detectors.sketches import (
     CategoricalSketch,
     ConfusionCounts,
     ExpectedConfusion,
+    Mergeable,
     NumericSketch,
     ProbabilitySums,
     RegressionSums,
@@ -100,8 +101,7 @@ class FeatureColumns:
             if has_text:
                 out.categorical[name] = _concat(parts, "categorical", name, None, object)
                 out.categorical_mask[name] = _concat(parts, "categorical_mask", name, False, bool)
-            nmask, cmask = out.numeric_mask.get(name), out.categorical_mask.get(name)
-            out.present[name] = nmask if cmask is None else cmask if nmask is None else nmask | cmask
+            out.present[name] = _present(name, out.numeric_mask.get(name), out.categorical_mask.get(name))
         return out
 
     def to_wire(self) -> dict[str, tuple[bytes | None, list[str | None] | None]]:
@@ -128,12 +128,19 @@ class FeatureColumns:
             if cat is not None:
                 obj = np.empty(size, dtype=object)
                 obj[:] = cat
-                out.categorical[name], cmask = obj, np.not_equal(obj, None)
+                out.categorical[name], cmask = obj, np.not_equal(obj, NULL)
                 out.categorical_mask[name] = cmask
-            out.present[name] = (
-                cmask if nmask is None else nmask if cmask is None else nmask | cmask  # type: ignore[operator]
-            )
+            out.present[name] = _present(name, nmask, cmask)
         return out
+
+
+def _present(name: str, nmask: np.ndarray | None, cmask: np.ndarray | None) -> np.ndarray:
+    """Present = a number or a category. Every feature has a column of at least one kind."""
+    if nmask is None:
+        if cmask is None:
+            raise ValueError(f"feature {name!r} has neither a numeric nor a categorical column")
+        return cmask
+    return nmask if cmask is None else nmask | cmask
 
 
 def _concat(parts: Sequence[FeatureColumns], field: str, name: str, fill: Any, dtype: Any) -> np.ndarray:
@@ -173,7 +180,7 @@ def feature_columns(features: Sequence[Mapping[str, Any]]) -> FeatureColumns:
             present[name] = is_present
         elif types <= _TEXT_TYPES:
             arr_obj = category_strings(values)
-            is_present = np.not_equal(arr_obj, None)
+            is_present = np.not_equal(arr_obj, NULL)
             categorical[name] = arr_obj
             categorical_mask[name] = is_present
             present[name] = is_present
@@ -196,24 +203,23 @@ def feature_columns(features: Sequence[Mapping[str, Any]]) -> FeatureColumns:
     return FeatureColumns(numeric, categorical, numeric_mask, categorical_mask, present, n)
 
 
+_S = TypeVar("_S", bound=Mergeable)
+
+
+@overload
+def _load(part: _S, d: Mapping[str, Any], name: str) -> _S: ...
+@overload
+def _load(part: _S | None, d: Mapping[str, Any], name: str) -> _S | None: ...
+def _load(part: _S | None, d: Mapping[str, Any], name: str) -> _S | None:
+    """``part`` as stored under ``name`` in ``d``; kept as built when the task has no such
+    part or the payload holds none."""
+    if part is None or d.get(name) is None:
+        return part
+    return type(part).from_dict(d[name])
+
+
 class WindowAggregate:
     """Everything one window of one (model, version, segment) needs, mergeable and bounded."""
-
-    #: the optional prediction/label/outcome sketches, present or None by task
-    _PARTS = (
-        "prediction_num",
-        "prediction_cat",
-        "score",
-        "label_num",
-        "label_cat",
-        "confusion",
-        "probability",
-        "score_histogram",
-        "regression",
-        "expected",
-        "error_sample",
-        "error_time",
-    )
 
     def __init__(self, spec: AggregateSpec) -> None:
         self.spec = spec
@@ -240,6 +246,25 @@ class WindowAggregate:
         #: input, bounded and mergeable like every other part (see :meth:`error_stream`)
         self.error_sample = NumericSketch(_NO_EDGES, spec.sample_size)
         self.error_time = NumericSketch(_NO_EDGES, spec.sample_size)
+
+    def _parts(self) -> dict[str, Mergeable | None]:
+        """The optional prediction/label/outcome sketches by wire name, present or None by
+        task, in wire order: what :meth:`merge` and :meth:`to_dict` walk. :meth:`from_dict`
+        names each one itself, to keep its concrete type."""
+        return {
+            "prediction_num": self.prediction_num,
+            "prediction_cat": self.prediction_cat,
+            "score": self.score,
+            "label_num": self.label_num,
+            "label_cat": self.label_cat,
+            "confusion": self.confusion,
+            "probability": self.probability,
+            "score_histogram": self.score_histogram,
+            "regression": self.regression,
+            "expected": self.expected,
+            "error_sample": self.error_sample,
+            "error_time": self.error_time,
+        }
 
     # -- sketch factories: same spec -> same edges and pins on every partition ----------
     def _numeric(self, name: str) -> NumericSketch:
@@ -323,7 +348,7 @@ class WindowAggregate:
             return
         assert self.confusion is not None and self.label_cat is not None
         if times is not None:
-            known = np.not_equal(labels, None) & np.not_equal(predictions, None)
+            known = np.not_equal(labels, NULL) & np.not_equal(predictions, NULL)
             wrong = np.where(known, (labels != predictions).astype(np.float64), np.nan)
             self._add_errors(wrong, keys, times)
         self.confusion.update(labels, predictions)
@@ -370,10 +395,13 @@ class WindowAggregate:
             self.type_errors[name] = self.type_errors.get(name, 0) + count
         for name, count in other.present.items():
             self.present[name] = self.present.get(name, 0) + count
-        for attr in self._PARTS:
-            mine = getattr(self, attr)
+        theirs = other._parts()
+        for name, mine in self._parts().items():
             if mine is not None:
-                mine.merge(getattr(other, attr))
+                part = theirs[name]
+                if part is None:
+                    raise ValueError(f"cannot merge aggregates of different tasks: the other has no {name}")
+                mine.merge(part)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -384,9 +412,8 @@ class WindowAggregate:
             "type_errors": dict(sorted(self.type_errors.items())),
             "present": dict(sorted(self.present.items())),
         }
-        for attr in self._PARTS:
-            part = getattr(self, attr)
-            out[attr] = None if part is None else part.to_dict()
+        for name, part in self._parts().items():
+            out[name] = None if part is None else part.to_dict()
         return out
 
     @classmethod
@@ -398,8 +425,16 @@ class WindowAggregate:
         agg.categorical = {k: CategoricalSketch.from_dict(v) for k, v in d["categorical"].items()}
         agg.type_errors = {k: int(v) for k, v in d["type_errors"].items()}
         agg.present = {k: int(v) for k, v in d["present"].items()}
-        for attr in cls._PARTS:
-            part = getattr(agg, attr)
-            if part is not None and d.get(attr) is not None:
-                setattr(agg, attr, type(part).from_dict(d[attr]))
+        agg.prediction_num = _load(agg.prediction_num, d, "prediction_num")
+        agg.prediction_cat = _load(agg.prediction_cat, d, "prediction_cat")
+        agg.score = _load(agg.score, d, "score")
+        agg.label_num = _load(agg.label_num, d, "label_num")
+        agg.label_cat = _load(agg.label_cat, d, "label_cat")
+        agg.confusion = _load(agg.confusion, d, "confusion")
+        agg.probability = _load(agg.probability, d, "probability")
+        agg.score_histogram = _load(agg.score_histogram, d, "score_histogram")
+        agg.regression = _load(agg.regression, d, "regression")
+        agg.expected = _load(agg.expected, d, "expected")
+        agg.error_sample = _load(agg.error_sample, d, "error_sample")
+        agg.error_time = _load(agg.error_time, d, "error_time")
         return agg

@@ -17,7 +17,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["category_string", "category_strings"]
+__all__ = ["NULL", "category_string", "category_strings"]
+
+#: None as the 0-d object array numpy turns a bare None into, for elementwise null tests
+#: (``np.equal(values, NULL)``): the same comparison, in the one spelling numpy's stubs accept.
+NULL = np.array(None, dtype=object)
 
 
 def category_string(value: Any) -> str:

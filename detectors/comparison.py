@@ -33,7 +33,7 @@ from driftline.detectors.metrics import (
     regression_metrics,
 )
 from driftline.detectors.sketches import bin_index
-from driftline.schemas.results import DriftTest, FeatureQuality
+from driftline.schemas.results import DriftKind, DriftTest, FeatureQuality
 
 __all__ = ["Comparison", "Reference", "TestPolicy", "compare", "finite", "performance"]
 
@@ -163,10 +163,10 @@ def finite(v: float | None) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
 
 
-def _to_test(r: DriftResult, kind: str) -> DriftTest:
+def _to_test(r: DriftResult, kind: DriftKind) -> DriftTest:
     return DriftTest(
         feature=r.feature,
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         test=r.test,
         statistic=finite(r.statistic),
         p_value=finite(r.p_value),
@@ -240,7 +240,7 @@ def _drift(agg: WindowAggregate, ref: Reference, policy: TestPolicy) -> list[Dri
     if policy.correction != "none" and features:
         features = drift_tests.correct(features, policy.correction, alpha)
     out = [_to_test(r, "feature") for r in features]
-    others: list[tuple[DriftResult | None, str]] = []
+    others: list[tuple[DriftResult | None, DriftKind]] = []
     if agg.prediction_cat is not None and ref.prediction_counts:
         others.append(
             (

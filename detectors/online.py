@@ -46,7 +46,7 @@ import river
 from river import drift, stats
 from river._river_rust.drift import AdaptiveWindowing
 from river._river_rust.stats import RsEWMean
-from river.base import DriftDetector
+from river.base import BinaryDriftDetector, DriftDetector
 from river.drift import binary
 from river.drift.binary.hddm_w import SampleInfo
 
@@ -56,7 +56,7 @@ SIGNALS = frozenset({"error", "abs_error", "score"})
 
 #: name -> (river class, takes booleans). KSWIN's seed defaults to 0, not None: a detector
 #: whose verdicts depend on an unseeded random state could not be replayed.
-DETECTORS: dict[str, tuple[Callable[..., DriftDetector], bool]] = {
+DETECTORS: dict[str, tuple[Callable[..., DriftDetector | BinaryDriftDetector], bool]] = {
     "adwin": (drift.ADWIN, False),
     "page_hinkley": (drift.PageHinkley, False),
     "kswin": (drift.KSWIN, False),
@@ -68,7 +68,9 @@ DETECTORS: dict[str, tuple[Callable[..., DriftDetector], bool]] = {
 _DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"kswin": {"seed": 0}}
 
 #: river helper objects a detector may hold; the only classes :func:`_decode` will rebuild
-_STATE_CLASSES: dict[str, type] = {c.__name__: c for c in (stats.Mean, stats.Var, stats.EWMean, SampleInfo)}
+_STATE_CLASSES: dict[str, type[object]] = {
+    c.__name__: c for c in (stats.Mean, stats.Var, stats.EWMean, SampleInfo)
+}
 #: Rust objects whose state is river's own bytes (see the module docstring)
 _NATIVE_CLASSES: dict[str, type] = {c.__name__: c for c in (AdaptiveWindowing, RsEWMean)}
 #: attributes that __init__ rebuilds from the parameters (PageHinkley's bound test method)
@@ -99,7 +101,8 @@ def _encode(v: Any) -> Any:
         version, internal, gauss = v.getstate()
         return {"random": [version, list(internal), gauss]}
     name = type(v).__name__
-    if _NATIVE_CLASSES.get(name) is type(v):
+    # isinstance tells the checker which methods v has; the exact-class test keeps subclasses out
+    if isinstance(v, AdaptiveWindowing | RsEWMean) and _NATIVE_CLASSES.get(name) is type(v):
         return {"native": name, "args": [_encode(x) for x in v.__getnewargs__()],
                 "river": river.__version__, "bytes": base64.b64encode(v.__getstate__()).decode("ascii")}
     if _STATE_CLASSES.get(name) is type(v):
@@ -151,7 +154,7 @@ class OnlineDetector:
         self.signal = signal
         self.params: dict[str, Any] = {**_DEFAULT_PARAMS.get(kind, {}), **(params or {})}
         self._binary = takes_bool
-        self._river: DriftDetector = factory(**self.params)
+        self._river: DriftDetector | BinaryDriftDetector = factory(**self.params)
         self.n_seen = 0
 
     @property

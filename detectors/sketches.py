@@ -27,11 +27,12 @@ import base64
 import math
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import numpy as np
 
 from driftline.detectors.buffers import from_buffer, to_buffer
+from driftline.detectors.categories import NULL
 from driftline.detectors.hashing import stable_keys
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "ConfusionCounts",
     "ExactSum",
     "ExpectedConfusion",
+    "Mergeable",
     "NumericSketch",
     "ProbabilitySums",
     "RegressionSums",
@@ -55,6 +57,27 @@ _EXP_OFFSET = 1100  # frexp exponents lie in [-1073, 1024]
 # scikit-learn >= 1.5 clips probabilities to [eps, 1 - eps] with eps = float64 machine epsilon
 # (older versions used 1e-15); we follow the current one so log-loss matches it exactly.
 _PROB_EPS = float(np.finfo(np.float64).eps)
+
+
+class Mergeable(Protocol):
+    """The shape every sketch here shares, so code that holds several (a window's optional
+    parts) can merge and ship them without knowing which is which.
+
+    ``update`` is left out: its arguments differ by sketch (values and keys, or labels and
+    scores), so only the code that knows the sketch can feed it. So is ``n``, which
+    :class:`ScoreHistogram` does not keep.
+    """
+
+    def merge(self, other: Self) -> None:
+        """Fold ``other`` (built from the same parameters) in, in place."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe state; ``from_dict`` of it gives back an equal sketch."""
+        ...
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self: ...
 
 
 def _enc(x: float | None) -> float | str | None:
@@ -146,7 +169,7 @@ class ExactSum:
             return NotImplemented
         return self._scaled == other._scaled and repr(self._special) == repr(other._special)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
 
     def __repr__(self) -> str:
         return f"ExactSum({self.value!r})"
@@ -244,7 +267,7 @@ class ConfusionCounts:
             return NotImplemented
         return self.labels == other.labels and np.array_equal(self.matrix, other.matrix)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,7 +312,7 @@ class ProbabilitySums:
             return NotImplemented
         return (self.n, self.log_loss_sum, self.brier_sum) == (other.n, other.log_loss_sum, other.brier_sum)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,39 +365,43 @@ class ScoreHistogram:
         return (self.n_bins == other.n_bins and np.array_equal(self.pos, other.pos)
                 and np.array_equal(self.neg, other.neg))
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
 
 
 # --------------------------------------------------------------------------------------------
 class _ExactSums:
-    """A count ``n`` plus named :class:`ExactSum` fields (``_FIELDS``): merge, transport and
-    equality are the same for every such sketch, so they live here once."""
+    """A count ``n`` plus named :class:`ExactSum` fields (listed by ``_sums``): merge, transport
+    and equality are the same for every such sketch, so they live here once."""
 
-    _FIELDS: tuple[str, ...] = ()
     n: int
+
+    def _sums(self) -> dict[str, ExactSum]:
+        """The sketch's own sums by wire name, in wire order (the objects, not copies)."""
+        raise NotImplementedError
 
     def merge(self, other: Self) -> None:
         self.n += other.n
-        for f in self._FIELDS:
-            getattr(self, f).merge(getattr(other, f))
+        for mine, theirs in zip(self._sums().values(), other._sums().values(), strict=True):
+            mine.merge(theirs)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n": self.n, **{f: getattr(self, f).to_json() for f in self._FIELDS}}
+        return {"n": self.n, **{f: s.to_json() for f, s in self._sums().items()}}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Self:
         s = cls()
         s.n = int(d["n"])
-        for f in cls._FIELDS:
-            setattr(s, f, ExactSum.from_json(d[f]))
+        # a new sketch's sums are zero, so merging the stored ones in restores them exactly
+        for f, part in s._sums().items():
+            part.merge(ExactSum.from_json(d[f]))
         return s
 
     def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
+        if not isinstance(other, _ExactSums) or type(other) is not type(self):
             return NotImplemented
-        return self.n == other.n and all(getattr(self, f) == getattr(other, f) for f in self._FIELDS)
+        return self.n == other.n and self._sums() == other._sums()
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,7 +412,6 @@ class RegressionSums(_ExactSums):
     S2 - S1²/n computed in rational arithmetic: no cancellation when |mean| >> std.
     """
 
-    _FIELDS = ("abs_err", "sq_err", "ape", "err", "y", "y2")
     _MAPE_EPS = float(np.finfo(np.float64).eps)  # sklearn: |e| / max(|y|, eps)
 
     def __init__(self) -> None:
@@ -396,6 +422,10 @@ class RegressionSums(_ExactSums):
         self.err = ExactSum()  # Σ(ŷ - y): positive = over-prediction
         self.y = ExactSum()  # Σy
         self.y2 = ExactSum()  # Σy², exact
+
+    def _sums(self) -> dict[str, ExactSum]:
+        return {"abs_err": self.abs_err, "sq_err": self.sq_err, "ape": self.ape, "err": self.err,
+                "y": self.y, "y2": self.y2}
 
     def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
         y = np.asarray(y_true, dtype=np.float64)
@@ -580,7 +610,7 @@ class NumericSketch:
         a, b = self.to_dict(), other.to_dict()
         return a == b
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
 
 
 # --------------------------------------------------------------------------------------------
@@ -612,7 +642,7 @@ class CategoricalSketch:
 
     def update(self, values: np.ndarray) -> None:
         v = np.asarray(values, dtype=object)
-        missing = np.equal(v, None) | (v != v)  # None, or a float NaN from a CSV/DataFrame
+        missing = np.equal(v, NULL) | (v != v)  # None, or a float NaN from a CSV/DataFrame
         self.missing += int(missing.sum())
         present = v[~missing]
         if present.size == 0:
@@ -666,7 +696,7 @@ class CategoricalSketch:
             return NotImplemented
         return self.to_dict() == other.to_dict()
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
 
 
 # --------------------------------------------------------------------------------------------
@@ -679,11 +709,12 @@ class ExpectedConfusion(_ExactSums):
     Events with a NaN score are skipped and not counted.
     """
 
-    _FIELDS = ("tp", "fp", "fn", "tn")
-
     def __init__(self) -> None:
         self.n = 0
         self.tp, self.fp, self.fn, self.tn = ExactSum(), ExactSum(), ExactSum(), ExactSum()
+
+    def _sums(self) -> dict[str, ExactSum]:
+        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn}
 
     def update(self, pred_positive: np.ndarray, p: np.ndarray) -> None:
         pos = np.asarray(pred_positive, dtype=bool)

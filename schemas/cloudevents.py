@@ -20,6 +20,8 @@ DEFAULT_SOURCE: Final = "/driftline/worker"
 ALERT_FIRING: Final = "io.driftline.alert.firing"
 ALERT_RESOLVED: Final = "io.driftline.alert.resolved"
 RETRAINING_REQUESTED: Final = "io.driftline.retraining.requested"
+#: the two CloudEvents types an alert can have, one per status
+AlertType = Literal["io.driftline.alert.firing", "io.driftline.alert.resolved"]
 
 #: The one timestamp spelling driftline emits: UTC, millisecond precision, ``Z``. Fixed width,
 #: so these strings sort in time order and hash identically on every host.
@@ -80,7 +82,7 @@ class AlertEvent(msgspec.Struct, kw_only=True):
     specversion: Literal["1.0"] = SPEC_VERSION
     id: str
     source: str
-    type: Literal["io.driftline.alert.firing", "io.driftline.alert.resolved"]
+    type: AlertType
     subject: str
     time: UtcMs
     datacontenttype: Literal["application/json"] = "application/json"
@@ -107,7 +109,7 @@ class RetrainingRequest(msgspec.Struct, kw_only=True):
     data: RetrainingRequestData
 
 
-_TYPE_BY_STATUS: Final = {"firing": ALERT_FIRING, "resolved": ALERT_RESOLVED}
+_TYPE_BY_STATUS: Final[dict[str, AlertType]] = {"firing": ALERT_FIRING, "resolved": ALERT_RESOLVED}
 
 
 def alert_id(data: AlertData) -> str:

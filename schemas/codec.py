@@ -13,7 +13,7 @@ event goes to dead-letter alone while its neighbours are kept, in order.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
@@ -126,15 +126,16 @@ def decode_ground_truth(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> D
     return _decode(data, max_bytes, _GROUND_TRUTH)
 
 
-def encode(obj: msgspec.Struct) -> bytes:
-    """Encode any contract struct as compact JSON."""
+def encode(obj: msgspec.Struct | Mapping[str, Any]) -> bytes:
+    """Encode any contract struct (or a plain JSON object, such as the counters an
+    end-of-results marker carries) as compact JSON."""
     return _ENCODER.encode(obj)
 
 
 _KIND_TO_TYPE: Final[dict[str, type]] = {"predictions": PredictionEvent, "ground_truth": GroundTruthEvent}
 
 
-def encode_batch(events: Sequence[PredictionEvent] | Sequence[GroundTruthEvent], kind: str) -> bytes:
+def encode_batch(events: Sequence[PredictionEvent | GroundTruthEvent], kind: str) -> bytes:
     """Encode a batch envelope. Refuses what every reader would reject (empty, mixed or
     mislabelled batches), so a producer bug fails at the producer rather than in dead-letter."""
     cls = _KIND_TO_TYPE.get(kind)
@@ -155,7 +156,7 @@ def _decode(data: bytes, max_bytes: int, dec: _Decoders) -> Decoded:
         data = bytes(data)
     if len(data) > max_bytes:
         detail = f"Message is {len(data)} bytes, over the {max_bytes}-byte limit - at `$`"
-        return Decoded([], [Rejection(Reason.TOO_LARGE.value, detail, None, data)], False)
+        return Decoded([], [Rejection(Reason.TOO_LARGE, detail, None, data)], False)
     # Fast path: one C call. The substring test only picks which shape to try first; the slow
     # path decides properly (e.g. a single event with a feature named "events").
     try:
@@ -184,6 +185,7 @@ def _decode_slow(data: bytes, dec: _Decoders) -> Decoded:
     """Classify a message the fast path refused, isolating bad members of a batch."""
     members: list[bytes] | None = None  # set when the batch had to be split by hand
     envelope_data = data
+    top: Mapping[str, msgspec.Raw | None]  # only its keys are read
     try:
         top = _PROBE.decode(data)
     except RecursionError as exc:  # msgspec parses nesting recursively, even to skip a value
@@ -282,12 +284,12 @@ def _split_batch(data: bytes) -> tuple[bytes, list[bytes]] | None:
 
 def _invalid_utf8(index: int | None, raw: bytes) -> Rejection:
     path = "$" if index is None else f"$.events[{index}]"
-    return Rejection(Reason.INVALID_JSON.value, f"Invalid UTF-8 - at `{path}`", index, raw)
+    return Rejection(Reason.INVALID_JSON, f"Invalid UTF-8 - at `{path}`", index, raw)
 
 
 def _reject(exc: Exception, index: int | None, raw: bytes, prefix: str = "$") -> Rejection:
     reason, detail = classify(exc, prefix)
-    return Rejection(reason.value, detail, index, raw)
+    return Rejection(reason, detail, index, raw)
 
 
 _KEY_MARKER: Final = "key` in `"

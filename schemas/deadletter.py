@@ -73,7 +73,10 @@ def dead_letter_headers(
     return tuple(headers)
 
 
-def reason_of(headers: Mapping[str, bytes] | Sequence[tuple[str, bytes]] | None) -> str:
-    """The reason a dead-letter record's headers give (``"?"`` when there is none)."""
-    found = dict(headers or {})
-    return found.get(REASON_HEADER, b"?").decode()
+def reason_of(
+    headers: Mapping[str, bytes | None] | Sequence[tuple[str, bytes | None]] | None,
+) -> str:
+    """The reason a dead-letter record's headers give (``"?"`` when there is none). Values
+    may be None because Kafka allows a header without a value; that too gives ``"?"``."""
+    reason = dict(headers or {}).get(REASON_HEADER)
+    return "?" if reason is None else reason.decode()

@@ -97,7 +97,7 @@ def _post_init_event(event: PredictionEvent | GroundTruthEvent) -> None:
     # Kept to two cheap checks on the common path (int timestamp, version "1.0"): this runs once
     # per event and Python-level work here is the largest cost of a batch decode after parsing.
     ts = event.timestamp
-    if ts.__class__ is not int or not MIN_TIMESTAMP_MS <= ts <= MAX_TIMESTAMP_MS:  # type: ignore[operator]
+    if ts.__class__ is not int or not MIN_TIMESTAMP_MS <= ts <= MAX_TIMESTAMP_MS:
         event.timestamp = _normalise_timestamp(ts)
     if event.schema_version != SCHEMA_VERSION:
         check_schema_version(event.schema_version)

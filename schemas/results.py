@@ -11,14 +11,24 @@ from typing import Literal
 
 import msgspec
 
-__all__ = ["DriftTest", "FeatureQuality", "OnlineDetection", "WindowResult", "decode_window_result"]
+__all__ = [
+    "DriftKind",
+    "DriftTest",
+    "FeatureQuality",
+    "OnlineDetection",
+    "WindowResult",
+    "decode_window_result",
+]
+
+#: what a drift test compares with the reference: one feature, the predictions or the labels
+DriftKind = Literal["feature", "prediction", "label"]
 
 
 class DriftTest(msgspec.Struct, kw_only=True):
     """One drift test of one feature (or of the predictions or labels) against the reference."""
 
     feature: str
-    kind: Literal["feature", "prediction", "label"] = "feature"
+    kind: DriftKind = "feature"
     test: str
     statistic: float | None
     p_value: float | None

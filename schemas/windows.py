@@ -77,18 +77,18 @@ class HasWindowShape(Protocol):
 
 def window_start(t: T, window_ms: T | int) -> T:
     """The start of the window holding event time ``t`` (scalars or arrays)."""
-    return t - t % window_ms  # type: ignore[return-value]
+    return t - t % window_ms
 
 
 def provisional_at(end: T, grace_ms: T | int) -> T:
     """When a window's predictions are complete: a prediction arriving once a watermark has
     reached this is late."""
-    return end + grace_ms  # type: ignore[return-value]
+    return end + grace_ms
 
 
 def final_at(end: T, label_horizon_ms: T | int) -> T:
     """When a window's labels are complete and the window is forgotten."""
-    return end + label_horizon_ms  # type: ignore[return-value]
+    return end + label_horizon_ms
 
 
 Phase = Literal["provisional", "final"]

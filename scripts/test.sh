@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One command from a fresh clone: system packages the tests use as real peers, .venv, tests.
+# One command from a fresh clone: system packages the tests use as real peers, .venv, lint and
+# type check (scripts/typecheck.sh), tests.
 #   PostgreSQL (the store suite runs on SQLite and PostgreSQL), Prometheus (a real scrape and
 #   promtool), Chromium (the HTML report is rendered headless). Installed with apt-get when
 #   running as root; otherwise the tests that need them are skipped (and fail under CI=true).
@@ -20,4 +21,7 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 bash scripts/bootstrap.sh test
+# the quick gates first, so a lint or type error fails in seconds, not after the suite
+.venv/bin/ruff check .
+bash scripts/typecheck.sh
 exec .venv/bin/python -m pytest -q "$@"

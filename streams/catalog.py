@@ -7,7 +7,7 @@ what keeps partial aggregates mergeable across workers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,14 +19,14 @@ __all__ = ["ModelCatalog", "build_profiles", "spec_from_profile"]
 
 
 def build_profiles(
-    rows: list[Mapping[str, Any]], model_id: str, cfg: ModelConfig
+    rows: Sequence[Mapping[str, Any]], model_id: str, cfg: ModelConfig
 ) -> dict[tuple[str, str], Any]:
     """The model's reference profile, plus one per segment value found in the rows'
     ``segments``: a segment is compared with the same segment of the reference, never with the
     whole population (a slice defined by ``channel=web`` always differs from all channels)."""
     from driftline.detectors.profile import build_profile
 
-    def profile(subset: list[Mapping[str, Any]]) -> Any:
+    def profile(subset: Sequence[Mapping[str, Any]]) -> Any:
         return build_profile(
             subset,
             model_id=model_id,

@@ -156,7 +156,7 @@ class PredictionBlock:
             ids=m.ids,
             keys=from_buffer(m.keys, "<u8", np.uint64),
             times=from_buffer(m.times, "<i8", np.int64),
-            groups=[(model, version, tuple(map(tuple, segs))) for model, version, segs in m.groups],  # type: ignore[misc]
+            groups=[(model, version, tuple((d, v) for d, v in segs)) for model, version, segs in m.groups],
             group=from_buffer(m.group, "<u4", np.uint32),
             predictions=m.predictions,
             scores=from_buffer(m.scores, "<f8", np.float64),

@@ -34,7 +34,7 @@ from driftline.platform.config import ModelConfig
 from driftline.schemas import AlertEvent, RetrainingRequest, alert_event, retraining_request
 from driftline.schemas.results import OnlineDetection, WindowResult
 from driftline.schemas.timefmt import ms_to_rfc3339
-from driftline.schemas.windows import parse_segment_key
+from driftline.schemas.windows import Phase, parse_segment_key
 from driftline.streams.catalog import ModelCatalog
 
 __all__ = ["Evaluation", "Evaluator", "metric_values", "online_kinds", "online_signal"]
@@ -123,7 +123,7 @@ class Evaluator:
         boot = self._bootstrap.get((model_id, model_version, segment))
         return None if boot is None else boot.reference
 
-    def _learn(self, key: tuple[str, str, str], start: int, agg: WindowAggregate, phase: str) -> None:
+    def _learn(self, key: tuple[str, str, str], start: int, agg: WindowAggregate, phase: Phase) -> None:
         """Fold one of a slice's first windows into its bootstrapped reference."""
         cfg = self.catalog.model(key[0])
         boot = self._bootstrap.setdefault(key, _Bootstrap())
@@ -200,7 +200,7 @@ class Evaluator:
         start: int,
         end: int,
         agg: WindowAggregate,
-        phase: str,
+        phase: Phase,
         *,
         judge_label_free: bool,
     ) -> Evaluation:
@@ -233,7 +233,7 @@ class Evaluator:
             window_end=ms_to_rfc3339(end),
             window_start_ms=start,
             window_end_ms=end,
-            phase=phase,  # type: ignore[arg-type]
+            phase=phase,
             prediction_count=n,
             labelled_count=agg.n_labelled,
             label_coverage=coverage,
@@ -279,7 +279,7 @@ class Evaluator:
         ref: Reference | None,
         result: WindowResult,
         *,
-        phase: str,
+        phase: Phase,
         judge_label_free: bool,
     ) -> tuple[list[AlertEvent], list[RetrainingRequest]]:
         alerts: list[AlertEvent] = []

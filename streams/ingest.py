@@ -228,7 +228,7 @@ class Router:
 
     def _refuse(
         self,
-        events: Sequence[PredictionEvent] | Sequence[GroundTruthEvent],
+        events: Sequence[PredictionEvent | GroundTruthEvent],
         times: np.ndarray,
         horizon: float,
         batch: bool,
@@ -281,11 +281,16 @@ class Router:
         wm = self._advance(source, times)
         keys = stable_keys([e.prediction_id for e in events])
         targets = (keys % np.uint64(self.join_partitions)).astype(np.int64)
-        block: PredictionBlock | LabelBlock = (
-            PredictionBlock.from_events(events, self.catalog.positive_label, keys)  # type: ignore[arg-type]
-            if kind == "predictions"
-            else LabelBlock.from_events(events)  # type: ignore[arg-type]
-        )
+        # kind chose the events' decoder, so it names their type: a link the checker cannot see
+        block: PredictionBlock | LabelBlock
+        if kind == "predictions":
+            block = PredictionBlock.from_events(
+                events,  # type: ignore[arg-type]  # predictions, by kind
+                self.catalog.positive_label,
+                keys,
+            )
+        else:
+            block = LabelBlock.from_events(events)  # type: ignore[arg-type]  # labels, by kind
         out: list[Outgoing] = []
         touched: set[int] = set()
         if (targets == targets[0]).all():  # a co-partitioned batch (the producer helper's)

@@ -35,6 +35,7 @@ from driftline.schemas.windows import (
     MAX_WATERMARK,
     MIN_WATERMARK,
     OVERFLOW_SEGMENT,
+    Phase,
     closing_epoch,
     due_phase_at,
     final_at,
@@ -219,7 +220,7 @@ class JoinPartition:
             self._entries = {pid: (e[0], e[1], e[2], e[3], e[5]) for pid, e in d["entries"].items()}
             self._labelled = {pid for pid, e in d["entries"].items() if e[4]}
         else:
-            self._entries = {pid: tuple(e) for pid, e in d["entries"].items()}  # type: ignore[misc]
+            self._entries = {pid: tuple(e) for pid, e in d["entries"].items()}
             self._labelled = set(d["labelled"])
         self._early = {pid: (v[0], v[1]) for pid, v in d["early"].items()}
         self._early_expiry = [(x[0], x[1]) for x in d["early_expiry"]]
@@ -236,7 +237,7 @@ class JoinPartition:
         for skey, agg, close_at, final_time, provisional_sent in d["slices"]:
             spec = self.catalog.spec(skey[0])
             aggregate = WindowAggregate.from_dict(agg, spec)
-            self._slices[tuple(skey)] = _SliceState(aggregate, close_at, final_time, provisional_sent)  # type: ignore[index]
+            self._slices[tuple(skey)] = _SliceState(aggregate, close_at, final_time, provisional_sent)
         self._segment_values = {(m, dim): set(v) for m, dim, v in d["segment_values"]}
 
     def apply(self, message: JoinInput) -> list[Partial]:
@@ -518,7 +519,7 @@ class JoinPartition:
         found = list(map(entries.get, ids))
         if None not in found and labelled.isdisjoint(ids) and len(set(ids)) == n:
             labelled.update(ids)
-            self._pend_outcomes(found, block.labels)  # type: ignore[arg-type]
+            self._pend_outcomes(found, block.labels)  # type: ignore[arg-type]  # None not in found
         else:
             self._pend_outcomes(*self._join_labels_slowly(block, found))
         if self._pending_count >= FLUSH_EVENTS:
@@ -644,7 +645,7 @@ class JoinPartition:
                 self.counters["unmatched_labels"] += 1
         return out
 
-    def _partial(self, skey: tuple[str, str, str, int], state: _SliceState, phase: str) -> Partial:
+    def _partial(self, skey: tuple[str, str, str, int], state: _SliceState, phase: Phase) -> Partial:
         model_id, version, segment, start = skey
         window_ms = self.catalog.model(model_id).window_ms
         return Partial(
@@ -654,7 +655,7 @@ class JoinPartition:
             segment=segment,
             window_start=start,
             window_end=start + window_ms,
-            phase=phase,  # type: ignore[arg-type]
+            phase=phase,
             aggregate=state.aggregate.to_dict(),
             seq=self.next_offset,
         )

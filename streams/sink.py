@@ -36,7 +36,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftline.platform.config import Config
-from driftline.platform.kafka import KafkaSettings, TopicNames, confluent_config, ensure_topics, settings_for
+from driftline.platform.kafka import (
+    KafkaSettings,
+    TopicNames,
+    confluent_config,
+    ensure_topics,
+    record_headers,
+    settings_for,
+)
 from driftline.platform.store import (
     prune_window_results,
     record_alert,
@@ -109,7 +116,7 @@ class SinkStats:
     pruned: int = 0
 
     def add(self, other: SinkStats) -> None:
-        for name in self.__slots__:  # type: ignore[attr-defined]
+        for name in self.__slots__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -330,7 +337,7 @@ class HistorySink:
         batch = _Batch()
         for m in messages:
             topic, value = m.topic(), m.value()
-            if topic == self.topics.results and any(k == CONTROL_HEADER for k, _ in m.headers() or []):
+            if topic == self.topics.results and CONTROL_HEADER in record_headers(m):
                 self.stats.control += 1  # end-of-results markers: no window in them
                 continue
             try:

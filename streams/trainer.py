@@ -40,7 +40,7 @@ from typing import Any, Final, Protocol, Self, runtime_checkable
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from driftline.platform.kafka import KafkaSettings, confluent_config
+from driftline.platform.kafka import KafkaSettings, confluent_config, record_position
 from driftline.schemas import RetrainingRequest, decode_retraining_request
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ class RetrainingConsumer:
             log.info("retraining request %s already handled; skipping", request.id)
             self._commit(message)
             return
-        position = _position(message)
+        position = record_position(message)
         try:
             self._handler(request)
         except Exception:
@@ -228,20 +228,21 @@ class RetrainingConsumer:
 
     def _seek_back(self, message: Message) -> None:
         try:
-            self._consumer.seek(TopicPartition(message.topic(), message.partition(), message.offset()))
+            self._consumer.seek(TopicPartition(*record_position(message)))
         except KafkaException as exc:
             # Usually the partition was revoked meanwhile: its new owner starts from the last
             # committed offset, which is still before this message, so nothing is lost.
             log.warning("could not seek back to the failed request: %s", exc)
 
     def _commit(self, message: Message) -> None:
-        offset = TopicPartition(message.topic(), message.partition(), message.offset() + 1)
+        topic, partition, position = record_position(message)
+        offset = TopicPartition(topic, partition, position + 1)
         try:
             self._consumer.commit(offsets=[offset], asynchronous=False)
         except KafkaException as exc:
             # A rebalance can fail the commit; the request is redelivered and, being marked
             # in the dedup store, skipped.
-            log.warning("offset commit failed for %s[%d]@%d: %s", *_position(message), exc)
+            log.warning("offset commit failed for %s[%d]@%d: %s", *record_position(message), exc)
 
     def close(self) -> None:
         """Leave the group and close the consumer (idempotent)."""
@@ -259,7 +260,3 @@ class RetrainingConsumer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _position(message: Message) -> tuple[str, int, int]:
-    return (message.topic() or "", message.partition() or 0, message.offset() or 0)

@@ -137,8 +137,11 @@ def _tail_alerts(app: DriftlineApp, console: _Console, stop: threading.Event) ->
     try:
         while not stop.is_set():
             msg = consumer.poll(0.2)
-            if msg is not None and not msg.error():
-                console.on_alert(msg.value())
+            if msg is None or msg.error():
+                continue
+            payload = msg.value()
+            if payload is not None:  # a record without a value (a tombstone) holds no alert
+                console.on_alert(payload)
     finally:
         consumer.close()
 

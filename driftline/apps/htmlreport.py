@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from driftline.platform.store import list_alerts, window_history
 from driftline.platform.store.models import AlertTransition
 from driftline.schemas import WindowResult, ms_to_rfc3339
+from driftline.schemas.results import DriftTest
 
 __all__ = ["AlertMark", "alert_marks", "build_report", "chart_windows", "render_report"]
 
@@ -163,9 +164,13 @@ def _line_chart(
 
     parts = _axis(scale, top, bottom)
     for frac in (0.0, 0.5, 1.0):
-        v = frac * y_max
-        parts.append(f'<text class="tick" x="{LEFT - 6}" y="{_n(y(v) + 4)}" text-anchor="end">{v:.3g}</text>')
-        parts.append(f'<line class="grid" x1="{LEFT}" y1="{_n(y(v))}" x2="{LEFT + PLOT_W}" y2="{_n(y(v))}"/>')
+        tick = frac * y_max
+        parts.append(
+            f'<text class="tick" x="{LEFT - 6}" y="{_n(y(tick) + 4)}" text-anchor="end">{tick:.3g}</text>'
+        )
+        parts.append(
+            f'<line class="grid" x1="{LEFT}" y1="{_n(y(tick))}" x2="{LEFT + PLOT_W}" y2="{_n(y(tick))}"/>'
+        )
     marks = 0
     for legend_row, (key, label, values) in enumerate(series):
         colour = _SERIES_COLOURS.get(key, "#2ca02c")
@@ -212,10 +217,10 @@ def _cell_colour(drifted: bool, score: float) -> str:
 
 
 def _heatmap(scale: _TimeScale, windows: Sequence[WindowResult]) -> tuple[str, int]:
-    tests: dict[tuple[int, str], dict[int, Any]] = {}
+    tests: dict[tuple[int, str], dict[int, DriftTest]] = {}
     for w in windows:
-        for t in w.drift:
-            tests.setdefault((_KIND_ORDER.get(t.kind, 3), t.feature), {})[w.window_start_ms] = t
+        for test in w.drift:
+            tests.setdefault((_KIND_ORDER.get(test.kind, 3), test.feature), {})[w.window_start_ms] = test
     rows = sorted(tests)
     if not rows:
         return _svg(

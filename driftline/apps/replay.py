@@ -28,7 +28,7 @@ from driftline.apps.runner import create_topics, run_worker, scratch_checkpoints
 from driftline.platform.broker import EmbeddedBroker
 from driftline.platform.config import Config
 from driftline.platform.files import load_rows
-from driftline.platform.kafka import confluent_config
+from driftline.platform.kafka import confluent_config, record_headers, record_position
 from driftline.schemas import decode_window_result, rfc3339_to_ms
 from driftline.schemas.deadletter import (
     BATCH_INDEX_HEADER,
@@ -198,14 +198,18 @@ def collect_results(app: DriftlineApp, done: threading.Event, sink: dict[str, An
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            headers = dict(msg.headers() or [])
+            _, partition, _ = record_position(msg)
+            value = msg.value()
+            if value is None:
+                raise ValueError(f"a record without a value on {topic}[{partition}]")
+            headers = record_headers(msg)
             if headers.get(CONTROL_HEADER) == END_OF_RESULTS:
-                mp = headers.get(MERGE_PARTITION_HEADER, b"")
-                markers[msg.partition()].add(mp)
-                emitted[mp] = int(headers.get(FINAL_WINDOWS_HEADER, b"0"))
-                sink["counters"] = orjson.loads(msg.value())
+                mp = headers.get(MERGE_PARTITION_HEADER) or b""
+                markers[partition].add(mp)
+                emitted[mp] = int(headers.get(FINAL_WINDOWS_HEADER) or b"0")
+                sink["counters"] = orjson.loads(value)
                 continue
-            result = decode_window_result(msg.value())
+            result = decode_window_result(value)
             sink["results"].append(result)
             if result.phase == "final":  # each final window comes from one merge partition
                 segment = tuple(sorted(result.segment.items()))
@@ -365,7 +369,7 @@ def _report(app: DriftlineApp, sink: dict[str, Any]) -> ReplayReport:
     # again, so records are keyed by where the event came from
     unique: dict[tuple, str] = {}
     for m in _consume_all(app, app.topics.dead_letter, c.dead_letter, idle_s=1.0):
-        h = dict(m.headers() or [])
+        h = record_headers(m)
         where = tuple(h.get(k) for k in _WHERE_HEADERS)
         unique[where] = reason_of(h)
     by_reason = Counter(unique.values())

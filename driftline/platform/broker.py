@@ -185,8 +185,8 @@ class EmbeddedBroker:
                 "socket.connection.setup.timeout.ms": 1000,
                 "reconnect.backoff.ms": 50,
                 "reconnect.backoff.max.ms": 200,
-                "logger": _SILENT_LOGGER,
-            }
+            },
+            logger=_SILENT_LOGGER,  # the documented keyword: the conf dict is typed for properties
         )
         error = "timed out waiting for metadata"
         while time.monotonic() < deadline:

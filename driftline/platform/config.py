@@ -284,7 +284,9 @@ def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path | None = None)
     topics_raw = dict(raw.get("topics") or {})
     topics_raw = {k.replace("-", "_"): v for k, v in topics_raw.items()}
     try:
-        topics = TopicConfig(**{k: (str(v) if k == "prefix" else int(v)) for k, v in topics_raw.items()})
+        # a str prefix and int partition counts, by name: TopicConfig() refuses unknown names
+        fields: dict[str, Any] = {k: (str(v) if k == "prefix" else int(v)) for k, v in topics_raw.items()}
+        topics = TopicConfig(**fields)
     except TypeError as exc:
         raise ValueError(f"topics: {exc}") from exc
     kwargs: dict[str, Any] = {

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from confluent_kafka import Message
+
     from driftline.platform.config import Config
 
 log = logging.getLogger(__name__)
@@ -291,6 +293,24 @@ def confluent_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any
         else:
             config[name] = value
     return config
+
+
+def record_headers(message: Message) -> dict[str, bytes | None]:
+    """A consumed record's headers by name (the last of a repeated name wins, as ``dict()`` of
+    the pairs would give). The client's type for headers is the producer's, which also allows
+    a dict and ``str`` values; a consumed record has (name, bytes or None) pairs or None, and
+    any ``str`` is encoded so every reader sees bytes."""
+    headers = message.headers()
+    if not headers:
+        return {}
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return {name: value.encode() if isinstance(value, str) else value for name, value in pairs}
+
+
+def record_position(message: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed record, which always has all three: the client
+    types them Optional for messages not yet delivered, and the fallbacks only satisfy that."""
+    return (message.topic() or "", message.partition() or 0, message.offset() or 0)
 
 
 def _admin(settings: KafkaSettings) -> Any:

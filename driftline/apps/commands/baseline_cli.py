@@ -18,7 +18,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ def _feature_types(pairs: list[str]) -> dict[str, str]:
 
 
 def baseline_document(
-    rows: list[Mapping[str, Any]], model_id: str, model_version: str, cfg: ModelConfig
+    rows: Sequence[Mapping[str, Any]], model_id: str, model_version: str, cfg: ModelConfig
 ) -> dict[str, Any]:
     """The baseline of ``rows``: whole-model profile dict plus ``segments`` (see the module doc)."""
     from driftline.streams.catalog import build_profiles

@@ -76,6 +76,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.serve:
         server = make_status_server(sessions, args.host, args.port)
         host, port = server.server_address[:2]
+        assert isinstance(host, str)  # an IPv4/IPv6 socket reports its host as text, never bytes
         print(f"serving http://{host}:{port}/status and /healthz (Ctrl-C stops)", flush=True)
         try:
             server.serve_forever()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, Table, case, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, FromClause, Table, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -69,8 +69,13 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _insert(session: Session, table: Table) -> Any:
-    """The dialect's own INSERT, the one that has ``on_conflict_do_*`` (same API on both)."""
+def _insert(session: Session, table: FromClause) -> Any:
+    """The dialect's own INSERT, the one that has ``on_conflict_do_*`` (same API on both).
+
+    ``table`` is a model's ``__table__``, which SQLAlchemy types as any FromClause; every model
+    here maps a plain Table, and the check says so to the type checker too."""
+    if not isinstance(table, Table):
+        raise TypeError(f"expected a Table, got {type(table).__name__}")
     name = session.get_bind().dialect.name
     if name == "sqlite":
         return sqlite.insert(table)
@@ -276,7 +281,7 @@ def prune_window_results(session: Session, older_than_ms: int) -> int:
     old windows is pruned as old.
     """
     outcome = session.execute(delete(WindowResultRow).where(WindowResultRow.window_end_ms < older_than_ms))
-    return int(outcome.rowcount)  # type: ignore[attr-defined]
+    return int(outcome.rowcount)  # type: ignore[attr-defined]  # DML runs give a CursorResult
 
 
 # ---- alerts -----------------------------------------------------------------------------------
@@ -477,7 +482,7 @@ def record_attempt(
         if final_status == "delivered":
             values["delivered_ms"] = now_ms
     changed = session.execute(update(Notification).where(Notification.id == notification_id).values(**values))
-    if not changed.rowcount:  # type: ignore[attr-defined]
+    if not changed.rowcount:  # type: ignore[attr-defined]  # DML runs give a CursorResult
         raise LookupError(f"no notification with id {notification_id}")
     session.execute(
         insert(NotificationAttempt).values(
