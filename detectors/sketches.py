@@ -1,7 +1,8 @@
 """Mergeable, bounded-memory partial aggregates for one window.
 
 Every sketch has the same shape: ``update(arrays)`` (vectorised, one call per decoded batch),
-``merge(other)`` (in place), ``to_dict()`` / ``from_dict()`` (JSON-safe, exact round trip).
+``merge(other)`` (in place), ``to_dict()`` / ``from_dict()`` (JSON-safe, exact round trip); the
+part that code can rely on without knowing the sketch is the :class:`Mergeable` protocol.
 ``merge`` is associative and commutative and a merged sketch is *bit-identical* to one sketch
 fed the concatenated data, however the data was split across partitions or workers. That is
 what makes partial aggregates per partition safe to combine per model, and replays reproducible.
