@@ -164,7 +164,13 @@ class Delivery:
         now_ms = self._now_ms()
         with self._sessions.begin() as session:
             due = due_notifications(session, now_ms + self._horizon_ms, self._batch_limit)
-            unknown = [n for n in due if n.subscription not in self._subs and n.next_attempt_ms <= now_ms]
+            unknown = [
+                n
+                for n in due
+                if n.subscription not in self._subs
+                and n.next_attempt_ms is not None
+                and n.next_attempt_ms <= now_ms
+            ]
             for n in unknown:
                 # A subscription removed from the config: keep the row for audit, stop retrying.
                 record_attempt(

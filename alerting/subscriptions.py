@@ -177,8 +177,7 @@ def subscriptions_from_config(
         if name in names:
             raise SubscriptionConfigError(f"{where}.name: duplicate subscription name")
         names.add(name)
-        kind = item.get("kind")
-        check_kind(kind, f"{where}.kind")
+        kind = check_kind(item.get("kind"), f"{where}.kind")
         matchers = _matchers(item.get("matchers", []), where)
         settings = item.get("settings", {})
         if not isinstance(settings, Mapping):

@@ -114,8 +114,12 @@ class Notifier(Protocol):
     """One destination's format. ``max_alerts_per_request`` tells the grouping stage how many
     alerts one request may carry (``None``: any number, e.g. one Slack message per group)."""
 
-    kind: str
-    max_alerts_per_request: int | None
+    # read-only: notifiers are frozen dataclasses, and some compute the limit from settings
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def max_alerts_per_request(self) -> int | None: ...
 
     def build(self, alerts: Sequence[AlertEvent]) -> HttpRequest: ...
 

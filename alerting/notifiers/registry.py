@@ -9,6 +9,7 @@ Importing this module is cheap (no HTTP client is loaded), so the config loader 
 :func:`check_kind` while it reads the file and fail on a typo before anything starts:
 
 >>> check_kind("slack", "kind")
+'slack'
 >>> try:
 ...     check_kind("slak", "kind")
 ... except SubscriptionConfigError as exc:
@@ -41,14 +42,14 @@ class SubscriptionConfigError(ValueError):
     """A subscription config that cannot work; the message says where (``subscriptions[2].…``)."""
 
 
-def check_kind(name: Any, where: str) -> None:
+def check_kind(name: Any, where: str) -> str:
     """Refuse a kind no module declares, naming the place, the valid kinds and the nearest one.
 
     The message starts like the other config errors (``<where>: expected ...``) so one grep
     finds them all; the suggestion comes from :func:`difflib.get_close_matches`.
     """
     if isinstance(name, str) and name in KINDS:
-        return
+        return name
     close = difflib.get_close_matches(name, list(KINDS), n=1) if isinstance(name, str) else []
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise SubscriptionConfigError(f"{where}: expected one of {list(KINDS)}, got {name!r}{hint}")

@@ -170,7 +170,7 @@ def format_lag(ms: int | None) -> str:
     if ms is None:
         return "-"
     sign, seconds = ("-" if ms < 0 else ""), abs(ms) // 1000
-    parts = []
+    parts: list[str] = []
     for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
         if seconds >= size or (unit == "s" and not parts):
             parts.append(f"{seconds // size}{unit}")
@@ -261,7 +261,7 @@ def render_table(statuses: Sequence[ModelStatus]) -> str:
     lost = [(s.model_id, g) for s in statuses for g in s.given_up]
     if lost:
         lines += ["", "NOTIFICATIONS GIVEN UP (last 24h)"]
-        rows = [
+        lost_rows = [
             (
                 model_id,
                 g.rule,
@@ -273,7 +273,8 @@ def render_table(statuses: Sequence[ModelStatus]) -> str:
             )
             for model_id, g in lost
         ]
-        lines += _align(rows, ("MODEL", "RULE", "SUBSCRIPTION", "ALERT", "STATUS", "AT", "REASON"), set())
+        lost_headers = ("MODEL", "RULE", "SUBSCRIPTION", "ALERT", "STATUS", "AT", "REASON")
+        lines += _align(lost_rows, lost_headers, set())
     return "\n".join(lines) + "\n"
 
 

@@ -366,7 +366,7 @@ def _cmd_alerts_list(args: argparse.Namespace) -> int:
                     "given_up": _fmt_ms(g.given_up_ms),
                 }
             )
-        records = [
+        records: list[dict[str, Any]] = [
             {
                 "dedup_key": r.dedup_key,
                 "status": r.status,
