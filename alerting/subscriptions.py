@@ -69,7 +69,7 @@ class Matcher:
         if found is None:
             raise ValueError(f'not a matcher: {text!r} (expected e.g. severity=~"critical|error")')
         name, op, raw = found.groups()
-        return cls(name, op, _unquote(raw))  # type: ignore[arg-type]
+        return cls(name, op, _unquote(raw))  # type: ignore[arg-type]  # the regex admits only the four Op values
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         actual = labels.get(self.name, "")
