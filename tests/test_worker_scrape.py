@@ -96,11 +96,12 @@ def _produce(settings: KafkaSettings, prefix: str) -> tuple[int, int]:
     send(pred_topic, b"not json at all", key=b"bad-2")  # invalid_json
     send(pred_topic, orjson.dumps({"model_id": MODEL, "timestamp": T0, "prediction": 1}))  # missing_field
     later = T0 + 6 * WINDOW_MS  # past both windows' end + label horizon
-    for part in range(2):
-        tail = {**_window(0, 1, 1)[0][0], "prediction_id": f"tail-{part}", "timestamp": later}
-        send(pred_topic, _batch("predictions", [tail]), partition=part)
-        label = {"prediction_id": f"tail-{part}", "model_id": MODEL, "label": 0, "timestamp": later}
-        send(gt_topic, _batch("ground_truth", [label]), partition=part)
+    for part in range(2):  # three events: a partition's event time ignores its two newest stamps
+        ids = [f"tail-{part}-{i}" for i in range(3)]
+        tail = [{**_window(0, 1, 1)[0][0], "prediction_id": pid, "timestamp": later} for pid in ids]
+        send(pred_topic, _batch("predictions", tail), partition=part)
+        labels = [{"prediction_id": pid, "model_id": MODEL, "label": 0, "timestamp": later} for pid in ids]
+        send(gt_topic, _batch("ground_truth", labels), partition=part)
     assert producer.flush(30) == 0
     return sent[pred_topic], sent[gt_topic]
 
