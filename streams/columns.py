@@ -119,6 +119,17 @@ class PredictionBlock:
             features=feature_columns([e.features for e in events]),
         )
 
+    def by_model(self) -> list[tuple[str, np.ndarray | None]]:
+        """Each model's rows (None: every row), models in the order their first group comes.
+
+        The join is keyed by ``(model_id, prediction_id)``: two models scoring one request
+        share its id. So the join runs its set and dict passes over the ids of one model at
+        a time, and a block of one model (the producer helper's batches) is a single pass."""
+        models, of_group = _index([model for model, _, _ in self.groups])
+        if len(models) == 1:
+            return [(models[0], None)]
+        return [(models[m], rows) for m, rows in groups(of_group[self.group].astype(np.int64))]
+
     def take(self, idx: np.ndarray) -> PredictionBlock:
         return PredictionBlock(
             pick(self.ids, idx),
@@ -187,6 +198,13 @@ class LabelBlock:
             model=index,
             labels=[e.label for e in events],
         )
+
+    def by_model(self) -> list[tuple[str, np.ndarray | None]]:
+        """Each model's rows (None: every row), as :meth:`PredictionBlock.by_model`: a label
+        joins the prediction of *its* model (``GroundTruthEvent.model_id``)."""
+        if len(self.models) == 1:
+            return [(self.models[0], None)]
+        return [(self.models[m], rows) for m, rows in groups(self.model.astype(np.int64))]
 
     def take(self, idx: np.ndarray) -> LabelBlock:
         return LabelBlock(

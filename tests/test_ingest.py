@@ -178,3 +178,50 @@ def test_a_block_stops_where_a_window_would_close() -> None:
     out = router.route_many("predictions", messages, wall_ms=close + 60_000)
     blocks = [m for m in (decode_join_input(o.value) for o in out) if isinstance(m, PredictionColumns)]
     assert [b.ids for b in blocks] == [["c0", "c1"], ["c2", "c3", "c4"]]
+
+
+def test_two_models_scoring_one_request_end_to_end_through_ingest() -> None:
+    """Ingest partitions by prediction_id alone, so both models' events of an id reach one join
+    partition, where each label joins its own model's prediction: accuracy 1.0 for both
+    models (they disagree on every request; joined across models, every outcome is wrong)."""
+    from driftline.streams.catalog import ModelCatalog
+    from driftline.streams.evaluation import Evaluator
+    from driftline.streams.join import JoinPartition
+    from driftline.streams.merge import WindowMerger
+
+    cfg = Config()
+    catalog = ModelCatalog(cfg)
+    router = Router(cfg, catalog, join_partitions=3)
+    sources = {kind: [f"driftline.{kind}:0"] for kind in ("predictions", "ground-truth")}
+    joins = [
+        JoinPartition(
+            p, catalog, prediction_sources=sources["predictions"], label_sources=sources["ground-truth"]
+        )
+        for p in range(3)
+    ]
+    merger = WindowMerger(catalog, Evaluator(catalog), 3)
+    preds, labels = [], []
+    for i in range(50):
+        for model, value in (("a", i % 2), ("b", 1 - i % 2)):
+            preds.append({**_event(f"id{i}", ts=T0 + i, model=model), "prediction": value})
+            labels.append(
+                {"prediction_id": f"id{i}", "model_id": model, "label": value, "timestamp": T0 + 60 + i}
+            )
+    out = router.route("predictions", _batch(preds), "driftline.predictions", 0, 0, wall_ms=WALL)
+    body = orjson.dumps({"kind": "ground_truth", "events": labels})
+    out += router.route("ground_truth", body, "driftline.ground-truth", 0, 0, wall_ms=WALL)
+    for topic, kind in (("driftline.predictions", "predictions"), ("driftline.ground-truth", "ground_truth")):
+        out += router.route(kind, None, topic, 0, 1, [(CONTROL_HEADER, END_OF_INPUT)])  # type: ignore[arg-type]
+    assert [o for o in out if o.topic == "driftline.dead-letter"] == []
+    results = []
+    for o in out:
+        jp = joins[o.partition]  # type: ignore[index]
+        for message in [*jp.apply(decode_join_input(o.value)), jp.progress()]:
+            results.extend(e.result for e in merger.add(message).evaluations)
+    final = sorted((r for r in results if r.phase == "final" and not r.segment), key=lambda r: r.model_id)
+    assert [(r.model_id, r.labelled_count, r.metrics["accuracy"]) for r in final] == [
+        ("a", 50, 1.0),
+        ("b", 50, 1.0),
+    ]
+    assert merger.counters["duplicate_predictions"] == merger.counters["duplicate_labels"] == 0
+    assert merger.counters["joined"] == 100
