@@ -78,7 +78,9 @@ def test_concatenated_parts_are_the_columns_of_all_rows(seed: int) -> None:
 
 
 def _config() -> Config:
-    slow = ModelConfig(window_ms=3 * W, grace_ms=1_000, label_horizon_ms=20_000, positive_label="yes")
+    slow = ModelConfig(
+        window_ms=3 * W, grace_ms=1_000, label_horizon_ms=20_000, positive_label="yes", negative_label="no"
+    )
     return Config(
         defaults=ModelConfig(window_ms=W, grace_ms=2_000, label_horizon_ms=5_000),
         models={"slow": slow},
