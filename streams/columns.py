@@ -86,9 +86,12 @@ class PredictionBlock:
         events: Sequence[PredictionEvent],
         positive_label: Callable[[str], str],
         keys: np.ndarray | None = None,
+        unscored: dict[str, list[str]] | None = None,
     ) -> PredictionBlock:
         """``positive_label(model_id)`` names the class whose entry in ``scores`` is the
-        score when an event has no ``score`` of its own."""
+        score when an event has no ``score`` of its own. ``unscored``, when given, collects
+        the models whose events had ``scores`` without that class (with the classes they
+        named), which ingest warns about: such events have no score."""
         ids = [e.prediction_id for e in events]
         raw = [
             (e.model_id, e.model_version, tuple(e.segments.items()) if e.segments else ())
@@ -108,6 +111,8 @@ class PredictionBlock:
                     p = d.get(positive_label(events[i].model_id))
                     if p is not None:
                         scores[i] = p
+                    elif unscored is not None:
+                        unscored.setdefault(events[i].model_id, sorted(d))
         return cls(
             ids=ids,
             keys=stable_keys(ids) if keys is None else keys,
