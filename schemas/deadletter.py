@@ -50,6 +50,10 @@ class Reason(StrEnum):
     # a valid event the stream will not take (streams/ingest.py)
     TOO_FAR_AHEAD = "too_far_ahead"
     UNKNOWN_MODEL = "unknown_model"
+    # a label, or a prediction, whose value does not fit its model's task (streams/ingest.py):
+    # not one of a binary model's two classes, not a number for a regression model
+    INVALID_LABEL = "invalid_label"
+    TASK_MISMATCH = "task_mismatch"
     # a message whose processing raised: a bug, kept out of the stream (streams/app.py)
     PROCESSING_ERROR = "processing_error"
 

@@ -128,7 +128,8 @@ class PredictionEvent(msgspec.Struct, kw_only=True, gc=False):
 # ``timestamp`` is when the label became known; performance is attributed to the prediction's
 # window, so a late label still lands in the right window.
 class GroundTruthEvent(msgspec.Struct, kw_only=True, gc=False):
-    """The observed outcome (label) for an earlier prediction, joined to it by prediction_id."""
+    """The observed outcome (label) for an earlier prediction of the same model, joined to it by
+    (model_id, prediction_id): models that score one request may share its prediction_id."""
 
     prediction_id: PredictionId
     model_id: ModelId

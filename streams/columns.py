@@ -86,9 +86,12 @@ class PredictionBlock:
         events: Sequence[PredictionEvent],
         positive_label: Callable[[str], str],
         keys: np.ndarray | None = None,
+        unscored: dict[str, list[str]] | None = None,
     ) -> PredictionBlock:
         """``positive_label(model_id)`` names the class whose entry in ``scores`` is the
-        score when an event has no ``score`` of its own."""
+        score when an event has no ``score`` of its own. ``unscored``, when given, collects
+        the models whose events had ``scores`` without that class (with the classes they
+        named), which ingest warns about: such events have no score."""
         ids = [e.prediction_id for e in events]
         raw = [
             (e.model_id, e.model_version, tuple(e.segments.items()) if e.segments else ())
@@ -108,6 +111,8 @@ class PredictionBlock:
                     p = d.get(positive_label(events[i].model_id))
                     if p is not None:
                         scores[i] = p
+                    elif unscored is not None:
+                        unscored.setdefault(events[i].model_id, sorted(d))
         return cls(
             ids=ids,
             keys=stable_keys(ids) if keys is None else keys,
@@ -118,6 +123,17 @@ class PredictionBlock:
             scores=scores,
             features=feature_columns([e.features for e in events]),
         )
+
+    def by_model(self) -> list[tuple[str, np.ndarray | None]]:
+        """Each model's rows (None: every row), models in the order their first group comes.
+
+        The join is keyed by ``(model_id, prediction_id)``: two models scoring one request
+        share its id. So the join runs its set and dict passes over the ids of one model at
+        a time, and a block of one model (the producer helper's batches) is a single pass."""
+        models, of_group = _index([model for model, _, _ in self.groups])
+        if len(models) == 1:
+            return [(models[0], None)]
+        return [(models[m], rows) for m, rows in groups(of_group[self.group].astype(np.int64))]
 
     def take(self, idx: np.ndarray) -> PredictionBlock:
         return PredictionBlock(
@@ -187,6 +203,13 @@ class LabelBlock:
             model=index,
             labels=[e.label for e in events],
         )
+
+    def by_model(self) -> list[tuple[str, np.ndarray | None]]:
+        """Each model's rows (None: every row), as :meth:`PredictionBlock.by_model`: a label
+        joins the prediction of *its* model (``GroundTruthEvent.model_id``)."""
+        if len(self.models) == 1:
+            return [(self.models[0], None)]
+        return [(self.models[m], rows) for m, rows in groups(self.model.astype(np.int64))]
 
     def take(self, idx: np.ndarray) -> LabelBlock:
         return LabelBlock(

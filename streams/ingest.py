@@ -8,6 +8,9 @@ partition, and that partition's log orders them.
 
 Bad input never stops the stream: each rejected event (a whole message, or one member of a
 batch) becomes a dead-letter record that keeps the original bytes and says why in headers.
+Besides what the decoder rejects, this stage refuses what only the configuration can tell:
+events too far ahead of the clock, models not admitted, and labels or predictions whose value
+does not fit the model's task (:class:`TaskFit`), which would otherwise be scored as if they did.
 
 This module is pure: it turns one input message into a list of :class:`Outgoing` records and
 leaves sending them to the agent.
@@ -15,6 +18,7 @@ leaves sending them to the agent.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -22,9 +26,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 
 from driftline.detectors.hashing import stable_keys
-from driftline.platform.config import Config
+from driftline.platform.config import Config, ModelConfig
 from driftline.platform.kafka import TopicNames
 from driftline.schemas import (
     GroundTruthEvent,
@@ -47,8 +52,11 @@ __all__ = [
     "Incoming",
     "Outgoing",
     "Router",
+    "TaskFit",
     "source_name",
 ]
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["predictions", "ground_truth"]
 Headers = tuple[tuple[str, bytes], ...]
@@ -101,6 +109,88 @@ def source_name(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
+class TaskFit:
+    """Which label and prediction values a model's task can score.
+
+    - regression: numbers (not booleans);
+    - multiclass: strings and integers (a float with no fraction is that integer: JSON has
+      one number 2, however a producer spells it);
+    - binary: one of the model's two classes (:attr:`ModelConfig.classes`), by default 0 and 1
+      (integers, or the strings "0" and "1"), else the two configured strings.
+
+    Booleans are not classes, though the decoder reads them: ``true`` as a label often means
+    "the prediction was right" rather than "class 1", and scoring it as class "1" (as the join
+    spells it) would be a silent guess.
+
+    One instance serves every model of the same task and classes, so a batch of several such
+    models is checked at once: :meth:`fits_all` is a few C-level set passes per batch, and
+    only a batch with a misfit is looked at value by value (:meth:`misfit`)."""
+
+    __slots__ = ("_accepted", "_classes_text", "_int_classes", "task")
+
+    def __init__(self, task: str, classes: tuple[str, str] | None) -> None:
+        self.task = task
+        self._accepted: frozenset[object] = frozenset()
+        self._classes_text = ""
+        self._int_classes = False
+        if classes is not None:
+            # a class spelled as an integer is that integer too (and, by equality, its float)
+            ints = [int(c) for c in classes if _is_int_text(c)]
+            self._accepted = frozenset([*classes, *ints])
+            self._int_classes = bool(ints)
+            self._classes_text = " and ".join(map(_class_text, classes))
+
+    def fits_all(self, values: list[object]) -> bool:
+        if self.task == "binary":
+            # True == 1, so a boolean passes the set test where a class is an integer
+            return self._accepted.issuperset(values) and not (
+                self._int_classes and bool in set(map(type, values))
+            )
+        types = set(map(type, values))
+        if self.task == "regression":
+            return types <= _NUMBER
+        return types <= _CLASS or (bool not in types and all(map(self._fits_class, values)))
+
+    def misfit(self, value: object) -> str | None:
+        """Why ``value`` does not fit, or None when it does."""
+        if self.task == "regression":
+            if type(value) in _NUMBER:
+                return None
+            return "it must be a number, not a boolean" if isinstance(value, bool) else "it must be a number"
+        if self.task == "multiclass":
+            return None if self._fits_class(value) else "a class is a string or an integer"
+        if isinstance(value, bool):
+            return f"a boolean is not a class; its classes are {self._classes_text}"
+        return None if value in self._accepted else f"its classes are {self._classes_text}"
+
+    @staticmethod
+    def _fits_class(value: object) -> bool:
+        t = type(value)
+        return t is str or t is int or (t is float and value.is_integer())  # type: ignore[attr-defined]
+
+
+_NUMBER = {int, float}
+_CLASS = {str, int}
+
+
+def _is_int_text(text: str) -> bool:
+    try:
+        return str(int(text)) == text
+    except ValueError:
+        return False
+
+
+def _class_text(cls: str) -> str:
+    """A class as a producer would write it in JSON: 1, "fraud"."""
+    return cls if _is_int_text(cls) else orjson.dumps(cls).decode()
+
+
+def _value_text(value: object, limit: int = 64) -> str:
+    """A payload value in its JSON spelling, shortened: dead-letter details stay small."""
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class Router:
     """Validates, dead-letters and repartitions input messages; tracks per-source event time."""
 
@@ -119,6 +209,11 @@ class Router:
         self._shapes = window_shapes(config.model_configs())
         self._last_seen: dict[str, float] = {}
         self._idle: set[str] = set()
+        #: per model, shared by models of the same task and classes (see TaskFit)
+        self._fits: dict[str, TaskFit] = {}
+        self._fit_shapes: dict[tuple[str, tuple[str, str] | None], TaskFit] = {}
+        #: binary models already warned about scores without their positive class
+        self._warned_unscored: set[str] = set()
 
     # -- messages ------------------------------------------------------------------------
     def route(
@@ -211,11 +306,35 @@ class Router:
         times = np.array([e.timestamp for e in events], dtype=np.int64)
         # admission in first-seen order, as one event at a time would (a cap fills in order)
         models = dict.fromkeys(e.model_id for e in events)
-        if times.max() > horizon or not all(map(self.catalog.admit, models)):
+        if (
+            times.max() > horizon
+            or not all(map(self.catalog.admit, models))
+            or not self._all_fit(kind, events, models)
+        ):
             where = (m.topic, m.partition, m.offset)
-            keep = self._refuse(events, times, horizon, decoded.batch, data, out, *where)
+            keep = self._refuse(kind, events, times, horizon, decoded.batch, data, out, *where)
             events, times = [events[i] for i in keep], times[keep]
         return events, times
+
+    def _fit(self, model_id: str) -> TaskFit:
+        fit = self._fits.get(model_id)
+        if fit is None:
+            cfg: ModelConfig = self.catalog.model(model_id)
+            shape = (cfg.task, cfg.classes)
+            fit = self._fit_shapes.get(shape)
+            if fit is None:
+                fit = self._fit_shapes[shape] = TaskFit(*shape)
+            self._fits[model_id] = fit
+        return fit
+
+    def _all_fit(self, kind: Kind, events: list[Any], models: Iterable[str]) -> bool:
+        """Whether every label (or prediction) of a message fits its model's task, in one
+        check when its models share a task and classes (the common case: one model)."""
+        fits = {self._fit(model_id) for model_id in models}
+        if len(fits) > 1:
+            return False  # decided event by event in _refuse
+        values = [e.prediction for e in events] if kind == "predictions" else [e.label for e in events]
+        return fits.pop().fits_all(values)
 
     def _flush(self, kind: Kind, source: str, chunks: list[_Chunk]) -> list[Outgoing]:
         if len(chunks) == 1:
@@ -228,6 +347,7 @@ class Router:
 
     def _refuse(
         self,
+        kind: Kind,
         events: Sequence[PredictionEvent | GroundTruthEvent],
         times: np.ndarray,
         horizon: float,
@@ -238,9 +358,12 @@ class Router:
         partition: int,
         offset: int,
     ) -> list[int]:
-        """Dead-letter events too far ahead of the clock or of models not admitted; returns
-        the positions of the others."""
+        """Dead-letter events too far ahead of the clock, of models not admitted, or whose
+        label (prediction) does not fit the model's task; returns the positions of the others."""
         keep: list[int] = []
+        what, misfit_reason = (
+            ("prediction", Reason.TASK_MISMATCH) if kind == "predictions" else ("label", Reason.INVALID_LABEL)
+        )
         for index, (event, ts) in enumerate(zip(events, times.tolist(), strict=True)):
             if ts > horizon:
                 reason = Reason.TOO_FAR_AHEAD
@@ -249,8 +372,15 @@ class Router:
                 reason = Reason.UNKNOWN_MODEL
                 detail = f"model {event.model_id!r} is not configured and unknown models are not admitted"
             else:
-                keep.append(index)
-                continue
+                value = event.prediction if kind == "predictions" else event.label  # type: ignore[union-attr]
+                fit = self._fit(event.model_id)
+                why = fit.misfit(value)
+                if why is None:
+                    keep.append(index)
+                    continue
+                reason = misfit_reason
+                model = f"{fit.task} model {event.model_id!r}"
+                detail = f"{what} {_value_text(value)} does not fit {model}: {why}"
             rejection = Rejection(
                 reason=reason,
                 detail=detail,
@@ -284,11 +414,15 @@ class Router:
         # kind chose the events' decoder, so it names their type: a link the checker cannot see
         block: PredictionBlock | LabelBlock
         if kind == "predictions":
+            unscored: dict[str, list[str]] = {}
             block = PredictionBlock.from_events(
                 events,  # type: ignore[arg-type]  # predictions, by kind
                 self.catalog.positive_label,
                 keys,
+                unscored,
             )
+            if unscored.keys() - self._warned_unscored:
+                self._warn_unscored(unscored)
         else:
             block = LabelBlock.from_events(events)  # type: ignore[arg-type]  # labels, by kind
         out: list[Outgoing] = []
@@ -321,6 +455,22 @@ class Router:
         seen = newest[0] if len(newest) == k else MIN_WATERMARK
         wm = self._wm[source] = max(self._wm.get(source, MIN_WATERMARK), seen)
         return wm
+
+    def _warn_unscored(self, unscored: dict[str, list[str]]) -> None:
+        """Once per binary model: its predictions' ``scores`` lack the positive class, so they
+        have no score, and the metrics of scores quietly leave them out."""
+        for model_id, named in unscored.items():
+            cfg = self.catalog.model(model_id)
+            if model_id in self._warned_unscored or cfg.task != "binary":
+                continue
+            self._warned_unscored.add(model_id)
+            log.warning(
+                "binary model %r: scores name [%s] but not the positive class %s (positive_label), "
+                "so ROC AUC, log loss and Brier score leave such predictions out",
+                model_id,
+                ", ".join(orjson.dumps(c).decode() for c in named),
+                _class_text(cfg.positive_label),
+            )
 
     def _ticks(
         self, source: str, skip: set[int], *, force: bool = False, idle: bool = False

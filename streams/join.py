@@ -5,10 +5,14 @@ messages in the same order give the same partials, byte for byte. That is what m
 restart from a checkpoint plus a replay of the log since then harmless, and why no Kafka or
 clock appears in this module.
 
-The join is keyed by ``prediction_id``:
+The join is keyed by ``(model_id, prediction_id)``: two models that score the same request
+share its ``prediction_id``, and each has its own prediction and its own label
+(``GroundTruthEvent.model_id``). Ingest still partitions by ``prediction_id`` alone, so both
+models' events of one id meet in one partition anyway.
 - a prediction opens an entry in the window of its *own* event time; a label that arrives
   first waits (up to the model's label horizon) for its prediction;
-- an exact duplicate of either side is counted and ignored, so re-delivery is idempotent;
+- an exact duplicate of either side (the same model and id again) is counted and ignored, so
+  re-delivery is idempotent;
 - a prediction whose window has passed its grace when it arrives is late: counted, not used;
 - a prediction still unlabelled when its window's label horizon passes expires: counted as
   unlabelled (it already counts toward the window's prediction count, not its labelled count).
@@ -22,8 +26,10 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -127,14 +133,18 @@ class JoinPartition:
         self._source_wm: dict[str, int] = {}
         self._idle: set[str] = set()
         self._ended: set[str] = set()
-        #: in-flight predictions: pid -> (window id, prediction, score, stable key, time). Tuples
-        #: of scalars, which the garbage collector stops tracking: with a day of label horizon
-        #: there are millions, and lists would make every full collection walk them all
-        self._entries: dict[str, _Entry] = {}
-        #: the in-flight predictions that already have their label
-        self._labelled: set[str] = set()
-        self._early: dict[str, tuple[object, int]] = {}
-        self._early_expiry: list[tuple[int, str]] = []
+        #: in-flight predictions: model -> pid -> (window id, prediction, score, stable key,
+        #: time). Per model, so the id sets of one block stay plain strings for C-level set
+        #: passes. Tuples of scalars, which the garbage collector stops tracking: with a day of
+        #: label horizon there are millions, and lists would make every full collection walk them
+        self._entries: dict[str, dict[str, _Entry]] = {}
+        #: the in-flight predictions that already have their label, per model
+        self._labelled: dict[str, set[str]] = {}
+        #: labels that came before their prediction: model -> pid -> (label, time); under
+        #: ``_ANY_MODEL``, those restored from a checkpoint that did not record their model
+        self._early: dict[str, dict[str, tuple[object, int]]] = {}
+        #: (expiry time, model, pid) of the early labels
+        self._early_expiry: list[tuple[int, str, str]] = []
         self._wkeys: dict[int, _WindowKey] = {}
         self._next_wid = 0
         self._wkey_index: dict[tuple, int] = {}
@@ -169,7 +179,7 @@ class JoinPartition:
         self.flush()
         return _encoder.encode(
             {
-                "v": 2,
+                "v": 3,
                 "next_offset": self.next_offset,
                 "watermark": self.watermark,
                 "final_watermark": self.final_watermark,
@@ -179,8 +189,8 @@ class JoinPartition:
                 "ended": sorted(self._ended),
                 "applied": self._applied,
                 "entries": self._entries,
-                "labelled": sorted(self._labelled),
-                "early": {pid: list(v) for pid, v in self._early.items()},
+                "labelled": {model: sorted(pids) for model, pids in self._labelled.items()},
+                "early": {m: {pid: list(v) for pid, v in w.items()} for m, w in self._early.items()},
                 "early_expiry": [list(x) for x in self._early_expiry],
                 "next_wid": self._next_wid,
                 "wkeys": [
@@ -206,9 +216,14 @@ class JoinPartition:
         )
 
     def restore(self, data: bytes) -> None:
-        """Replace this partition's state with a snapshot's."""
+        """Replace this partition's state with a snapshot's.
+
+        Versions 1 and 2 keyed the join by ``prediction_id`` alone. Their in-flight entries
+        move under the model of their window key; their early labels did not record a model,
+        so they wait under ``_ANY_MODEL`` and join the first prediction of their id from any
+        model, as they would have before (they are gone within one label horizon)."""
         d = _decoder.decode(data)
-        if d.get("v") not in (1, 2):
+        if d.get("v") not in (1, 2, 3):
             raise ValueError(f"unknown join checkpoint version {d.get('v')!r}")
         self.next_offset = d["next_offset"]
         self.watermark, self.final_watermark = d["watermark"], d["final_watermark"]
@@ -216,15 +231,6 @@ class JoinPartition:
         self._source_wm = dict(d["source_wm"])
         self._idle, self._ended = set(d["idle"]), set(d["ended"])
         self._applied = dict(d["applied"])
-        if d["v"] == 1:  # entries were [wid, prediction, score, key, labelled, time]
-            self._entries = {pid: (e[0], e[1], e[2], e[3], e[5]) for pid, e in d["entries"].items()}
-            self._labelled = {pid for pid, e in d["entries"].items() if e[4]}
-        else:
-            self._entries = {pid: tuple(e) for pid, e in d["entries"].items()}
-            self._labelled = set(d["labelled"])
-        self._early = {pid: (v[0], v[1]) for pid, v in d["early"].items()}
-        self._early_expiry = [(x[0], x[1]) for x in d["early_expiry"]]
-        heapq.heapify(self._early_expiry)
         self._next_wid = d["next_wid"]
         self._wkeys, self._wkey_index = {}, {}
         for wid, model_id, version, slices, start, end, final_time, ident, pids in d["wkeys"]:
@@ -233,6 +239,31 @@ class JoinPartition:
             )
             self._wkeys[wid] = key
             self._wkey_index[key.ident] = wid
+        if d["v"] == 3:
+            self._entries = {
+                m: {pid: tuple(e) for pid, e in es.items()}
+                for m, es in d["entries"].items()
+            }
+            self._labelled = {m: set(pids) for m, pids in d["labelled"].items()}
+            self._early = {m: {pid: (v[0], v[1]) for pid, v in w.items()} for m, w in d["early"].items()}
+            self._early_expiry = [(x[0], x[1], x[2]) for x in d["early_expiry"]]
+        else:
+            if d["v"] == 1:  # entries were [wid, prediction, score, key, labelled, time]
+                flat = {pid: (e[0], e[1], e[2], e[3], e[5]) for pid, e in d["entries"].items()}
+                labelled = {pid for pid, e in d["entries"].items() if e[4]}
+            else:
+                flat = {pid: tuple(e) for pid, e in d["entries"].items()}
+                labelled = set(d["labelled"])
+            self._entries, self._labelled = {}, {}
+            for pid, entry in flat.items():
+                model = self._wkeys[entry[0]].model_id
+                self._entries.setdefault(model, {})[pid] = entry
+                if pid in labelled:
+                    self._labelled.setdefault(model, set()).add(pid)
+            early = {pid: (v[0], v[1]) for pid, v in d["early"].items()}
+            self._early = {_ANY_MODEL: early} if early else {}
+            self._early_expiry = [(x[0], _ANY_MODEL, x[1]) for x in d["early_expiry"]]
+        heapq.heapify(self._early_expiry)
         self._slices = {}
         for skey, agg, close_at, final_time, provisional_sent in d["slices"]:
             spec = self.catalog.spec(skey[0])
@@ -329,11 +360,12 @@ class JoinPartition:
         """Open entries for new predictions; their folds into the aggregates wait for
         :meth:`flush`.
 
-        Rules, in event order: an id already in flight (or accepted earlier in this block) is
-        a duplicate; a prediction whose window has passed its grace is late; the rest open an
-        entry in their window and meet any label that came first. Per event this costs a few
-        C-level passes (a set test, one dict update); windows, lateness and window keys are
-        computed per array or per (model, version, segments) group."""
+        Rules, in event order: a (model, id) already in flight (or accepted earlier in this
+        block) is a duplicate; a prediction whose window has passed its grace is late; the rest
+        open an entry in their window and meet any label of their model that came first. Per
+        event this costs a few C-level passes (a set test, one dict update) per model; windows,
+        lateness and window keys are computed per array or per (model, version, segments)
+        group."""
         n = len(block)
         if not n:
             return
@@ -342,10 +374,10 @@ class JoinPartition:
         start = window_start(block.times, window)
         end = start + window
         late = provisional_at(end, grace) <= self.watermark
-        if self._entries.keys().isdisjoint(ids) and len(set(ids)) == n:
+        if self._all_fresh(ids, block.by_model()):
             duplicates, n_late, accepted = 0, int(late.sum()), np.flatnonzero(~late)
         else:
-            duplicates, n_late, accepted = self._first_fresh(ids, late)
+            duplicates, n_late, accepted = self._first_fresh(block, late)
         self.counters["duplicate_predictions"] += duplicates
         self.counters["late_predictions"] += n_late
         if accepted.size == 0:
@@ -358,25 +390,55 @@ class JoinPartition:
         ids, predictions = block.ids, block.predictions
         scores, keys, times = block.scores.tolist(), block.keys.tolist(), block.times.tolist()
         rows = zip(wid_list, predictions, scores, keys, times, strict=True)
-        self._entries.update(zip(ids, rows, strict=True))
+        parts = block.by_model()
+        if len(parts) == 1:
+            self._entries.setdefault(parts[0][0], {}).update(zip(ids, rows, strict=True))
+        else:
+            all_rows = list(rows)
+            for model, idx in parts:
+                assert idx is not None
+                entries = self._entries.setdefault(model, {})
+                entries.update(zip(pick(ids, idx), pick(all_rows, idx), strict=True))
         for wid, idx in groups(wids):
             self._wkeys[wid].pids.extend(ids if idx.size == len(ids) else pick(ids, idx))
         self.counters["predictions"] += len(ids)
         self._pending_predictions.append((block.features, wids, block.keys, predictions, block.scores))
         self._pending_count += len(ids)
-        early = self._early
-        if early and not early.keys().isdisjoint(ids):
-            joined: list[_Entry] = []
-            labels: list[object] = []
-            for pid in ids:
-                waiting = early.pop(pid, None)
-                if waiting is not None:
-                    self._labelled.add(pid)
-                    joined.append(self._entries[pid])
-                    labels.append(waiting[0])
-            self._pend_outcomes(joined, labels)
+        if self._early:
+            self._meet_early_labels(ids, parts)
         if self._pending_count >= FLUSH_EVENTS:
             self.flush()
+
+    def _all_fresh(self, ids: list[str], parts: list[tuple[str, np.ndarray | None]]) -> bool:
+        """Whether no (model, id) of a block is in flight or repeated within it, with a set
+        pass per model (the common case: one)."""
+        for model, idx in parts:
+            sub = ids if idx is None else pick(ids, idx)
+            entries = self._entries.get(model)
+            if len(set(sub)) < len(sub) or (entries and not entries.keys().isdisjoint(sub)):
+                return False
+        return True
+
+    def _meet_early_labels(self, ids: list[str], parts: list[tuple[str, np.ndarray | None]]) -> None:
+        """Join just-accepted predictions to the labels of their model that came first (then
+        to those restored without a model, see :meth:`restore`)."""
+        joined: list[_Entry] = []
+        labels: list[object] = []
+        for model, idx in parts:
+            sub = ids if idx is None else pick(ids, idx)
+            for waiting in (self._early.get(model), self._early.get(_ANY_MODEL)):
+                if not waiting or waiting.keys().isdisjoint(sub):
+                    continue
+                entries, labelled = self._entries[model], self._labelled.setdefault(model, set())
+                for pid in sub:
+                    if pid in labelled:  # joined to its own model's label just before
+                        continue
+                    label = waiting.pop(pid, None)
+                    if label is not None:
+                        labelled.add(pid)
+                        joined.append(entries[pid])
+                        labels.append(label[0])
+        self._pend_outcomes(joined, labels)
 
     def _settings(self, block: PredictionBlock) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each event's (window, grace, label horizon), from its model's settings."""
@@ -385,18 +447,19 @@ class JoinPartition:
         per_event = table[block.group] if len(cfgs) > 1 else np.broadcast_to(table[0], (len(block), 3))
         return per_event[:, 0], per_event[:, 1], per_event[:, 2]
 
-    def _first_fresh(self, ids: list[str], late: np.ndarray) -> tuple[int, int, np.ndarray]:
-        """The slow path of the duplicate rule, one id at a time: (duplicates, late, accepted)."""
-        entries, seen = self._entries, set()
+    def _first_fresh(self, block: PredictionBlock, late: np.ndarray) -> tuple[int, int, np.ndarray]:
+        """The slow path of the duplicate rule, one event at a time: (duplicates, late, accepted)."""
+        seen: set[tuple[str, str]] = set()
         accepted: list[int] = []
         duplicates = n_late = 0
-        for i, (pid, is_late) in enumerate(zip(ids, late.tolist(), strict=True)):
-            if pid in entries or pid in seen:
+        models = [block.groups[g][0] for g in block.group.tolist()]
+        for i, (pid, model, is_late) in enumerate(zip(block.ids, models, late.tolist(), strict=True)):
+            if pid in self._entries.get(model, _NOTHING) or (model, pid) in seen:
                 duplicates += 1
             elif is_late:
                 n_late += 1
             else:
-                seen.add(pid)
+                seen.add((model, pid))
                 accepted.append(i)
         return duplicates, n_late, np.array(accepted, dtype=np.int64)
 
@@ -507,23 +570,43 @@ class JoinPartition:
             self.add_label_block(LabelBlock.from_events(events))
 
     def add_label_block(self, block: LabelBlock) -> None:
-        """Join labels to waiting predictions; labels that come first wait for theirs.
+        """Join labels to the waiting predictions of their model; labels that come first wait
+        for theirs.
 
         The common case (every label finds its prediction, none is a duplicate) is a few
-        C-level passes over the block; anything else takes the per-label path."""
+        C-level passes over the block per model; anything else takes the per-label path."""
         n = len(block)
         if not n:
             return
-        ids, entries, labelled = block.ids, self._entries, self._labelled
+        ids = block.ids
         self.counters["labels"] += n
-        found = list(map(entries.get, ids))
-        if None not in found and labelled.isdisjoint(ids) and len(set(ids)) == n:
-            labelled.update(ids)
+        parts = block.by_model()
+        if len(parts) == 1:
+            found = list(map(self._entries.get(parts[0][0], _NOTHING).get, ids))
+        else:
+            found = [None] * n
+            for model, idx in parts:
+                assert idx is not None
+                entries = self._entries.get(model, _NOTHING)
+                for i, entry in zip(idx.tolist(), map(entries.get, pick(ids, idx)), strict=True):
+                    found[i] = entry
+        if None not in found and self._all_unlabelled(ids, parts):
+            for model, idx in parts:
+                self._labelled.setdefault(model, set()).update(ids if idx is None else pick(ids, idx))
             self._pend_outcomes(found, block.labels)  # type: ignore[arg-type]  # None not in found
         else:
             self._pend_outcomes(*self._join_labels_slowly(block, found))
         if self._pending_count >= FLUSH_EVENTS:
             self.flush()
+
+    def _all_unlabelled(self, ids: list[str], parts: list[tuple[str, np.ndarray | None]]) -> bool:
+        """Whether no (model, id) of a label block is labelled already or repeated within it."""
+        for model, idx in parts:
+            sub = ids if idx is None else pick(ids, idx)
+            labelled = self._labelled.get(model)
+            if len(set(sub)) < len(sub) or (labelled and not labelled.isdisjoint(sub)):
+                return False
+        return True
 
     def _pend_outcomes(self, joined: Sequence[_Entry], labels: Sequence[object]) -> None:
         """Queue joined (prediction entry, label) pairs for :meth:`flush`, as columns."""
@@ -550,18 +633,19 @@ class JoinPartition:
         prediction entries and their labels."""
         joined: list[_Entry] = []
         joined_labels: list[object] = []
-        labelled, early = self._labelled, self._early
         times, models = block.times.tolist(), block.model.tolist()
         for pid, entry, label, ts, m in zip(block.ids, found, block.labels, times, models, strict=True):
+            model = block.models[m]
             if entry is None:
-                if pid in early:
+                if pid in self._early.get(model, _NOTHING):
                     self.counters["duplicate_labels"] += 1
                     continue
-                horizon = self.catalog.model(block.models[m]).label_horizon_ms
-                early[pid] = (label, ts)
-                heapq.heappush(self._early_expiry, (ts + horizon, pid))
+                horizon = self.catalog.model(model).label_horizon_ms
+                self._early.setdefault(model, {})[pid] = (label, ts)
+                heapq.heappush(self._early_expiry, (ts + horizon, model, pid))
                 self.counters["early_labels"] += 1
                 continue
+            labelled = self._labelled.setdefault(model, set())
             if pid in labelled:
                 self.counters["duplicate_labels"] += 1
                 continue
@@ -632,16 +716,18 @@ class JoinPartition:
         for wid in [w for w, wkey in self._wkeys.items() if wkey.final_at <= fwm]:
             wkey = self._wkeys.pop(wid)
             del self._wkey_index[wkey.ident]
-            for pid in wkey.pids:
-                if self._entries.pop(pid, None) is None:
+            entries = self._entries.get(wkey.model_id, {})
+            labelled = self._labelled.get(wkey.model_id, set())
+            for pid in wkey.pids:  # one window key, one model: bare ids
+                if entries.pop(pid, None) is None:
                     continue
-                if pid in self._labelled:
-                    self._labelled.discard(pid)
+                if pid in labelled:
+                    labelled.discard(pid)
                 else:
                     self.counters["expired_unlabelled"] += 1
         while self._early_expiry and self._early_expiry[0][0] <= wm:
-            _, pid = heapq.heappop(self._early_expiry)
-            if self._early.pop(pid, None) is not None:
+            _, model, pid = heapq.heappop(self._early_expiry)
+            if self._early.get(model, {}).pop(pid, None) is not None:
                 self.counters["unmatched_labels"] += 1
         return out
 
@@ -680,11 +766,16 @@ class JoinPartition:
     @property
     def pending(self) -> int:
         """Predictions waiting for labels plus labels waiting for predictions."""
-        return len(self._entries) + len(self._early)
+        return sum(map(len, self._entries.values())) + sum(map(len, self._early.values()))
 
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
+#: where early labels restored from a version 1 or 2 checkpoint wait: those versions did not
+#: record a label's model. No model is called "" (model ids have at least one character)
+_ANY_MODEL = ""
+#: an empty mapping for lookups in a model that has no state yet (never written to)
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
 
 
 def _ident_out(ident: tuple) -> list:

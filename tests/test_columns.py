@@ -78,7 +78,9 @@ def test_concatenated_parts_are_the_columns_of_all_rows(seed: int) -> None:
 
 
 def _config() -> Config:
-    slow = ModelConfig(window_ms=3 * W, grace_ms=1_000, label_horizon_ms=20_000, positive_label="yes")
+    slow = ModelConfig(
+        window_ms=3 * W, grace_ms=1_000, label_horizon_ms=20_000, positive_label="yes", negative_label="no"
+    )
     return Config(
         defaults=ModelConfig(window_ms=W, grace_ms=2_000, label_horizon_ms=5_000),
         models={"slow": slow},
@@ -142,7 +144,9 @@ def _drive(jp: JoinPartition, *, as_block: bool) -> tuple[list[bytes], dict[str,
     in_flight: dict[str, str] = {}
     for n, (kind, items) in enumerate(_script()):
         if n == len(_script()) - 2:
-            in_flight = {pid: repr(e[1:]) for pid, e in jp._entries.items()}  # repr: NaN scores
+            in_flight = {  # repr: NaN scores
+                f"{model}/{pid}": repr(e[1:]) for model, es in jp._entries.items() for pid, e in es.items()
+            }
         if kind in ("wp", "wl"):
             partials = jp.source_progress(P_SRC if kind == "wp" else L_SRC, items[0])
         elif not as_block:
@@ -192,7 +196,10 @@ def test_a_columnar_block_means_what_its_events_mean_one_by_one() -> None:
     assert len(expected) == 14  # model m: 2 windows x 4 slices + overflow; slow: 1 x 1 x 2 phases
     assert got == expected
     # no window has reached its label horizon yet: every accepted prediction is in flight
-    assert sorted(expected_in_flight) == ["a", "b", "c", "d", "early", "late", "r1", "r2", "s1", "s2", "s3"]
+    assert sorted(expected_in_flight) == [
+        *(f"m/{pid}" for pid in ["a", "b", "c", "d", "early", "late", "r1", "r2"]),
+        *(f"slow/{pid}" for pid in ["s1", "s2", "s3"]),
+    ]
     assert in_flight == expected_in_flight
 
 

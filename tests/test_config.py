@@ -85,6 +85,12 @@ def test_config_file_from_the_environment(tmp_path: Path) -> None:
         ("defaults: {task: ranking}\n", "task must be binary, multiclass or regression"),
         ("defaults: {grace: 2h, label_horizon: 1h}\n", "grace <= label_horizon"),
         ("models: {m: {drift_correction: holm}}\n", "drift_correction must be bh, bonferroni or none"),
+        (
+            "models: {fraud: {positive_label: fraud}}\n",
+            "models.fraud: a binary model's classes are 0 and 1 unless positive_label and negative_label "
+            "name both: positive_label is 'fraud', negative_label is not set",
+        ),
+        ("models: {fraud: {positive_label: ok, negative_label: ok}}\n", "are both 'ok'"),
     ],
 )
 def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
@@ -122,3 +128,15 @@ def test_every_documented_environment_example_loads() -> None:
     for name, value in sorted(examples):
         load_config(environ={name: value})  # raises on an unknown key
     assert load_config(environ={"DRIFTLINE__TOPICS__JOIN": "12"}).topics.join == 12
+
+
+def test_a_binary_model_has_two_classes_the_positive_last(tmp_path: Path) -> None:
+    """0 and 1 unless configured; string classes name both, so an unknown class can be told
+    from the negative one at ingest."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("models: {fraud: {positive_label: fraud, negative_label: ok}, kind: {task: multiclass}}\n")
+    config = load_config(cfg, environ={})
+    assert config.model("fraud").classes == ("ok", "fraud")
+    assert config.model("anything").classes == ("0", "1")
+    assert ModelConfig(positive_label="0").classes == ("1", "0")
+    assert config.model("kind").classes is None  # any string or integer is a class

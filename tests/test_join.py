@@ -13,7 +13,7 @@ from driftline.schemas import GroundTruthEvent, PredictionEvent
 from driftline.schemas.windows import MAX_WATERMARK, closing_epoch, window_shapes
 from driftline.streams.catalog import ModelCatalog
 from driftline.streams.evaluation import Evaluator
-from driftline.streams.join import JoinPartition
+from driftline.streams.join import COUNTERS, JoinPartition
 from driftline.streams.merge import WindowMerger
 from driftline.streams.messages import Partial, Progress
 
@@ -305,3 +305,160 @@ def test_watermark_messages_are_sent_only_when_a_window_boundary_is_crossed() ->
     assert len(epochs) == 6 + 1
     assert closing_epoch(shapes, T0 + W + 1_999, T0) != closing_epoch(shapes, T0 + W + 2_000, T0)
     assert closing_epoch(shapes, T0 + W + 2_000, T0) == closing_epoch(shapes, T0 + W + 4_999, T0)
+
+
+def _two_models_scoring_each_request(n: int = 50) -> tuple[list[PredictionEvent], list[GroundTruthEvent]]:
+    """Models ``a`` and ``b`` both score requests id0..id{n-1} (one ``prediction_id`` each) and
+    disagree on every one; each model's label is its own prediction, so both are always right.
+    Joined across models, every outcome would be wrong."""
+    preds, labels = [], []
+    for i in range(n):
+        for model, value in (("a", i % 2), ("b", 1 - i % 2)):
+            ts = T0 + 10 * i
+            preds.append(
+                PredictionEvent(
+                    prediction_id=f"id{i}",
+                    model_id=model,
+                    timestamp=ts,
+                    features={"x": 1.0},
+                    prediction=value,
+                )
+            )
+            labels.append(
+                GroundTruthEvent(prediction_id=f"id{i}", model_id=model, label=value, timestamp=ts + 5)
+            )
+    return preds, labels
+
+
+def _evaluate(preds, labels, *, n_partitions: int, mixed: bool, early: int = 0) -> tuple[list, list]:
+    """Join per partition (labels of the first ``early`` ids of model b before any prediction),
+    merge and evaluate: the final whole-model results and the join partitions."""
+    config = _config()
+    catalog = ModelCatalog(config)
+    joins = [
+        JoinPartition(p, catalog, prediction_sources=[P_SRC], label_sources=[L_SRC])
+        for p in range(n_partitions)
+    ]
+    merger = WindowMerger(catalog, Evaluator(catalog), n_partitions)
+    first = [e for e in labels if e.model_id == "b" and int(e.prediction_id[2:]) < early]
+    rest = [e for e in labels if e not in first]
+
+    def blocks(events: list) -> list[list]:  # both models in one block, or one block per model
+        return [events] if mixed else [[e for e in events if e.model_id == m] for m in ("a", "b")]
+
+    log = (
+        [("l", b) for b in blocks(first) if b]
+        + [("p", b) for b in blocks(preds)]
+        + [("l", b) for b in blocks(rest)]
+    )
+    results = []
+    for kind, events in log:
+        targets = partition_for([e.prediction_id for e in events], n_partitions).tolist()
+        for p, jp in enumerate(joins):
+            members = [e for e, t in zip(events, targets, strict=True) if t == p]
+            (jp.add_predictions if kind == "p" else jp.add_labels)(members)
+    for jp in joins:
+        for source in (P_SRC, L_SRC):
+            for message in [*jp.end_source(source), jp.progress()]:
+                results.extend(e.result for e in merger.add(message).evaluations)
+    final = sorted((r for r in results if r.phase == "final" and not r.segment), key=lambda r: r.model_id)
+    return final, joins
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["one-model-blocks", "mixed-blocks"])
+def test_two_models_scoring_one_request_each_join_their_own_labels(mixed: bool) -> None:
+    """The join identity is (model_id, prediction_id): the second model's prediction of an id
+    is not a duplicate, and each label joins its own model's prediction, early or not."""
+    preds, labels = _two_models_scoring_each_request(50)
+    final, joins = _evaluate(preds, labels, n_partitions=3, mixed=mixed, early=10)
+    assert [(r.model_id, r.prediction_count, r.labelled_count) for r in final] == [
+        ("a", 50, 50),
+        ("b", 50, 50),
+    ]
+    assert [r.metrics["accuracy"] for r in final] == [1.0, 1.0]
+    counters = {k: sum(jp.counters[k] for jp in joins) for k in COUNTERS}
+    assert counters == {
+        **dict.fromkeys(COUNTERS, 0),
+        "predictions": 100,
+        "labels": 100,
+        "joined": 100,
+        "early_labels": 10,
+    }
+    assert sum(jp.pending for jp in joins) == 0
+
+
+def test_a_checkpoint_keyed_by_prediction_id_alone_restores_into_the_model_keyed_join() -> None:
+    """``tests/data/join-checkpoint-v2.msgpack`` was written by the join before it was keyed by
+    model (d9d8f55, checkpoint version 2) from this log, on the ``_config()`` windows:
+
+        labels      e1/a@10=1                                   (early: no prediction yet)
+        predictions p1/a@20=1 p2/a@30=0 p3/a@40=1 q1/b@50=0     (x = dt, score 0.9 or 0.1)
+        labels      p1/a@60=1 p2/a@70=0
+        accepted preds:0 up to offset 3, labels:0 up to 2; watermarks 50 and 70; next_offset 5
+
+    Restored, then fed the rest of a log in which model b also scores p1 and labels come for
+    both models, it must end exactly where the model-keyed join fed the whole log from the
+    start ends: entries move under their window's model, and the early label, whose model the
+    old format did not keep, still joins its prediction."""
+    from pathlib import Path
+
+    def pred(pid: str, model: str, dt: int, value: int) -> PredictionEvent:
+        return PredictionEvent(
+            prediction_id=pid,
+            model_id=model,
+            timestamp=T0 + dt,
+            features={"x": float(dt)},
+            prediction=value,
+            score=0.9 if value else 0.1,
+        )
+
+    def label(pid: str, model: str, dt: int, value: int) -> GroundTruthEvent:
+        return GroundTruthEvent(prediction_id=pid, model_id=model, label=value, timestamp=T0 + dt)
+
+    before = [
+        ("l", [label("e1", "a", 10, 1)]),
+        (
+            "p",
+            [pred("p1", "a", 20, 1), pred("p2", "a", 30, 0), pred("p3", "a", 40, 1), pred("q1", "b", 50, 0)],
+        ),
+        ("l", [label("p1", "a", 60, 1), label("p2", "a", 70, 0)]),
+    ]
+    after = [
+        # p1 of model b is new; p1 of model a again is a duplicate
+        ("p", [pred("e1", "a", 80, 1), pred("p1", "b", 90, 0), pred("p1", "a", 95, 1)]),
+        (
+            "l",
+            [
+                label("p1", "b", 100, 1),
+                label("p3", "a", 110, 0),
+                label("q1", "b", 120, 0),
+                label("p2", "a", 130, 0),
+            ],
+        ),
+    ]
+
+    def feed(jp: JoinPartition, log: list) -> list[Partial]:
+        for kind, events in log:
+            (jp.add_predictions if kind == "p" else jp.add_labels)(events)
+        return jp.end_source(P_SRC) + jp.end_source(L_SRC)
+
+    restored = _join(_config())
+    restored.restore((Path(__file__).parent / "data" / "join-checkpoint-v2.msgpack").read_bytes())
+    assert restored.next_offset == 5 and restored.pending == 5
+    assert not restored.accept(P_SRC, 3) and restored.accept(P_SRC, 4)
+    again = _join(_config())  # the upgraded state round-trips, the model-less early label too
+    again.restore(restored.snapshot())
+    assert again.snapshot() == restored.snapshot()
+    fresh = _join(_config())
+    fresh.next_offset = 5  # outputs carry it as seq
+    got, expected = feed(restored, after), feed(fresh, before + after)
+    assert [msgspec.msgpack.encode(p) for p in got] == [msgspec.msgpack.encode(p) for p in expected]
+    assert restored.counters == fresh.counters
+    assert (restored.counters["joined"], restored.counters["duplicate_predictions"]) == (6, 1)
+    assert (restored.counters["duplicate_labels"], restored.counters["unmatched_labels"]) == (1, 0)
+    finals = {
+        p.model_id: WindowAggregate.from_dict(p.aggregate, restored.catalog.spec(p.model_id))
+        for p in got
+        if p.phase == "final"
+    }
+    assert {m: (a.n_predictions, a.n_labelled) for m, a in finals.items()} == {"a": (4, 4), "b": (2, 2)}

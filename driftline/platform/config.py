@@ -58,7 +58,10 @@ class ModelConfig:
     window_ms: int = 300_000
     grace_ms: int = 60_000
     label_horizon_ms: int = 600_000
+    #: a binary model's two classes: 0 and 1 (positive 1) unless both are named, e.g. "fraud" and
+    #: "ok"; ingest dead-letters labels and predictions that are neither (see :attr:`classes`)
     positive_label: str = "1"
+    negative_label: str | None = None
     reference: str | None = None
     bootstrap_windows: int = 3
     drift_alpha: float = 0.05
@@ -79,6 +82,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.task not in ("binary", "multiclass", "regression"):
             raise ValueError(f"task must be binary, multiclass or regression, not {self.task!r}")
+        if self.task == "binary":
+            self._check_classes()
         if self.window_ms <= 0:
             raise ValueError("window must be positive")
         if self.grace_ms < 0 or self.label_horizon_ms < self.grace_ms:
@@ -101,6 +106,30 @@ class ModelConfig:
             raise ValueError(f"unknown online detectors {unknown}{hint} known: {sorted(ONLINE_DETECTORS)}")
         if len(set(self.online_detectors)) != len(self.online_detectors):
             raise ValueError("online_detectors lists a detector twice")
+
+    @property
+    def classes(self) -> tuple[str, str] | None:
+        """A binary model's (negative, positive) class, as category strings; None for other
+        tasks (multiclass: any string or integer is a class; regression: numbers).
+
+        The other class of 0 or 1 is implied. String classes are named both, never guessed
+        from the events: ingest workers see different partitions in different orders, so a
+        class learnt from data could differ between workers and after a restart, and an
+        unknown class could not be told from the negative one."""
+        if self.task != "binary":
+            return None
+        if self.negative_label is not None:
+            return (self.negative_label, self.positive_label)
+        return ("1" if self.positive_label == "0" else "0", self.positive_label)
+
+    def _check_classes(self) -> None:
+        if self.negative_label is None and self.positive_label not in ("0", "1"):
+            raise ValueError(
+                "a binary model's classes are 0 and 1 unless positive_label and negative_label name "
+                f"both: positive_label is {self.positive_label!r}, negative_label is not set"
+            )
+        if self.negative_label == self.positive_label:
+            raise ValueError(f"positive_label and negative_label are both {self.positive_label!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +206,7 @@ _MODEL_KEYS = {
     "grace": "grace_ms",
     "label_horizon": "label_horizon_ms",
     "positive_label": "positive_label",
+    "negative_label": "negative_label",
     "reference": "reference",
     "bootstrap_windows": "bootstrap_windows",
     "drift_alpha": "drift_alpha",
@@ -202,7 +232,7 @@ def _model_config(raw: Mapping[str, Any], base: ModelConfig, where: str) -> Mode
             value = parse_duration_ms(value)
         elif key == "rules":
             value = tuple(rule_from_dict(r) for r in value)
-        elif key == "positive_label":
+        elif key in ("positive_label", "negative_label"):
             value = str(value)
         elif key == "online_detectors":
             value = (value,) if isinstance(value, str) else tuple(str(v) for v in (value or ()))
