@@ -13,7 +13,7 @@ import hashlib
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 SPEC_VERSION: Final = "1.0"
 DEFAULT_SOURCE: Final = "/driftline/worker"
@@ -31,6 +31,17 @@ UtcMs = Annotated[
         description="RFC 3339 UTC with millisecond precision, e.g. 2026-11-24T21:03:54.123Z",
     ),
 ]
+
+
+#: An optional attribute driftline does not set is *absent* from the event, never ``null``: the
+#: CloudEvents SDKs refuse ``null`` for an attribute (an empty one too). Events written before
+#: that rule said ``"dataschema": null``; they are still on topics and in stores, so readers
+#: accept ``null`` and treat it as absent.
+DataSchema = (
+    Annotated[str, Meta(min_length=1, description="URI of the data's schema; absent when none is set")]
+    | None
+    | UnsetType
+)
 
 
 class Window(msgspec.Struct, frozen=True):
@@ -84,10 +95,12 @@ class AlertEvent(msgspec.Struct, kw_only=True):
     subject: str
     time: UtcMs
     datacontenttype: Literal["application/json"] = "application/json"
-    dataschema: str | None = None
+    dataschema: DataSchema = UNSET
     data: AlertData
 
     def __post_init__(self) -> None:
+        if self.dataschema is None:
+            self.dataschema = UNSET
         # A "resolved" type around "firing" data would page and resolve at once downstream.
         if self.type != _TYPE_BY_STATUS[self.data.status]:
             raise ValueError("type does not match data.status")
@@ -103,8 +116,12 @@ class RetrainingRequest(msgspec.Struct, kw_only=True):
     subject: str
     time: UtcMs
     datacontenttype: Literal["application/json"] = "application/json"
-    dataschema: str | None = None
+    dataschema: DataSchema = UNSET
     data: RetrainingRequestData
+
+    def __post_init__(self) -> None:
+        if self.dataschema is None:
+            self.dataschema = UNSET
 
 
 _TYPE_BY_STATUS: Final = {"firing": ALERT_FIRING, "resolved": ALERT_RESOLVED}
