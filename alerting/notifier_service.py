@@ -138,7 +138,8 @@ class NotifierService:
                         continue
                     consumed = True
                     try:
-                        events.append(decode_alert(message.value() or b""))
+                        # either CloudEvents content mode: the headers say which
+                        events.append(decode_alert(message.value() or b"", message.headers()))
                     except msgspec.ValidationError as exc:
                         # Poison input must not block the partition; the producer's DLQ owns it.
                         logger.error("skipping an undecodable alert at offset %s: %s", message.offset(), exc)

@@ -26,6 +26,7 @@ from driftline.platform.checkpoints import CheckpointStore
 from driftline.platform.config import Config, ModelConfig
 from driftline.platform.kafka import confluent_config
 from driftline.schemas import RetrainingRequest, decode_alert, ms_to_rfc3339, rfc3339_to_ms
+from driftline.schemas.cloudevents import Headers
 from driftline.streams.app import DriftlineApp
 from driftline.streams.catalog import ModelCatalog, build_profiles
 from driftline.streams.evaluation import Evaluation
@@ -74,8 +75,8 @@ class _Console:
                     f"drift: {', '.join(drifted) if drifted else '-'}"
                 )
 
-    def on_alert(self, payload: bytes) -> None:
-        alert = decode_alert(payload)
+    def on_alert(self, payload: bytes, headers: Headers = None) -> None:
+        alert = decode_alert(payload, headers)  # structured or binary, as the headers say
         with self.lock:
             self.alerts.append(alert)
             d = alert.data
@@ -135,7 +136,7 @@ def _tail_alerts(app: DriftlineApp, console: _Console, stop: threading.Event) ->
         while not stop.is_set():
             msg = consumer.poll(0.2)
             if msg is not None and not msg.error():
-                console.on_alert(msg.value())
+                console.on_alert(msg.value(), msg.headers())
     finally:
         consumer.close()
 
