@@ -30,7 +30,7 @@ from driftline.alerting.notifiers.base import Notifier
 from driftline.alerting.outbox import RetryPolicy, ingest
 from driftline.alerting.subscriptions import Subscription, make_notifier
 from driftline.platform import metrics
-from driftline.platform.kafka import KafkaSettings, confluent_config
+from driftline.platform.kafka import KafkaSettings, confluent_config, record_headers
 from driftline.platform.store import check_schema, make_engine, safe_url, session_factory
 from driftline.schemas import AlertEvent, decode_alert
 
@@ -138,7 +138,8 @@ class NotifierService:
                         continue
                     consumed = True
                     try:
-                        events.append(decode_alert(message.value() or b""))
+                        # either CloudEvents content mode: the headers say which
+                        events.append(decode_alert(message.value() or b"", record_headers(message)))
                     except msgspec.ValidationError as exc:
                         # Poison input must not block the partition; the producer's DLQ owns it.
                         logger.error("skipping an undecodable alert at offset %s: %s", message.offset(), exc)

@@ -1,19 +1,26 @@
-"""Output contracts: alerts and retraining requests as CloudEvents 1.0 (structured JSON mode).
+"""Output contracts: alerts and retraining requests as CloudEvents 1.0 over Kafka.
 
 CloudEvents lets any broker, router or function platform route our output by ``type`` and
-``subject`` without knowing driftline. Both envelopes are *deterministic*: ``id`` derives from
-what the event is about, and ``time`` is the window end (event time) rather than the wall
-clock, so a worker that replays a window after a crash re-emits byte-identical events that
-consumers can drop as duplicates by ``id``.
+``subject`` without knowing driftline. The Kafka protocol binding has two content modes, and
+each output topic is configured with one (:func:`kafka_record`): *structured* (the default:
+the whole event is the JSON value) and *binary* (attributes in ``ce_*`` headers, the data alone
+as the value, for routers that filter on headers without parsing values). Readers never need
+to be told which: :func:`decode_alert` and :func:`decode_retraining_request` tell the mode of
+each message from its headers, so a topic whose mode is changed stays readable throughout.
+
+Both envelopes are *deterministic*: ``id`` derives from what the event is about, and ``time``
+is the window end (event time) rather than the wall clock, so a worker that replays a window
+after a crash re-emits byte-identical events that consumers can drop as duplicates by ``id``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any, Final, Literal
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Final, Literal, TypeAlias
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 SPEC_VERSION: Final = "1.0"
 DEFAULT_SOURCE: Final = "/driftline/worker"
@@ -33,6 +40,17 @@ UtcMs = Annotated[
         description="RFC 3339 UTC with millisecond precision, e.g. 2026-11-24T21:03:54.123Z",
     ),
 ]
+
+
+#: An optional attribute driftline does not set is *absent* from the event, never ``null``: the
+#: CloudEvents SDKs refuse ``null`` for an attribute (an empty one too). Events written before
+#: that rule said ``"dataschema": null``; they are still on topics and in stores, so readers
+#: accept ``null`` and treat it as absent.
+DataSchema = (
+    Annotated[str, Meta(min_length=1, description="URI of the data's schema; absent when none is set")]
+    | None
+    | UnsetType
+)
 
 
 class Window(msgspec.Struct, frozen=True):
@@ -86,10 +104,12 @@ class AlertEvent(msgspec.Struct, kw_only=True):
     subject: str
     time: UtcMs
     datacontenttype: Literal["application/json"] = "application/json"
-    dataschema: str | None = None
+    dataschema: DataSchema = UNSET
     data: AlertData
 
     def __post_init__(self) -> None:
+        if self.dataschema is None:
+            self.dataschema = UNSET
         # A "resolved" type around "firing" data would page and resolve at once downstream.
         if self.type != _TYPE_BY_STATUS[self.data.status]:
             raise ValueError("type does not match data.status")
@@ -105,8 +125,12 @@ class RetrainingRequest(msgspec.Struct, kw_only=True):
     subject: str
     time: UtcMs
     datacontenttype: Literal["application/json"] = "application/json"
-    dataschema: str | None = None
+    dataschema: DataSchema = UNSET
     data: RetrainingRequestData
+
+    def __post_init__(self) -> None:
+        if self.dataschema is None:
+            self.dataschema = UNSET
 
 
 _TYPE_BY_STATUS: Final[dict[str, AlertType]] = {"firing": ALERT_FIRING, "resolved": ALERT_RESOLVED}
@@ -147,18 +171,109 @@ def retraining_request(data: RetrainingRequestData, *, source: str = DEFAULT_SOU
     )
 
 
+# -- the Kafka protocol binding -----------------------------------------------------------------
+
+ContentMode: TypeAlias = Literal["structured", "binary"]
+#: the content modes of the CloudEvents Kafka protocol binding, as a configuration names them
+CONTENT_MODES: Final[tuple[ContentMode, ...]] = ("structured", "binary")
+CONTENT_TYPE_HEADER: Final = "content-type"
+STRUCTURED_CONTENT_TYPE: Final = b"application/cloudevents+json; charset=UTF-8"
+#: binary mode: every attribute but ``datacontenttype`` (the content-type header) is a header
+ATTRIBUTE_HEADER_PREFIX: Final = "ce_"
+#: as confluent-kafka returns them (``Message.headers()``), or as a mapping
+Headers: TypeAlias = Iterable[tuple[str | bytes, bytes | None]] | Mapping[str, bytes | None] | None
+
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+def kafka_record(
+    event: AlertEvent | RetrainingRequest, mode: ContentMode = "structured"
+) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
+    """The Kafka value and headers of ``event`` in content ``mode``; the key is the caller's.
+
+    Structured: the whole event as JSON, ``content-type: application/cloudevents+json``.
+    Binary: ``event.data`` as JSON, one ``ce_<attribute>`` header per attribute that is set
+    (UTF-8), and ``datacontenttype`` as the ``content-type`` header, as the binding specifies.
+    """
+    if mode == "structured":
+        return _ENCODER.encode(event), ((CONTENT_TYPE_HEADER, STRUCTURED_CONTENT_TYPE),)
+    if mode != "binary":
+        raise ValueError(f"content mode must be one of {CONTENT_MODES}, not {mode!r}")
+    headers = []
+    for name in event.__struct_fields__:
+        value = getattr(event, name)
+        if name == "data" or value is UNSET or value is None:
+            continue
+        if name == "datacontenttype":
+            headers.append((CONTENT_TYPE_HEADER, value.encode()))
+        else:
+            headers.append((ATTRIBUTE_HEADER_PREFIX + name, value.encode()))
+    return _ENCODER.encode(event.data), tuple(headers)
+
+
+def content_mode(headers: Headers) -> ContentMode:
+    """Which content mode a Kafka message is in, by the binding's rule: a ``content-type``
+    starting ``application/cloudevents`` is structured; else a ``ce_specversion`` header
+    makes it binary. A message with neither is read as structured: that is how events were
+    written before binary mode existed, and how a plain producer writes them."""
+    items = _header_items(headers)
+    content_type = items.get(CONTENT_TYPE_HEADER, "")
+    if content_type.lower().startswith("application/cloudevents"):
+        return "structured"
+    return "binary" if ATTRIBUTE_HEADER_PREFIX + "specversion" in items else "structured"
+
+
 _ALERT_DECODER: Final = msgspec.json.Decoder(AlertEvent)
 _RETRAINING_DECODER: Final = msgspec.json.Decoder(RetrainingRequest)
 
 
-def decode_alert(b: bytes) -> AlertEvent:
-    """Decode and validate an alert; any bad input raises ``msgspec.ValidationError``."""
-    return _strict(_ALERT_DECODER, b)
+def decode_alert(b: bytes, headers: Headers = None) -> AlertEvent:
+    """Decode and validate an alert in either content mode (``headers`` tell which; without
+    them, structured); any bad input raises ``msgspec.ValidationError``."""
+    return _decode(_ALERT_DECODER, AlertEvent, b, headers)
 
 
-def decode_retraining_request(b: bytes) -> RetrainingRequest:
-    """Decode and validate a retraining request; any bad input raises ``msgspec.ValidationError``."""
-    return _strict(_RETRAINING_DECODER, b)
+def decode_retraining_request(b: bytes, headers: Headers = None) -> RetrainingRequest:
+    """Decode and validate a retraining request in either content mode (as :func:`decode_alert`);
+    any bad input raises ``msgspec.ValidationError``."""
+    return _decode(_RETRAINING_DECODER, RetrainingRequest, b, headers)
+
+
+def _decode(decoder: msgspec.json.Decoder, cls: type, b: bytes, headers: Headers) -> Any:
+    try:
+        if headers is None or content_mode(headers) == "structured":
+            return _strict(decoder, b)
+        # Binary: the attributes from the headers around the value's data, validated as one
+        # struct, so both modes accept and refuse exactly the same events.
+        items = _header_items(headers)
+        envelope: dict[str, Any] = {
+            name[len(ATTRIBUTE_HEADER_PREFIX) :]: value
+            for name, value in items.items()
+            if name.startswith(ATTRIBUTE_HEADER_PREFIX)
+        }
+        if CONTENT_TYPE_HEADER in items:
+            envelope["datacontenttype"] = items[CONTENT_TYPE_HEADER]
+        envelope["data"] = msgspec.json.decode(b)
+        return msgspec.convert(envelope, cls)
+    except msgspec.ValidationError:
+        raise
+    except (msgspec.DecodeError, UnicodeDecodeError, TypeError) as exc:
+        raise msgspec.ValidationError(str(exc)) from exc
+
+
+def _header_items(headers: Headers) -> dict[str, str]:
+    """Header names in lower case (the binding's names are), values as text; a header with no
+    value is dropped. Raises ``UnicodeDecodeError`` on a value that is not UTF-8."""
+    if headers is None:
+        return {}
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    out = {}
+    for name, value in pairs:
+        if value is None:
+            continue
+        key = name.decode() if isinstance(name, bytes) else name
+        out[key.lower()] = value.decode() if isinstance(value, bytes) else str(value)
+    return out
 
 
 def _strict(decoder: msgspec.json.Decoder, b: bytes) -> Any:

@@ -28,7 +28,7 @@ from driftline.platform import metrics
 from driftline.platform.checkpoints import CheckpointStore
 from driftline.platform.config import Config
 from driftline.platform.kafka import KafkaSettings, TopicNames, settings_for
-from driftline.schemas import encode
+from driftline.schemas import encode, kafka_record
 from driftline.schemas.deadletter import SOURCE_TOPIC_HEADER, Reason, dead_letter_headers, reason_of
 from driftline.streams.catalog import ModelCatalog
 from driftline.streams.evaluation import Evaluation, Evaluator
@@ -60,7 +60,6 @@ FINAL_WINDOWS_HEADER = "driftline-final-windows"
 INGEST_TAKE = 256
 #: ... waiting at most this long for more (the latency it may add to a quiet stream)
 INGEST_WITHIN_S = 0.02
-CLOUDEVENTS_JSON = ("content-type", b"application/cloudevents+json; charset=UTF-8")
 
 
 def _faust_credentials(settings: KafkaSettings) -> Any:
@@ -326,26 +325,18 @@ class DriftlineApp:
             metrics.WINDOWS_EVALUATED.labels(r.phase).inc()
             metrics.observe_evaluation(evaluation)
             out.append(Outgoing(self.topics.results, encode(r), key=r.model_id.encode()))
+            # CloudEvents in each topic's configured content mode; the key is the same in both
             for alert in evaluation.alerts:
                 metrics.ALERTS_EMITTED.labels(alert.data.status, alert.data.severity).inc()
+                value, headers = kafka_record(alert, self.config.cloudevents.alerts)
                 out.append(
-                    Outgoing(
-                        self.topics.alerts,
-                        encode(alert),
-                        key=alert.data.dedup_key.encode(),
-                        headers=(CLOUDEVENTS_JSON,),
-                    )
+                    Outgoing(self.topics.alerts, value, key=alert.data.dedup_key.encode(), headers=headers)
                 )
             for request in evaluation.requests:
                 metrics.RETRAINING_REQUESTS.inc()
-                out.append(
-                    Outgoing(
-                        self.topics.retraining,
-                        encode(request),
-                        key=request.data.model_id.encode(),
-                        headers=(CLOUDEVENTS_JSON,),
-                    )
-                )
+                value, headers = kafka_record(request, self.config.cloudevents.retraining_requests)
+                key = request.data.model_id.encode()
+                out.append(Outgoing(self.topics.retraining, value, key=key, headers=headers))
             if self.on_evaluation is not None:
                 self.on_evaluation(evaluation)
         metrics.observe_progress(merger.counters, merger.watermark, models)

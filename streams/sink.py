@@ -345,10 +345,10 @@ class HistorySink:
                     raise ValueError("empty record")
                 if topic == self.topics.results:
                     batch.results.append(decode_window_result(value))
-                elif topic == self.topics.alerts:
-                    batch.alerts.append(decode_alert(value))
+                elif topic == self.topics.alerts:  # either CloudEvents content mode
+                    batch.alerts.append(decode_alert(value, record_headers(m)))
                 else:
-                    batch.requests.append(decode_retraining_request(value))
+                    batch.requests.append(decode_retraining_request(value, record_headers(m)))
             except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
                 self.stats.undecodable += 1
                 log.error(

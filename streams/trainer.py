@@ -4,8 +4,9 @@ Each request carries an idempotency key, exposed as ``request.id`` (the CloudEve
 to ``request.data.idempotency_key``). The monitor may publish the same request more than
 once (outbox retries, replays), and Kafka delivers at least once, so the consumer:
 
-1. decodes the message; an undecodable one is logged, counted, committed and skipped, so a
-   single bad record can never block its partition forever;
+1. decodes the message (structured or binary CloudEvents alike); an undecodable one is
+   logged, counted, committed and skipped, so a single bad record can never block its
+   partition forever;
 2. skips (and commits) a request whose ``id`` the dedup store has already seen;
 3. calls the handler, then marks the id as seen, then commits *that* message's offset
    synchronously (``enable.auto.commit=false``): an offset is only ever committed after its
@@ -40,7 +41,7 @@ from typing import Any, Final, Protocol, Self, runtime_checkable
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from driftline.platform.kafka import KafkaSettings, confluent_config, record_position
+from driftline.platform.kafka import KafkaSettings, confluent_config, record_headers, record_position
 from driftline.schemas import RetrainingRequest, decode_retraining_request
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,8 @@ class RetrainingConsumer:
 
     def _process(self, message: Message, stop_event: threading.Event | None) -> None:
         try:
-            request = decode_retraining_request(message.value() or b"")
+            # structured or binary CloudEvents alike: the headers say which
+            request = decode_retraining_request(message.value() or b"", record_headers(message))
         except Exception as exc:
             self.stats.undecodable += 1
             log.error(

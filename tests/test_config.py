@@ -91,6 +91,15 @@ def test_config_file_from_the_environment(tmp_path: Path) -> None:
             "name both: positive_label is 'fraud', negative_label is not set",
         ),
         ("models: {fraud: {positive_label: ok, negative_label: ok}}\n", "are both 'ok'"),
+        (
+            "cloudevents: {alerts: binry}\n",
+            "cloudevents.alerts must be binary or structured, not 'binry'; did you mean 'binary'?",
+        ),
+        (
+            "cloudevents: {retraining: binary}\n",
+            "cloudevents: a topic must be alerts or retraining_requests, not 'retraining'",
+        ),
+        ("cloudevents: binary\n", "cloudevents must map alerts and retraining_requests to a content mode"),
     ],
 )
 def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
@@ -98,6 +107,15 @@ def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
     cfg.write_text(text)
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config(cfg, environ={})
+
+
+def test_cloudevents_content_mode_per_topic(tmp_path: Path) -> None:
+    default = load_config(environ={}).cloudevents
+    assert (default.alerts, default.retraining_requests) == ("structured", "structured")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("cloudevents: {retraining-requests: binary}\n")
+    config = load_config(cfg, environ={"DRIFTLINE__CLOUDEVENTS__ALERTS": "binary"})
+    assert (config.cloudevents.alerts, config.cloudevents.retraining_requests) == ("binary", "binary")
 
 
 def test_model_config_defaults_are_valid() -> None:

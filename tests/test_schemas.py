@@ -469,6 +469,23 @@ def test_alert_round_trip_and_validation():
         decode_alert(b'{"id":"\xff"}')
 
 
+def test_unset_optional_attributes_are_absent_and_legacy_nulls_still_read():
+    # the CloudEvents SDKs refuse "dataschema": null; events written before this rule carry it
+    pairs = (
+        (alert_event(alert_data()), decode_alert),
+        (retraining_request(retrain_data()), decode_retraining_request),
+    )
+    for event, decode in pairs:
+        wire = json.loads(encode(event))
+        assert "dataschema" not in wire
+        assert decode(dumps({**wire, "dataschema": None})) == event
+        assert encode(decode(dumps({**wire, "dataschema": None}))) == encode(event)
+        schema = "https://example.com/alert.json"
+        assert decode(dumps({**wire, "dataschema": schema})).dataschema == schema
+        with pytest.raises(msgspec.ValidationError):
+            decode(dumps({**wire, "dataschema": ""}))
+
+
 def test_retraining_request_id_is_the_idempotency_key():
     rr = retraining_request(retrain_data())
     assert rr.id == "churn-v3-2026-11-24T21:05:00.000Z"

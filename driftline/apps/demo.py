@@ -24,9 +24,10 @@ from driftline.apps.simulate import simulate
 from driftline.platform.broker import EmbeddedBroker
 from driftline.platform.checkpoints import CheckpointStore
 from driftline.platform.config import Config, ModelConfig
-from driftline.platform.kafka import confluent_config
+from driftline.platform.kafka import confluent_config, record_headers
 from driftline.platform.text import printable
 from driftline.schemas import RetrainingRequest, decode_alert, ms_to_rfc3339, rfc3339_to_ms
+from driftline.schemas.cloudevents import Headers
 from driftline.streams.app import DriftlineApp
 from driftline.streams.catalog import ModelCatalog, build_profiles
 from driftline.streams.evaluation import Evaluation
@@ -75,8 +76,8 @@ class _Console:
                     f"drift: {', '.join(drifted) if drifted else '-'}"
                 )
 
-    def on_alert(self, payload: bytes) -> None:
-        alert = decode_alert(payload)
+    def on_alert(self, payload: bytes, headers: Headers = None) -> None:
+        alert = decode_alert(payload, headers)  # structured or binary, as the headers say
         with self.lock:
             self.alerts.append(alert)
             d = alert.data
@@ -141,7 +142,7 @@ def _tail_alerts(app: DriftlineApp, console: _Console, stop: threading.Event) ->
                 continue
             payload = msg.value()
             if payload is not None:  # a record without a value (a tombstone) holds no alert
-                console.on_alert(payload)
+                console.on_alert(payload, record_headers(msg))
     finally:
         consumer.close()
 

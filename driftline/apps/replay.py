@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from driftline.platform.broker import EmbeddedBroker
 from driftline.platform.config import Config
 from driftline.platform.files import load_rows
 from driftline.platform.kafka import confluent_config, record_headers, record_position
-from driftline.schemas import decode_window_result, rfc3339_to_ms
+from driftline.schemas import decode_alert, decode_retraining_request, decode_window_result, rfc3339_to_ms
 from driftline.schemas.deadletter import (
     BATCH_INDEX_HEADER,
     SOURCE_OFFSET_HEADER,
@@ -363,8 +363,9 @@ def _report(app: DriftlineApp, sink: dict[str, Any]) -> ReplayReport:
         report.windows.append(msgspec.to_builtins(r))
     c = app.config.topics
     alerts = _consume_all(app, app.topics.alerts, c.alerts)
-    report.alerts = _unique(alerts)
-    report.retraining_requests = _unique(_consume_all(app, app.topics.retraining, c.retraining))
+    report.alerts = _unique(alerts, decode_alert)
+    requests = _consume_all(app, app.topics.retraining, c.retraining)
+    report.retraining_requests = _unique(requests, decode_retraining_request)
     # one record per rejected event: an input message re-read after a restart is dead-lettered
     # again, so records are keyed by where the event came from
     unique: dict[tuple, str] = {}
@@ -378,11 +379,14 @@ def _report(app: DriftlineApp, sink: dict[str, Any]) -> ReplayReport:
     return report
 
 
-def _unique(messages: list[Any]) -> list[dict[str, Any]]:
-    """CloudEvents as emitted, in emission order; re-deliveries (same id) listed once."""
+def _unique(messages: list[Any], decode: Callable[[bytes, Any], Any]) -> list[dict[str, Any]]:
+    """CloudEvents as emitted, in emission order; re-deliveries (same id) listed once.
+
+    Each is listed in its structured JSON form whatever the topic's content mode, so a report
+    does not change with the mode, and every event in it passed the contract's validation."""
     out, ids = [], set()
     for m in sorted(messages, key=lambda m: m.timestamp()[1]):
-        event = orjson.loads(m.value())
+        event = msgspec.to_builtins(decode(m.value(), m.headers()))
         if event["id"] in ids:
             continue
         ids.add(event["id"])

@@ -30,6 +30,7 @@ from driftline.detectors.vocabulary import (
     check_name,
     closest,
 )
+from driftline.schemas.cloudevents import CONTENT_MODES, ContentMode
 
 Task = Literal["binary", "multiclass", "regression"]
 
@@ -151,6 +152,26 @@ class TopicConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CloudEventsConfig:
+    """The CloudEvents content mode of each output topic (``structured`` or ``binary``).
+
+    Structured stays the default because every reader of old gets the whole event in the
+    value; binary suits routers that filter on ``ce_*`` headers. driftline's own readers take
+    both, whatever is configured here, so the mode of a topic can change while it has readers.
+    """
+
+    alerts: ContentMode = "structured"
+    retraining_requests: ContentMode = "structured"
+
+    def __post_init__(self) -> None:
+        for key in _CLOUDEVENTS_KEYS:
+            check_name(getattr(self, key), CONTENT_MODES, f"cloudevents.{key}")
+
+
+_CLOUDEVENTS_KEYS = ("alerts", "retraining_requests")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration; build it with :func:`load_config`."""
 
@@ -181,6 +202,8 @@ class Config:
     source: str = "/driftline/worker"
     #: alert subscriptions (read by the notifier, see docs/alerting.md)
     subscriptions: tuple[Mapping[str, Any], ...] = ()
+    #: how alerts and retraining requests are laid out in Kafka messages (docs/contracts.md)
+    cloudevents: CloudEventsConfig = field(default_factory=CloudEventsConfig)
 
     def model(self, model_id: str) -> ModelConfig:
         """The configuration of ``model_id``, falling back to the defaults for unconfigured models."""
@@ -296,6 +319,7 @@ _TOP_KEYS = {
     "metrics_port",
     "source",
     "subscriptions",
+    "cloudevents",
 }
 
 
@@ -345,7 +369,24 @@ def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path | None = None)
         kwargs["max_future_skew_ms"] = parse_duration_ms(raw["max_future_skew"])
     if "checkpoint_interval" in raw:
         kwargs["checkpoint_interval_ms"] = parse_duration_ms(raw["checkpoint_interval"])
+    if "cloudevents" in raw:
+        kwargs["cloudevents"] = _cloudevents_config(raw["cloudevents"])
     return Config(**kwargs)
+
+
+def _cloudevents_config(raw: Any) -> CloudEventsConfig:
+    """``cloudevents: {alerts: structured, retraining_requests: binary}``; a misspelt topic or
+    mode stops loading with the key, the valid names and the closest one."""
+    if raw is None:
+        return CloudEventsConfig()
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"cloudevents must map {' and '.join(_CLOUDEVENTS_KEYS)} to a content mode")
+    modes: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        check_name(name, _CLOUDEVENTS_KEYS, "cloudevents: a topic")
+        modes[name] = str(value)
+    return CloudEventsConfig(**modes)
 
 
 def _check_subscription_kinds(subscriptions: tuple[Any, ...]) -> None:
