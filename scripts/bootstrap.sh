@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (once) and install driftline into it. Sourced by demo.sh and test.sh.
+# Create .venv (once) and install driftline into it. Run by demo.sh and test.sh.
 # Versions come from constraints.txt (scripts/refresh-constraints.sh rewrites it), so a fresh
 # clone installs what the tests last passed with, not whatever was released since.
 set -euo pipefail
