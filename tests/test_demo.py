@@ -3,12 +3,16 @@ and ``driftline status`` and ``driftline report --html`` must work on the histor
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from driftline.apps.demo_view import DemoCounts, DemoView
 
 
 def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -26,6 +30,18 @@ def test_demo_detects_the_change_and_records_history(tmp_path: Path) -> None:
     assert "result: drift and accuracy drop detected after the change, no alert before it" in out
     assert "(0 before the injected change)" in out
     assert ">> ALERT FIRING" in out and ">> RETRAINING REQUESTED" in out
+    # stdout is a pipe here: plain lines, progress from the start, not one escape code
+    assert "\x1b" not in demo.stdout and "\x1b" not in demo.stderr
+    assert re.search(r"^  progress +[01]s: sent \d+/\d+ predictions", out, re.M), out[:2000]
+    # the summary's counts are the lengths of its lists, and match the events printed live
+    summary = out[out.index("\nsummary\n") :]
+    fired = int(re.search(r"alerts fired: (\d+)", summary).group(1))  # type: ignore[union-attr]
+    listed = re.findall(r"^    \S+ +\[[^\]]*\] at window \d\d:\d\d:\d\d$", summary, re.M)
+    assert fired == len(listed) == out.count(">> ALERT FIRING") > 0
+    requests = int(re.search(r"retraining requests: (\d+)", summary).group(1))  # type: ignore[union-attr]
+    assert requests == out.count(">> RETRAINING REQUESTED") >= 1
+    closed = int(re.search(r"windows evaluated \(whole model\): (\d+)", summary).group(1))  # type: ignore[union-attr]
+    assert closed == len(re.findall(r"^  window \d\d:\d\d:\d\d-", out, re.M)) == 16
 
     status = _cli("status", "--store-url", store, "--json")
     assert status.returncode == 0, status.stderr
@@ -39,3 +55,29 @@ def test_demo_detects_the_change_and_records_history(tmp_path: Path) -> None:
     assert report.returncode == 0, report.stderr
     page = html.read_text()
     assert page.count("<svg") >= 3 and "fraud-detector" in page
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_demo_view_is_live_on_a_terminal_and_plain_in_a_pipe() -> None:
+    counts = DemoCounts(predictions_total=100, first_window_ms=0, window_ms=1000)
+    with counts.lock:
+        counts.predictions_sent, counts.labels_sent, counts.event_time_ms = 40, 30, 2500
+        counts.closed.add(0)
+    pipe = io.StringIO()
+    with DemoView(counts, pipe) as view:
+        view.say("  window a")
+    text = pipe.getvalue()
+    assert "\x1b" not in text
+    # windows 0, 1000 and 2000 have started; 0 is final
+    assert "sent 40/100 predictions, 30 labels; windows 1 closed, 2 open" in text
+    assert text.index("progress") < text.index("  window a")
+
+    terminal = _Terminal()
+    with DemoView(counts, terminal) as view:
+        view.say("  window b")
+    drawn = terminal.getvalue()
+    assert "\x1b[" in drawn and "  window b" in drawn and "predictions" in drawn

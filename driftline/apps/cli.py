@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=_cmd_replay)
 
     demo = sub.add_parser("demo", help="embedded broker + simulated traffic with an injected drift")
-    demo.add_argument("--duration", type=float, default=60.0, help="approximate run time in seconds")
+    demo.add_argument("--duration", type=float, default=50.0, help="approximate run time in seconds")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument(
         "--store-url", help="where to record the demo's history (default sqlite:///driftline-demo.sqlite)"

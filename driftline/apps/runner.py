@@ -43,6 +43,9 @@ def run_worker(app: DriftlineApp, *, stop: threading.Event | None = None, loglev
         override_logging=False,
         loop=asyncio.get_event_loop(),
     )
+    # Faust's start-up spinner writes cursor escape codes even when stdout is a pipe, and on a
+    # terminal it scribbles over the demo's live table: progress is shown by the callers.
+    worker.spinner = None
     stopping: list[asyncio.Future[None]] = []
     if stop is not None:
 
