@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from report_browser import rendered
 
 from driftline.apps.demo_view import DemoCounts, DemoView
 
@@ -54,7 +55,42 @@ def test_demo_detects_the_change_and_records_history(tmp_path: Path) -> None:
     report = _cli("report", "--model", "fraud-detector", "--html", str(html), "--store-url", store)
     assert report.returncode == 0, report.stderr
     page = html.read_text()
-    assert page.count("<svg") >= 3 and "fraud-detector" in page
+    assert "fraud-detector" in page
+    _check_report_in_chromium(tmp_path, html)
+
+
+def _check_report_in_chromium(tmp_path: Path, html: Path) -> None:
+    """The demo's report as the browser draws it: a chart per metric family, the estimate beside
+    the realised accuracy (with its band where the windows carry intervals), the drifted
+    feature's distributions (where the results carry summaries), a test-table row per feature
+    and the accuracy alert with its evidence."""
+    body, charts, dom = rendered(tmp_path, html)
+    assert body["data-plots-rendered"] == body["data-plots-expected"] != "0"
+    families = {c.get("data-family") for c in charts.values()}
+    assert {"accuracy", "prf", "auc", "probabilistic", "coverage"} <= families, families
+    for chart in charts.values():
+        assert int(chart["data-rendered-traces"]) + int(chart["data-rendered-heatmaps"]) >= 1, chart
+    estimate = charts["estimate-accuracy"]
+    assert {"estimated_accuracy", "accuracy (realised)"} <= set(estimate["data-rendered-legend"].split("|"))
+    if estimate["data-band"] == "true":
+        assert int(estimate["data-rendered-fills"]) >= 1
+    x1 = [c for c in charts.values() if c.get("data-feature") == "x1"]
+    if x1:  # results that carry distribution summaries
+        assert x1[0]["data-drifted"] == "true" and int(x1[0]["data-rendered-bars"]) >= 2
+    else:
+        assert re.search(r"no distribution summaries recorded for [^<]*x1", dom)
+    table = dom[dom.index('<table id="drift-tests"') :]
+    table = table[: table.index("</table>")]
+    for feature in ("x1", "x2", "amount", "channel"):
+        assert f"<td>{feature}</td>" in table
+    assert "<td>drifted</td>" in table and "<td>no drift</td>" in table
+    alerts = dom[dom.index('<table id="alerts"') :]
+    alerts = alerts[: alerts.index("</table>")]
+    floor = [
+        row for row in alerts.split("<tr>") if "<td>accuracy-floor</td>" in row and "<td>firing</td>" in row
+    ]
+    assert floor and re.search(r"<td>[^<]*value: 0\.\d+", floor[0]), floor[:1]
+    assert '<table id="retraining"' in dom
 
 
 class _Terminal(io.StringIO):

@@ -61,8 +61,9 @@ class _Console:
     An alert or request read twice (the topics are at-least-once) is listed and counted once,
     by its CloudEvents id, so the summary's counts are the lengths of its lists."""
 
-    def __init__(self, t0: int, drift_ms: int, concept_ms: int, view: DemoView) -> None:
+    def __init__(self, t0: int, drift_ms: int, concept_ms: int, view: DemoView | None = None) -> None:
         self.t0, self.drift_ms, self.concept_ms = t0, drift_ms, concept_ms
+        view = view or DemoView(DemoCounts())  # not entered: plain lines on stdout
         self.view, self.counts = view, view.counts
         self.alerts: list[Any] = []
         self.requests: list[RetrainingRequest] = []
