@@ -73,6 +73,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
         sessions = open_store(store_url(args))
     except StoreUnavailable as exc:
         return _fail(exc)
+    if args.watch:
+        from driftline.apps.watch import watch
+
+        return watch(sessions, interval_s=args.interval, count=args.count)
     if args.serve:
         server = make_status_server(sessions, args.host, args.port)
         host, port = server.server_address[:2]
@@ -167,6 +171,11 @@ def register(subparsers: Any) -> None:
         "--host", default="127.0.0.1", help="address to bind with --serve (default 127.0.0.1)"
     )
     status.add_argument("--port", type=int, default=DEFAULT_STATUS_PORT, help="port for --serve")
+    status.add_argument(
+        "--watch", action="store_true", help="refresh in place (plain text when not a terminal); Ctrl-C stops"
+    )
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between --watch refreshes")
+    status.add_argument("--count", type=int, default=None, help="stop --watch after this many refreshes")
     status.set_defaults(func=_cmd_status)
 
     report = subparsers.add_parser("report", help="one model's history as a self-contained HTML page")
