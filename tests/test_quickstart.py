@@ -4,6 +4,7 @@ the report it writes, and the configuration it prints (which must load as a real
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from driftline.apps.cli import build_parser
 from driftline.apps.quickstart import ColumnMapping, infer_mapping, infer_task, window_for
 from driftline.platform.config import config_from_mapping
 
@@ -36,6 +38,9 @@ def test_mapping_is_inferred_by_name_and_values() -> None:
     assert given.label == "v" and given.reasons["label"] == "given by flag"
     with pytest.raises(ValueError, match="--score-column 'nope': no such column"):
         infer_mapping(rows, {"score": "nope"})
+    # with a labels file, --label-column names its column, not one of the predictions file
+    apart = infer_mapping(rows, {"label": "truth"}, label_in_other_file=True)
+    assert apart.label is None and "target" in apart.features
 
 
 def test_task_and_window_inference() -> None:
@@ -97,6 +102,11 @@ def test_quickstart_on_the_sample_csv(tmp_path: Path) -> None:
     model = config.models["my-model"]
     assert (model.task, model.window_ms) == ("binary", 300_000)
     assert Path(str(model.reference)).is_file()
+
+    repeat = out.rstrip("\n").splitlines()[-1].strip()
+    assert repeat.startswith("driftline quickstart --predictions ") and "--label-column label" in repeat
+    args = build_parser().parse_args(shlex.split(repeat)[1:])
+    assert (args.id_column, args.label_column, args.segments) == ("prediction_id", "label", "channel")
 
     page = report.read_text(encoding="utf-8")
     assert "my-model" in page and "<html" in page

@@ -103,14 +103,14 @@ def infer_mapping(
     lower = {c.lower(): c for c in columns}
     m = ColumnMapping()
     for role, names in CANDIDATES.items():
+        if role == "label" and label_in_other_file:  # --label-column names the labels file's
+            continue
         if given.get(role):
             column = str(given[role])
             if column not in columns:
                 raise ValueError(f"--{role}-column {column!r}: no such column; columns: {', '.join(columns)}")
             setattr(m, role, column)
             m.reasons[role] = "given by flag"
-            continue
-        if role == "label" and label_in_other_file:
             continue
         for name in names:
             if name in lower and lower[name] not in _taken(m):
