@@ -360,6 +360,16 @@ def test_page_sections_and_data(sessions: sessionmaker[Session]) -> None:
     assert f'data-plots-expected="{len(figs)}"' in page
 
 
+def test_two_versions_in_the_same_windows_are_both_drawn() -> None:
+    v2 = [msgspec.structs.replace(w, model_version="v2", metrics={"accuracy": 0.5}) for w in WINDOWS[1:3]]
+    page = render_report("fraud", [*WINDOWS, *v2], [], generated_ms=T0)
+    lines = {t["name"]: t["y"] for t in _figures(page)["eager"]["metric-accuracy"]["data"]}
+    # v2 served (final) windows 0 and 1 beside v1
+    assert lines["accuracy [version v1]"] == [0.93, 0.91, None, 0.62]
+    assert lines["accuracy [version v2]"] == [0.5, 0.5]
+    assert lines["accuracy"] == [0.5, 0.5, None, 0.62]  # per window: final first, then the higher version
+
+
 def test_empty_model_page(sessions: sessionmaker[Session]) -> None:
     with sessions() as s:
         page = build_report(s, "nobody", now_ms=T0)

@@ -119,14 +119,16 @@ def _slice_key(w: Mapping[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted((w.get("segment") or {}).items()))
 
 
-def chart_windows(windows: Iterable[Any], segment: str = "") -> list[dict[str, Any]]:
+def chart_windows(
+    windows: Iterable[Any], segment: str = "", version: str | None = None
+) -> list[dict[str, Any]]:
     """One result per window start of one slice (``""``: the whole model), the best informed:
     ``final`` over ``provisional``, then the highest version (a deterministic pick when two
     versions served in the same window)."""
     best: dict[int, dict[str, Any]] = {}
     for raw in windows:
         w = _as_dict(raw)
-        if _slice_key(w) != segment:
+        if _slice_key(w) != segment or (version is not None and w["model_version"] != version):
             continue
         current = best.get(w["window_start_ms"])
         rank = (w["phase"] == "final", w["model_version"])
@@ -286,10 +288,27 @@ def _family_names(
     return sorted(present, key=lambda n: (order.get(n, len(order)), n))
 
 
-def _performance(figs: _Figures, slices: Mapping[str, list[dict[str, Any]]]) -> list[str]:
-    """A chart per metric family present; the whole model drawn, segments one click away in
-    the legend; label coverage on a second axis of every chart."""
+def _lines(
+    slices: Mapping[str, list[dict[str, Any]]], by_version: Mapping[str, list[dict[str, Any]]]
+) -> list[tuple[str, list[dict[str, Any]], bool | str, str]]:
+    """(label, windows, visible, dash) per line of a metric: the whole model, each version when
+    several served, each segment (one click away in the legend)."""
+    out: list[tuple[str, list[dict[str, Any]], bool | str, str]] = [("", slices.get("", []), True, "solid")]
+    if len(by_version) > 1:
+        out += [(f"version {v}", ws, True, "dashdot") for v, ws in sorted(by_version.items())]
+    out += [(seg, ws, "legendonly", "dot") for seg, ws in slices.items() if seg]
+    return out
+
+
+def _performance(
+    figs: _Figures,
+    slices: Mapping[str, list[dict[str, Any]]],
+    by_version: Mapping[str, list[dict[str, Any]]] | None = None,
+) -> list[str]:
+    """A chart per metric family present; the whole model drawn (and each version when several
+    served), segments one click away in the legend; label coverage on a second axis."""
     whole = slices.get("", [])
+    lines = _lines(slices, by_version or {})
     out = []
     for chart_id, title, exact, prefixes in FAMILIES:
         names = _family_names([w for ws in slices.values() for w in ws], exact, prefixes)
@@ -297,7 +316,7 @@ def _performance(figs: _Figures, slices: Mapping[str, list[dict[str, Any]]]) -> 
             continue
         data = []
         for i, name in enumerate(names):
-            for segment, ws in slices.items():
+            for segment, ws, visible, dash in lines:
                 x, y = _series(ws, lambda w, n=name: (w.get("metrics") or {}).get(n))
                 if not any(v is not None for v in y):
                     continue
@@ -308,11 +327,8 @@ def _performance(figs: _Figures, slices: Mapping[str, list[dict[str, Any]]]) -> 
                         "x": x,
                         "y": y,
                         "name": _label(name if not segment else f"{name} [{segment}]"),
-                        "line": {
-                            "color": _COLOURS[i % len(_COLOURS)],
-                            "dash": "solid" if not segment else "dot",
-                        },
-                        "visible": True if not segment else "legendonly",
+                        "line": {"color": _COLOURS[i % len(_COLOURS)], "dash": dash},
+                        "visible": visible,
                         "meta": name,
                     }
                 )
@@ -902,6 +918,8 @@ def render_report(
     segments = sorted({_slice_key(w) for w in all_windows})
     slices = {s: chart_windows(all_windows, s) for s in segments}
     whole = slices.get("", [])
+    versions = sorted({w["model_version"] for w in all_windows if not w.get("segment")})
+    by_version = {v: chart_windows(all_windows, "", v) for v in versions}
     title = f"driftline report: {model_id}"
     head = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_h(title)}</title>'
@@ -916,14 +934,14 @@ def render_report(
     figs = _Figures()
     start, end = whole[0]["window_start_ms"], max(w["window_end_ms"] for w in whole)
     fired = sum(m.status == "firing" for m in marks)
-    versions = ", ".join(sorted({w["model_version"] for w in whole}))
+    versions_text = ", ".join(versions)
     drifted = sorted({t["feature"] for _, t in _drift_tests(whole) if t.get("drifted")})
     summary = _table(
         "summary",
         ["", ""],
         [
             ["windows", f"{len(whole)} ({ms_to_rfc3339(start)} to {ms_to_rfc3339(end)})"],
-            ["versions", versions],
+            ["versions", versions_text],
             ["segments", ", ".join(s for s in segments if s) or "none"],
             ["windows with dataset drift", sum(bool(w.get("dataset_drift")) for w in whole)],
             ["drifted (in some window)", ", ".join(drifted) or "none"],
@@ -935,7 +953,7 @@ def render_report(
         (
             "performance",
             "Performance over time (segments: click their names in a legend)",
-            _performance(figs, slices),
+            _performance(figs, slices, by_version),
         ),
         (
             "estimates",
