@@ -261,7 +261,13 @@ class _Figures:
         lazy: bool = False,
         attrs: str = "",
     ) -> str:
-        base = {"margin": {"l": 60, "r": 20, "t": 36, "b": 40}, "height": 300, "hovermode": "x unified"}
+        base: dict[str, Any] = {
+            "margin": {"l": 60, "r": 20, "t": 36, "b": 40},
+            "height": 300,
+            "hovermode": "x unified",
+        }
+        if "yaxis2" in layout:  # the legend right of the second axis, never over its labels
+            base["legend"] = {"x": 1.07, "xanchor": "left"}
         spec = {"data": data, "layout": {**base, **layout}}
         (self.lazy if lazy else self.eager)[chart_id] = spec
         return f'<div class="chart" id="chart-{_h(chart_id)}"{attrs}></div>'
