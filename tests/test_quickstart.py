@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from driftline.apps.cli import build_parser
-from driftline.apps.quickstart import ColumnMapping, infer_mapping, infer_task, window_for
+from driftline.apps.quickstart import ColumnMapping, flatten_rows, infer_mapping, infer_task, window_for
 from driftline.platform.config import config_from_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +41,17 @@ def test_mapping_is_inferred_by_name_and_values() -> None:
     # with a labels file, --label-column names its column, not one of the predictions file
     apart = infer_mapping(rows, {"label": "truth"}, label_in_other_file=True)
     assert apart.label is None and "target" in apart.features
+
+
+def test_event_shaped_jsonl_rows_are_flattened() -> None:
+    rows, segments = flatten_rows(
+        [{"prediction_id": "a", "timestamp": 1, "features": {"x": 1.0, "c": "u"}, "segments": {"c": "u"},
+          "prediction": 1}]
+    )  # fmt: skip
+    assert rows == [{"prediction_id": "a", "timestamp": 1, "prediction": 1, "x": 1.0, "c": "u"}]
+    assert segments == ["c"]
+    m = infer_mapping(rows, {"segments": segments})
+    assert m.features == ["x", "c"] and m.segments == ["c"] and m.reasons["segments"] == "given by flag"
 
 
 def test_task_and_window_inference() -> None:

@@ -27,7 +27,7 @@ from driftline.platform.config import Config
 from driftline.platform.files import load_rows
 from driftline.schemas import ms_to_rfc3339, rfc3339_to_ms
 
-__all__ = ["ColumnMapping", "QuickstartResult", "infer_mapping", "quickstart", "to_events"]
+__all__ = ["ColumnMapping", "QuickstartResult", "flatten_rows", "infer_mapping", "quickstart", "to_events"]
 
 #: column names tried in order (case-insensitive) for each role
 CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -148,6 +148,27 @@ def infer_mapping(
         m.features = rest
         m.reasons["features"] = "every other column"
     return m
+
+
+def flatten_rows(rows: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows already shaped like prediction events (``features`` and ``segments`` objects, as in
+    a JSONL export of the topic) become flat columns; returns the rows and the segment names
+    found nested (they are the segments, unless ``--segments`` says otherwise)."""
+    out: list[dict[str, Any]] = []
+    segments: dict[str, None] = {}
+    for row in rows:
+        flat = {
+            k: v for k, v in row.items() if k not in ("features", "segments") or not isinstance(v, Mapping)
+        }
+        for key in ("features", "segments"):
+            nested = row.get(key)
+            if isinstance(nested, Mapping):
+                for name, value in nested.items():
+                    flat.setdefault(str(name), value)
+                    if key == "segments":
+                        segments.setdefault(str(name), None)
+        out.append(flat)
+    return out, list(segments)
 
 
 def _taken(m: ColumnMapping) -> set[str]:
@@ -324,7 +345,7 @@ def _reference_events(
 ) -> tuple[list[dict[str, Any]], str]:
     """Reference rows in event shape (features nested, segments kept, labels joined in)."""
     if reference is not None:
-        ref_rows = list(load_rows(reference))
+        ref_rows, _ = flatten_rows(load_rows(reference))
         ref_mapping = infer_mapping(
             ref_rows,
             {
@@ -366,14 +387,18 @@ def quickstart(
     from driftline.platform.store.db import make_engine
     from driftline.streams.sink import ingest_report
 
-    rows = list(load_rows(predictions))
+    rows, nested_segments = flatten_rows(load_rows(predictions))
     if not rows:
         raise ValueError(f"{predictions}: no rows")
     given = dict(columns or {})
+    if nested_segments and not given.get("segments"):
+        given["segments"] = nested_segments
     mapping = infer_mapping(rows, given, label_in_other_file=labels is not None)
+    if nested_segments and given["segments"] is nested_segments:
+        mapping.reasons["segments"] = "the events' own segments objects"
     label_rows = label_mapping = None
     if labels is not None:
-        label_rows = list(load_rows(labels))
+        label_rows, _ = flatten_rows(load_rows(labels))
         label_mapping = infer_mapping(
             label_rows, {k: v for k, v in given.items() if k in ("id", "label")}, label_in_other_file=False
         )

@@ -15,14 +15,26 @@ _ROLES = ("id", "timestamp", "prediction", "score", "label")
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from driftline.apps.quickstart import quickstart
-    from driftline.platform.config import load_config
 
     columns: dict[str, Any] = {role: getattr(args, f"{role}_column") for role in _ROLES}
     if args.features:
         columns["features"] = args.features.split(",")
     if args.segments:
         columns["segments"] = args.segments.split(",")
-    result = quickstart(
+    try:
+        result = _run(quickstart, args, columns)
+    except RuntimeError as exc:  # e.g. Parquet without pyarrow, an incomplete replay
+        print(f"driftline: quickstart: {printable(str(exc))}", file=sys.stderr)
+        return 2
+    # column names and values come from the file: shown, never obeyed (line by line)
+    sys.stdout.write("\n".join(printable(line) for line in result.text.split("\n")))
+    return 0
+
+
+def _run(quickstart: Any, args: argparse.Namespace, columns: dict[str, Any]) -> Any:
+    from driftline.platform.config import load_config
+
+    return quickstart(
         args.predictions,
         labels=args.labels,
         reference=args.reference,
@@ -34,9 +46,6 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         open_report=args.open,
         timeout_s=args.timeout,
     )
-    # column names and values come from the file: shown, never obeyed (line by line)
-    sys.stdout.write("\n".join(printable(line) for line in result.text.split("\n")))
-    return 0
 
 
 def register(subparsers: Any) -> None:
