@@ -370,6 +370,19 @@ def test_two_versions_in_the_same_windows_are_both_drawn() -> None:
     assert lines["accuracy"] == [0.5, 0.5, None, 0.62]  # per window: final first, then the higher version
 
 
+def test_non_finite_stored_values_cost_a_point_not_the_page() -> None:
+    w = chart_windows(WINDOWS)[1]
+    inf = float("inf")
+    w["drift"][0].update(
+        reference_summary={"count": 3, "edges": [-inf, 0.0, inf], "shares": [0.5, float("nan")]},
+        window_summary={"count": 3, "edges": [-inf, 0.0, inf], "shares": [0.25, 0.75]},
+    )
+    page = render_report("fraud", [w], [], generated_ms=T0)
+    dist = next(f for f in _figures(page)["eager"].values() if "barmode" in f["layout"])
+    assert [t["y"] for t in dist["data"]] == [[0.5, None], [0.25, 0.75]]
+    assert dist["data"][0]["x"] == [0.0, 0.0]  # open outer edges: the finite extreme
+
+
 def test_empty_model_page(sessions: sessionmaker[Session]) -> None:
     with sessions() as s:
         page = build_report(s, "nobody", now_ms=T0)

@@ -245,6 +245,18 @@ def _table(
     return f'<table id="{table_id}"{cls}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
+def _finite(value: Any) -> Any:
+    """The chart data with every NaN or infinity as null (a gap): a stored result with an open
+    outer histogram edge or a NaN share must cost a point, never the page."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 class _Figures:
     """The page's charts: a ``<div>`` each, their Plotly specs in one JSON object."""
 
@@ -273,7 +285,8 @@ class _Figures:
         return f'<div class="chart" id="chart-{_h(chart_id)}"{attrs}></div>'
 
     def json(self) -> str:
-        text = json.dumps({"eager": self.eager, "lazy": self.lazy}, allow_nan=False, separators=(",", ":"))
+        figures = _finite({"eager": self.eager, "lazy": self.lazy})
+        text = json.dumps(figures, allow_nan=False, separators=(",", ":"))
         return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
