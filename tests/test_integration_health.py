@@ -163,3 +163,9 @@ def test_schema_changes_name_the_first_offending_event_of_each() -> None:
     assert schema_changes(expected, reference, [0, 1], T0) == []
     with pytest.raises(ValueError, match="same length"):
         schema_changes(expected, window, offsets[:2], T0)
+
+
+def test_every_health_event_kind_is_a_listed_name() -> None:
+    from driftline.detectors.vocabulary import HEALTH_EVENTS
+
+    assert frozenset(integration.HEALTH_EVENTS) == HEALTH_EVENTS

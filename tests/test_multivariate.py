@@ -223,3 +223,11 @@ def test_small_windows_are_never_alerted_and_an_empty_window_has_no_band() -> No
     assert model.band(0) == (-np.inf, np.inf)
     empty = model.evaluate(model.new_sketch())
     assert not empty.alert and empty.n == 0 and empty.drivers == []
+
+
+def test_the_method_is_a_listed_name() -> None:
+    from driftline.detectors.vocabulary import MULTIVARIATE_METHODS
+
+    rng = np.random.default_rng(0)
+    model = fit_reconstruction(_correlated(rng, 500, 0.5), NUMERIC)
+    assert model.evaluate(model.new_sketch()).to_dict()["method"] in MULTIVARIATE_METHODS
