@@ -227,7 +227,9 @@ class LabelWatch:
     """Labels per key at each window's final phase.
 
     - ``label_coverage_low``: fewer labelled predictions than the binomial ``alpha`` quantile
-      of ``predictions`` draws at ``expected_coverage`` (the reference's, or a learnt one);
+      of ``predictions`` draws at ``expected_coverage`` (the reference's, or a learnt one),
+      and a coverage more than ``tolerance`` below it (at an expected coverage of 1.0 the
+      binomial quantile is every prediction, and one missing label is no incident);
     - ``label_lag_high``: a label-lag quantile (the caller's, e.g. p90 of label time minus
       prediction time) above ``lag_share`` of the horizon: labels later than the horizon are
       lost, so a lag approaching it is the warning before coverage falls;
@@ -244,9 +246,11 @@ class LabelWatch:
         lag_share: float = 0.8,
         trend_windows: int = 4,
         min_drop: float = 0.05,
+        tolerance: float = 0.0,
     ) -> None:
         self.horizon_ms, self.expected_coverage, self.alpha = horizon_ms, expected_coverage, alpha
         self.lag_share, self.trend_windows, self.min_drop = lag_share, trend_windows, min_drop
+        self.tolerance = tolerance
         self._coverage: dict[str, deque[float]] = {}
 
     def update(
@@ -258,7 +262,7 @@ class LabelWatch:
         coverage = labelled / predictions
         if self.expected_coverage is not None:
             floor = int(stats.binom.ppf(self.alpha, predictions, self.expected_coverage))
-            if labelled < floor:
+            if labelled < floor and coverage < self.expected_coverage - self.tolerance:
                 events.append(
                     HealthEvent(
                         "label_coverage_low",
