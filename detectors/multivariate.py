@@ -68,7 +68,8 @@ from typing import Any, Literal, Self
 
 import numpy as np
 
-from driftline.detectors.categories import NULL
+from driftline.detectors.aggregates import FeatureColumns
+from driftline.detectors.categories import NULL, category_strings
 
 __all__ = [
     "FeatureEncoding",
@@ -333,10 +334,11 @@ class ReconstructionModel:
         w = self.components
         return np.eye(w.shape[1]) - w.T @ w
 
-    def encode(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    def encode(self, columns: Mapping[str, np.ndarray], n: int | None = None) -> np.ndarray:
         """Rows of standardised encoded features, in :attr:`features` order. A feature absent
-        from ``columns`` counts as missing in every row (imputed, so standardised to ~0)."""
-        sizes = {len(np.asarray(v)) for v in columns.values()}
+        from ``columns`` counts as missing in every row (imputed, so standardised to ~0);
+        ``n`` gives the row count when no column is there to say it."""
+        sizes = {len(np.asarray(v)) for v in columns.values()} | ({n} if n is not None else set())
         if len(sizes) > 1:
             raise ValueError(f"columns of different lengths: {sorted(sizes)}")
         n = sizes.pop() if sizes else 0
@@ -350,6 +352,26 @@ class ReconstructionModel:
                 values = np.full(n, math.nan)
             out[:, c] = enc.encode(values)
         return out
+
+    def encode_columns(self, columns: FeatureColumns, idx: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`encode` on the join's typed columns (the rows at ``idx``, default all): a
+        numeric feature's non-numbers and a categorical feature's non-categories are missing,
+        as in the window's sketches; a categorical feature sent as numbers is spelt as the
+        profile spells it (``category_string``)."""
+        rows = np.arange(columns.size) if idx is None else idx
+        picked: dict[str, np.ndarray] = {}
+        for enc in self.encodings:
+            if enc.kind == "numeric":
+                if enc.name in columns.numeric:
+                    picked[enc.name] = columns.numeric[enc.name][rows]
+            elif enc.name in columns.categorical:
+                picked[enc.name] = columns.categorical[enc.name][rows]
+            elif enc.name in columns.numeric:
+                values = columns.numeric[enc.name][rows]
+                picked[enc.name] = category_strings(
+                    [None if np.isnan(v) else float(v) for v in values.tolist()]
+                )
+        return self.encode(picked, n=int(rows.size))
 
     def new_sketch(self) -> MomentSketch:
         return MomentSketch(len(self.encodings))

@@ -231,3 +231,36 @@ def test_the_method_is_a_listed_name() -> None:
     rng = np.random.default_rng(0)
     model = fit_reconstruction(_correlated(rng, 500, 0.5), NUMERIC)
     assert model.evaluate(model.new_sketch()).to_dict()["method"] in MULTIVARIATE_METHODS
+
+
+def test_the_joins_typed_columns_encode_as_the_rows_do() -> None:
+    from driftline.detectors.aggregates import feature_columns
+
+    rng = np.random.default_rng(6)
+    kinds = {"amount": "numeric", "colour": "categorical", "code": "categorical", "x": "numeric"}
+    n = 1000
+    ref = {
+        "amount": rng.normal(size=n),
+        "colour": rng.choice(["red", "blue"], size=n).astype(object),
+        "code": rng.choice(["1", "2", "3"], size=n).astype(object),
+        "x": rng.normal(size=n),
+    }
+    model = fit_reconstruction(ref, kinds)
+    events = [
+        {"amount": 1.5, "colour": "red", "code": 2, "x": 0.1},
+        {"amount": "oops", "colour": None, "code": 3, "x": 0.2},  # a type error and a null: missing
+        {"amount": 0.5, "colour": 7, "code": 1},  # x absent, colour a number
+    ]
+    expected = model.encode(
+        {
+            "amount": np.array([1.5, np.nan, 0.5]),
+            "colour": np.array(["red", None, None], dtype=object),
+            "code": np.array(["2", "3", "1"], dtype=object),
+            "x": np.array([0.1, 0.2, np.nan]),
+        }
+    )
+    np.testing.assert_array_equal(model.encode_columns(feature_columns(events)), expected)
+    np.testing.assert_array_equal(
+        model.encode_columns(feature_columns(events), np.array([2, 0])), expected[[2, 0]]
+    )
+    assert model.encode_columns(feature_columns([{"other": 1}])).shape == (1, 4)
