@@ -84,9 +84,10 @@ Threshold = Literal["sampling", "chunks"]
 
 # The scale of detectors.sketches.ExactSum: every float64 is an integer multiple of 2**-1126.
 _SHIFT = 1126
-_EXP_OFFSET = 1100  # frexp exponents lie in [-1073, 1024]
-_EXPONENTS = 2200  # bins per column: offset exponents lie in [27, 2124]
-_CHUNK_ROWS = 2048  # rows per vectorised pass: bounds the temporary products (rows x sums)
+_MIN_EXP = 1073  # frexp exponents lie in [-1073, 1024]
+_POW2 = np.ldexp(1.0, np.arange(8))  # 2**(e mod 8), gathered instead of a slow ldexp
+_EXACT_ROWS = 1 << 18  # rows per exact pass: 2**34 * 2**18 < 2**53 (see _add_chunk)
+_CHUNK_ROWS = 8192  # rows per vectorised pass: bounds the temporary products (rows x sums)
 
 
 class _ExactVector:
@@ -100,30 +101,48 @@ class _ExactVector:
         self.scaled = [0] * k
         self.special = np.zeros(k)
 
-    def add(self, values: np.ndarray) -> None:
-        v = np.asarray(values, dtype=np.float64)
-        if v.ndim != 2 or v.shape[1] != len(self.scaled):
-            raise ValueError(f"expected a (rows, {len(self.scaled)}) matrix, got {v.shape}")
+    def add(self, columns: np.ndarray) -> None:
+        """Add a ``(k, rows)`` array: row ``c`` holds the values of sum ``c`` (column-major, so
+        each sum's values are contiguous and no transposing copy is made)."""
+        v = np.asarray(columns, dtype=np.float64)
+        if v.ndim != 2 or v.shape[0] != len(self.scaled):
+            raise ValueError(f"expected a ({len(self.scaled)}, rows) array, got {v.shape}")
         finite = np.isfinite(v)
         if not finite.all():
-            self.special += np.where(finite, 0.0, v).sum(axis=0)
+            with np.errstate(invalid="ignore"):  # inf + -inf is nan, as in ExactSum
+                self.special += np.where(finite, 0.0, v).sum(axis=1)
             v = np.where(finite, v, 0.0)
-        for start in range(0, v.shape[0], 1 << 24):  # keeps bincount partial sums exact (< 2**53)
-            self._add_chunk(v[start : start + (1 << 24)])
+        for start in range(0, v.shape[1], _EXACT_ROWS):
+            self._add_chunk(v[:, start : start + _EXACT_ROWS])
 
     def _add_chunk(self, v: np.ndarray) -> None:
-        k = v.shape[1]
+        # Each value is m * 2**(e - 53) with a 53-bit integer m = hi * 2**26 + lo, split in
+        # floats: hi = floor(mant * 2**27) and lo = mant * 2**53 - hi * 2**26 are exact.
+        # Exponents are grouped in blocks of 8: within a block, hi and lo are scaled by
+        # 2**(e mod 8), exactly (a power of two), to at most 2**34; _EXACT_ROWS of them sum to
+        # below 2**53, so float64 bincount sums are exact integers. One Python-int step per
+        # (sum, exponent block) present, not per value.
+        k = v.shape[0]
+        if v.size == 0:
+            return
         mant, exp = np.frexp(v)
-        m = (mant * 2.0**53).astype(np.int64)  # exact: 53-bit signed integer mantissa
-        hi = (m >> 26).astype(np.float64)
-        lo = (m & ((1 << 26) - 1)).astype(np.float64)
-        idx = (exp.astype(np.int64) + _EXP_OFFSET) + _EXPONENTS * np.arange(k, dtype=np.int64)
-        hi_sums = np.bincount(idx.ravel(), weights=hi.ravel(), minlength=k * _EXPONENTS)
-        lo_sums = np.bincount(idx.ravel(), weights=lo.ravel(), minlength=k * _EXPONENTS)
+        hi = np.floor(mant * 2.0**27)
+        lo = mant * 2.0**53 - hi * 2.0**26
+        e = exp + _MIN_EXP  # >= 0: frexp exponents are >= -1073
+        block = e >> 3
+        scale = _POW2[e & 7]
+        hi *= scale
+        lo *= scale
+        first = int(block.min())
+        width = int(block.max()) - first + 1
+        idx = (block - first).astype(np.int64) + width * np.arange(k, dtype=np.int64)[:, None]
+        flat_idx = idx.ravel()
+        hi_sums = np.bincount(flat_idx, weights=hi.ravel(), minlength=k * width)
+        lo_sums = np.bincount(flat_idx, weights=lo.ravel(), minlength=k * width)
         scaled = self.scaled
         for flat in np.flatnonzero((hi_sums != 0) | (lo_sums != 0)).tolist():
-            col, e = divmod(flat, _EXPONENTS)
-            shift = e - _EXP_OFFSET - 53 + _SHIFT
+            col, b = divmod(flat, width)
+            shift = ((b + first) << 3) - _MIN_EXP - 53 + _SHIFT  # >= 0, as _SHIFT = 1073 + 53
             scaled[col] += (int(hi_sums[flat]) << (shift + 26)) + (int(lo_sums[flat]) << shift)
 
     def merge(self, other: _ExactVector) -> None:
@@ -176,9 +195,10 @@ class MomentSketch:
             raise ValueError(f"expected a (rows, {self.d}) matrix, got {z.shape}")
         i, j = np.triu_indices(self.d)
         for start in range(0, z.shape[0], _CHUNK_ROWS):
-            block = z[start : start + _CHUNK_ROWS]
+            block = np.ascontiguousarray(z[start : start + _CHUNK_ROWS].T)  # (d, rows): small
             self._sums.add(block)
-            self._cross.add(block[:, i] * block[:, j])  # each product is the same float wherever
+            with np.errstate(over="ignore"):  # an overflowing product is kept apart, as inf
+                self._cross.add(block[i] * block[j])  # each product is the same float wherever
         self.n += z.shape[0]
 
     def merge(self, other: MomentSketch) -> None:

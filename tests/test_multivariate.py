@@ -264,3 +264,23 @@ def test_the_joins_typed_columns_encode_as_the_rows_do() -> None:
         model.encode_columns(feature_columns(events), np.array([2, 0])), expected[[2, 0]]
     )
     assert model.encode_columns(feature_columns([{"other": 1}])).shape == (1, 4)
+
+
+def test_exact_sums_hold_over_the_whole_float_range() -> None:
+    rng = np.random.default_rng(13)
+    z = rng.normal(size=(20_000, 3)) * 10.0 ** rng.integers(-150, 150, size=(20_000, 3))
+    z[::7, 0] = 5e-324  # subnormals
+    z[::11, 1] = -1.7e308 / 2**160  # large, so the products stay finite
+    sketch = MomentSketch(3)
+    sketch.update(z)
+    d = sketch.to_dict()
+    i, j = np.triu_indices(3)
+    for c in range(3):
+        col = ExactSum()
+        col.add(z[:, c])
+        assert d["sums"][c] == col.to_json()
+    for k, (a, b) in enumerate(zip(i, j, strict=True)):
+        prod = ExactSum()
+        with np.errstate(over="ignore", invalid="ignore"):
+            prod.add(z[:, a] * z[:, b])
+        assert d["cross"][k] == prod.to_json()
