@@ -68,7 +68,7 @@ from typing import Any, Literal, Self
 
 import numpy as np
 
-from driftline.detectors.aggregates import FeatureColumns
+from driftline.detectors.aggregates import FeatureColumns, feature_columns
 from driftline.detectors.categories import NULL, category_strings
 
 __all__ = [
@@ -77,6 +77,7 @@ __all__ = [
     "ReconstructionModel",
     "ReconstructionResult",
     "fit_reconstruction",
+    "fit_reconstruction_rows",
 ]
 
 Kind = Literal["numeric", "categorical"]
@@ -379,19 +380,8 @@ class ReconstructionModel:
         as in the window's sketches; a categorical feature sent as numbers is spelt as the
         profile spells it (``category_string``)."""
         rows = np.arange(columns.size) if idx is None else idx
-        picked: dict[str, np.ndarray] = {}
-        for enc in self.encodings:
-            if enc.kind == "numeric":
-                if enc.name in columns.numeric:
-                    picked[enc.name] = columns.numeric[enc.name][rows]
-            elif enc.name in columns.categorical:
-                picked[enc.name] = columns.categorical[enc.name][rows]
-            elif enc.name in columns.numeric:
-                values = columns.numeric[enc.name][rows]
-                picked[enc.name] = category_strings(
-                    [None if np.isnan(v) else float(v) for v in values.tolist()]
-                )
-        return self.encode(picked, n=int(rows.size))
+        kinds = {e.name: e.kind for e in self.encodings}
+        return self.encode(_typed(columns, kinds, rows), n=int(rows.size))
 
     def new_sketch(self) -> MomentSketch:
         return MomentSketch(len(self.encodings))
@@ -466,6 +456,38 @@ class ReconstructionModel:
             chunk_band=(float(band[0]), float(band[1])) if band is not None else None,
             min_n=int(d["min_n"]),
         )
+
+
+def _typed(columns: FeatureColumns, kinds: Mapping[str, Kind], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Each feature's values at ``rows`` as its kind reads them (see ``encode_columns``)."""
+    picked: dict[str, np.ndarray] = {}
+    for name, kind in kinds.items():
+        if kind == "numeric":
+            if name in columns.numeric:
+                picked[name] = columns.numeric[name][rows]
+        elif name in columns.categorical:
+            picked[name] = columns.categorical[name][rows]
+        elif name in columns.numeric:
+            values = columns.numeric[name][rows]
+            picked[name] = category_strings([None if np.isnan(v) else float(v) for v in values.tolist()])
+    return picked
+
+
+def fit_reconstruction_rows(
+    features: Sequence[Mapping[str, Any]], kinds: Mapping[str, Kind], **options: Any
+) -> ReconstructionModel:
+    """:func:`fit_reconstruction` on reference rows' feature dicts (what a profile is built
+    from), typed as the join types a window's events, so reference and windows agree."""
+    columns = feature_columns(features)
+    picked = _typed(columns, kinds, np.arange(columns.size))
+    for name, kind in kinds.items():  # a feature no row has is missing throughout
+        if name not in picked:
+            picked[name] = np.full(
+                columns.size,
+                None if kind == "categorical" else math.nan,
+                dtype=object if kind == "categorical" else np.float64,
+            )
+    return fit_reconstruction(picked, kinds, **options)
 
 
 def _encoding(name: str, kind: Kind, values: np.ndarray) -> FeatureEncoding:

@@ -284,3 +284,22 @@ def test_exact_sums_hold_over_the_whole_float_range() -> None:
         with np.errstate(over="ignore", invalid="ignore"):
             prod.add(z[:, a] * z[:, b])
         assert d["cross"][k] == prod.to_json()
+
+
+def test_fitting_on_reference_rows_equals_fitting_on_their_columns() -> None:
+    from driftline.detectors.multivariate import fit_reconstruction_rows
+
+    rng = np.random.default_rng(8)
+    cols = _correlated(rng, 800, 0.6)
+    rows = [
+        {f: float(cols[f][i]) for f in NUMERIC} | {"colour": ["red", "blue"][i % 3 == 0]} for i in range(800)
+    ]
+    rows[5]["a"] = None
+    del rows[6]["b"]
+    kinds = {**NUMERIC, "colour": "categorical"}
+    by_rows = fit_reconstruction_rows(rows, kinds)
+    a, b = cols["a"].copy(), cols["b"].copy()
+    a[5], b[6] = np.nan, np.nan
+    colour = np.array([["red", "blue"][i % 3 == 0] for i in range(800)], dtype=object)
+    by_cols = fit_reconstruction({**cols, "a": a, "b": b, "colour": colour}, kinds)
+    assert by_rows.to_dict() == by_cols.to_dict()
