@@ -522,12 +522,14 @@ def _skewness(x: np.ndarray) -> float:
 
 def _n_components(ratios: np.ndarray, variance: float | int) -> int:
     """As scikit-learn's PCA: an int is a count; a share keeps the fewest components whose
-    cumulative explained variance ratio exceeds it."""
+    cumulative explained variance ratio exceeds it. Unlike scikit-learn, never every
+    component: with nothing left to reconstruct the error is rounding noise, and its band
+    would alarm at random (two uncorrelated features reach 0.65 only with both kept)."""
     if isinstance(variance, int) and not isinstance(variance, bool) and variance >= 1:
-        return min(variance, ratios.size)
+        return min(variance, ratios.size - 1)
     if not 0 < variance < 1:
         raise ValueError(f"variance must be a share in (0, 1) or a component count, not {variance!r}")
-    return min(int(np.searchsorted(np.cumsum(ratios), variance, side="right")) + 1, ratios.size)
+    return min(int(np.searchsorted(np.cumsum(ratios), variance, side="right")) + 1, ratios.size - 1)
 
 
 def fit_reconstruction(
@@ -565,6 +567,8 @@ def fit_reconstruction(
     values, vectors = np.linalg.eigh(ref.covariance())
     order = np.argsort(values)[::-1]
     values, vectors = np.clip(values[order], 0.0, None), vectors[:, order]
+    if not values.sum() > 0:
+        raise ValueError(f"no feature of {names} varies in the reference: nothing to reconstruct")
     kept = _n_components(values / values.sum(), variance)
     model = ReconstructionModel(
         encodings,

@@ -303,3 +303,22 @@ def test_fitting_on_reference_rows_equals_fitting_on_their_columns() -> None:
     colour = np.array([["red", "blue"][i % 3 == 0] for i in range(800)], dtype=object)
     by_cols = fit_reconstruction({**cols, "a": a, "b": b, "colour": colour}, kinds)
     assert by_rows.to_dict() == by_cols.to_dict()
+
+
+def test_a_residual_is_always_kept_and_a_constant_reference_is_refused() -> None:
+    rng = np.random.default_rng(2)
+    two = {"a": rng.normal(size=2000), "b": rng.normal(size=2000)}  # uncorrelated: 0.65 needs both
+    pca = PCA(n_components=0.65, svd_solver="full").fit(
+        StandardScaler().fit_transform(np.column_stack([*two.values()]))
+    )
+    assert pca.n_components_ == 2
+    model = fit_reconstruction(two, {"a": "numeric", "b": "numeric"})
+    assert model.n_components == 1 and model.reference_error > 0.5
+    assert fit_reconstruction(two, {"a": "numeric", "b": "numeric"}, variance=5).n_components == 1
+    # a constant feature is scaled by 1 (StandardScaler's rule) and costs nothing
+    with_constant = fit_reconstruction(
+        {**two, "c": np.full(2000, 3.0)}, {"a": "numeric", "b": "numeric", "c": "numeric"}
+    )
+    assert with_constant.encodings[2].scale == 1.0
+    with pytest.raises(ValueError, match="nothing to reconstruct"):
+        fit_reconstruction({"a": np.ones(50), "b": np.zeros(50)}, {"a": "numeric", "b": "numeric"})
