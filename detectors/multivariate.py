@@ -312,17 +312,22 @@ class ReconstructionResult:
     drivers: list[str]
 
     def to_dict(self) -> dict[str, Any]:
+        """Strict-JSON-safe: an empty window's NaN error and its unbounded band are null."""
         return {
             "method": "pca_reconstruction",
-            "error": self.error,
-            "lower": self.lower,
-            "upper": self.upper,
+            "error": _finite(self.error),
+            "lower": _finite(self.lower),
+            "upper": _finite(self.upper),
             "alert": self.alert,
             "n": self.n,
             "reference_error": self.reference_error,
-            "contributions": dict(self.contributions),
+            "contributions": {f: _finite(v) for f, v in self.contributions.items()},
             "drivers": list(self.drivers),
         }
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -223,6 +223,8 @@ def test_small_windows_are_never_alerted_and_an_empty_window_has_no_band() -> No
     assert model.band(0) == (-np.inf, np.inf)
     empty = model.evaluate(model.new_sketch())
     assert not empty.alert and empty.n == 0 and empty.drivers == []
+    as_json = json.loads(json.dumps(empty.to_dict(), allow_nan=False))
+    assert as_json["error"] is None and as_json["lower"] is None and as_json["contributions"]["a"] is None
 
 
 def test_the_method_is_a_listed_name() -> None:
