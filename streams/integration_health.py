@@ -1,4 +1,5 @@
-"""Integration health of each model, from the window results the merger closes.
+"""Integration health of each model, from the window results the merger closes: whether its
+data arrives, in the volume and shape it should (not worker health: ``driftline.platform.health``).
 
 The decisions are pure (``detectors/integration.py``); this module only feeds them what a merge
 partition already has: for each closed window, one :class:`~driftline.schemas.results.WindowResult`

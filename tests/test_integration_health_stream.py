@@ -1,4 +1,4 @@
-"""Integration health fed from the real join and merge (streams/health.py): each event names
+"""Integration health fed from the real join and merge (streams/integration_health.py): each event names
 the exact window, from what the merger closes, including windows in which nothing arrived."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from driftline.platform.config import Config, ModelConfig
 from driftline.schemas import GroundTruthEvent, PredictionEvent
 from driftline.streams.catalog import ModelCatalog
 from driftline.streams.evaluation import Evaluator
-from driftline.streams.health import HealthMonitor, HealthPolicy
+from driftline.streams.integration_health import HealthMonitor, HealthPolicy
 from driftline.streams.join import JoinPartition
 from driftline.streams.merge import WindowMerger
 
