@@ -73,6 +73,7 @@ def _start_watchdog(app: Any, args: argparse.Namespace) -> None:
 
     watchdog = Watchdog(app.settings, app.progress, app.topic_ids, stall_after=args.stall_after)
     watchdog.start()
+    watchdog.attach(app.faust)
     if args.health_port:
         HealthServer((app.config.metrics_host, args.health_port), watchdog.verdict).start()
 

@@ -13,10 +13,12 @@ says what happened and what to do, then ends the process with :data:`EXIT_STALLE
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from driftline.platform.health import Probe, ProgressTracker, Verdict, judge
 from driftline.platform.kafka import KafkaSettings, admin_client, log_end_offsets, topic_ids
@@ -67,12 +69,15 @@ class Watchdog:
         self.expected_ids = dict(expected_ids)
         self.stall_after = stall_after
         self.on_fatal = on_fatal
-        self.interval = interval if interval is not None else max(0.5, min(5.0, stall_after / 5))
+        # every second (one describe and one list-offsets request): the sooner a lost broker is
+        # seen, the fewer messages of new logs a worker with old state can take for old ones
+        self.interval = interval if interval is not None else max(0.2, min(1.0, stall_after / 5))
         self.started = progress.clock()
         self._probe: Probe | None = None
         self._unreachable_since: float | None = None
         self._stop = threading.Event()
         self._fired = False
+        self._checking = threading.Lock()  # the probing thread and assignment checks
         self._admin = admin_client(settings)
 
     def probe(self) -> Probe:
@@ -107,12 +112,25 @@ class Watchdog:
 
     def check(self) -> Verdict:
         """One probe and its verdict; a first fatal verdict goes to ``on_fatal``."""
-        self.probe()
-        verdict = self.verdict()
-        if verdict.fatal and not self._fired:
-            self._fired = True
+        with self._checking:
+            self.probe()
+            verdict = self.verdict()
+            fire = verdict.fatal and not self._fired
+            self._fired = self._fired or fire
+        if fire:
             self.on_fatal(verdict)
         return verdict
+
+    def attach(self, faust_app: Any) -> None:
+        """Check also on every partition assignment, before the new partitions are fetched
+        (Faust sends the signal while they are still paused): after a broker lost its data and
+        another worker recreated the topics, the rejoined group hands this worker partitions of
+        new logs, and its state, built from the old ones, must not see a single message of them."""
+
+        async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
+            await asyncio.to_thread(self.check)
+
+        faust_app.on_partitions_assigned.connect(on_assigned)
 
     def run(self) -> None:
         while not self._stop.wait(self.interval):
