@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from confluent_kafka import Producer
@@ -24,7 +25,7 @@ from sklearn.metrics import accuracy_score
 from workers import SMALL_TOPICS, running_worker, write_worker_config
 
 from driftline.apps.watchdog import EXIT_STALLED
-from driftline.platform.broker import EmbeddedBroker
+from driftline.platform.broker import EmbeddedBroker, free_loopback_port
 from driftline.platform.kafka import KafkaSettings, admin_client, confluent_config, topic_ids
 from driftline.schemas import decode_window_result
 
@@ -139,14 +140,20 @@ def test_worker_exits_when_its_broker_restarts_empty_and_its_restart_recovers(
     # checkpoints after every message: a checkpoint of the lost logs, restored, would then
     # skip the whole of the new logs' first run as "already applied"
     config = write_worker_config(tmp_path, settings, PREFIX, models={MODEL: {}}, checkpoint_interval="0s")
+    health_port = free_loopback_port()
     worker_args = ("--stall-after", str(STALL_AFTER_S), "--loglevel", "INFO")
     first_log, second_log = tmp_path / "worker-1.log", tmp_path / "worker-2.log"
     expected = _expected()
 
-    with running_worker(config, first_log, *worker_args) as first:
+    with running_worker(config, first_log, *worker_args, "--health-port", str(health_port)) as first:
         try:
             _produce(settings)
             assert _final_windows(settings, timeout=60) == expected
+            with httpx.Client(trust_env=False) as client:
+                health = client.get(f"http://127.0.0.1:{health_port}/healthz", timeout=5)
+            assert health.status_code == 200, health.text
+            assert health.json()["status"] == "ok"
+            assert f"{PREFIX}internal.join-input:0" in health.json()["partitions"]
             ids_before = topic_ids(admin_client(settings), [f"{PREFIX}predictions"])
 
             own_broker.stop()  # SIGKILL: memory storage, everything is gone

@@ -141,7 +141,7 @@ def judge(
         missing = sorted(name for name in expected_ids if name not in probe.topic_ids)
         if missing:
             everything = (
-                " (all of them: the broker restarted empty?)" if len(missing) == len(expected_ids) else ""
+                " (all of them: the broker restarted empty?)" if len(missing) == len(expected_ids) > 1 else ""
             )
             noun = "topic" if len(missing) == 1 else "topics"
             verb = "no longer exists" if len(missing) == 1 else "no longer exist"
