@@ -9,14 +9,27 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
+from workers import SMALL_TOPICS
 
+from driftline.apps.group_health import GroupHealth
+from driftline.apps.status import make_status_server
 from driftline.apps.watchdog import Watchdog
+from driftline.platform.config import config_from_mapping
 from driftline.platform.health import HealthServer, Probe, ProgressTracker, Verdict, judge
-from driftline.platform.kafka import KafkaSettings, admin_client, confluent_config, ensure_topics, topic_ids
+from driftline.platform.kafka import (
+    KafkaSettings,
+    TopicNames,
+    admin_client,
+    confluent_config,
+    ensure_topics,
+    topic_ids,
+)
+from driftline.platform.store.db import make_engine, session_factory, upgrade
 
 STALL = 30.0
 TP = ("p.predictions", 0)
@@ -175,3 +188,61 @@ def test_the_watchdog_judges_the_real_broker_and_fires_once(
     gone = watchdog.check()
     assert f"topic {topic} no longer exists on the broker" in gone.reasons
     assert len(fired) == 1, "on_fatal is called once"
+
+
+# ---- driftline status --serve --stall-after: the workers' group as the broker sees it -----------
+def test_status_healthz_fails_when_the_workers_group_stops_committing(
+    kafka_settings: KafkaSettings, unique_prefix: str, clock: Clock, tmp_path: Path, client: httpx.Client
+) -> None:
+    config = config_from_mapping(
+        {
+            "app_id": f"{unique_prefix}app",
+            "bootstrap_servers": kafka_settings.bootstrap_servers,
+            "topics": {"prefix": unique_prefix, **SMALL_TOPICS},
+        }
+    )
+    topics = TopicNames.from_config(config)
+    ensure_topics(kafka_settings, topics.partitions(config))
+    group = GroupHealth(config, kafka_settings, stall_after=STALL, clock=clock)
+    url = f"sqlite:///{tmp_path}/store.sqlite"
+    upgrade(url)
+    server = make_status_server(session_factory(make_engine(url)), port=0, workers=group.check)
+    server.start()
+    healthz = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+    try:
+        ok = client.get(healthz)
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["status"] == "ok" and ok.json()["workers"]["status"] == "ok"
+
+        producer = Producer(confluent_config(kafka_settings))
+        for _ in range(3):
+            producer.produce(topics.predictions, b"x", partition=0)
+        assert producer.flush(10) == 0
+        clock.now += STALL - 1  # data waiting, nothing committed: not yet
+        assert client.get(healthz).status_code == 200
+        clock.now += 1
+        stalled = client.get(healthz)
+        assert stalled.status_code == 503
+        assert stalled.json()["status"] == "workers unhealthy"
+        [reason] = stalled.json()["reasons"]
+        assert reason.startswith(
+            f"partition {topics.predictions}:0 made no progress for 30 s with data waiting"
+        )
+
+        # the group commits (as a worker's consumer does): healthy again at once
+        committer = Consumer(
+            confluent_config(kafka_settings, group_id=config.app_id, enable_auto_commit=False)
+        )
+        committer.commit(offsets=[TopicPartition(topics.predictions, 0, 3)], asynchronous=False)
+        committer.close()
+        assert client.get(healthz).status_code == 200
+
+        admin = admin_client(kafka_settings)
+        for future in admin.delete_topics([topics.predictions]).values():
+            future.result(10)
+        gone = client.get(healthz)
+        assert gone.status_code == 503
+        assert gone.json()["reasons"] == [f"topic {topics.predictions} no longer exists on the broker"]
+    finally:
+        server.shutdown()
+        server.server_close()
