@@ -26,7 +26,9 @@ from workers import SMALL_TOPICS, running_worker, write_worker_config
 
 from driftline.apps.watchdog import EXIT_STALLED
 from driftline.platform.broker import EmbeddedBroker, free_loopback_port
+from driftline.platform.checkpoints import Checkpoint, CheckpointStore
 from driftline.platform.kafka import KafkaSettings, admin_client, confluent_config, topic_ids
+from driftline.platform.store.db import upgrade
 from driftline.schemas import decode_window_result
 
 pytestmark = pytest.mark.timeout(240)
@@ -195,3 +197,21 @@ def test_worker_exits_when_its_broker_restarts_empty_and_its_restart_recovers(
         raise
     finally:
         restarted.stop()
+
+
+def test_a_checkpoint_knows_the_topic_ids_it_was_taken_from(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/checkpoints.sqlite"
+    upgrade(url)
+    store = CheckpointStore(url)
+    try:
+        store.save("app/join/0", b"state", 42, {"in": "id-1", "join": "id-2"})
+        store.save("app/join/1", b"older", 7)  # written before ids were recorded
+        loaded = store.load("app/join/0")
+        assert loaded == Checkpoint(b"state", 42, {"in": "id-1", "join": "id-2"})
+        assert loaded.stale_for({"in": "id-1", "join": "id-2", "other": "x"}) == []
+        assert loaded.stale_for({"in": "id-9", "join": "id-2"}) == ["in"]
+        assert loaded.stale_for({}) == [], "ids unknown now (a broker without ids): not stale"
+        older = store.load("app/join/1")
+        assert older is not None and older.topic_ids == {} and older.stale_for({"in": "id-9"}) == []
+    finally:
+        store.close()

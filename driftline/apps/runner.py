@@ -32,7 +32,14 @@ def create_topics(app: DriftlineApp, timeout: float = 30.0) -> None:
     ids: checkpoints record them, and the watchdog tells by them that the broker lost its data."""
     partitions = app.topics.partitions(app.config)
     ensure_topics(app.settings, partitions, timeout=timeout)
-    app.topic_ids = topic_ids(admin_client(app.settings), partitions, timeout=timeout)
+    try:
+        app.topic_ids = topic_ids(admin_client(app.settings), partitions, timeout=timeout)
+    except Exception as exc:  # KafkaException: a broker without DescribeTopicPartitions / ids
+        log.warning(
+            "could not read the topic ids (%s): checkpoints will not record them, and neither a "
+            "worker nor its restart can tell a broker that lost its data from one that did not",
+            exc,
+        )
 
 
 def run_worker(app: DriftlineApp, *, stop: threading.Event | None = None, loglevel: str = "WARNING") -> None:
