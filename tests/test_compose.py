@@ -133,6 +133,8 @@ def test_kafka_and_postgres_have_healthchecks_and_dependants_wait_for_them(compo
         assert services[name]["depends_on"]["db-migrate"]["condition"] == "service_completed_successfully"
     assert services["history"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert "8780/healthz" in " ".join(services["status"]["healthcheck"]["test"])
+    worker = build_parser().parse_args(services["worker"]["command"])
+    assert f"{worker.health_port}/healthz" in " ".join(services["worker"]["healthcheck"]["test"])
 
 
 def test_published_ports_bind_loopback_only(compose: dict[str, Any]) -> None:
