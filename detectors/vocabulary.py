@@ -91,6 +91,9 @@ METRICS = frozenset(
         "estimated_precision",
         "estimated_recall",
         "estimated_f1",
+        "estimated_roc_auc",
+        # estimate - realised, once a window is labelled: how far the label-free estimate was off
+        *(f"estimation_error_{m}" for m in ("accuracy", "precision", "recall", "f1", "roc_auc")),
         # drift over the window's features
         "dataset_drift",
         "drift_share",

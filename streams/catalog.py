@@ -33,6 +33,7 @@ def build_profiles(
             model_version="*",
             task=cfg.task,
             feature_types=dict(cfg.feature_types) or None,
+            positive_label=cfg.positive_label,
         )
 
     out: dict[tuple[str, str], Any] = {(model_id, ""): profile(rows)}
@@ -66,6 +67,7 @@ def spec_from_profile(cfg: ModelConfig, profile: Any | None) -> AggregateSpec:
         numeric_edges=numeric,
         categories=categories,
         sample_size=cfg.sample_size,
+        calibrator=None if profile is None else getattr(profile, "calibrator", None),
     )
 
 

@@ -249,6 +249,8 @@ class Evaluator:
                 )
                 for d in detections
             ],
+            intervals={k: [lo, hi] for k, (lo, hi) in sorted(found.intervals.items())},
+            interval_level=found.interval_level,
         )
         alerts, requests = self._judge(
             cfg,

@@ -1,0 +1,231 @@
+"""Calibrated performance estimation (CBPE): the calibrator against scikit-learn's, the expected
+ROC AUC against a weighted scikit-learn oracle, and the estimates and their intervals against
+the realised metrics (scikit-learn on the labels) over many seeded windows."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+from driftline.detectors.aggregates import AggregateSpec, WindowAggregate, feature_columns
+from driftline.detectors.calibration import Calibrator, fit_calibrator, fit_isotonic, fit_platt
+from driftline.detectors.comparison import TestPolicy, compare, performance
+from driftline.detectors.estimation import estimate_binary
+from driftline.detectors.profile import ReferenceProfile, build_profile
+from driftline.detectors.sketches import CalibratedScores, ExpectedConfusion
+
+pytestmark = pytest.mark.timeout(300)
+
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+
+
+def _model(rng: np.random.Generator, n: int, overconfidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, labels): true logit z ~ N(0, 3²), y ~ Bernoulli(sigmoid(z)), score sigmoid(k·z). k = 1 is a
+    calibrated model, k = 2 an over-confident one (logits scaled by 2)."""
+    z = rng.normal(0.0, 3.0, n)
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-z))).astype(int)
+    return 1.0 / (1.0 + np.exp(-overconfidence * z)), y
+
+
+def _realised(y: np.ndarray, pred: np.ndarray, s: np.ndarray) -> dict[str, float]:
+    return {
+        "accuracy": accuracy_score(y, pred),
+        "precision": precision_score(y, pred),
+        "recall": recall_score(y, pred),
+        "f1": f1_score(y, pred),
+        "roc_auc": roc_auc_score(y, s),
+    }
+
+
+def _window(s: np.ndarray, cal: Calibrator | None) -> tuple[CalibratedScores, ExpectedConfusion]:
+    q = s if cal is None else cal.apply(s)
+    pred = s >= 0.5
+    cs, ec = CalibratedScores(), ExpectedConfusion()
+    cs.update(pred, s, q)
+    ec.update(pred, q)
+    return cs, ec
+
+
+# ---- the calibrator ---------------------------------------------------------------------------
+def test_isotonic_predicts_as_scikit_learn() -> None:
+    rng = np.random.default_rng(3)
+    s, y = _model(rng, 5000, 2.0)
+    s = np.round(s, 3)  # ties, which PAV must pool as scikit-learn does
+    x, v = fit_isotonic(s, y)
+    oracle = IsotonicRegression(out_of_bounds="clip").fit(s, y)
+    grid = np.r_[rng.random(2000), 0.0, 1.0, s[:500]]
+    np.testing.assert_allclose(np.interp(grid, x, v), oracle.predict(grid), rtol=0, atol=1e-12)
+    cal = fit_calibrator(s, y, method="isotonic")
+    np.testing.assert_allclose(cal.apply(grid), oracle.predict(grid), rtol=0, atol=1e-12)
+
+
+def test_platt_is_the_maximum_likelihood_logistic_fit_on_the_logit() -> None:
+    rng = np.random.default_rng(4)
+    s, y = _model(rng, 20000, 2.0)
+    a, b = fit_platt(s, y)
+    logit = np.log(s) - np.log1p(-s)
+    oracle = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000).fit(logit[:, None], y)
+    assert a == pytest.approx(float(oracle.coef_[0, 0]), abs=1e-6)
+    assert b == pytest.approx(float(oracle.intercept_[0]), abs=1e-6)
+    assert a == pytest.approx(0.5, abs=0.03)  # logits scaled by 2 are scaled back by 1/2
+
+
+def test_cross_validation_chooses_a_fitted_map_for_an_overconfident_model_only() -> None:
+    rng = np.random.default_rng(5)
+    over = fit_calibrator(*_model(rng, 20000, 2.0))
+    calibrated = fit_calibrator(*_model(rng, 20000, 1.0))
+    assert over.method in ("platt", "isotonic")
+    assert over.scores[over.method] < over.scores["identity"]
+    assert calibrated.method == "identity" and calibrated.fitted_rows == 0
+    too_few = fit_calibrator(*_model(rng, 100, 2.0))
+    assert too_few.method == "identity"
+    for c in (over, calibrated):
+        assert Calibrator.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    with pytest.raises(ValueError, match="newer"):
+        Calibrator.from_dict({**over.to_dict(), "v": 99})
+
+
+def test_the_profile_keeps_scores_and_labels_and_stores_its_calibrator() -> None:
+    rng = np.random.default_rng(6)
+    s, y = _model(rng, 3000, 2.0)
+    rows = [
+        {
+            "prediction_id": str(i),
+            "features": {"x": float(v)},
+            "prediction": str(int(v >= 0.5)),
+            "label": str(t),
+            **({"score": float(v)} if i % 2 else {"scores": {"1": float(v), "0": 1 - float(v)}}),
+        }
+        for i, (v, t) in enumerate(zip(s, y, strict=True))
+    ]
+    profile = build_profile(rows, model_id="m", model_version="7", task="binary")
+    assert profile.calibrator is not None and profile.calibrator.method in ("platt", "isotonic")
+    assert profile.calibrator.n == 3000  # `score` and `scores[positive]` both read
+    assert ReferenceProfile.from_dict(json.loads(json.dumps(profile.to_dict()))) == profile
+    old = profile.to_dict()
+    del old["calibrator"]  # a profile written before calibration still loads, uncalibrated
+    assert ReferenceProfile.from_dict(old).calibrator is None
+    assert build_profile(rows, model_id="m", model_version="7", task="regression").calibrator is None
+
+
+# ---- the sketch and the expected ROC AUC ------------------------------------------------------
+def test_calibrated_scores_merge_exactly_in_any_split() -> None:
+    rng = np.random.default_rng(7)
+    s = np.r_[rng.random(4000), 0.0, 1.0, np.nan]
+    q = np.r_[rng.random(4002), 0.5]
+    pred = rng.random(s.size) < 0.5
+    whole = CalibratedScores()
+    whole.update(pred, s, q)
+    merged = CalibratedScores()
+    for idx in np.array_split(rng.permutation(s.size), 6):
+        part = CalibratedScores()
+        part.update(pred[idx], s[idx], q[idx])
+        merged.merge(CalibratedScores.from_dict(json.loads(json.dumps(part.to_dict()))))
+    assert merged == whole and whole.n == 4002
+    assert estimate_binary(merged) == estimate_binary(whole)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        whole.update(np.array([True]), np.array([0.5]), np.array([1.5]))
+
+
+def test_expected_roc_auc_equals_weighted_scikit_learn_on_the_binned_scores() -> None:
+    """Each event counted as a positive with weight q and a negative with weight 1 - q, ranked
+    by its raw-score bin: scikit-learn's weighted ROC AUC is then exactly E[U] / (E[P]·E[N])."""
+    rng = np.random.default_rng(8)
+    s = rng.beta(0.5, 0.5, 3000)
+    q = np.clip(s + rng.normal(0, 0.05, s.size), 0, 1)
+    cs = CalibratedScores()
+    cs.update(s >= 0.5, s, q)
+    b = cs.bins(s)
+    oracle = roc_auc_score(
+        np.r_[np.ones(s.size), np.zeros(s.size)], np.r_[b, b], sample_weight=np.r_[q, 1 - q]
+    )
+    assert estimate_binary(cs).values["estimated_roc_auc"] == pytest.approx(oracle, abs=1e-9)
+
+
+# ---- estimates and intervals over many seeded windows -----------------------------------------
+def _trials(overconfidence: float, calibrate: bool, seed: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean absolute error and interval coverage over 30 references x 10 windows of 5000."""
+    rng = np.random.default_rng(seed)
+    errors: dict[str, list[float]] = {m: [] for m in METRICS}
+    covered: dict[str, list[bool]] = {m: [] for m in METRICS}
+    for _ in range(30):
+        cal = fit_calibrator(*_model(rng, 20_000, overconfidence)) if calibrate else None
+        for _ in range(10):
+            s, y = _model(rng, 5000, overconfidence)
+            cs, ec = _window(s, cal)
+            found = estimate_binary(cs, expected=ec, n_reference=0 if cal is None else cal.fitted_rows)
+            for m, real in _realised(y, s >= 0.5, s).items():
+                est = found.values[f"estimated_{m}"]
+                lo, hi = found.intervals[f"estimated_{m}"]
+                errors[m].append(abs(est - real))
+                covered[m].append(lo <= real <= hi)
+    return (
+        {m: float(np.mean(v)) for m, v in errors.items()},
+        {m: float(np.mean(v)) for m, v in covered.items()},
+    )
+
+
+def test_overconfident_model_is_estimated_within_half_a_point_once_calibrated() -> None:
+    mae, coverage = _trials(2.0, calibrate=True, seed=11)
+    assert mae["accuracy"] <= 0.005 and mae["roc_auc"] <= 0.005
+    assert max(mae.values()) <= 0.0075  # precision: only the predicted positives count
+    for m in METRICS:
+        assert 0.90 <= coverage[m] <= 0.98, (m, coverage[m])
+
+
+def test_calibrated_model_intervals_cover_at_the_nominal_level() -> None:
+    mae, coverage = _trials(1.0, calibrate=True, seed=12)
+    assert mae["accuracy"] <= 0.005
+    for m in METRICS:
+        assert 0.90 <= coverage[m] <= 0.98, (m, coverage[m])
+
+
+def test_without_calibration_the_overconfident_model_estimates_itself_too_well() -> None:
+    """The reason the reference fits a calibrator: raw over-confident scores overstate accuracy
+    by several points, and the intervals (which assume calibration) then almost never cover."""
+    rng = np.random.default_rng(13)
+    gaps = []
+    for _ in range(20):
+        s, y = _model(rng, 5000, 2.0)
+        cs, ec = _window(s, None)
+        gaps.append(
+            estimate_binary(cs, expected=ec).values["estimated_accuracy"] - accuracy_score(y, s >= 0.5)
+        )
+    assert np.mean(gaps) > 0.03
+
+
+# ---- through the window aggregate -------------------------------------------------------------
+def test_window_applies_the_calibrator_and_reports_intervals_and_estimation_errors() -> None:
+    rng = np.random.default_rng(14)
+    cal = fit_calibrator(*_model(rng, 20_000, 2.0))
+    s, y = _model(rng, 5000, 2.0)
+    pred = np.where(s >= 0.5, "1", "0").astype(object)
+    labels = y.astype(str).astype(object)
+    agg = WindowAggregate(AggregateSpec(calibrator=cal))
+    keys = np.arange(s.size, dtype=np.uint64)
+    idx = np.arange(s.size)
+    agg.add_predictions(feature_columns([{}] * s.size), idx, keys, pred, s)
+    provisional = compare(agg, None, TestPolicy())
+    cs, ec = _window(s, cal)
+    expected = estimate_binary(cs, expected=ec, n_reference=cal.fitted_rows)
+    assert provisional.metrics == expected.values and provisional.intervals == expected.intervals
+    assert provisional.interval_level == 0.95
+    assert not any(k.startswith("estimation_error_") for k in provisional.metrics)
+    agg.add_outcomes(pred, labels, s, keys)
+    got = performance(agg)
+    real = _realised(y, s >= 0.5, s)
+    assert got["estimation_error_accuracy"] == pytest.approx(
+        got["estimated_accuracy"] - real["accuracy"], abs=1e-12
+    )
+    assert got["estimation_error_f1"] == pytest.approx(got["estimated_f1"] - real["f1"], abs=1e-12)
+    # realised ROC AUC is on the 200-bin score histogram, within its own reported bound
+    assert abs(got["estimation_error_roc_auc"] - (got["estimated_roc_auc"] - real["roc_auc"])) <= (
+        got["roc_auc_error_bound"] + 1e-12
+    )
+    assert all(math.isfinite(v) for k, v in got.items() if k.startswith("estimation_error_"))
