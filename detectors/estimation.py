@@ -55,7 +55,14 @@ from scipy.stats import norm
 
 from driftline.detectors.sketches import CalibratedScores, ExpectedConfusion
 
-__all__ = ["DEFAULT_LEVEL", "Estimate", "estimate_binary", "estimate_performance", "estimation_errors"]
+__all__ = [
+    "DEFAULT_LEVEL",
+    "Estimate",
+    "estimate_binary",
+    "estimate_performance",
+    "estimation_errors",
+    "realised_name",
+]
 
 #: the nominal level of the intervals around estimates
 DEFAULT_LEVEL = 0.95
@@ -156,6 +163,13 @@ def estimate_binary(
         if math.isfinite(values[k]) and math.isfinite(variances[k])
     }
     return Estimate(values, intervals, level)
+
+
+def realised_name(metric: str, positive: str) -> str:
+    """The realised metric an ``estimated_<metric>`` estimates (``estimated_precision`` is the
+    positive class's ``precision.<positive>``); any other name is its own."""
+    template = ESTIMATED.get(metric.removeprefix("estimated_")) if metric.startswith("estimated_") else None
+    return metric if template is None else template.format(positive=positive)
 
 
 def estimation_errors(
