@@ -229,3 +229,22 @@ def test_window_applies_the_calibrator_and_reports_intervals_and_estimation_erro
         got["roc_auc_error_bound"] + 1e-12
     )
     assert all(math.isfinite(v) for k, v in got.items() if k.startswith("estimation_error_"))
+
+
+def test_the_catalog_gives_every_partition_the_reference_calibrator() -> None:
+    """From reference rows to the sketch spec every join partition folds with: the profile's
+    calibrator, fitted once, is the spec's (segment profiles do not replace it)."""
+    from driftline.platform.config import Config, ModelConfig
+    from driftline.streams.catalog import ModelCatalog, build_profiles
+
+    rng = np.random.default_rng(15)
+    s, y = _model(rng, 4000, 2.0)
+    rows = [{"prediction_id": str(i), "features": {"x": float(v)}, "prediction": str(int(v >= 0.5)),
+             "label": str(t), "score": float(v), "segments": {"channel": "ab"[i % 2]}}
+            for i, (v, t) in enumerate(zip(s, y, strict=True))]
+    cfg = Config(defaults=ModelConfig(task="binary"))
+    profiles = build_profiles(rows, "m", cfg.model("m"))
+    catalog = ModelCatalog(cfg, profiles)
+    spec = catalog.spec("m")
+    assert spec.calibrator is not None and spec.calibrator == profiles[("m", "")].calibrator
+    assert spec.calibrator.method in ("platt", "isotonic") and spec.calibrator.n == 4000
