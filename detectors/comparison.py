@@ -26,6 +26,7 @@ from driftline.detectors import drift as drift_tests
 from driftline.detectors.aggregates import WindowAggregate
 from driftline.detectors.drift import DriftResult
 from driftline.detectors.estimation import DEFAULT_LEVEL, estimate_binary, estimation_errors
+from driftline.detectors.loss_model import estimate_regression
 from driftline.detectors.metrics import (
     classification_metrics,
     probability_metrics,
@@ -160,10 +161,15 @@ def _performance(agg: WindowAggregate) -> tuple[dict[str, float], dict[str, tupl
                                 n_reference=0 if calibrator is None else calibrator.fitted_rows)
         out.update(found.values)
         intervals = found.intervals
+    loss_model = agg.spec.loss_model
+    if agg.loss_bins is not None and loss_model is not None and agg.loss_bins.n:
+        values, intervals = estimate_regression(agg.loss_bins.counts, loss_model, level=DEFAULT_LEVEL)
+        out.update(values)
     if agg.n_labelled == 0:
         return out, intervals
     if agg.regression is not None:
         out.update(regression_metrics(agg.regression))
+        out.update(estimation_errors(out, out, agg.spec.positive_label))
         return out, intervals
     if agg.confusion is not None:
         out.update(classification_metrics(agg.confusion))

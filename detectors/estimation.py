@@ -68,7 +68,9 @@ __all__ = [
 DEFAULT_LEVEL = 0.95
 #: the estimated metrics of a binary model, by the name of the realised metric they estimate
 ESTIMATED = {"accuracy": "accuracy", "precision": "precision.{positive}", "recall": "recall.{positive}",
-             "f1": "f1.{positive}", "roc_auc": "roc_auc"}
+             "f1": "f1.{positive}", "roc_auc": "roc_auc", "mae": "mae", "rmse": "rmse"}
+#: the binary model's estimates (the regression ones are :mod:`driftline.detectors.loss_model`'s)
+_BINARY = ("accuracy", "precision", "recall", "f1", "roc_auc")
 
 
 def _ratio(num: float, den: float) -> float:
@@ -122,7 +124,7 @@ def estimate_binary(
     calibrated, no widening). ``expected``, the same window's exact expected confusion, gives
     the point estimates exactly (the fixed-point sums of ``cs`` agree to ~1e-10); ``cs`` gives
     the variances and ROC AUC. An empty window gives NaN estimates and no intervals."""
-    names = [f"estimated_{m}" for m in ESTIMATED]
+    names = [f"estimated_{m}" for m in _BINARY]
     if expected is not None and expected.n != cs.n:
         # partials from a version without the calibrated sketch were merged in: the exact
         # point estimates still hold, the intervals and ROC AUC would cover part of the window

@@ -35,6 +35,7 @@ import numpy as np
 from driftline.detectors.calibration import Calibrator, fit_calibrator
 from driftline.detectors.categories import category_string, category_strings
 from driftline.detectors.hashing import stable_keys
+from driftline.detectors.loss_model import LossModel, fit_loss_model
 from driftline.detectors.metrics import classification_metrics, regression_metrics
 from driftline.detectors.sketches import CategoricalSketch, ConfusionCounts, NumericSketch, RegressionSums
 
@@ -139,6 +140,8 @@ class ReferenceProfile:
     n_rows: int = 0
     #: the score calibrator fitted on the reference (binary models with scores and labels)
     calibrator: Calibrator | None = None
+    #: the error model by prediction bin fitted on the reference (regression with labels)
+    loss_model: LossModel | None = None
 
     def get(self, name: str) -> FeatureProfile:
         """A feature's profile; ``"prediction"``/``"label"`` name those unless a feature is so named."""
@@ -159,6 +162,7 @@ class ReferenceProfile:
             "label": None if self.label is None else self.label.to_dict(),
             "metrics": {k: _num(v) for k, v in sorted(self.metrics.items())},
             "calibrator": None if self.calibrator is None else self.calibrator.to_dict(),
+            "loss_model": None if self.loss_model is None else self.loss_model.to_dict(),
         }
 
     @classmethod
@@ -169,7 +173,8 @@ class ReferenceProfile:
                    _feature_from_dict(d.get("prediction")), _feature_from_dict(d.get("label")),
                    {k: _unnum(v) for k, v in d.get("metrics", {}).items()}, int(d.get("n_rows", 0)),
                    # profiles written before calibration have none: scores are taken as calibrated
-                   None if d.get("calibrator") is None else Calibrator.from_dict(d["calibrator"]))
+                   None if d.get("calibrator") is None else Calibrator.from_dict(d["calibrator"]),
+                   None if d.get("loss_model") is None else LossModel.from_dict(d["loss_model"]))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ReferenceProfile) and _json_eq(self.to_dict(), other.to_dict())
@@ -271,6 +276,7 @@ def build_profile(
     prediction = make(prediction_key, preds) if has_pred else None
     label = make(label_key, labels) if has_label else None
     metrics: dict[str, float] = {}
+    loss_model = None
     if prediction is not None and label is not None:
         pairs = [(y, p) for y, p in zip(labels, preds, strict=True) if y is not None and p is not None]
         y, p = (list(t) for t in zip(*pairs, strict=True)) if pairs else ([], [])
@@ -278,6 +284,7 @@ def build_profile(
             rs = RegressionSums()
             rs.update(np.array(y, dtype=np.float64), np.array(p, dtype=np.float64))
             metrics = regression_metrics(rs)
+            loss_model = fit_loss_model(np.array(y, dtype=np.float64), np.array(p, dtype=np.float64))
         else:
             cc = ConfusionCounts()
             cc.update(category_strings(y), category_strings(p))
@@ -289,7 +296,8 @@ def build_profile(
                        for v in labels])
         if np.any(~np.isnan(s) & ~np.isnan(yb)):
             calibrator = fit_calibrator(s, yb, method=calibration)
-    return ReferenceProfile(model_id, model_version, features, prediction, label, metrics, n, calibrator)
+    return ReferenceProfile(model_id, model_version, features, prediction, label, metrics, n, calibrator,
+                            loss_model)
 
 
 def _score(row: Mapping[str, Any], positive_label: str) -> float:

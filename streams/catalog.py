@@ -68,6 +68,7 @@ def spec_from_profile(cfg: ModelConfig, profile: Any | None) -> AggregateSpec:
         categories=categories,
         sample_size=cfg.sample_size,
         calibrator=None if profile is None else getattr(profile, "calibrator", None),
+        loss_model=None if profile is None else getattr(profile, "loss_model", None),
     )
 
 

@@ -11,12 +11,21 @@ import numpy as np
 import pytest
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    mean_absolute_error,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    root_mean_squared_error,
+)
 
 from driftline.detectors.aggregates import AggregateSpec, WindowAggregate, feature_columns
 from driftline.detectors.calibration import Calibrator, fit_calibrator, fit_isotonic, fit_platt
 from driftline.detectors.comparison import TestPolicy, compare, performance
 from driftline.detectors.estimation import estimate_binary
+from driftline.detectors.loss_model import LossModel, estimate_regression, fit_loss_model
 from driftline.detectors.profile import ReferenceProfile, build_profile
 from driftline.detectors.sketches import CalibratedScores, ExpectedConfusion
 
@@ -239,12 +248,100 @@ def test_the_catalog_gives_every_partition_the_reference_calibrator() -> None:
 
     rng = np.random.default_rng(15)
     s, y = _model(rng, 4000, 2.0)
-    rows = [{"prediction_id": str(i), "features": {"x": float(v)}, "prediction": str(int(v >= 0.5)),
-             "label": str(t), "score": float(v), "segments": {"channel": "ab"[i % 2]}}
-            for i, (v, t) in enumerate(zip(s, y, strict=True))]
+    rows = [
+        {
+            "prediction_id": str(i),
+            "features": {"x": float(v)},
+            "prediction": str(int(v >= 0.5)),
+            "label": str(t),
+            "score": float(v),
+            "segments": {"channel": "ab"[i % 2]},
+        }
+        for i, (v, t) in enumerate(zip(s, y, strict=True))
+    ]
     cfg = Config(defaults=ModelConfig(task="binary"))
     profiles = build_profiles(rows, "m", cfg.model("m"))
     catalog = ModelCatalog(cfg, profiles)
     spec = catalog.spec("m")
     assert spec.calibrator is not None and spec.calibrator == profiles[("m", "")].calibrator
     assert spec.calibrator.method in ("platt", "isotonic") and spec.calibrator.n == 4000
+
+
+# ---- regression: the loss model by prediction bin ---------------------------------------------
+def _regression(rng: np.random.Generator, n: int, low: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(y, ŷ): ŷ = x on U(low, 10), y = x + N(0, (0.5 + 0.2x)²): the error grows with ŷ."""
+    x = rng.uniform(low, 10.0, n)
+    return x + rng.normal(0.0, 0.5 + 0.2 * x), x
+
+
+def test_loss_model_bins_the_reference_errors_by_prediction() -> None:
+    rng = np.random.default_rng(20)
+    y, yhat = _regression(rng, 5000)
+    model = fit_loss_model(y, yhat, bins=10)
+    assert model is not None and len(model.rows) == 10 and sum(model.rows) == 5000
+    edges = np.array(model.edges)
+    b = np.clip(np.searchsorted(edges, yhat, side="right") - 1, 0, 9)
+    for i in range(10):
+        e = np.abs(y - yhat)[b == i]
+        assert model.abs_mean[i] == pytest.approx(float(e.mean()), rel=1e-12)
+        assert model.sq_var[i] == pytest.approx(float(np.var(e**2, ddof=1)), rel=1e-12)
+    assert LossModel.from_dict(json.loads(json.dumps(model.to_dict()))) == model
+    assert fit_loss_model(y[:50], yhat[:50]) is None
+
+
+@pytest.mark.parametrize("low", [0.0, 5.0], ids=["stationary", "predictions-shift-to-high-error"])
+def test_regression_estimates_follow_the_predictions_and_their_intervals_cover(low: float) -> None:
+    """Windows of 5000 against realised MAE/RMSE (scikit-learn). With predictions moved to
+    where the model errs more (low = 5) the estimate follows them: realised MAE rises ~30 %."""
+    rng = np.random.default_rng(21 + int(low))
+    errors: dict[str, list[float]] = {"mae": [], "rmse": []}
+    covered: dict[str, list[bool]] = {"mae": [], "rmse": []}
+    for _ in range(20):
+        model = fit_loss_model(*_regression(rng, 20_000))
+        assert model is not None
+        for _ in range(10):
+            y, yhat = _regression(rng, 5000, low)
+            counts = np.bincount(
+                np.clip(
+                    np.searchsorted(np.array(model.edges), yhat, side="right") - 1, 0, len(model.rows) - 1
+                ),
+                minlength=len(model.rows),
+            )
+            values, intervals = estimate_regression(counts, model)
+            realised = {"mae": mean_absolute_error(y, yhat), "rmse": root_mean_squared_error(y, yhat)}
+            for m, real in realised.items():
+                lo, hi = intervals[f"estimated_{m}"]
+                errors[m].append(abs(values[f"estimated_{m}"] - real) / real)
+                covered[m].append(lo <= real <= hi)
+    for m in errors:
+        assert np.mean(errors[m]) <= 0.015, (m, np.mean(errors[m]))  # relative: 5000 errors
+        assert 0.90 <= np.mean(covered[m]) <= 0.98, (m, np.mean(covered[m]))
+
+
+def test_regression_window_reports_estimates_intervals_and_estimation_errors() -> None:
+    rng = np.random.default_rng(22)
+    rows = [
+        {"prediction_id": str(i), "features": {}, "prediction": float(p), "label": float(t)}
+        for i, (t, p) in enumerate(zip(*_regression(rng, 3000), strict=True))
+    ]
+    profile = build_profile(rows, model_id="r", model_version="1", task="regression")
+    assert profile.loss_model is not None
+    assert ReferenceProfile.from_dict(json.loads(json.dumps(profile.to_dict()))) == profile
+    y, yhat = _regression(rng, 4000)
+    agg = WindowAggregate(AggregateSpec(task="regression", loss_model=profile.loss_model))
+    keys = np.arange(y.size, dtype=np.uint64)
+    agg.add_predictions(
+        feature_columns([{}] * y.size), np.arange(y.size), keys, yhat, np.full(y.size, np.nan)
+    )
+    found = compare(agg, None, TestPolicy())
+    assert set(found.intervals) == {"estimated_mae", "estimated_rmse"}
+    lo, hi = found.intervals["estimated_mae"]
+    assert lo < found.metrics["estimated_mae"] < hi
+    agg.add_outcomes(yhat, y, np.full(y.size, np.nan), keys)
+    got = performance(agg)
+    assert got["estimation_error_mae"] == pytest.approx(
+        got["estimated_mae"] - mean_absolute_error(y, yhat), abs=1e-12
+    )
+    assert got["estimation_error_rmse"] == pytest.approx(
+        got["estimated_rmse"] - root_mean_squared_error(y, yhat), abs=1e-12
+    )
