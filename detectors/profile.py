@@ -34,10 +34,18 @@ import numpy as np
 
 from driftline.detectors.calibration import Calibrator, fit_calibrator
 from driftline.detectors.categories import category_string, category_strings
+from driftline.detectors.estimation import estimate_binary
 from driftline.detectors.hashing import stable_keys
 from driftline.detectors.loss_model import LossModel, fit_loss_model
 from driftline.detectors.metrics import classification_metrics, regression_metrics
-from driftline.detectors.sketches import CategoricalSketch, ConfusionCounts, NumericSketch, RegressionSums
+from driftline.detectors.sketches import (
+    CalibratedScores,
+    CategoricalSketch,
+    ConfusionCounts,
+    ExpectedConfusion,
+    NumericSketch,
+    RegressionSums,
+)
 
 __all__ = [
     "CategoricalProfile",
@@ -296,8 +304,29 @@ def build_profile(
                        for v in labels])
         if np.any(~np.isnan(s) & ~np.isnan(yb)):
             calibrator = fit_calibrator(s, yb, method=calibration)
+    if task == "binary" and has_pred:
+        metrics.update(_own_estimates(preds, scores, positive_label, calibrator))
     return ReferenceProfile(model_id, model_version, features, prediction, label, metrics, n, calibrator,
                             loss_model)
+
+
+def _own_estimates(
+    preds: list[Any], scores: list[float], positive_label: str, calibrator: Calibrator | None
+) -> dict[str, float]:
+    """The label-free estimates of the reference itself, as a window would compute them: the
+    baseline a rule on ``estimated_<metric>`` compares with (an estimate with an estimate, so a
+    calibration that is off biases both alike)."""
+    s = np.array(scores, dtype=np.float64)
+    scored = ~np.isnan(s)
+    if not scored.any():
+        return {}
+    raw = s[scored]
+    q = raw if calibrator is None else calibrator.apply(raw)
+    positive = np.array([category_string(p) == positive_label for p in preds], dtype=bool)[scored]
+    ec, cs = ExpectedConfusion(), CalibratedScores()
+    ec.update(positive, q)
+    cs.update(positive, raw, q)
+    return estimate_binary(cs, expected=ec).values
 
 
 def _score(row: Mapping[str, Any], positive_label: str) -> float:

@@ -295,9 +295,12 @@ class Evaluator:
             if not label_free and phase != "final":
                 continue
             samples = agg.n_predictions if label_free or rule.metric == "label_coverage" else agg.n_labelled
-            # an estimate is judged against the reference's *realised* value of its metric
+            # an estimate is judged against the reference's own estimate (the profile's, or the
+            # bootstrap windows'), else against the realised value of its metric
             reference_metrics = ref.metrics if ref is not None else {}
-            baseline = reference_metrics.get(realised_name(rule.metric, cfg.positive_label))
+            baseline = reference_metrics.get(rule.metric)
+            if baseline is None:
+                baseline = reference_metrics.get(realised_name(rule.metric, cfg.positive_label))
             baseline_n = reference_metrics.get("n", 0.0)
             evidence = _evidence(rule, result)
             fired = self.tracker.observe(

@@ -121,6 +121,12 @@ def test_the_profile_keeps_scores_and_labels_and_stores_its_calibrator() -> None
     del old["calibrator"]  # a profile written before calibration still loads, uncalibrated
     assert ReferenceProfile.from_dict(old).calibrator is None
     assert build_profile(rows, model_id="m", model_version="7", task="regression").calibrator is None
+    # the reference's own estimate, the baseline of rules on estimated_*: calibrated on the
+    # same rows, it is within sampling error of the reference's realised accuracy
+    cs, ec = _window(s, profile.calibrator)
+    own = estimate_binary(cs, expected=ec).values
+    assert profile.metrics["estimated_accuracy"] == own["estimated_accuracy"]
+    assert profile.metrics["estimated_accuracy"] == pytest.approx(profile.metrics["accuracy"], abs=0.01)
 
 
 # ---- the sketch and the expected ROC AUC ------------------------------------------------------
@@ -345,3 +351,48 @@ def test_regression_window_reports_estimates_intervals_and_estimation_errors() -
     assert got["estimation_error_rmse"] == pytest.approx(
         got["estimated_rmse"] - root_mean_squared_error(y, yhat), abs=1e-12
     )
+
+
+def test_default_rules_warn_on_an_estimated_accuracy_drop_before_any_label() -> None:
+    """The evaluator with the default rules and a calibrated reference: predictions that move to
+    where the model is unsure (|z| smaller, covariate shift) lower the estimated accuracy by
+    ~15 points; the label-free warning fires on the second such window, at the provisional
+    phase, with no label; stationary windows stay quiet."""
+    from driftline.platform.config import Config, ModelConfig
+    from driftline.streams.catalog import ModelCatalog, build_profiles
+    from driftline.streams.evaluation import Evaluator
+
+    rng = np.random.default_rng(23)
+    s, y = _model(rng, 20_000, 2.0)
+    rows = [
+        {
+            "prediction_id": str(i),
+            "features": {},
+            "prediction": str(int(v >= 0.5)),
+            "label": str(t),
+            "score": float(v),
+        }
+        for i, (v, t) in enumerate(zip(s, y, strict=True))
+    ]
+    cfg = Config(defaults=ModelConfig(task="binary"))
+    catalog = ModelCatalog(cfg, build_profiles(rows, "m", cfg.model("m")))
+    evaluator = Evaluator(catalog)
+    fired: list[tuple[int, str, str]] = []
+    for w in range(6):
+        z = rng.normal(0.0, 3.0 if w < 3 else 1.0, 5000)
+        scores = 1.0 / (1.0 + np.exp(-2.0 * z))
+        agg = WindowAggregate(catalog.spec("m"))
+        agg.add_predictions(
+            feature_columns([{}] * z.size),
+            np.arange(z.size),
+            np.arange(w * 5000, (w + 1) * 5000, dtype=np.uint64),
+            np.where(scores >= 0.5, "1", "0").astype(object),
+            scores,
+        )
+        start = w * 300_000
+        out = evaluator.evaluate(
+            "m", "1", "", start, start + 300_000, agg, "provisional", judge_label_free=True
+        )
+        assert out.result.intervals["estimated_accuracy"][0] < out.values["estimated_accuracy"]
+        fired += [(w, a.data.rule, a.data.status) for a in out.alerts]
+    assert fired == [(4, "estimated-accuracy-drop", "firing")]
