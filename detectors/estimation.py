@@ -48,17 +48,21 @@ scores are not probabilities; tree ensembles and SVM scores usually are not.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import norm
 
+from driftline.detectors.calibration import Calibrator
 from driftline.detectors.sketches import CalibratedScores, ExpectedConfusion
 
 __all__ = [
     "DEFAULT_LEVEL",
     "Estimate",
+    "calibrate_multiclass",
     "estimate_binary",
+    "estimate_multiclass",
     "estimate_performance",
     "estimation_errors",
     "realised_name",
@@ -164,6 +168,49 @@ def estimate_binary(
         for k in names
         if math.isfinite(values[k]) and math.isfinite(variances[k])
     }
+    return Estimate(values, intervals, level)
+
+
+def calibrate_multiclass(scores: np.ndarray, calibrators: Sequence[Calibrator]) -> np.ndarray:
+    """Class probabilities from an (n, K) score matrix: each class's one-vs-rest calibrator
+    (fitted on the reference as ``fit_calibrator(scores[:, k], y == k)``), then each row
+    renormalised to sum to 1, as NannyML calibrates multiclass models."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or s.shape[1] != len(calibrators):
+        raise ValueError("scores must be an (n, K) matrix with one calibrator per class")
+    q = np.column_stack([cal.apply(s[:, k]) for k, cal in enumerate(calibrators)])
+    total = q.sum(axis=1, keepdims=True)
+    return np.divide(q, total, out=np.full_like(q, 1.0 / q.shape[1]), where=total > 0)
+
+
+def estimate_multiclass(
+    per_class: Sequence[CalibratedScores], *, level: float = DEFAULT_LEVEL, n_reference: int = 0
+) -> Estimate:
+    """CBPE for a K-class model from one :class:`CalibratedScores` per class, each fed
+    one-vs-rest (``pred == k``, the raw score of class k, the calibrated q of class k; see
+    :func:`calibrate_multiclass`). Accuracy is Σ_k E[TP_k] / n with its exact Poisson-binomial
+    interval; precision, recall, F1 and ROC AUC are the macro averages of the per-class
+    estimates, as scikit-learn's ``average="macro"`` (ROC AUC one-vs-rest), without intervals:
+    one event's label moves every class's counts, so per-class variances do not add.
+
+    Not wired into the pipeline: events carry one score (the positive class's) through the
+    join, not the class-probability vector (docs/detectors.md)."""
+    names = [f"estimated_{m}" for m in _BINARY]
+    n = per_class[0].n if per_class else 0
+    if n == 0 or any(cs.n != n for cs in per_class):
+        return Estimate({k: math.nan for k in names}, {}, level)
+    classes = [estimate_binary(cs, level=level, n_reference=n_reference) for cs in per_class]
+    tp = v_tp = 0.0
+    for cs in per_class:
+        _, sq, sq2 = cs.sums()
+        tp += float(sq[1].sum())
+        v_tp += float(np.maximum(sq[1] - sq2[1], 0.0).sum())
+    values = {"estimated_accuracy": tp / n}
+    for m in _BINARY[1:]:
+        values[f"estimated_{m}"] = float(np.mean([c.values[f"estimated_{m}"] for c in classes]))
+    widen = 1.0 + (n / n_reference if n_reference > 0 else 0.0)
+    z = float(norm.ppf(0.5 + level / 2.0))
+    intervals = {"estimated_accuracy": _interval(values["estimated_accuracy"], v_tp / n**2 * widen, z)}
     return Estimate(values, intervals, level)
 
 

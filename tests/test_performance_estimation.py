@@ -24,7 +24,7 @@ from sklearn.metrics import (
 from driftline.detectors.aggregates import AggregateSpec, WindowAggregate, feature_columns
 from driftline.detectors.calibration import Calibrator, fit_calibrator, fit_isotonic, fit_platt
 from driftline.detectors.comparison import TestPolicy, compare, performance
-from driftline.detectors.estimation import estimate_binary
+from driftline.detectors.estimation import calibrate_multiclass, estimate_binary, estimate_multiclass
 from driftline.detectors.loss_model import LossModel, estimate_regression, fit_loss_model
 from driftline.detectors.profile import ReferenceProfile, build_profile
 from driftline.detectors.sketches import CalibratedScores, ExpectedConfusion
@@ -396,3 +396,61 @@ def test_default_rules_warn_on_an_estimated_accuracy_drop_before_any_label() -> 
         assert out.result.intervals["estimated_accuracy"][0] < out.values["estimated_accuracy"]
         fired += [(w, a.data.rule, a.data.status) for a in out.alerts]
     assert fired == [(4, "estimated-accuracy-drop", "firing")]
+
+
+# ---- multiclass (pure: the pipeline does not carry score vectors yet) -------------------------
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _multiclass(rng: np.random.Generator, n: int, k: float) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, labels) of a 3-class model: true logits N(0, 2²) each, scores softmax(k·logits)."""
+    logits = rng.normal(0.0, 2.0, (n, 3))
+    cumulative = np.cumsum(_softmax(logits), axis=1)
+    y = (rng.random(n)[:, None] > cumulative).sum(axis=1)
+    return _softmax(k * logits), y
+
+
+def test_multiclass_estimates_macro_metrics_of_an_overconfident_model() -> None:
+    """One-vs-rest calibrators renormalised, one CalibratedScores per class: accuracy, macro
+    precision/recall/F1 and one-vs-rest macro ROC AUC against scikit-learn on the labels."""
+    rng = np.random.default_rng(24)
+    errors: dict[str, list[float]] = {m: [] for m in METRICS}
+    covered = []
+    raw_gap = []
+    for _ in range(20):
+        s, y = _multiclass(rng, 20_000, 2.0)
+        cals = [fit_calibrator(s[:, k], (y == k).astype(float)) for k in range(3)]
+        for _ in range(10):
+            s, y = _multiclass(rng, 5000, 2.0)
+            pred = s.argmax(axis=1)
+            found, raw = (
+                estimate_multiclass(_per_class(pred, s, q), n_reference=20_000)
+                for q in (calibrate_multiclass(s, cals), s)
+            )
+            realised = {
+                "accuracy": accuracy_score(y, pred),
+                "precision": precision_score(y, pred, average="macro"),
+                "recall": recall_score(y, pred, average="macro"),
+                "f1": f1_score(y, pred, average="macro"),
+                "roc_auc": roc_auc_score(y, s, multi_class="ovr", average="macro"),
+            }
+            for m, real in realised.items():
+                errors[m].append(abs(found.values[f"estimated_{m}"] - real))
+            lo, hi = found.intervals["estimated_accuracy"]
+            covered.append(lo <= realised["accuracy"] <= hi)
+            raw_gap.append(raw.values["estimated_accuracy"] - realised["accuracy"])
+    mae = {m: float(np.mean(v)) for m, v in errors.items()}
+    assert max(mae.values()) <= 0.008, mae
+    assert 0.90 <= np.mean(covered) <= 0.98
+    assert np.mean(raw_gap) > 0.05  # uncalibrated, the model believes itself far better
+
+
+def _per_class(pred: np.ndarray, s: np.ndarray, q: np.ndarray) -> list[CalibratedScores]:
+    out = []
+    for k in range(s.shape[1]):
+        cs = CalibratedScores()
+        cs.update(pred == k, s[:, k], q[:, k])
+        out.append(cs)
+    return out
