@@ -309,7 +309,8 @@ def test_the_worker_start_up_line_shows_configured_model_ids_escaped() -> None:
     app = SimpleNamespace(
         config=config, topics=TopicNames.from_config(config), settings=settings_for(config, {})
     )
-    line = _summary(app, SimpleNamespace(no_checkpoints=True, metrics_port=0))
+    args = SimpleNamespace(no_checkpoints=True, metrics_port=0, health_port=0, stall_after=120.0)
+    line = _summary(app, args)
     assert f"; models {MODEL_SHOWN}; other models" in line and not RAW_CONTROL.search(line)
 
 
