@@ -61,7 +61,7 @@ def test_demo_detects_the_change_and_records_history(tmp_path: Path) -> None:
 
 def _check_report_in_chromium(tmp_path: Path, html: Path) -> None:
     """The demo's report as the browser draws it: a chart per metric family, the estimate beside
-    the realised accuracy (with its band where the windows carry intervals), the drifted
+    the realised accuracy with its interval band (stored since revision 0003), the drifted
     feature's distributions (where the results carry summaries), a test-table row per feature
     and the accuracy alert with its evidence."""
     body, charts, dom = rendered(tmp_path, html)
@@ -72,8 +72,7 @@ def _check_report_in_chromium(tmp_path: Path, html: Path) -> None:
         assert int(chart["data-rendered-traces"]) + int(chart["data-rendered-heatmaps"]) >= 1, chart
     estimate = charts["estimate-accuracy"]
     assert {"estimated_accuracy", "accuracy (realised)"} <= set(estimate["data-rendered-legend"].split("|"))
-    if estimate["data-band"] == "true":
-        assert int(estimate["data-rendered-fills"]) >= 1
+    assert estimate["data-band"] == "true" and int(estimate["data-rendered-fills"]) >= 1
     x1 = [c for c in charts.values() if c.get("data-feature") == "x1"]
     if x1:  # results that carry distribution summaries
         assert x1[0]["data-drifted"] == "true" and int(x1[0]["data-rendered-bars"]) >= 2

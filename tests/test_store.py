@@ -233,10 +233,10 @@ def test_migrate_up_down_up(db_url: str) -> None:
     assert current_revision(db_url) is None
     assert tables() == set()
     upgrade(db_url)
-    assert current_revision(db_url) == head_revision() == "0002"
+    assert current_revision(db_url) == head_revision() == "0003"
     assert tables() == TABLES
     upgrade(db_url)  # already at head: a no-op, not an error
-    assert current_revision(db_url) == "0002"
+    assert current_revision(db_url) == "0003"
     downgrade(db_url, "base")
     assert current_revision(db_url) is None
     assert tables() == set()
@@ -358,6 +358,24 @@ def test_window_result_round_trip_and_upsert(sessions: sessionmaker[Session]) ->
         assert _count(s, WindowResultRow) == 2
         assert window_history(s, "churn") == [redelivered, final]
         assert s.scalar(select(WindowResultRow.recorded_ms).where(WindowResultRow.phase == "final")) == 7
+
+
+def test_estimate_intervals_round_trip(sessions: sessionmaker[Session]) -> None:
+    """Revision 0003: the label-free estimates' intervals are kept (the report draws the band)."""
+    with_band = msgspec.structs.replace(
+        _result(0, phase="final"),
+        metrics={"estimated_accuracy": 0.8},
+        intervals={"estimated_accuracy": [0.75, 0.85]},
+        interval_level=0.95,
+    )
+    with sessions.begin() as s:
+        record_window_result(s, with_band)
+        record_window_result(s, _result(60_000))
+    with sessions() as s:
+        got = window_history(s, "churn")
+    assert got == [with_band, _result(60_000)]
+    assert (got[0].intervals, got[0].interval_level) == ({"estimated_accuracy": [0.75, 0.85]}, 0.95)
+    assert (got[1].intervals, got[1].interval_level) == ({}, None)
 
 
 def test_non_finite_metrics_are_stored_as_null(sessions: sessionmaker[Session]) -> None:

@@ -119,6 +119,9 @@ class WindowResultRow(Base):
     recorded_ms: Mapped[int]
     #: the online detectors' detections (revision 0002; rows stored before it hold [])
     online: Mapped[list[Any]] = mapped_column(server_default=text("'[]'"))
+    #: the label-free estimates' intervals, metric -> [low, high] (revision 0003; older rows: {})
+    intervals: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'"))
+    interval_level: Mapped[float | None] = mapped_column(Float)
 
 
 class AlertRow(Base):
