@@ -27,7 +27,15 @@ from driftline.alerting.lifecycle import AlertTracker
 from driftline.alerting.retraining import RetrainingPolicy
 from driftline.alerting.rules import Rule
 from driftline.detectors.aggregates import WindowAggregate
-from driftline.detectors.comparison import Comparison, Reference, TestPolicy, compare, finite, performance
+from driftline.detectors.comparison import (
+    Comparison,
+    Reference,
+    TestPolicy,
+    compare,
+    drift_evidence,
+    finite,
+    performance,
+)
 from driftline.detectors.online import DETECTORS, Detection, OnlineDetector
 from driftline.detectors.vocabulary import is_label_free
 from driftline.platform.config import ModelConfig
@@ -424,6 +432,7 @@ def _evidence(rule: Rule, result: WindowResult) -> dict[str, Any]:
         evidence["drifted_features"] = sorted(
             d.feature for d in result.drift if d.drifted and d.kind == "feature"
         )
+        evidence["features"] = drift_evidence(result.drift)  # ranked by effect, with the numbers
     return evidence
 
 
@@ -431,6 +440,7 @@ def _request_evidence(result: WindowResult, *, label_free: bool) -> dict[str, An
     evidence: dict[str, Any] = {
         "dataset_drift": result.dataset_drift,
         "drifted_features": sorted(d.feature for d in result.drift if d.drifted and d.kind == "feature"),
+        "features": drift_evidence(result.drift),
     }
     if not label_free:  # see _evidence: label-based numbers only once the window is final
         evidence["metrics"] = {k: v for k, v in result.metrics.items() if "." not in k}
