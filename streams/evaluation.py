@@ -37,6 +37,7 @@ from driftline.detectors.comparison import (
     performance,
 )
 from driftline.detectors.online import DETECTORS, Detection, OnlineDetector
+from driftline.detectors.sequential import DriftCusum, window_evidence
 from driftline.detectors.vocabulary import is_label_free
 from driftline.platform.config import ModelConfig
 from driftline.schemas import AlertEvent, RetrainingRequest, alert_event, retraining_request
@@ -114,6 +115,8 @@ class Evaluator:
         self._file_refs: dict[tuple[str, str], Reference] = {}
         self._bootstrap: dict[tuple[str, str, str], _Bootstrap] = {}
         self._online: dict[tuple[str, str, str], _OnlineSlice] = {}
+        #: per slice, the CUSUM of drift evidence that the default drift rule watches
+        self._cusum: dict[tuple[str, str, str], DriftCusum] = {}
 
     # -- references ----------------------------------------------------------------------
     def reference(self, model_id: str, model_version: str, segment: str = "") -> Reference | None:
@@ -230,6 +233,11 @@ class Evaluator:
         if phase == "final":
             detections = self._detect((model_id, model_version, segment), start, agg, cfg)
         values = metric_values(found, agg, detections, online_kinds(cfg) if phase == "final" else [])
+        if found.dataset_drift is not None:
+            cusum = self._cusum.setdefault((model_id, model_version, segment), DriftCusum())
+            s = cusum.observe(start, window_evidence(found.drift))
+            if s is not None:
+                values["drift_cusum"] = s
         n = agg.n_predictions
         coverage = agg.n_labelled / n if n else None
         seg = parse_segment_key(segment)
@@ -332,6 +340,7 @@ class Evaluator:
             "tracker": self.tracker.to_dict(),
             "retraining": self.retraining.to_dict(),
             "online": self.online_state(),
+            "cusum": [[m, v, s, c.to_dict()] for (m, v, s), c in sorted(self._cusum.items())],
         }
 
     # -- checkpoints -------------------------------------------------------------------
@@ -357,6 +366,10 @@ class Evaluator:
         self.retraining = RetrainingPolicy.from_dict(data["retraining"])
         self._online = {}
         self.restore_online(data["online"])
+        # absent from snapshots written before the CUSUM existed: its slices start at 0
+        self._cusum = {
+            (str(m), str(v), str(s)): DriftCusum.from_dict(c) for m, v, s, c in data.get("cusum", [])
+        }
         self._bootstrap = {}
         for item in data["bootstrap"]:
             model_id, version, segment = item["key"]
