@@ -159,7 +159,9 @@ def run(cat: ModelCatalog, ev: Evaluator, g: np.random.Generator, segmented: boo
     for w in range(first, first + count):
         start = w * WINDOW_MS
         for key, agg in window_slices(cat, g, segmented, change).items():
-            e = ev.evaluate(MODEL, "v1", key, start, start + WINDOW_MS, agg, "provisional", judge_label_free=True)
+            e = ev.evaluate(
+                MODEL, "v1", key, start, start + WINDOW_MS, agg, "provisional", judge_label_free=True
+            )
             judged += 1
             flagged += bool(e.result.dataset_drift)
             if any(a.data.status == "firing" and a.data.rule == "dataset-drift" for a in e.alerts):
@@ -248,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([f"stationary, {slices} slice(s)", "false drift alerts / model / 30 days",
                      f"{s['alerts_per_30d']:.2f}",
                      f"{s['alerts']} in {s['windows']} windows ({s['windows'] / WINDOWS_PER_DAY:.0f} days, "
-                     f"{args.references} references); per-window verdict set in {s['flag_rate']:.3f} of window-slices"])
+                     f"{args.references} references); per-window verdict set in "
+                     f"{s['flag_rate']:.3f} of window-slices"])
     q = js_change(CATEGORICAL["c_three"])
     scenarios: list[tuple[str, dict[str, Any]]] = [
         ("0.1 sigma shift (x_normal)", {"x_normal": 0.1 * SIGMA["x_normal"]}),
@@ -261,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([label, "share found within 3 windows", within3,
                      f"median delay {median} window(s); found within 10: {found}"])
     for kind, n in online_false(args.days, args.seed).items():
-        rows.append([f"stationary error stream, {kind}", "false online detections / slice / 30 days", f"{n:.1f}",
+        rows.append([f"stationary error stream, {kind}", "false online detections / slice / 30 days",
+                     f"{n:.1f}",
                      f"{EVENTS} labelled events a window, error rate 0.1"])
     rows.extend(estimation_rows())
     print(f"Seed {args.seed}, {EVENTS} predictions a 5-minute window, {args.days:g} days per stationary run, "
