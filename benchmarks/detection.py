@@ -229,7 +229,11 @@ def estimation_rows() -> list[list[str]]:
         mod = importlib.import_module("estimation_accuracy")
     except ImportError:
         return []
-    return [[str(c) for c in row] for row in mod.rows()]
+    out = []
+    for row in mod.rows():
+        cells = list(row.values()) if isinstance(row, Mapping) else list(row)
+        out.append([str(c) for c in cells])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

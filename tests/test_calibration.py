@@ -37,8 +37,8 @@ from driftline.detectors.sketches import CategoricalSketch, NumericSketch
 pytestmark = pytest.mark.timeout(120)
 
 ALPHA = 0.05
-WINDOW_SAMPLE = 2000  # recommended AggregateSpec.sample_size (see test_power_* and docs/detectors.md)
-REFERENCE_SAMPLE = 5000  # the profile's DEFAULT_SAMPLE
+WINDOW_SAMPLE = 2000  # the sample path's power windows (the default sample_size is 1000, docs/detectors.md)
+REFERENCE_SAMPLE = 5000  # a small reference sample (the profile keeps DEFAULT_SAMPLE = 20000)
 REFERENCE_ROWS = 20_000
 N_WINDOWS = 1000
 WINDOW_EVENTS = 500  # null windows: size does not change the null distribution; small is fast
