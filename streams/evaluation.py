@@ -404,7 +404,8 @@ def metric_values(
 ) -> dict[str, float]:
     """The numbers rules can name, by the names they use (``docs/alerting.md``): metrics,
     counts, ``dataset_drift``, ``drift.<feature>.statistic``, ``missing_rate.<feature>``,
-    ``online.<detector>.detections``, ..."""
+    ``online.<detector>.detections``, ... (``drift_cusum`` is added by :meth:`Evaluator.evaluate`,
+    which keeps the CUSUM's state)"""
     values: dict[str, float] = {k: v for k, v in found.metrics.items() if v is not None}
     n = agg.n_predictions
     values.update(prediction_count=float(n), labelled_count=float(agg.n_labelled))

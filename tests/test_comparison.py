@@ -174,3 +174,18 @@ def test_drift_evidence_ranks_drifted_features_by_effect() -> None:
     assert [r["feature"] for r in ranked] == ["x", "c"]
     assert ranked[0]["distance"] > ranked[1]["distance"]
     assert set(ranked[0]) == {"feature", "test", "distance", "distance_name", "p_value", "raw_p_value"}
+
+
+def test_drift_entries_written_before_effect_sizes_still_decode() -> None:
+    import msgspec
+
+    from driftline.schemas.results import DriftTest
+
+    old = b'{"feature": "x", "kind": "feature", "test": "ks", "statistic": 0.2, "p_value": 0.01,' \
+          b' "threshold": 0.05, "drifted": true}'
+    entry = msgspec.json.decode(old, type=DriftTest)
+    assert (entry.raw_p_value, entry.distance, entry.reference_summary) == (None, None, None)
+    # and a summary leaves out what it does not have
+    _, ref, agg, _, _ = _profile_and_window()
+    c = next(d for d in compare(agg, ref, TestPolicy()).drift if d.feature == "c")
+    assert "mean" not in msgspec.json.decode(msgspec.json.encode(c.window_summary))
