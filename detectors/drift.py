@@ -46,6 +46,7 @@ __all__ = [
     "jensen_shannon",
     "ks_binned",
     "ks_binning_error",
+    "ks_p_value",
     "ks_test",
     "psi",
     "run_test",
@@ -171,17 +172,33 @@ def ks_binned(ref_counts: np.ndarray, cur_counts: np.ndarray, alpha: float = 0.0
       either side has in one bin (within a bin both ECDFs are monotone): about 1/200 on a grid
       of 200 reference quantiles, against a 0.1 sigma shift's 0.04.
 
-    The p-value is Smirnov's limiting distribution as scipy's asymptotic mode computes it,
-    ``kstwo.sf(D, round(n·m/(n+m)))``; windows of a few thousand events are where it matters,
-    and there it agrees with scipy's exact mode to about 1e-3.
+    The p-value is :func:`ks_p_value`.
     """
     r, c = _counts(ref_counts, cur_counts)
     n1, n2 = float(r.sum()), float(c.sum())
     if n1 <= 0 or n2 <= 0:
         return _by_p(feature, "ks", _NAN, _NAN, alpha)
     d = float(np.max(np.abs(np.cumsum(r)[:-1] / n1 - np.cumsum(c)[:-1] / n2), initial=0.0))
+    return _by_p(feature, "ks", d, ks_p_value(d, n1, n2), alpha)
+
+
+_KSTWO_MAX_N = 500  # above it scipy's kstwo.sf costs milliseconds (a second at 10^6) per call
+
+
+def ks_p_value(d: float, n1: float, n2: float) -> float:
+    """Two-sided two-sample KS p-value of statistic ``d`` for sizes ``n1``, ``n2``.
+
+    With en = n1·n2/(n1+n2): scipy's asymptotic mode, ``kstwo.sf(d, round(en))``, up to
+    en = 500; above, Stephens' approximation ``kstwobign.sf((√en + 0.12 + 0.11/√en)·d)``
+    (M. A. Stephens, JRSS B 32, 1970; Numerical Recipes 14.3), which costs microseconds where
+    ``kstwo`` costs milliseconds: within 0.005 of it, and within 4 % of it below p = 0.05, from
+    en = 500 on, closer as en grows (``tests/test_drift.py``).
+    """
     en = n1 * n2 / (n1 + n2)
-    return _by_p(feature, "ks", d, float(stats.kstwo.sf(d, round(en))), alpha)
+    if en <= _KSTWO_MAX_N:
+        return float(np.clip(stats.kstwo.sf(d, round(en)), 0.0, 1.0))
+    root = math.sqrt(en)
+    return float(np.clip(stats.kstwobign.sf((root + 0.12 + 0.11 / root) * d), 0.0, 1.0))
 
 
 def ks_binning_error(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
