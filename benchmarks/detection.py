@@ -222,17 +222,24 @@ def _summary(ds: list[int | None]) -> tuple[str, str, str]:
     return f"{within3:.2f}", median, f"{len(found)}/{len(ds)}"
 
 
-def estimation_rows() -> list[list[str]]:
-    """Rows from ``benchmarks/estimation_accuracy.py`` (performance half of issue 14), when present."""
+def estimation_rows(quick: bool = False) -> list[list[str]]:
+    """Rows from ``benchmarks/estimation_accuracy.py`` (performance half of issue 14), when
+    present: its ``rows(quick)`` gives Markdown rows ``| measure | value | note |`` (or cell
+    lists), which join this table under the scenario "estimation / accuracy drop"."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     try:
         mod = importlib.import_module("estimation_accuracy")
     except ImportError:
         return []
     out = []
-    for row in mod.rows():
-        cells = list(row.values()) if isinstance(row, Mapping) else list(row)
-        out.append([str(c) for c in cells])
+    for row in mod.rows(quick):
+        if isinstance(row, str):
+            cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        elif isinstance(row, Mapping):
+            cells = [str(c) for c in row.values()]
+        else:
+            cells = [str(c) for c in row]
+        out.append(["estimation / accuracy drop", *cells][-4:] if len(cells) < 4 else cells[:4])
     return out
 
 
@@ -271,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([f"stationary error stream, {kind}", "false online detections / slice / 30 days",
                      f"{n:.1f}",
                      f"{EVENTS} labelled events a window, error rate 0.1"])
-    rows.extend(estimation_rows())
+    rows.extend(estimation_rows(args.quick))
     print(f"Seed {args.seed}, {EVENTS} predictions a 5-minute window, {args.days:g} days per stationary run, "
           f"{args.trials} trials per shift ({time.perf_counter() - t0:.0f} s).\n")
     print("| scenario | measure | value | detail |")
