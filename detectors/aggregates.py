@@ -53,12 +53,17 @@ class AggregateSpec:
     positive_label: str = "1"
     numeric_edges: Mapping[str, np.ndarray] = field(default_factory=dict)
     categories: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    sample_size: int = 500
+    #: the bottom-k sample per numeric feature (and of the error stream); the one default,
+    #: also ``ModelConfig.sample_size``
+    sample_size: int = 1000
     max_categories: int = 256
     #: the reference's score → probability map (binary); None: scores are taken as calibrated
     calibrator: Calibrator | None = None
     #: the reference's error model by prediction bin (regression); None: no MAE/RMSE estimate
     loss_model: LossModel | None = None
+    #: fine grids of reference quantiles per numeric feature: whole-window counts for the
+    #: drift tests (:class:`~driftline.detectors.sketches.NumericSketch`)
+    numeric_grids: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def kind_of(self, feature: str) -> str | None:
         """The declared kind of ``feature`` ("numeric"/"categorical"), None when undeclared."""
@@ -285,7 +290,8 @@ class WindowAggregate:
         sketch = self.numeric.get(name)
         if sketch is None:
             edges = self.spec.numeric_edges.get(name, _NO_EDGES)
-            sketch = self.numeric[name] = NumericSketch(edges, self.spec.sample_size)
+            grid = self.spec.numeric_grids.get(name)
+            sketch = self.numeric[name] = NumericSketch(edges, self.spec.sample_size, grid)
         return sketch
 
     def _categorical(self, name: str) -> CategoricalSketch:

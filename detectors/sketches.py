@@ -461,19 +461,35 @@ def bin_index(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(e, values, side="right") - 1, 0, k - 1)
 
 
+def _check_edges(edges: np.ndarray, what: str) -> np.ndarray:
+    e = np.asarray(edges, dtype=np.float64)
+    if e.ndim != 1 or e.size < 2 or np.any(np.diff(e) < 0) or not np.all(np.isfinite(e)):
+        raise ValueError(f"{what} must be a finite, non-decreasing 1-d array of length >= 2")
+    return e
+
+
 class NumericSketch:
     """One numeric feature in one window: histogram on fixed edges, moments, range, missing,
-    and a bottom-k sample (smallest stable keys) for two-sample tests such as KS."""
+    a bottom-k sample (smallest stable keys), and optionally counts on a fine ``grid``.
 
-    def __init__(self, edges: np.ndarray, sample_size: int = 1024) -> None:
-        e = np.asarray(edges, dtype=np.float64)
-        if e.ndim != 1 or e.size < 2 or np.any(np.diff(e) < 0) or not np.all(np.isfinite(e)):
-            raise ValueError("edges must be a finite, non-decreasing 1-d array of length >= 2")
+    The ``grid`` (a few hundred of the reference's quantiles, see
+    :data:`driftline.detectors.profile.DEFAULT_GRID_BINS`) is what lets a numeric drift test use
+    the *whole* window: integer counts merge exactly, so every event of every partition counts,
+    where the bottom-k sample caps a test at ``sample_size`` values. A sketch without a grid (a
+    bootstrapped reference, a partial written before grids existed) merged with one that has
+    it gives a sketch without: the grid is kept only when *every* part counted on it, so the
+    result does not depend on which parts met first, and the test falls back to the sample.
+    """
+
+    def __init__(self, edges: np.ndarray, sample_size: int = 1024, grid: np.ndarray | None = None) -> None:
+        e = _check_edges(edges, "edges")
         if sample_size < 0:
             raise ValueError("sample_size must be >= 0")
         self.edges = e
         self.sample_size = sample_size
         self.counts = np.zeros(e.size - 1, dtype=np.int64)
+        self.grid: np.ndarray | None = None if grid is None else _check_edges(grid, "grid")
+        self.grid_counts = np.zeros(0 if self.grid is None else self.grid.size - 1, dtype=np.int64)
         self.n = 0
         self.missing = 0
         self.sum = ExactSum()
@@ -514,6 +530,8 @@ class NumericSketch:
             return
         self.n += int(v.size)
         self.counts += np.bincount(bin_index(self.edges, v), minlength=self.counts.size)
+        if self.grid is not None:
+            self.grid_counts += np.bincount(bin_index(self.grid, v), minlength=self.grid_counts.size)
         self.out_of_range_low += int((v < self.edges[0]).sum())
         self.out_of_range_high += int((v > self.edges[-1]).sum())
         self.sum.add(v)
@@ -560,9 +578,15 @@ class NumericSketch:
     def merge(self, other: NumericSketch) -> None:
         _check_same("edges", self.edges.tolist(), other.edges.tolist())
         _check_same("sample_size", self.sample_size, other.sample_size)
+        if self.grid is not None and other.grid is not None:
+            _check_same("grid", self.grid.tolist(), other.grid.tolist())
+        elif self.grid is not None:  # the other part did not count on it: neither can the merge
+            self.grid, self.grid_counts = None, np.zeros(0, dtype=np.int64)
         if other.n == 0 and other.missing == 0:  # nothing to add (a part a fold never touched)
             return
         self.counts += other.counts
+        if self.grid is not None:
+            self.grid_counts += other.grid_counts
         self.n += other.n
         self.missing += other.missing
         self.sum.merge(other.sum)
@@ -592,11 +616,21 @@ class NumericSketch:
             # (uint64 keys and inf values survive) and JSON-safe, at C speed both ways
             "sample_keys": _b64(self.sample_keys, "<u8"),
             "sample_values": _b64(self._sample_values, "<f8"),
+            # absent, not null, without a grid: partials written before grids existed compare
+            # equal to today's grid-less ones
+            **(
+                {}
+                if self.grid is None
+                else {"grid": _b64(self.grid, "<f8"), "grid_counts": _b64(self.grid_counts, "<i8")}
+            ),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Self:
-        s = cls(np.array(d["edges"], dtype=np.float64), int(d["sample_size"]))
+        grid = None if d.get("grid") is None else _unb64(d["grid"], "<f8", np.float64)
+        s = cls(np.array(d["edges"], dtype=np.float64), int(d["sample_size"]), grid)
+        if grid is not None:
+            s.grid_counts = _unb64(d["grid_counts"], "<i8", np.int64)
         s.counts = np.array(d["counts"], dtype=np.int64)
         s.n, s.missing = int(d["n"]), int(d["missing"])
         s.sum, s.sumsq = ExactSum.from_json(d["sum"]), ExactSum.from_json(d["sumsq"])
