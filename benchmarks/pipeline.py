@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from driftline.apps.simulate import simulate
+from driftline.apps.simulate import Traffic, simulate
 from driftline.detectors.hashing import partition_of
 from driftline.platform.config import Config, TopicConfig
 from driftline.schemas import encode_batch
@@ -33,7 +33,7 @@ from driftline.streams.merge import WindowMerger
 from driftline.streams.messages import Partial, decode_join_input, decode_partials, encode_internal
 from driftline.streams.producer import _as_struct
 
-__all__ = ["encoded_messages", "run_pipeline"]
+__all__ = ["encode_traffic", "encoded_messages", "run_pipeline"]
 
 PARTITIONS = 6
 
@@ -41,7 +41,11 @@ PARTITIONS = 6
 def encoded_messages(n: int, batch: int = 500) -> list[tuple[str, int, int, bytes]]:
     """(kind, partition, offset, value) as the producer helper writes them by default: batches
     of up to ``batch`` events per input partition, grouped by the join's hash of the id."""
-    traffic = simulate(n, events_per_s=100.0, label_delay_ms=5_000, seed=1)
+    return encode_traffic(simulate(n, events_per_s=100.0, label_delay_ms=5_000, seed=1), batch)
+
+
+def encode_traffic(traffic: Traffic, batch: int = 500) -> list[tuple[str, int, int, bytes]]:
+    """``traffic`` as :func:`encoded_messages` writes it (per input partition, in order)."""
     out: list[tuple[str, int, int, bytes]] = []
     for kind, rows in (("predictions", traffic.predictions), ("ground_truth", traffic.labels)):
         buffers: dict[int, list[Any]] = defaultdict(list)
@@ -63,8 +67,9 @@ def _config() -> Config:
     return Config(topics=topics, max_future_skew_ms=10**15)
 
 
-def run_pipeline(messages: Sequence[tuple[str, int, int, bytes]]) -> dict[str, Any]:
-    """Run every stage over ``messages``; returns counts and the seconds each stage took."""
+def run_pipeline(messages: Sequence[tuple[str, int, int, bytes]], *, merge: bool = True) -> dict[str, Any]:
+    """Run every stage over ``messages`` (the merge and evaluation only with ``merge``);
+    returns counts and the seconds each stage took."""
     config = _config()
     catalog = ModelCatalog(config)
     router = Router(config, catalog, PARTITIONS)
@@ -99,6 +104,8 @@ def run_pipeline(messages: Sequence[tuple[str, int, int, bytes]]) -> dict[str, A
             partials.extend(encode_internal(x) for x in out)
             partials.append(encode_internal(jp.progress()))
     timing["join"] = time.perf_counter() - t0
+    if not merge:
+        return {"timing": dict(timing), "evaluations": 0, "partials": len(partials), "counters": {}}
     t0 = time.perf_counter()
     windows = 0
     for value in partials:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -34,7 +34,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from driftline.detectors.aggregates import FeatureColumns, WindowAggregate
+from driftline.detectors.aggregates import FeatureColumns, WindowAggregate, fold_outcomes, fold_predictions
 from driftline.detectors.categories import category_strings
 from driftline.schemas import GroundTruthEvent, PredictionEvent
 from driftline.schemas.windows import (
@@ -68,9 +68,6 @@ __all__ = ["COUNTERS", "JoinPartition"]
 
 #: joined events held back before they are folded into the aggregates (see JoinPartition.flush)
 FLUSH_EVENTS = 16_384
-#: a group of at least this many events is folded once and merged into its slices (see
-#: JoinPartition._fold); below it, folding into each slice costs less than a merge
-MERGE_ABOVE = 512
 
 #: what a join partition counts; cumulative, reported in Progress and the replay report
 COUNTERS = (
@@ -501,18 +498,51 @@ class JoinPartition:
             keys = np.concatenate([p[2] for p in pending])
             predictions = [v for p in pending for v in p[3]] if len(pending) > 1 else pending[0][3]
             scores = np.concatenate([p[4] for p in pending])
-            for wid, idx in groups(wids):
-                wkey = self._wkeys[wid]
-                preds = self._prediction_array(wkey.model_id, pick(predictions, idx))
-                fold = WindowAggregate.add_predictions
-                self._fold(wkey, idx.size, fold, columns, idx, keys[idx], preds, scores[idx])
+            parts, regression = self._slice_rows(wids)
+            preds = self._values(predictions, regression)
+            fold_predictions(parts, columns, keys, preds, scores, fold_groups=wids)
         if outcomes:
             self._add_outcomes(outcomes)
 
-    def _prediction_array(self, model_id: str, values: list[object]) -> np.ndarray:
-        if self.catalog.model(model_id).task == "regression":
-            return np.array([_as_float(v) for v in values], dtype=np.float64)
-        return category_strings(values)
+    def _slice_rows(
+        self, wids: np.ndarray
+    ) -> tuple[list[tuple[WindowAggregate, np.ndarray]], np.ndarray | None]:
+        """Every slice the rows of a flush fold into, with its rows: the model's slice and one
+        per segment dimension value gather the rows of every window key (segment combination)
+        they hold, so each slice is folded once, whatever the number of combinations. Also
+        which rows belong to regression models (None when none does)."""
+        rows: dict[tuple[str, str, str, int], tuple[_SliceState, list[np.ndarray]]] = {}
+        regression: list[np.ndarray] = []
+        for wid, idx in groups(wids):
+            wkey = self._wkeys[wid]
+            if self.catalog.model(wkey.model_id).task == "regression":
+                regression.append(idx)
+            for segment, state in zip(wkey.slices, self._slice_states(wkey), strict=True):
+                skey = (wkey.model_id, wkey.model_version, segment, wkey.start)
+                got = rows.get(skey)
+                if got is None:
+                    rows[skey] = (state, [idx])
+                else:
+                    got[1].append(idx)
+        parts = [
+            (st.aggregate, idx[0] if len(idx) == 1 else np.concatenate(idx)) for st, idx in rows.values()
+        ]
+        return parts, (np.concatenate(regression) if regression else None)
+
+    @staticmethod
+    def _values(values: list[object], regression: np.ndarray | None) -> np.ndarray:
+        """Predictions or labels as the sketches take them: category strings, and floats for
+        the rows of regression models."""
+        if regression is None:
+            return category_strings(values)
+        out = np.empty(len(values), dtype=object)
+        is_regression = np.zeros(len(values), dtype=bool)
+        is_regression[regression] = True
+        others = np.flatnonzero(~is_regression)
+        if others.size:
+            out[others] = category_strings(pick(values, others))
+        out[regression] = [_as_float(v) for v in pick(values, regression)]
+        return out
 
     def _wkey(
         self,
@@ -664,30 +694,10 @@ class JoinPartition:
             scores = np.concatenate([c[3] for c in chunks])
             keys = np.concatenate([c[4] for c in chunks])
             times = np.concatenate([c[5] for c in chunks])
-        for wid, idx in groups(wids):
-            wkey = self._wkeys[wid]
-            preds = self._prediction_array(wkey.model_id, pick(predictions, idx))
-            labs = self._prediction_array(wkey.model_id, pick(labels, idx))
-            ts = times[idx].astype(np.float64)  # exact below 2**53 ms
-            self._fold(wkey, idx.size, WindowAggregate.add_outcomes, preds, labs, scores[idx], keys[idx], ts)
-
-    def _fold(self, wkey: _WindowKey, rows: int, add: Callable[..., None], *args: object) -> None:
-        """Fold a group of ``rows`` events of one window key into each of its slices, with
-        ``add(aggregate, *args)``.
-
-        Every event counts in the model's slice and in one slice per segment dimension;
-        folding costs per event and per slice, merging a folded aggregate costs per sketch. So
-        a large group is folded once, into a fresh aggregate merged into each slice; a small
-        one straight into each slice. Merges are exact: the slices come out identical."""
-        states = self._slice_states(wkey)
-        if len(states) > 1 and rows >= MERGE_ABOVE:
-            once = WindowAggregate(self.catalog.spec(wkey.model_id))
-            add(once, *args)
-            for state in states:
-                state.aggregate.merge(once)
-        else:
-            for state in states:
-                add(state.aggregate, *args)
+        parts, regression = self._slice_rows(wids)
+        preds, labs = self._values(predictions, regression), self._values(labels, regression)
+        ts = times.astype(np.float64)  # exact below 2**53 ms
+        fold_outcomes(parts, preds, labs, scores, keys, ts)
 
     # -- closing windows -----------------------------------------------------------------
     def _advance(self) -> list[Partial]:

@@ -266,19 +266,16 @@ def test_older_re_emissions_never_replace_newer_partials_or_counters() -> None:
     assert (result.prediction_count, result.labelled_count) == (1, 1)  # from the final partial
 
 
-@pytest.mark.parametrize("merge_above", [1, 10**9])
 @pytest.mark.parametrize("flush_events", [1, 50, 10**9])
 def test_when_joined_events_are_folded_never_changes_a_partial(
-    flush_events: int, merge_above: int, monkeypatch: pytest.MonkeyPatch
+    flush_events: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The join folds events into the sketches in large batches (JoinPartition.flush); folding
-    after every message, every 50 events or only when windows close gives the same bytes. And
-    a group folded once then merged into its slices (model, region) gives the same bytes as
-    one folded into each slice (JoinPartition._fold)."""
+    """The join folds events into the sketches in large batches (JoinPartition.flush), every
+    slice of every window key at once; folding after every message, every 50 events or only
+    when windows close gives the same bytes."""
 
-    def partials(threshold: int, merge: int = 10**9) -> list[bytes]:
+    def partials(threshold: int) -> list[bytes]:
         monkeypatch.setattr("driftline.streams.join.FLUSH_EVENTS", threshold)
-        monkeypatch.setattr("driftline.streams.join.MERGE_ABOVE", merge)
         jp = _join(_config())
         preds, labels = _stream(900, seed=11)
         out: list[Partial] = []
@@ -293,7 +290,7 @@ def test_when_joined_events_are_folded_never_changes_a_partial(
 
     reference = partials(1)
     assert len(reference) > 20
-    assert partials(flush_events, merge_above) == reference
+    assert partials(flush_events) == reference
 
 
 def test_watermark_messages_are_sent_only_when_a_window_boundary_is_crossed() -> None:
