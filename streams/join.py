@@ -146,6 +146,12 @@ class JoinPartition:
         self._next_wid = 0
         self._wkey_index: dict[tuple, int] = {}
         self._slices: dict[tuple[str, str, str, int], _SliceState] = {}
+        #: the open slices and window keys by when they close, so that a message touches only
+        #: what it closes instead of scanning every open slice: (provisional time, slice key)
+        #: until the provisional partial is sent, (final time, slice key), (final time, window id)
+        self._provisional_due: list[tuple[int, _SliceKey]] = []
+        self._final_due: list[tuple[int, _SliceKey]] = []
+        self._wkey_due: list[tuple[int, int]] = []
         self._segment_values: dict[tuple[str, str], set[str]] = {}
         #: highest source offset applied per source: a batch the ingest stage sends again
         #: after a restart is recognised and skipped, so counters stay exact too
@@ -230,12 +236,14 @@ class JoinPartition:
         self._applied = dict(d["applied"])
         self._next_wid = d["next_wid"]
         self._wkeys, self._wkey_index = {}, {}
+        self._provisional_due, self._final_due, self._wkey_due = [], [], []
         for wid, model_id, version, slices, start, end, final_time, ident, pids in d["wkeys"]:
             key = _WindowKey(
                 model_id, version, list(slices), start, end, final_time, _ident_in(ident), list(pids)
             )
             self._wkeys[wid] = key
             self._wkey_index[key.ident] = wid
+            self._wkey_due.append((final_time, wid))
         if d["v"] == 3:
             self._entries = {
                 m: {pid: tuple(e) for pid, e in es.items()}
@@ -265,7 +273,14 @@ class JoinPartition:
         for skey, agg, close_at, final_time, provisional_sent in d["slices"]:
             spec = self.catalog.spec(skey[0])
             aggregate = WindowAggregate.from_dict(agg, spec)
-            self._slices[tuple(skey)] = _SliceState(aggregate, close_at, final_time, provisional_sent)
+            slice_key = (skey[0], skey[1], skey[2], skey[3])
+            self._slices[slice_key] = _SliceState(aggregate, close_at, final_time, provisional_sent)
+            if not provisional_sent:
+                self._provisional_due.append((close_at, slice_key))
+            self._final_due.append((final_time, slice_key))
+        heapq.heapify(self._provisional_due)
+        heapq.heapify(self._final_due)
+        heapq.heapify(self._wkey_due)
         self._segment_values = {(m, dim): set(v) for m, dim, v in d["segment_values"]}
 
     def apply(self, message: JoinInput) -> list[Partial]:
@@ -561,6 +576,7 @@ class JoinPartition:
             self._next_wid += 1
             wkey = self._wkeys[wid] = _WindowKey(model_id, version, slices, start, end, final_at, ident)
             self._wkey_index[ident] = wid
+            heapq.heappush(self._wkey_due, (final_at, wid))
             self._slice_states(wkey)  # now, so a window closes on time even with its events pending
         return wid
 
@@ -590,6 +606,8 @@ class JoinPartition:
                     final_at=wkey.final_at,
                 )
                 self._slices[skey] = state
+                heapq.heappush(self._provisional_due, (state.close_at, skey))
+                heapq.heappush(self._final_due, (state.final_at, skey))
             states.append(state)
         return states
 
@@ -706,25 +724,34 @@ class JoinPartition:
             return []
         wm = self.watermark = max(self.watermark, pred_wm)
         fwm = self.final_watermark = max(self.final_watermark, final_wm)
-        if self._pending_count and any(
-            st.final_at <= fwm or (st.close_at <= wm and not st.provisional_sent)
-            for st in self._slices.values()
-        ):
+        due: set[_SliceKey] = set()
+        while self._final_due and self._final_due[0][0] <= fwm:
+            skey = heapq.heappop(self._final_due)[1]
+            if skey in self._slices:
+                due.add(skey)
+        while self._provisional_due and self._provisional_due[0][0] <= wm:
+            skey = heapq.heappop(self._provisional_due)[1]
+            got = self._slices.get(skey)
+            if got is not None and not got.provisional_sent:
+                due.add(skey)
+        if self._pending_count and due:
             self.flush()
         out: list[Partial] = []
-        for skey in sorted(self._slices, key=lambda k: (k[3], k)):
+        for skey in sorted(due, key=lambda k: (k[3], k)):
             state = self._slices[skey]
             sent = state.provisional_sent
             phase = due_phase_at(state.close_at, state.final_at, wm, fwm, provisional_done=sent)
-            if phase is None:
+            if phase is None:  # cannot happen: every slice in ``due`` is
                 continue
             out.append(self._partial(skey, state, phase))
             if phase == "final":
                 del self._slices[skey]
             else:
                 state.provisional_sent = True
-        for wid in [w for w, wkey in self._wkeys.items() if wkey.final_at <= fwm]:
-            wkey = self._wkeys.pop(wid)
+        while self._wkey_due and self._wkey_due[0][0] <= fwm:
+            wkey = self._wkeys.pop(heapq.heappop(self._wkey_due)[1], None)
+            if wkey is None:
+                continue
             del self._wkey_index[wkey.ident]
             entries = self._entries.get(wkey.model_id, {})
             labelled = self._labelled.get(wkey.model_id, set())
@@ -798,6 +825,8 @@ def _ident_in(raw: list) -> tuple:
     return (model_id, version, tuple((k, v) for k, v in segments), start)
 
 
+#: a window slice: (model, version, segment key, window start)
+_SliceKey = tuple[str, str, str, int]
 #: an in-flight prediction: (window id, prediction, score, stable key, event time)
 _Entry = tuple[int, object, float, int, int]
 #: joined outcomes as columns: window ids, predictions, labels, scores, keys, event times
