@@ -31,6 +31,7 @@ from driftline.detectors.sketches import (
     ProbabilitySums,
     RegressionSums,
     ScoreHistogram,
+    dense_segments,
 )
 
 __all__ = [
@@ -534,7 +535,7 @@ def _fold_kind(aggs: list[WindowAggregate], kind: str, name: str, values: np.nda
         take &= has[inverse.ravel()]
     if not take.any():
         return
-    targets, local = np.unique(seg[take], return_inverse=True)
+    targets, local = dense_segments(seg[take])
     sketches: list[Any]
     if kind == "numeric":
         sketches = [aggs[i]._numeric(name) for i in targets.tolist()]

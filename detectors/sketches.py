@@ -47,6 +47,7 @@ __all__ = [
     "RegressionSums",
     "ScoreHistogram",
     "bin_index",
+    "dense_segments",
     "exact_squares",
 ]
 
@@ -144,11 +145,13 @@ class ExactSum:
 
     @staticmethod
     def add_segments(sums: Sequence[ExactSum], values: np.ndarray, seg: np.ndarray) -> None:
-        """``sums[i].add(values[seg == i])`` for every ``i`` at once, bit-identically (an exact
+        """``sums[i].add(values[seg == i])`` for every ``i`` at once (``seg`` non-decreasing, as
+        for every ``update_many`` here), bit-identically (an exact
         sum does not depend on how its values are split): one ``frexp`` and one ``bincount``
         over all of them, then the exact integer per (sum, exponent) that occurs."""
         v = np.asarray(values, dtype=np.float64).ravel()
         s = np.asarray(seg, dtype=np.int64).ravel()
+        _check_sorted(s)
         finite = np.isfinite(v)
         if not finite.all():
             bad = ~finite
@@ -217,7 +220,7 @@ def _add_segment_chunk(sums: Sequence[ExactSum], v: np.ndarray, s: np.ndarray) -
     used[idx] = True
     exps = np.flatnonzero(used)
     code = np.cumsum(used) - 1
-    live, local = np.unique(s, return_inverse=True)
+    live, local = dense_segments(s)
     flat = local * exps.size + code[idx]
     shape = (live.size, exps.size)
     hi_sums = np.bincount(flat, weights=hi, minlength=live.size * exps.size).reshape(shape)
@@ -228,6 +231,21 @@ def _add_segment_chunk(sums: Sequence[ExactSum], v: np.ndarray, s: np.ndarray) -
     for i, h, lo_, shift in zip(targets, hi_sums[rows, cols].tolist(), lo_sums[rows, cols].tolist(),
                                 shifts, strict=True):
         sums[i]._scaled += (int(h) << (shift + 26)) + (int(lo_) << shift)
+
+
+def dense_segments(seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(seg, return_inverse=True)`` for a non-decreasing ``seg``, without the sort."""
+    if seg.size == 0:
+        return seg, seg
+    change = np.empty(seg.size, dtype=bool)
+    change[0] = True
+    np.not_equal(seg[1:], seg[:-1], out=change[1:])
+    return seg[change], np.cumsum(change) - 1
+
+
+def _check_sorted(seg: np.ndarray) -> None:
+    if seg.size > 1 and bool((seg[1:] < seg[:-1]).any()):
+        raise ValueError("seg must be non-decreasing (each sketch's rows together)")
 
 
 def _segments(seg: np.ndarray, count: int) -> np.ndarray:
@@ -426,7 +444,8 @@ class ScoreHistogram:
         if y.shape != b.shape:
             raise ValueError("y_true and p_positive must have the same shape")
         s = np.asarray(seg, dtype=np.int64)
-        live, local = np.unique(s, return_inverse=True)
+        _check_sorted(s)
+        live, local = dense_segments(s)
         flat = local * n_bins + b
         size = live.size * n_bins
         pos = np.bincount(flat[y], minlength=size).reshape(live.size, n_bins)
@@ -629,6 +648,7 @@ class NumericSketch:
         s = np.asarray(seg, dtype=np.int64)
         if v.shape != k.shape or v.shape != s.shape:
             raise ValueError("values, keys and seg must have the same shape")
+        _check_sorted(s)
         count = len(sketches)
         present = ~np.isnan(v)
         if not present.all():
@@ -791,7 +811,7 @@ def _absorb_many(sketches: Sequence[NumericSketch], live: list[int], keys: np.nd
     if not enter.any():
         return
     nk, nv, ns = keys[enter], values[enter], seg[enter]
-    touched = np.unique(ns).tolist()
+    touched = dense_segments(ns)[0].tolist()
     old_k = [sketches[i].sample_keys for i in touched]
     old_v = [sketches[i]._sample_values for i in touched]
     old_s = np.repeat(np.array(touched, dtype=np.int64), [x.size for x in old_k])
@@ -856,6 +876,7 @@ class CategoricalSketch:
         ``np.unique`` over all of them, then each sketch's sorted categories and counts."""
         v = np.asarray(values, dtype=object)
         s = np.asarray(seg, dtype=np.int64)
+        _check_sorted(s)
         missing = np.equal(v, NULL) | (v != v)
         if missing.any():
             counts = np.bincount(s[missing], minlength=len(sketches))
@@ -865,7 +886,7 @@ class CategoricalSketch:
         if v.size == 0:
             return
         cats, inverse = np.unique(v.astype(str), return_inverse=True)
-        live, local = np.unique(s, return_inverse=True)
+        live, local = dense_segments(s)
         table = np.bincount(local * cats.size + inverse.ravel(), minlength=live.size * cats.size)
         table = table.reshape(live.size, cats.size)
         names = cats.tolist()

@@ -480,19 +480,33 @@ class JoinPartition:
     ) -> np.ndarray:
         """The window key id of every event, made per (group, window start), groups in the
         order their first event comes (which decides which segment values a cap admits)."""
-        wids = np.empty(len(block), dtype=np.int64)
+        n = len(block)
         if len(block.groups) == 1:
-            order: list[tuple[int, np.ndarray]] = [(0, np.arange(len(block)))]
+            rank = np.zeros(n, dtype=np.int64)
+            group = rank
         else:
-            order = sorted(groups(block.group.astype(np.int64)), key=lambda g: int(g[1][0]))
-        for g, rows in order:
-            model_id, version, segments = block.groups[g]
-            _, firsts, inverse = np.unique(start[rows], return_index=True, return_inverse=True)
-            for u, first in enumerate(rows[firsts].tolist()):
-                wid = self._wkey(
-                    model_id, version, segments, int(start[first]), int(end[first]), int(final_at[first])
-                )
-                wids[rows[inverse == u]] = wid
+            group = block.group.astype(np.int64)
+            first_row = np.full(len(block.groups), n, dtype=np.int64)
+            np.minimum.at(first_row, group, np.arange(n))
+            by_first = np.empty(len(block.groups), dtype=np.int64)
+            by_first[np.argsort(first_row, kind="stable")] = np.arange(len(block.groups))
+            rank = by_first[group]
+        # (group, window start) pairs, groups in first-event order and starts ascending; the
+        # first row of each pair (lexsort is stable), and every row's pair
+        order = np.lexsort((start, rank))
+        change = np.empty(n, dtype=bool)
+        change[0] = True
+        change[1:] = (rank[order][1:] != rank[order][:-1]) | (start[order][1:] != start[order][:-1])
+        pair = np.empty(n, dtype=np.int64)
+        pair[order] = np.cumsum(change) - 1
+        firsts = order[change].tolist()
+        starts, ends, finals = start.tolist(), end.tolist(), final_at.tolist()
+        groups_of = group.tolist()
+        pair_wid = np.empty(len(firsts), dtype=np.int64)
+        for p, first in enumerate(firsts):
+            model_id, version, segments = block.groups[groups_of[first]]
+            pair_wid[p] = self._wkey(model_id, version, segments, starts[first], ends[first], finals[first])
+        wids = pair_wid[pair]
         return wids
 
     def flush(self) -> None:
