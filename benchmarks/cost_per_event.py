@@ -5,7 +5,9 @@ number of models; the cost per event should grow linearly in features and stay f
 other two. This runs the worker's pure stages in process (``Router`` -> ``JoinPartition``,
 and with ``--merge`` also ``WindowMerger`` with the evaluation, see ``pipeline.py``) on the same
 simulated traffic reshaped per case, and reports each case's cost per event as a ratio to the
-1-model, 1-dimension, 4-feature case *of the same round*. Rounds interleave every case (the order
+1-model, 1-dimension, 4-feature case *of the same round*, in CPU time of this process
+(``time.process_time``: on a shared machine other processes inflate wall time by up to 4x
+between consecutive cases, CPU time much less). Rounds interleave every case (the order
 rotates per round), so a machine that slows down mid-run slows all cases alike; the table gives
 min/median/max of the ratio over the rounds.
 
@@ -24,6 +26,7 @@ import gc
 import platform
 import statistics
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +65,7 @@ _EXTRA_DIMENSIONS = (("region", ("eu", "us", "apac")), ("tier", ("free", "pro", 
 
 def case_traffic(case: Case, n: int) -> Traffic:
     """The simulator's traffic (4 features, segments by ``channel``), reshaped to ``case``:
-    extra numeric features, 0 or 3 segment dimensions, models round robin."""
+    extra numeric features, 0 to 3 segment dimensions, models round robin."""
     base = simulate(n, events_per_s=100.0, label_delay_ms=5_000, seed=1)
     rng = np.random.default_rng(7)
     extra = np.round(rng.normal(0.0, 1.0, (n, max(case.features - 4, 0))), 6).tolist()
@@ -76,8 +79,9 @@ def case_traffic(case: Case, n: int) -> Traffic:
             row["features"].update({f"f{j:03d}": v for j, v in enumerate(extra[i])})
         if case.dimensions == 0:
             row["segments"] = {}
-        elif case.dimensions == 3:
-            for (dim, values), k in zip(_EXTRA_DIMENSIONS, dims[i], strict=True):
+        else:  # channel, then region and tier as far as asked
+            extra_dims = _EXTRA_DIMENSIONS[: case.dimensions - 1]
+            for (dim, values), k in zip(extra_dims, dims[i][: len(extra_dims)], strict=True):
                 row["segments"][dim] = values[k]
     for row in base.labels:
         row["model_id"] = model_of[row["prediction_id"]]
@@ -91,7 +95,7 @@ def case_messages(case: Case, n: int, batch: int) -> tuple[list[tuple[str, int, 
 
 def measure(messages: Sequence[tuple[str, int, int, bytes]], merge: bool) -> dict[str, float]:
     gc.collect()
-    timing = run_pipeline(messages, merge=merge)["timing"]
+    timing = run_pipeline(messages, merge=merge, clock=time.process_time)["timing"]
     stream = timing["ingest"] + timing["join"]
     return {"stream": stream, "join": timing["join"], "merge": timing.get("merge", 0.0)}
 
@@ -125,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{c.name.split(' (')[0]} {results[c][-1]['stream']:.2f}s" for c in cases), file=sys.stderr)
     print(f"\n{args.events:,} predictions and their labels per case, {args.rounds} interleaved rounds; "
           f"Python {platform.python_version()}, {platform.machine()}\n")
-    head = ("| case | µs per event (ingest + join), median "
+    head = ("| case | CPU µs per event (ingest + join), median "
             "| ratio to baseline (min / median / max) | join alone: ratio |")
     if args.merge:
         head += " merge + evaluation, s (median) |"
