@@ -476,12 +476,13 @@ def fold_predictions(
     k = np.asarray(keys, dtype=np.uint64)[rows]
     for agg, size in zip(aggs, sizes, strict=True):
         agg.n_predictions += size
+    base_keys = np.asarray(keys, dtype=np.uint64)
     for name, values in columns.numeric.items():
-        _fold_kind(aggs, "numeric", name, values[rows], columns.numeric_mask[name][rows], seg, k,
+        _fold_kind(aggs, "numeric", name, values, columns.numeric_mask[name][rows], seg, base_keys, rows,
                    groups_of, name in columns.categorical)
     for name, values in columns.categorical.items():
-        _fold_kind(aggs, "categorical", name, values[rows], columns.categorical_mask[name][rows], seg, k,
-                   groups_of, name in columns.numeric)
+        _fold_kind(aggs, "categorical", name, values, columns.categorical_mask[name][rows], seg, base_keys,
+                   rows, groups_of, name in columns.numeric)
     for name, mask in columns.present.items():
         counts = np.bincount(seg, weights=mask[rows], minlength=len(parts)).tolist()
         for agg, c in zip(aggs, counts, strict=True):
@@ -515,9 +516,12 @@ def _select(seg: np.ndarray, members: list[int], count: int) -> tuple[np.ndarray
 
 
 def _fold_kind(aggs: list[WindowAggregate], kind: str, name: str, values: np.ndarray, mask: np.ndarray,
-               seg: np.ndarray, keys: np.ndarray, groups_of: np.ndarray, other_kind: bool) -> None:
-    """One feature column of one kind into every aggregate that takes it (see
-    :func:`fold_predictions`); aggregates whose spec declares the other kind count type errors."""
+               seg: np.ndarray, keys: np.ndarray, rows: np.ndarray, groups_of: np.ndarray,
+               other_kind: bool) -> None:
+    """One feature column of one kind (``values`` and ``keys`` of the whole batch; ``mask``,
+    ``seg`` and ``groups_of`` per taken row, ``rows`` their batch positions) into every aggregate
+    that takes it (see :func:`fold_predictions`); aggregates whose spec declares the other kind
+    count type errors."""
     other = "categorical" if kind == "numeric" else "numeric"
     wrong = [i for i, a in enumerate(aggs) if a.spec.kind_of(name) == other]
     if wrong:
@@ -539,10 +543,10 @@ def _fold_kind(aggs: list[WindowAggregate], kind: str, name: str, values: np.nda
     sketches: list[Any]
     if kind == "numeric":
         sketches = [aggs[i]._numeric(name) for i in targets.tolist()]
-        NumericSketch.update_many(sketches, values[take], keys[take], local.ravel())
+        NumericSketch.update_many(sketches, values, keys, local.ravel(), rows=rows[take])
     else:
         sketches = [aggs[i]._categorical(name) for i in targets.tolist()]
-        CategoricalSketch.update_many(sketches, values[take], local.ravel())
+        CategoricalSketch.update_many(sketches, values[rows[take]], local.ravel())
 
 
 def fold_outcomes(

@@ -144,22 +144,37 @@ class ExactSum:
         self._scaled = total
 
     @staticmethod
-    def add_segments(sums: Sequence[ExactSum], values: np.ndarray, seg: np.ndarray) -> None:
+    def add_segments(
+        sums: Sequence[ExactSum], values: np.ndarray, seg: np.ndarray, rows: np.ndarray | None = None
+    ) -> None:
         """``sums[i].add(values[seg == i])`` for every ``i`` at once (``seg`` non-decreasing, as
         for every ``update_many`` here), bit-identically (an exact
         sum does not depend on how its values are split): one ``frexp`` and one ``bincount``
-        over all of them, then the exact integer per (sum, exponent) that occurs."""
-        v = np.asarray(values, dtype=np.float64).ravel()
+        over all of them, then the exact integer per (sum, exponent) that occurs.
+
+        With ``rows``, the values of sum ``seg[j]`` are ``values[rows[j]]``: a row that several
+        sums take (a window slice and the model's) is split into mantissa and exponent once."""
+        base = np.asarray(values, dtype=np.float64).ravel()
         s = np.asarray(seg, dtype=np.int64).ravel()
         _check_sorted(s)
+        r = None if rows is None else np.asarray(rows, dtype=np.int64).ravel()
+        v = base if r is None else base[r]
         finite = np.isfinite(v)
         if not finite.all():
             bad = ~finite
             for i in np.unique(s[bad]).tolist():  # rare: inf in a window
                 sums[i]._special += float(v[bad & (s == i)].sum())
             v, s = v[finite], s[finite]
-        for start in range(0, v.size, _CHUNK):
-            _add_segment_chunk(sums, v[start : start + _CHUNK], s[start : start + _CHUNK])
+            r = None if r is None else r[finite]
+        if r is None:
+            for start in range(0, v.size, _CHUNK):
+                chunk = slice(start, start + _CHUNK)
+                _add_parts(sums, *_mantissas(v[chunk]), s[chunk])
+            return
+        hi, lo, idx = _mantissas(np.where(np.isfinite(base), base, 0.0))
+        for start in range(0, r.size, _CHUNK):
+            part = r[start : start + _CHUNK]
+            _add_parts(sums, hi[part], lo[part], idx[part], s[start : start + _CHUNK])
 
     def add_scalar(self, x: float) -> None:
         if not math.isfinite(x):
@@ -206,16 +221,22 @@ class ExactSum:
         return s
 
 
-def _add_segment_chunk(sums: Sequence[ExactSum], v: np.ndarray, s: np.ndarray) -> None:
-    """:meth:`ExactSum._add_chunk` for many sums: the bins are (sum, exponent) pairs, and no
-    bin gets more than ``_CHUNK`` values, so the float64 bincounts stay exact."""
-    if v.size == 0:
-        return
+def _mantissas(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Finite float64 values as (high 27 bits, low 26 bits of the signed 53-bit mantissa, exponent
+    slot), as :meth:`ExactSum._add_chunk` splits them."""
     mant, exp = np.frexp(v)
     m = (mant * 2.0**53).astype(np.int64)
     hi = (m >> 26).astype(np.float64)
     lo = (m & ((1 << 26) - 1)).astype(np.float64)
-    idx = exp.astype(np.int64) + _EXP_OFFSET
+    return hi, lo, exp.astype(np.int64) + _EXP_OFFSET
+
+
+def _add_parts(sums: Sequence[ExactSum], hi: np.ndarray, lo: np.ndarray, idx: np.ndarray,
+               s: np.ndarray) -> None:
+    """:meth:`ExactSum._add_chunk` for many sums: the bins are (sum, exponent) pairs, and no
+    bin gets more than ``_CHUNK`` values, so the float64 bincounts stay exact."""
+    if hi.size == 0:
+        return
     used = np.zeros(_EXP_SLOTS, dtype=bool)
     used[idx] = True
     exps = np.flatnonzero(used)
@@ -635,27 +656,36 @@ class NumericSketch:
 
     @staticmethod
     def update_many(sketches: Sequence[NumericSketch], values: np.ndarray, keys: np.ndarray,
-                    seg: np.ndarray) -> None:
+                    seg: np.ndarray, rows: np.ndarray | None = None) -> None:
         """``sketches[i].update(values[seg == i], keys[seg == i])`` for every ``i``, with
         bit-identical results, in numpy passes over all of them at once (``seg`` is
         non-decreasing, each sketch listed once).
 
         An update costs mostly per call (a few dozen numpy operations whatever the batch), and a
         join flush feeds every feature of every slice of every open window of every model: one
-        call per sketch made that cost grow with slices and models instead of with events."""
-        v = np.asarray(values, dtype=np.float64)
-        k = np.asarray(keys, dtype=np.uint64)
+        call per sketch made that cost grow with slices and models instead of with events.
+
+        With ``rows``, sketch ``seg[j]`` takes ``values[rows[j]]`` and ``keys[rows[j]]``: a row
+        several sketches take (the model's slice and a segment's) is binned and split once."""
+        base_v = np.asarray(values, dtype=np.float64)
+        base_k = np.asarray(keys, dtype=np.uint64)
         s = np.asarray(seg, dtype=np.int64)
-        if v.shape != k.shape or v.shape != s.shape:
-            raise ValueError("values, keys and seg must have the same shape")
+        r = None if rows is None else np.asarray(rows, dtype=np.int64)
+        if base_v.shape != base_k.shape or (base_v if r is None else r).shape != s.shape:
+            raise ValueError("values and keys, and seg and rows (or values), must have the same shape")
         _check_sorted(s)
         count = len(sketches)
-        present = ~np.isnan(v)
+        present = ~np.isnan(base_v if r is None else base_v[r])
         if not present.all():
             missing = np.bincount(s[~present], minlength=count)
             for i in np.flatnonzero(missing).tolist():
                 sketches[i].missing += int(missing[i])
-            v, k, s = v[present], k[present], s[present]
+            s = s[present]
+            if r is None:
+                base_v, base_k = base_v[present], base_k[present]
+            else:
+                r = r[present]
+        v, k = (base_v, base_k) if r is None else (base_v[r], base_k[r])
         if v.size == 0:
             return
         bounds = _segments(s, count)
@@ -675,7 +705,11 @@ class NumericSketch:
                 mv, ms = v[inside], s[inside]
             local = np.searchsorted(np.array(members, dtype=np.int64), ms)
             nb = edges.size - 1
-            hist = np.bincount(local * nb + bin_index(edges, mv), minlength=len(members) * nb)
+            if r is not None and len(by_edges) == 1:  # bin each row once, however many take it
+                bins = bin_index(edges, base_v)[r]
+            else:
+                bins = bin_index(edges, mv)
+            hist = np.bincount(local * nb + bins, minlength=len(members) * nb)
             hist = hist.reshape(len(members), nb)
             low = np.bincount(local[mv < edges[0]], minlength=len(members)).tolist()
             high = np.bincount(local[mv > edges[-1]], minlength=len(members)).tolist()
@@ -684,11 +718,11 @@ class NumericSketch:
                 sk.counts += hist[j]
                 sk.out_of_range_low += low[j]
                 sk.out_of_range_high += high[j]
-        ExactSum.add_segments([sk.sum for sk in sketches], v, s)
-        p, e = exact_squares(v)
+        ExactSum.add_segments([sk.sum for sk in sketches], base_v, s, rows=r)
+        p, e = exact_squares(base_v)
         squares = [sk.sumsq for sk in sketches]
-        ExactSum.add_segments(squares, p, s)
-        ExactSum.add_segments(squares, e, s)
+        ExactSum.add_segments(squares, p, s, rows=r)
+        ExactSum.add_segments(squares, e, s, rows=r)
         starts = bounds[live]
         lows = np.minimum.reduceat(v, starts).tolist()
         highs = np.maximum.reduceat(v, starts).tolist()

@@ -67,6 +67,30 @@ def test_numeric_update_many_is_repeated_update(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+def test_update_many_of_shared_rows_is_repeated_update(seed: int) -> None:
+    """With ``rows``, several sketches take the same batch rows (a slice and the model's): the
+    rows are binned and split once, and each sketch gets exactly what one update would give."""
+    rng = np.random.default_rng(seed)
+    n, count = int(rng.integers(0, 200)), int(rng.integers(1, 8))
+    base_v = _values(rng, n)
+    base_k = rng.integers(0, 2**64 - 1, n, dtype=np.uint64)
+    rows = [np.sort(rng.choice(n, int(rng.integers(0, n + 1)), replace=False)) if n else np.zeros(0, np.int64)
+            for _ in range(count)]
+    seg = np.repeat(np.arange(count), [r.size for r in rows])
+    flat = np.concatenate(rows).astype(np.int64)
+    batched = [NumericSketch(np.array([-1.0, 0.0, 1.0]), 30) for _ in range(count)]
+    NumericSketch.update_many(batched, base_v, base_k, seg, rows=flat)
+    sums = [ExactSum() for _ in range(count)]
+    ExactSum.add_segments(sums, base_v ** 2, seg, rows=flat)
+    for i, r in enumerate(rows):
+        one, total = NumericSketch(np.array([-1.0, 0.0, 1.0]), 30), ExactSum()
+        if r.size:
+            one.update(base_v[r], base_k[r])
+        total.add((base_v ** 2)[r])
+        assert batched[i].to_dict() == one.to_dict() and sums[i] == total
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_exact_sums_and_small_sketches_update_many_is_repeated_update(seed: int) -> None:
     rng = np.random.default_rng(seed)
     count, n = int(rng.integers(1, 9)), int(rng.integers(0, 400))
