@@ -41,7 +41,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CALIBRATION_METHODS", "Calibrator", "fit_calibrator", "fit_isotonic", "fit_platt"]
+__all__ = [
+    "CALIBRATION_METHODS",
+    "Calibrator",
+    "MULTICLASS_METHODS",
+    "MulticlassCalibrator",
+    "fit_calibrator",
+    "fit_isotonic",
+    "fit_multiclass_calibrator",
+    "fit_platt",
+    "fit_temperature",
+]
 
 #: candidate maps in order of simplicity (ties in cross-validation go to the earlier one)
 CALIBRATION_METHODS = ("identity", "platt", "isotonic")
@@ -229,3 +239,149 @@ def fit_calibrator(scores: np.ndarray, y: np.ndarray, *, method: str = "auto") -
         chosen.n,
         {k: v for k, v in cv.items() if math.isfinite(v)},
     )
+
+
+#: a multiclass model's candidate maps, simplest first (CV ties go to the earlier one)
+MULTICLASS_METHODS = ("identity", "temperature", "ovr")
+
+
+def _log_scores(s: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(s, _LOGIT_CLIP, 1.0))
+
+
+def _softmax_rows(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(scores: np.ndarray, y: np.ndarray, *, max_iter: int = 100) -> float:
+    """Maximum-likelihood a of q = softmax(a·log s) (temperature scaling, Guo et al. 2017) for
+    an (n, K) score matrix and class indices ``y``, by Newton's method on the convex 1-D
+    multinomial log-likelihood: an over-confident model whose logits are scaled by k gets
+    a = 1/k."""
+    z = _log_scores(np.asarray(scores, dtype=np.float64))
+    zy = z[np.arange(z.shape[0]), np.asarray(y, dtype=np.int64)]
+    a = 1.0
+    for _ in range(max_iter):
+        q = _softmax_rows(a * z)
+        mean = (q * z).sum(axis=1)
+        grad = float(np.sum(zy - mean))
+        hess = float(np.sum((q * z * z).sum(axis=1) - mean * mean)) + 1e-12
+        step = grad / hess
+        a = max(a + step, 1e-6)
+        if abs(step) < 1e-10:
+            break
+    return a
+
+
+@dataclass(frozen=True, slots=True)
+class MulticlassCalibrator:
+    """A K-class model's score-vector → class-probability map, fitted on the reference.
+    ``classes`` (label strings, in the order the window's
+    :class:`~driftline.detectors.sketches.ClassProbabilitySums` keeps them) come from the
+    reference, so every partition of a model agrees on them. Candidates, chosen by 5-fold CV
+    multiclass Brier score (ties to the simpler):
+
+    - ``identity``: the score vector, renormalised to sum to 1;
+    - ``temperature``: softmax(a·log s), one parameter (:func:`fit_temperature`);
+    - ``ovr``: one :class:`Calibrator` per class, one-vs-rest, rows renormalised, as NannyML
+      calibrates multiclass models (flexible per class; its renormalisation is not exact)."""
+
+    classes: tuple[str, ...]
+    method: str = "identity"
+    temperature: float = 1.0
+    calibrators: tuple[Calibrator, ...] = ()
+    n: int = 0
+    scores: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.classes) < 2:
+            raise ValueError("a multiclass calibrator needs at least 2 classes")
+        if self.method not in MULTICLASS_METHODS:
+            raise ValueError(f"unknown multiclass calibration {self.method!r} ({', '.join(MULTICLASS_METHODS)})")
+        if self.method == "ovr" and len(self.calibrators) != len(self.classes):
+            raise ValueError("an ovr calibrator needs one calibrator per class")
+
+    @property
+    def fitted_rows(self) -> int:
+        """The reference rows behind the map (0 for the identity, which has no parameter)."""
+        return 0 if self.method == "identity" else self.n
+
+    def apply(self, scores: np.ndarray) -> np.ndarray:
+        """Class probabilities of an (n, K) score matrix (columns in ``classes`` order); a row
+        with a NaN stays NaN, a row mapped to all zeros becomes uniform."""
+        s = np.asarray(scores, dtype=np.float64)
+        if s.ndim != 2 or s.shape[1] != len(self.classes):
+            raise ValueError("scores must be an (n, K) matrix with one column per class")
+        if self.method == "temperature":
+            q = _softmax_rows(self.temperature * _log_scores(np.nan_to_num(s, nan=0.5)))
+            return np.where(np.isnan(s).any(axis=1, keepdims=True), np.nan, q)
+        if self.method == "ovr":
+            q = np.column_stack([cal.apply(s[:, k]) for k, cal in enumerate(self.calibrators)])
+        else:
+            q = np.clip(s, 0.0, 1.0)
+        total = q.sum(axis=1, keepdims=True)
+        return np.divide(q, total, out=np.full_like(q, 1.0 / q.shape[1]), where=total > 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": _VERSION, "classes": list(self.classes), "method": self.method,
+                "temperature": self.temperature, "calibrators": [c.to_dict() for c in self.calibrators],
+                "n": self.n, "scores": dict(sorted(self.scores.items()))}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MulticlassCalibrator:
+        if int(d.get("v", 1)) > _VERSION:
+            raise ValueError(f"calibrator format v{d['v']} is newer than this driftline reads (v{_VERSION})")
+        return cls(tuple(str(c) for c in d["classes"]), str(d.get("method", "identity")),
+                   float(d.get("temperature", 1.0)),
+                   tuple(Calibrator.from_dict(c) for c in d.get("calibrators", ())), int(d.get("n", 0)),
+                   {str(k): float(v) for k, v in (d.get("scores") or {}).items()})
+
+
+def _fit_multiclass(method: str, classes: tuple[str, ...], s: np.ndarray, y: np.ndarray) -> MulticlassCalibrator:
+    n = int(y.size)
+    if method == "temperature":
+        return MulticlassCalibrator(classes, "temperature", temperature=fit_temperature(s, y), n=n)
+    if method == "ovr":
+        cals = tuple(fit_calibrator(s[:, k], (y == k).astype(np.float64), method="auto")
+                     for k in range(len(classes)))
+        return MulticlassCalibrator(classes, "ovr", calibrators=cals, n=n)
+    return MulticlassCalibrator(classes, "identity", n=n)
+
+
+def fit_multiclass_calibrator(
+    scores: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], *, method: str = "auto"
+) -> MulticlassCalibrator:
+    """Fit ``method`` (``"auto"``: the lowest 5-fold CV multiclass Brier score, folds as
+    :func:`fit_calibrator`'s) on an (n, K) score matrix (columns in ``classes`` order) and
+    label strings; rows with a NaN score or a label outside ``classes`` are ignored."""
+    s = np.asarray(scores, dtype=np.float64)
+    lab = np.asarray(labels, dtype=object)
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index.get(v, -1) for v in lab.tolist()], dtype=np.int64)
+    ok = ~np.isnan(s).any(axis=1) & (y >= 0)
+    s, y = np.clip(s[ok], 0.0, 1.0), y[ok]
+    if method != "auto":
+        if method not in MULTICLASS_METHODS:
+            raise ValueError(f"multiclass calibration must be auto or {', '.join(MULTICLASS_METHODS)}, "
+                             f"not {method!r}")
+        return _fit_multiclass(method, classes, s, y)
+    if y.size < MIN_ROWS or np.unique(y).size < 2:
+        return MulticlassCalibrator(classes, "identity", n=int(y.size))
+    rank = np.random.default_rng(0).permutation(y.size)
+    keep = rank < _CV_ROWS
+    cs, cy = s[keep], y[keep]
+    fold = rank[keep] % _FOLDS
+    onehot = np.eye(len(classes))[cy]
+    cv: dict[str, float] = {}
+    for name in MULTICLASS_METHODS:
+        se = 0.0
+        for k in range(_FOLDS):
+            test = fold == k
+            fitted = _fit_multiclass(name, classes, cs[~test], cy[~test])
+            se += float(np.sum((fitted.apply(cs[test]) - onehot[test]) ** 2))
+        cv[name] = se / cy.size
+    best = min(MULTICLASS_METHODS, key=lambda name: (round(cv[name], 12), MULTICLASS_METHODS.index(name)))
+    chosen = _fit_multiclass(best, classes, s, y)
+    return MulticlassCalibrator(classes, chosen.method, chosen.temperature, chosen.calibrators, chosen.n,
+                                {k: v for k, v in cv.items() if math.isfinite(v)})

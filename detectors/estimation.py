@@ -55,16 +55,18 @@ import numpy as np
 from scipy.stats import norm
 
 from driftline.detectors.calibration import Calibrator
-from driftline.detectors.sketches import CalibratedScores, ExpectedConfusion
+from driftline.detectors.sketches import CalibratedScores, ClassProbabilitySums, ExpectedConfusion
 
 __all__ = [
     "DEFAULT_LEVEL",
     "Estimate",
     "calibrate_multiclass",
     "estimate_binary",
+    "estimate_class_probabilities",
     "estimate_multiclass",
     "estimate_performance",
     "estimation_errors",
+    "multiclass_estimation_errors",
     "realised_name",
 ]
 
@@ -214,6 +216,75 @@ def estimate_multiclass(
     return Estimate(values, intervals, level)
 
 
+#: the multiclass estimates, by the name of the realised metric they estimate (macro averages,
+#: as the realised ``precision_macro``...; per class ``estimated_precision.<class>``...)
+MULTICLASS_ESTIMATED = {"accuracy": "accuracy", "precision": "precision_macro", "recall": "recall_macro",
+                        "f1": "f1_macro"}
+
+
+def estimate_class_probabilities(
+    s: ClassProbabilitySums, classes: Sequence[str], *, level: float = DEFAULT_LEVEL, n_reference: int = 0
+) -> Estimate:
+    """CBPE for a K-class model from its window's calibrated class-probability sums.
+
+    The expected confusion matrix M (row: predicted class, column: true class) is Σq per
+    predicted class; accuracy, precision, recall and F1 per class and their macro averages
+    (over the reference's classes, scikit-learn's ``average="macro"``) are plug-in functions
+    of M, named ``estimated_accuracy``, ``estimated_precision`` (macro) and
+    ``estimated_precision.<class>``. Intervals by the delta method with the exact covariance
+    of M given the predictions: rows are independent, row i has diag(Σq) - Σq qᵀ; widened by
+    (1 + n / n_reference) for the calibrator's own error, as :func:`estimate_binary`. No ROC
+    AUC: that needs each class's raw-score ranking, which this sketch does not keep."""
+    k = s.k
+    if len(classes) != k:
+        raise ValueError("one class name per column of the sketch")
+    per = [f"estimated_{m}.{c}" for m in ("precision", "recall", "f1") for c in classes]
+    names = [f"estimated_{m}" for m in MULTICLASS_ESTIMATED] + per
+    if s.n == 0:
+        return Estimate({name: math.nan for name in names}, {}, level)
+    count, m, mm = s.sums()
+    n = float(count.sum())
+    cov = np.zeros_like(mm)
+    idx = np.arange(k)
+    cov[:, idx, idx] = m
+    cov -= mm  # per predicted row: diag(Σq) - Σq qᵀ
+    tp = np.diag(m[:k])
+    pred = count[:k]
+    true = m.sum(axis=0)
+    eye = np.eye(k + 1, k)  # eye[i, j] = [i == j]: the cells that are true positives
+    values: dict[str, float] = {"estimated_accuracy": float(tp.sum() / n)}
+    grads: dict[str, np.ndarray] = {"estimated_accuracy": eye / n}
+    for j, c in enumerate(classes):
+        g = np.zeros((k + 1, k))
+        g[j, j] = 1.0 / pred[j] if pred[j] > 0 else 0.0
+        values[f"estimated_precision.{c}"] = _ratio(float(tp[j]), float(pred[j]))
+        grads[f"estimated_precision.{c}"] = g if pred[j] > 0 else np.full((k + 1, k), np.nan)
+        g = np.zeros((k + 1, k))
+        if true[j] > 0:
+            g[:, j] = (eye[:, j] * true[j] - tp[j]) / true[j] ** 2
+        values[f"estimated_recall.{c}"] = _ratio(float(tp[j]), float(true[j]))
+        grads[f"estimated_recall.{c}"] = g if true[j] > 0 else np.full((k + 1, k), np.nan)
+        d = pred[j] + true[j]
+        g = np.zeros((k + 1, k))
+        if d > 0:
+            g[:, j] = (2.0 * eye[:, j] * d - 2.0 * tp[j]) / d**2
+        values[f"estimated_f1.{c}"] = _ratio(2.0 * float(tp[j]), float(d))
+        grads[f"estimated_f1.{c}"] = g if d > 0 else np.full((k + 1, k), np.nan)
+    for metric in ("precision", "recall", "f1"):
+        members = [f"estimated_{metric}.{c}" for c in classes]
+        values[f"estimated_{metric}"] = float(np.mean([values[x] for x in members]))
+        grads[f"estimated_{metric}"] = np.mean([grads[x] for x in members], axis=0)
+    widen = 1.0 + (n / n_reference if n_reference > 0 else 0.0)
+    z = float(norm.ppf(0.5 + level / 2.0))
+    intervals: dict[str, tuple[float, float]] = {}
+    for name in names:
+        g = grads[name]
+        var = float(np.einsum("ij,ijl,il->", g, cov, g))
+        if math.isfinite(values[name]) and math.isfinite(var):
+            intervals[name] = _interval(values[name], var * widen, z)
+    return Estimate(values, intervals, level)
+
+
 def realised_name(metric: str, positive: str) -> str:
     """The realised metric an ``estimated_<metric>`` estimates (``estimated_precision`` is the
     positive class's ``precision.<positive>``); any other name is its own."""
@@ -232,6 +303,22 @@ def estimation_errors(
         real = realised.get(template.format(positive=positive))
         if est is not None and real is not None and math.isfinite(est) and math.isfinite(real):
             out[f"estimation_error_{metric}"] = est - real
+    return out
+
+
+def multiclass_estimation_errors(estimated: dict[str, float], realised: dict[str, float]) -> dict[str, float]:
+    """``estimation_error_<metric>`` of a multiclass window: the macro estimates against the
+    realised ``accuracy``/``precision_macro``/... and ``estimation_error_precision.<class>``
+    against ``precision.<class>``, for each pair the window has."""
+    pairs = [(f"estimated_{m}", real, f"estimation_error_{m}") for m, real in MULTICLASS_ESTIMATED.items()]
+    pairs += [(name, name.removeprefix("estimated_"), "estimation_error_" + name.removeprefix("estimated_"))
+              for name in estimated if name.startswith(("estimated_precision.", "estimated_recall.",
+                                                        "estimated_f1."))]
+    out: dict[str, float] = {}
+    for est_name, real_name, out_name in pairs:
+        est, real = estimated.get(est_name), realised.get(real_name)
+        if est is not None and real is not None and math.isfinite(est) and math.isfinite(real):
+            out[out_name] = est - real
     return out
 
 

@@ -39,6 +39,7 @@ from driftline.detectors.hashing import stable_keys
 __all__ = [
     "CalibratedScores",
     "CategoricalSketch",
+    "ClassProbabilitySums",
     "ConfusionCounts",
     "ExactSum",
     "ExpectedConfusion",
@@ -1184,5 +1185,90 @@ class CalibratedScores:
         return (self.n_bins == other.n_bins and self.n == other.n
                 and all(np.array_equal(getattr(self, f), getattr(other, f))
                         for f in ("count", "sum_q", "sum_q2")))
+
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
+
+
+class ClassProbabilitySums:
+    """Calibrated class-probability vectors of a multiclass window, by predicted class.
+
+    For a K-class model (classes fixed by the reference, so every partition agrees) and each
+    predicted class i (row K: a predicted label outside the reference's classes) it keeps the
+    count, Σq_j (the expected confusion matrix: E[#predicted i, true j]) and Σq_j·q_l. Given
+    the predictions, calibration makes each event's label an independent categorical(q), so
+    row i of the confusion matrix has covariance diag(Σq) - Σq qᵀ and rows are independent:
+    enough for every plug-in estimate and its delta-method variance
+    (:func:`~driftline.detectors.estimation.estimate_class_probabilities`).
+
+    Sums are fixed-point integers (each product rounded to a multiple of 2**-32 per event, as
+    :class:`CalibratedScores`), so merging is integer addition: exact, associative and
+    order-free. Rows with a NaN probability are skipped. Memory is (K+1)·K² integers.
+    """
+
+    _SCALE = float(2**32)
+    _CHUNK = 1 << 16  # rows per pass: bounds the (rows, K, K) temporary
+
+    def __init__(self, k: int) -> None:
+        if k < 2:
+            raise ValueError("a multiclass sketch needs at least 2 classes")
+        self.k = k
+        self.n = 0
+        self.count = np.zeros(k + 1, dtype=np.int64)
+        self.sum_q = np.zeros((k + 1, k), dtype=np.int64)  # Σq_j · 2**32
+        self.sum_qq = np.zeros((k + 1, k, k), dtype=np.int64)  # Σq_j q_l · 2**32
+
+    def update(self, predicted: np.ndarray, q: np.ndarray) -> None:
+        """``predicted``: each row's predicted class index (0..K-1, K for any other label);
+        ``q``: its (rows, K) calibrated probabilities."""
+        pred = np.asarray(predicted, dtype=np.int64)
+        p = np.asarray(q, dtype=np.float64)
+        if p.ndim != 2 or p.shape != (pred.size, self.k):
+            raise ValueError(f"q must be a (rows, {self.k}) matrix, one row per prediction")
+        ok = ~np.isnan(p).any(axis=1)
+        pred, p = pred[ok], p[ok]
+        if np.any((p < 0.0) | (p > 1.0)) or np.any((pred < 0) | (pred > self.k)):
+            raise ValueError("probabilities must be in [0, 1] and predicted classes in 0..K")
+        self.n += int(pred.size)
+        self.count += np.bincount(pred, minlength=self.k + 1)
+        for start in range(0, pred.size, self._CHUNK):
+            part = slice(start, start + self._CHUNK)
+            rows, pp = pred[part], p[part]
+            fixed_q = np.rint(pp * self._SCALE).astype(np.int64)
+            fixed_qq = np.rint(pp[:, :, None] * pp[:, None, :] * self._SCALE).astype(np.int64)
+            for i in np.unique(rows).tolist():
+                sel = rows == i
+                self.sum_q[i] += fixed_q[sel].sum(axis=0)
+                self.sum_qq[i] += fixed_qq[sel].sum(axis=0)
+
+    def merge(self, other: ClassProbabilitySums) -> None:
+        _check_same("k", self.k, other.k)
+        self.n += other.n
+        self.count += other.count
+        self.sum_q += other.sum_q
+        self.sum_qq += other.sum_qq
+
+    def sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(count per predicted row, Σq, Σq qᵀ) as float64."""
+        return (self.count.astype(np.float64), self.sum_q / self._SCALE, self.sum_qq / self._SCALE)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"k": self.k, "n": self.n, "count": self.count.tolist(),
+                "sum_q": self.sum_q.ravel().tolist(), "sum_qq": self.sum_qq.ravel().tolist()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        s = cls(int(d["k"]))
+        s.n = int(d["n"])
+        s.count[:] = np.array(d["count"], dtype=np.int64)
+        s.sum_q.ravel()[:] = np.array(d["sum_q"], dtype=np.int64)
+        s.sum_qq.ravel()[:] = np.array(d["sum_qq"], dtype=np.int64)
+        return s
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ClassProbabilitySums):
+            return NotImplemented
+        return (self.k == other.k and self.n == other.n
+                and all(np.array_equal(getattr(self, f), getattr(other, f))
+                        for f in ("count", "sum_q", "sum_qq")))
 
     __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
