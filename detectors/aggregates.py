@@ -21,12 +21,13 @@ from typing import Any, Literal, Self, TypeVar, overload
 import numpy as np
 
 from driftline.detectors.buffers import from_buffer, to_buffer
-from driftline.detectors.calibration import Calibrator
+from driftline.detectors.calibration import Calibrator, MulticlassCalibrator
 from driftline.detectors.categories import NULL, category_string, category_strings
 from driftline.detectors.loss_model import LossModel
 from driftline.detectors.sketches import (
     CalibratedScores,
     CategoricalSketch,
+    ClassProbabilitySums,
     ConfusionCounts,
     ExpectedConfusion,
     Mergeable,
@@ -41,6 +42,7 @@ __all__ = [
     "AggregateSpec",
     "FeatureColumns",
     "WindowAggregate",
+    "class_score_matrix",
     "feature_columns",
     "fold_outcomes",
     "fold_predictions",
@@ -72,6 +74,9 @@ class AggregateSpec:
     #: fine grids of reference quantiles per numeric feature: whole-window counts for the
     #: drift tests (:class:`~driftline.detectors.sketches.NumericSketch`)
     numeric_grids: Mapping[str, np.ndarray] = field(default_factory=dict)
+    #: the reference's classes and class-probability map (multiclass with per-class scores
+    #: and labels); None: no multiclass estimates (the classes are not known up front)
+    class_calibrator: MulticlassCalibrator | None = None
 
     def kind_of(self, feature: str) -> str | None:
         """The declared kind of ``feature`` ("numeric"/"categorical"), None when undeclared."""
@@ -263,6 +268,10 @@ class WindowAggregate:
         self.expected = ExpectedConfusion() if spec.task == "binary" else None
         #: the same calibrated probabilities by raw-score bin: intervals and expected ROC AUC
         self.calibrated = CalibratedScores() if spec.task == "binary" else None
+        #: calibrated class-probability vectors by predicted class: multiclass estimates
+        classes = spec.class_calibrator.classes if spec.class_calibrator is not None else ()
+        self.class_probabilities = (ClassProbabilitySums(len(classes))
+                                    if spec.task == "multiclass" and classes else None)
         #: regression predictions counted on the loss model's bins: label-free MAE and RMSE
         self.loss_bins = (NumericSketch(np.array(spec.loss_model.edges), 0)
                           if regression and spec.loss_model is not None else None)
@@ -288,6 +297,7 @@ class WindowAggregate:
             "regression": self.regression,
             "expected": self.expected,
             "calibrated": self.calibrated,
+            "class_probabilities": self.class_probabilities,
             "loss_bins": self.loss_bins,
             "error_sample": self.error_sample,
             "error_time": self.error_time,
@@ -317,10 +327,12 @@ class WindowAggregate:
         keys: np.ndarray,
         predictions: np.ndarray,
         scores: np.ndarray,
+        class_scores: Sequence[Mapping[str, float] | None] | None = None,
     ) -> None:
         """Fold the events at ``idx`` of a batch in. ``predictions`` are label strings
         (classification) or floats (regression), ``scores`` the positive-class probability
-        (NaN when absent); all arrays are already indexed by ``idx`` except ``columns``."""
+        (NaN when absent), ``class_scores`` each event's per-class probabilities (None: none
+        sent); all arrays are already indexed by ``idx`` except ``columns``."""
         self.n_predictions += int(idx.size)
         spec = self.spec
         for name, values in columns.numeric.items():
@@ -354,6 +366,23 @@ class WindowAggregate:
                 positive = predictions[scored] == spec.positive_label
                 self.expected.update(positive, q)
                 self.calibrated.update(positive, raw, q)
+        if self.class_probabilities is not None and class_scores is not None:
+            self._add_class_scores(predictions, class_scores)
+
+    def _add_class_scores(
+        self, predictions: np.ndarray, class_scores: Sequence[Mapping[str, float] | None]
+    ) -> None:
+        """Calibrate the events' score vectors and fold them by predicted class."""
+        calibrator = self.spec.class_calibrator
+        assert calibrator is not None and self.class_probabilities is not None
+        raw = class_score_matrix(class_scores, calibrator.classes)
+        scored = ~np.isnan(raw).any(axis=1)
+        if scored.any():
+            index = {c: i for i, c in enumerate(calibrator.classes)}
+            k = len(calibrator.classes)
+            pred = np.array([index.get(p, k) for p in np.asarray(predictions, dtype=object)[scored].tolist()],
+                            dtype=np.int64)
+            self.class_probabilities.update(pred, calibrator.apply(raw[scored]))
 
     def _type_error(self, name: str, count: int) -> None:
         if count:
@@ -470,6 +499,8 @@ class WindowAggregate:
         agg.regression = _load(agg.regression, d, "regression")
         agg.expected = _load(agg.expected, d, "expected")
         agg.calibrated = _load(agg.calibrated, d, "calibrated")
+        # partials written before multiclass estimates have none: the sketch starts empty
+        agg.class_probabilities = _load(agg.class_probabilities, d, "class_probabilities")
         agg.loss_bins = _load(agg.loss_bins, d, "loss_bins")
         agg.error_sample = _load(agg.error_sample, d, "error_sample")
         agg.error_time = _load(agg.error_time, d, "error_time")
@@ -484,10 +515,12 @@ def fold_predictions(
     predictions: np.ndarray,
     scores: np.ndarray,
     fold_groups: np.ndarray | None = None,
+    class_scores: Sequence[Mapping[str, float] | None] | None = None,
 ) -> None:
-    """``agg.add_predictions(columns, idx, keys[idx], predictions[idx], scores[idx])`` for every
-    ``(agg, idx)`` of ``parts`` (each aggregate once), bit-identically, with one batched sketch
-    update per feature for all of them instead of one per aggregate and feature.
+    """``agg.add_predictions(columns, idx, keys[idx], predictions[idx], scores[idx],
+    class_scores[idx])`` for every ``(agg, idx)`` of ``parts`` (each aggregate once),
+    bit-identically, with one batched sketch update per feature for all of them instead of one
+    per aggregate and feature (the multiclass score vectors fold per aggregate: integer sums).
 
     ``predictions`` is the batch's object array: category strings for classification models,
     floats for regression ones. A feature with both a numeric and a categorical column in the
@@ -559,6 +592,22 @@ def fold_predictions(
             if scored.any():
                 aggs[i].calibrated.update(  # type: ignore[union-attr]
                     is_positive[part][scored], raw[part][scored], q[part][scored])
+    if class_scores is not None:
+        for agg, idx in parts:
+            if agg.class_probabilities is not None and idx.size:
+                agg._add_class_scores(predictions[idx], [class_scores[i] for i in idx.tolist()])
+
+
+def class_score_matrix(
+    class_scores: Sequence[Mapping[str, float] | None], classes: Sequence[str]
+) -> np.ndarray:
+    """(events, K) matrix of each event's ``scores`` entry per class (columns in ``classes``
+    order); NaN where an event has no ``scores`` or lacks a class (such rows are skipped)."""
+    out = np.full((len(class_scores), len(classes)), np.nan)
+    for row, d in enumerate(class_scores):
+        if d:
+            out[row] = [d.get(c, np.nan) for c in classes]
+    return out
 
 
 def _select(seg: np.ndarray, members: list[int], count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -43,8 +43,8 @@ import numpy as np
 
 __all__ = [
     "CALIBRATION_METHODS",
-    "Calibrator",
     "MULTICLASS_METHODS",
+    "Calibrator",
     "MulticlassCalibrator",
     "fit_calibrator",
     "fit_isotonic",
@@ -298,7 +298,8 @@ class MulticlassCalibrator:
         if len(self.classes) < 2:
             raise ValueError("a multiclass calibrator needs at least 2 classes")
         if self.method not in MULTICLASS_METHODS:
-            raise ValueError(f"unknown multiclass calibration {self.method!r} ({', '.join(MULTICLASS_METHODS)})")
+            raise ValueError(
+                f"unknown multiclass calibration {self.method!r} ({', '.join(MULTICLASS_METHODS)})")
         if self.method == "ovr" and len(self.calibrators) != len(self.classes):
             raise ValueError("an ovr calibrator needs one calibrator per class")
 
@@ -338,7 +339,9 @@ class MulticlassCalibrator:
                    {str(k): float(v) for k, v in (d.get("scores") or {}).items()})
 
 
-def _fit_multiclass(method: str, classes: tuple[str, ...], s: np.ndarray, y: np.ndarray) -> MulticlassCalibrator:
+def _fit_multiclass(
+    method: str, classes: tuple[str, ...], s: np.ndarray, y: np.ndarray
+) -> MulticlassCalibrator:
     n = int(y.size)
     if method == "temperature":
         return MulticlassCalibrator(classes, "temperature", temperature=fit_temperature(s, y), n=n)

@@ -25,7 +25,13 @@ import numpy as np
 from driftline.detectors import drift as drift_tests
 from driftline.detectors.aggregates import WindowAggregate
 from driftline.detectors.drift import DriftResult
-from driftline.detectors.estimation import DEFAULT_LEVEL, estimate_binary, estimation_errors
+from driftline.detectors.estimation import (
+    DEFAULT_LEVEL,
+    estimate_binary,
+    estimate_class_probabilities,
+    estimation_errors,
+    multiclass_estimation_errors,
+)
 from driftline.detectors.loss_model import estimate_regression
 from driftline.detectors.metrics import (
     classification_metrics,
@@ -182,6 +188,12 @@ def _performance(agg: WindowAggregate) -> tuple[dict[str, float], dict[str, tupl
                                 n_reference=0 if calibrator is None else calibrator.fitted_rows)
         out.update(found.values)
         intervals = found.intervals
+    classes = agg.spec.class_calibrator
+    if agg.class_probabilities is not None and classes is not None and agg.class_probabilities.n:
+        found = estimate_class_probabilities(agg.class_probabilities, classes.classes,
+                                             n_reference=classes.fitted_rows)
+        out.update(found.values)
+        intervals = found.intervals
     loss_model = agg.spec.loss_model
     if agg.loss_bins is not None and loss_model is not None and agg.loss_bins.n:
         values, intervals = estimate_regression(agg.loss_bins.counts, loss_model, level=DEFAULT_LEVEL)
@@ -198,6 +210,9 @@ def _performance(agg: WindowAggregate) -> tuple[dict[str, float], dict[str, tupl
         out.update(probability_metrics(agg.probability))
     if agg.score_histogram is not None and agg.probability is not None and agg.probability.n:
         out.update(ranking_metrics(agg.score_histogram))
+    if agg.spec.task == "multiclass":
+        out.update(multiclass_estimation_errors(out, out))
+        return out, intervals
     out.update(estimation_errors(out, out, agg.spec.positive_label))
     return out, intervals
 

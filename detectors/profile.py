@@ -32,15 +32,21 @@ from typing import Any
 
 import numpy as np
 
-from driftline.detectors.calibration import Calibrator, fit_calibrator
+from driftline.detectors.calibration import (
+    Calibrator,
+    MulticlassCalibrator,
+    fit_calibrator,
+    fit_multiclass_calibrator,
+)
 from driftline.detectors.categories import category_string, category_strings
-from driftline.detectors.estimation import estimate_binary
+from driftline.detectors.estimation import estimate_binary, estimate_class_probabilities
 from driftline.detectors.hashing import stable_keys
 from driftline.detectors.loss_model import LossModel, fit_loss_model
 from driftline.detectors.metrics import classification_metrics, regression_metrics
 from driftline.detectors.sketches import (
     CalibratedScores,
     CategoricalSketch,
+    ClassProbabilitySums,
     ConfusionCounts,
     ExpectedConfusion,
     NumericSketch,
@@ -168,6 +174,9 @@ class ReferenceProfile:
     calibrator: Calibrator | None = None
     #: the error model by prediction bin fitted on the reference (regression with labels)
     loss_model: LossModel | None = None
+    #: the classes and class-probability map fitted on the reference (multiclass models with
+    #: per-class ``scores`` and labels)
+    class_calibrator: MulticlassCalibrator | None = None
 
     def get(self, name: str) -> FeatureProfile:
         """A feature's profile; ``"prediction"``/``"label"`` name those unless a feature is so named."""
@@ -189,6 +198,7 @@ class ReferenceProfile:
             "metrics": {k: _num(v) for k, v in sorted(self.metrics.items())},
             "calibrator": None if self.calibrator is None else self.calibrator.to_dict(),
             "loss_model": None if self.loss_model is None else self.loss_model.to_dict(),
+            "class_calibrator": None if self.class_calibrator is None else self.class_calibrator.to_dict(),
         }
 
     @classmethod
@@ -200,7 +210,10 @@ class ReferenceProfile:
                    {k: _unnum(v) for k, v in d.get("metrics", {}).items()}, int(d.get("n_rows", 0)),
                    # profiles written before calibration have none: scores are taken as calibrated
                    None if d.get("calibrator") is None else Calibrator.from_dict(d["calibrator"]),
-                   None if d.get("loss_model") is None else LossModel.from_dict(d["loss_model"]))
+                   None if d.get("loss_model") is None else LossModel.from_dict(d["loss_model"]),
+                   # profiles written before multiclass estimates have none: no estimates
+                   None if d.get("class_calibrator") is None
+                   else MulticlassCalibrator.from_dict(d["class_calibrator"]))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ReferenceProfile) and _json_eq(self.to_dict(), other.to_dict())
@@ -293,6 +306,7 @@ def build_profile(
     labels: list[Any] = []
     ids: list[str] = []
     scores: list[float] = []
+    vectors: list[Mapping[str, Any] | None] = []
     n = 0
     for n, row in enumerate(rows, start=1):  # offline build: a loop over rows is fine here
         nested = row.get(features_key)
@@ -306,6 +320,7 @@ def build_profile(
         labels.append(row.get(label_key))
         ids.append(str(row.get("prediction_id", n - 1)))
         scores.append(_score(row, positive_label))
+        vectors.append(row["scores"] if isinstance(row.get("scores"), Mapping) else None)
     keys = stable_keys(ids)
 
     given = dict(grids or {})
@@ -342,8 +357,61 @@ def build_profile(
             calibrator = fit_calibrator(s, yb, method=calibration)
     if task == "binary" and has_pred:
         metrics.update(_own_estimates(preds, scores, positive_label, calibrator))
+    class_calibrator = None
+    if task == "multiclass" and has_label:
+        class_calibrator = _fit_classes(vectors, labels, calibration)
+    if class_calibrator is not None and has_pred:
+        metrics.update(_own_class_estimates(preds, vectors, class_calibrator))
     return ReferenceProfile(model_id, model_version, features, prediction, label, metrics, n, calibrator,
-                            loss_model)
+                            loss_model, class_calibrator)
+
+
+def _fit_classes(
+    vectors: list[Mapping[str, Any] | None], labels: list[Any], calibration: str
+) -> MulticlassCalibrator | None:
+    """The multiclass map from the rows' ``scores`` vectors and labels: the classes are every
+    key the vectors name (sorted), None below two classes or without a scored, labelled row."""
+    classes = tuple(sorted({str(c) for v in vectors if v for c in v}))
+    if len(classes) < 2:
+        return None
+    matrix = _class_matrix(vectors, classes)
+    y = np.array([None if v is None else category_string(v) for v in labels], dtype=object)
+    labelled = np.array([v is not None for v in labels], dtype=bool)
+    if not np.any(~np.isnan(matrix).any(axis=1) & labelled):
+        return None
+    # ``calibration`` names the binary maps; of those only "identity" means the same here
+    method = "identity" if calibration == "identity" else "auto"
+    return fit_multiclass_calibrator(matrix, y, classes, method=method)
+
+
+def _class_matrix(vectors: list[Mapping[str, Any] | None], classes: tuple[str, ...]) -> np.ndarray:
+    """Rows' class probabilities as an (n, K) matrix; NaN where absent or not in [0, 1]."""
+    out = np.full((len(vectors), len(classes)), np.nan)
+    for i, v in enumerate(vectors):
+        if v:
+            for j, c in enumerate(classes):
+                p = v.get(c)
+                if isinstance(p, int | float) and not isinstance(p, bool) and 0.0 <= p <= 1.0:
+                    out[i, j] = float(p)
+    return out
+
+
+def _own_class_estimates(
+    preds: list[Any], vectors: list[Mapping[str, Any] | None], calibrator: MulticlassCalibrator
+) -> dict[str, float]:
+    """The reference's own multiclass estimates, as a window computes them (the baseline of a
+    rule on ``estimated_<metric>``, as :func:`_own_estimates` for binary models)."""
+    matrix = _class_matrix(vectors, calibrator.classes)
+    scored = ~np.isnan(matrix).any(axis=1)
+    if not scored.any():
+        return {}
+    index = {c: i for i, c in enumerate(calibrator.classes)}
+    k = len(calibrator.classes)
+    pred = np.array([index.get(category_string(p), k) if p is not None else k for p in preds],
+                    dtype=np.int64)[scored]
+    sketch = ClassProbabilitySums(k)
+    sketch.update(pred, calibrator.apply(matrix[scored]))
+    return estimate_class_probabilities(sketch, calibrator.classes).values
 
 
 def _own_estimates(

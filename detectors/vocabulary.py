@@ -137,6 +137,9 @@ METRICS = frozenset(
 METRIC_FAMILIES: tuple[tuple[str, str, str], ...] = (
     *((f"{m}.", "<class>", "") for m in _AVERAGED),
     ("support.", "<class>", ""),
+    # a multiclass model's per-class estimates and their errors once labelled
+    *((f"estimated_{m}.", "<class>", "") for m in ("precision", "recall", "f1")),
+    *((f"estimation_error_{m}.", "<class>", "") for m in ("precision", "recall", "f1")),
     ("drift.", "<feature>", ".statistic"),
     ("drift.", "<feature>", ".p_value"),
     ("missing_rate.", "<feature>", ""),

@@ -80,6 +80,7 @@ def spec_from_profile(cfg: ModelConfig, profile: Any | None) -> AggregateSpec:
         calibrator=None if profile is None else getattr(profile, "calibrator", None),
         loss_model=None if profile is None else getattr(profile, "loss_model", None),
         numeric_grids=grids,
+        class_calibrator=None if profile is None else getattr(profile, "class_calibrator", None),
     )
 
 

@@ -76,6 +76,9 @@ class PredictionBlock:
     predictions: list[Any]
     scores: np.ndarray  # float64 positive-class probability, NaN when absent
     features: FeatureColumns
+    #: each event's per-class probabilities (``PredictionEvent.scores``, None where it sent
+    #: none), carried for multiclass estimates; None when no event of the block sent any
+    class_scores: list[dict[str, float] | None] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -104,7 +107,8 @@ class PredictionBlock:
             groups, index = canonical, remap[index]
         scores = np.array([e.score for e in events], dtype=np.float64)  # None -> NaN
         dicts = [e.scores for e in events]
-        if dicts.count(None) != len(dicts):
+        has_dicts = dicts.count(None) != len(dicts)
+        if has_dicts:
             for i in np.flatnonzero(np.isnan(scores)).tolist():
                 d = dicts[i]
                 if d:
@@ -122,6 +126,7 @@ class PredictionBlock:
             predictions=[e.prediction for e in events],
             scores=scores,
             features=feature_columns([e.features for e in events]),
+            class_scores=dicts if has_dicts else None,
         )
 
     def by_model(self) -> list[tuple[str, np.ndarray | None]]:
@@ -145,6 +150,7 @@ class PredictionBlock:
             pick(self.predictions, idx),
             self.scores[idx],
             self.features.take(idx),
+            None if self.class_scores is None else pick(self.class_scores, idx),
         )
 
     def to_wire(
@@ -163,6 +169,7 @@ class PredictionBlock:
             predictions=self.predictions,
             scores=to_buffer(self.scores, "<f8"),
             features=self.features.to_wire(),
+            class_scores=self.class_scores,
         )
 
     @classmethod
@@ -177,6 +184,7 @@ class PredictionBlock:
             predictions=m.predictions,
             scores=from_buffer(m.scores, "<f8", np.float64),
             features=FeatureColumns.from_wire(m.features, n),
+            class_scores=m.class_scores,
         )
 
 

@@ -161,9 +161,10 @@ class JoinPartition:
         self.next_offset = 0
         self._shapes = window_shapes(catalog.config.model_configs())
         #: accepted or joined but not yet folded into the aggregates (see :meth:`flush`):
-        #: predictions as (features, window ids, keys, predictions, scores) per block
+        #: predictions as (features, window ids, keys, predictions, scores, class scores) per block
         self._pending_predictions: list[
-            tuple[FeatureColumns, np.ndarray, np.ndarray, list[object], np.ndarray]
+            tuple[FeatureColumns, np.ndarray, np.ndarray, list[object], np.ndarray,
+                  list[dict[str, float] | None] | None]
         ] = []
         self._pending_outcomes: list[_OutcomeChunk] = []
         self._pending_count = 0
@@ -414,7 +415,8 @@ class JoinPartition:
         for wid, idx in groups(wids):
             self._wkeys[wid].pids.extend(ids if idx.size == len(ids) else pick(ids, idx))
         self.counters["predictions"] += len(ids)
-        self._pending_predictions.append((block.features, wids, block.keys, predictions, block.scores))
+        self._pending_predictions.append(
+            (block.features, wids, block.keys, predictions, block.scores, block.class_scores))
         self._pending_count += len(ids)
         if self._early:
             self._meet_early_labels(ids, parts)
@@ -529,7 +531,10 @@ class JoinPartition:
             scores = np.concatenate([p[4] for p in pending])
             parts, regression = self._slice_rows(wids)
             preds = self._values(predictions, regression)
-            fold_predictions(parts, columns, keys, preds, scores, fold_groups=wids)
+            class_scores: list[dict[str, float] | None] | None = None
+            if any(p[5] is not None for p in pending):
+                class_scores = [d for p in pending for d in (p[5] or [None] * len(p[1]))]
+            fold_predictions(parts, columns, keys, preds, scores, fold_groups=wids, class_scores=class_scores)
         if outcomes:
             self._add_outcomes(outcomes)
 

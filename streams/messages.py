@@ -93,6 +93,9 @@ class PredictionColumns(msgspec.Struct, tag="P", gc=False):
     #: each row's source offset (int64) when the block joins several source messages;
     #: ``offset`` is then the largest. None: every row is at ``offset``.
     row_offsets: bytes | None = None
+    #: each row's per-class probabilities (None where it sent none), for multiclass estimates;
+    #: None when no row sent any (and in messages written before multiclass estimates)
+    class_scores: list[dict[str, float] | None] | None = None
 
 
 class LabelColumns(msgspec.Struct, tag="L", gc=False):

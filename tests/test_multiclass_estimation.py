@@ -1,0 +1,240 @@
+"""Multiclass CBPE end to end: the reference's class-probability map, the window's
+:class:`ClassProbabilitySums` (exact under any split and merge), the estimates and their
+intervals against scikit-learn's realised metrics over seeded trials, and a window result
+through the join that carries them."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+from driftline.detectors.aggregates import AggregateSpec, WindowAggregate, feature_columns
+from driftline.detectors.calibration import MulticlassCalibrator, fit_multiclass_calibrator, fit_temperature
+from driftline.detectors.estimation import estimate_class_probabilities
+from driftline.detectors.hashing import partition_for
+from driftline.detectors.profile import ReferenceProfile
+from driftline.detectors.sketches import ClassProbabilitySums
+from driftline.platform.config import Config, ModelConfig
+from driftline.schemas import GroundTruthEvent, PredictionEvent
+from driftline.streams.catalog import ModelCatalog, build_profiles
+from driftline.streams.columns import PredictionBlock
+from driftline.streams.evaluation import Evaluator
+from driftline.streams.join import JoinPartition
+from driftline.streams.merge import WindowMerger
+from driftline.streams.messages import PredictionColumns
+
+CLASSES = ("a", "b", "c", "d")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _model(rng: np.random.Generator, n: int, k: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, class indices) of a 4-class model: true logits N(0, 2²), scores softmax(k·logits)
+    (k = 2: over-confident)."""
+    logits = rng.normal(0.0, 2.0, (n, len(CLASSES)))
+    cumulative = np.cumsum(_softmax(logits), axis=1)
+    y = np.minimum((rng.random(n)[:, None] > cumulative).sum(axis=1), len(CLASSES) - 1)
+    return _softmax(k * logits), y
+
+
+def test_temperature_scaling_recovers_the_over_confidence() -> None:
+    s, y = _model(np.random.default_rng(3), 50_000)
+    assert fit_temperature(s, y) == pytest.approx(0.5, abs=0.02)
+    cal = fit_multiclass_calibrator(s, np.array(CLASSES, dtype=object)[y], CLASSES)
+    assert cal.method == "temperature"
+    assert MulticlassCalibrator.from_dict(cal.to_dict()) == cal
+
+
+def test_overconfident_multiclass_estimates_match_sklearn_over_seeded_trials() -> None:
+    """200 windows of 5000 predictions (20 references of 20 000 rows, 10 windows each): mean
+    absolute error of every estimate against scikit-learn on the labels, and how often the
+    95 % interval covers the realised value."""
+    rng = np.random.default_rng(14)
+    names = CLASSES
+    errors: dict[str, list[float]] = {}
+    covered: dict[str, list[bool]] = {}
+    raw_gap = []
+    for _ in range(20):
+        s, y = _model(rng, 20_000)
+        cal = fit_multiclass_calibrator(s, np.array(names, dtype=object)[y], names)
+        for _ in range(10):
+            s, y = _model(rng, 5000)
+            pred = s.argmax(axis=1)
+            sketch, raw_sketch = ClassProbabilitySums(4), ClassProbabilitySums(4)
+            sketch.update(pred, cal.apply(s))
+            raw_sketch.update(pred, s)
+            found = estimate_class_probabilities(sketch, names, n_reference=20_000)
+            raw = estimate_class_probabilities(raw_sketch, names)
+            labels = list(range(4))
+            realised = {
+                "estimated_accuracy": accuracy_score(y, pred),
+                "estimated_precision": precision_score(y, pred, average="macro", zero_division=0),
+                "estimated_recall": recall_score(y, pred, average="macro", zero_division=0),
+                "estimated_f1": f1_score(y, pred, average="macro", zero_division=0),
+            }
+            for metric, fn in (("precision", precision_score), ("recall", recall_score), ("f1", f1_score)):
+                per = fn(y, pred, average=None, labels=labels, zero_division=0)
+                realised.update({f"estimated_{metric}.{c}": float(per[i]) for i, c in enumerate(names)})
+            for name, real in realised.items():
+                errors.setdefault(name, []).append(abs(found.values[name] - real))
+                lo, hi = found.intervals[name]
+                covered.setdefault(name, []).append(lo <= real <= hi)
+            raw_gap.append(raw.values["estimated_accuracy"] - realised["estimated_accuracy"])
+    mae = {name: float(np.mean(v)) for name, v in errors.items()}
+    coverage = {name: float(np.mean(v)) for name, v in covered.items()}
+    print("MAE", {k: round(v, 4) for k, v in mae.items()})
+    print("coverage", {k: round(v, 3) for k, v in coverage.items()})
+    assert mae["estimated_accuracy"] <= 0.01, mae
+    assert max(mae.values()) <= 0.015, mae
+    assert 0.90 <= coverage["estimated_accuracy"] <= 0.98, coverage
+    assert all(0.90 <= c <= 0.995 for c in coverage.values()), coverage  # widened: conservative
+    assert np.mean(raw_gap) > 0.05  # uncalibrated, the model believes itself far better
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_split_and_merge_is_exact(seed: int) -> None:
+    """Any split of the events over partials, merged in any order, through to_dict: the same
+    integers as one sketch of all of them."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 3000))
+    s, _ = _model(rng, n)
+    s[rng.random(n) < 0.05, 1] = np.nan
+    pred = rng.integers(0, 5, n)  # 4: a label outside the reference's classes
+    whole = ClassProbabilitySums(4)
+    whole.update(pred, s)
+    cuts = np.sort(rng.integers(0, n + 1, int(rng.integers(1, 6))))
+    parts = []
+    for chunk in np.split(np.arange(n), cuts):
+        part = ClassProbabilitySums(4)
+        part.update(pred[chunk], s[chunk])
+        parts.append(ClassProbabilitySums.from_dict(msgspec.json.decode(msgspec.json.encode(part.to_dict()))))
+    merged = ClassProbabilitySums(4)
+    for i in rng.permutation(len(parts)).tolist():
+        merged.merge(parts[i])
+    assert merged == whole
+    assert merged.n == int((~np.isnan(s).any(axis=1)).sum())
+
+
+def test_estimates_are_plug_in_functions_of_the_expected_confusion_matrix() -> None:
+    """A hand-computable window: two events predicted a, one b."""
+    sketch = ClassProbabilitySums(2)
+    sketch.update(np.array([0, 0, 1]), np.array([[0.75, 0.25], [0.5, 0.5], [0.25, 0.75]]))
+    v = estimate_class_probabilities(sketch, ("a", "b")).values
+    # E[confusion] rows predicted, columns true: [[1.25, 0.75], [0.25, 0.75]]
+    assert v["estimated_accuracy"] == pytest.approx(2.0 / 3.0)
+    assert v["estimated_precision.a"] == pytest.approx(1.25 / 2)
+    assert v["estimated_recall.a"] == pytest.approx(1.25 / 1.5)
+    assert v["estimated_f1.b"] == pytest.approx(1.5 / 2.5)
+    assert v["estimated_precision"] == pytest.approx((1.25 / 2 + 0.75) / 2)
+
+
+def test_old_partials_and_profiles_load() -> None:
+    cal = MulticlassCalibrator(CLASSES)
+    spec = AggregateSpec(task="multiclass", class_calibrator=cal)
+    agg = WindowAggregate(spec)
+    old = agg.to_dict()
+    del old["class_probabilities"]
+    assert WindowAggregate.from_dict(old, spec).class_probabilities == ClassProbabilitySums(4)
+    profile = ReferenceProfile("m", "*", {}, class_calibrator=cal).to_dict()
+    assert ReferenceProfile.from_dict(profile).class_calibrator == cal
+    del profile["class_calibrator"]
+    assert ReferenceProfile.from_dict(profile).class_calibrator is None
+
+
+# ---- through the join ---------------------------------------------------------------------
+T0 = 1_767_225_600_000
+W = 60_000
+
+
+def _events(
+    rng: np.random.Generator, n: int, start: int
+) -> tuple[list[PredictionEvent], list[GroundTruthEvent]]:
+    s, y = _model(rng, n)
+    preds, labels = [], []
+    for i in range(n):
+        ts = start + int(i * W // n)
+        preds.append(PredictionEvent(
+            prediction_id=f"p{start}-{i}", model_id="m", timestamp=ts, features={"x": float(s[i, 0])},
+            prediction=CLASSES[int(s[i].argmax())],
+            scores={c: float(s[i, j]) for j, c in enumerate(CLASSES)} if i % 10 else None))
+        labels.append(GroundTruthEvent(prediction_id=f"p{start}-{i}", model_id="m", label=CLASSES[int(y[i])],
+                                       timestamp=ts + 100))
+    return preds, labels
+
+
+def _window_results(n_partitions: int) -> list:
+    rng = np.random.default_rng(7)
+    ref_preds, ref_labels = _events(rng, 5000, T0 - 10 * W)
+    rows = [{**msgspec.to_builtins(p), "label": lab.label}
+            for p, lab in zip(ref_preds, ref_labels, strict=True)]
+    cfg = ModelConfig(task="multiclass", window_ms=W, grace_ms=1000, label_horizon_ms=5000)
+    config = Config(defaults=cfg)
+    catalog = ModelCatalog(config, build_profiles(rows, "m", cfg))
+    joins = [JoinPartition(p, catalog, prediction_sources=["p:0"], label_sources=["l:0"])
+             for p in range(n_partitions)]
+    merger = WindowMerger(catalog, Evaluator(catalog), n_partitions)
+    preds, labels = _events(rng, 3000, T0)
+    for offset, chunk in enumerate(range(0, len(preds), 700)):
+        events = preds[chunk:chunk + 700]
+        targets = partition_for([e.prediction_id for e in events], n_partitions).tolist()
+        for p, jp in enumerate(joins):
+            members = [e for e, t in zip(events, targets, strict=True) if t == p]
+            if members and jp.accept("p:0", offset):
+                block = PredictionBlock.from_events(members, catalog.positive_label)
+                # through the join-input wire format, as from the ingest stage
+                wire = msgspec.msgpack.decode(msgspec.msgpack.encode(block.to_wire("p:0", offset, 0)),
+                                              type=PredictionColumns)
+                jp.add_prediction_block(PredictionBlock.from_wire(wire))
+    for p, jp in enumerate(joins):
+        targets = partition_for([e.prediction_id for e in labels], n_partitions).tolist()
+        jp.add_labels([e for e, t in zip(labels, targets, strict=True) if t == p])
+    results = []
+    for jp in joins:
+        for source in ("p:0", "l:0"):
+            for message in [*jp.end_source(source), jp.progress()]:
+                results.extend(e.result for e in merger.add(message).evaluations)
+    return [r for r in results if not r.segment]
+
+
+def test_a_multiclass_window_result_carries_the_estimates_through_the_join() -> None:
+    results = _window_results(3)
+    provisional = [r for r in results if r.phase == "provisional"]
+    final = [r for r in results if r.phase == "final"]
+    assert provisional and final
+    for r in provisional + final:
+        m = r.metrics
+        for name in ("estimated_accuracy", "estimated_precision", "estimated_recall", "estimated_f1",
+                     *(f"estimated_recall.{c}" for c in CLASSES)):
+            assert m[name] is not None and 0.0 < m[name] < 1.0, name
+            lo, hi = r.intervals[name]
+            assert lo < m[name] < hi
+    last = final[-1].metrics
+    assert last["estimation_error_accuracy"] == pytest.approx(last["estimated_accuracy"] - last["accuracy"])
+    assert last["estimation_error_precision"] == pytest.approx(
+        last["estimated_precision"] - last["precision_macro"])
+    assert last["estimation_error_f1.a"] == pytest.approx(last["estimated_f1.a"] - last["f1.a"])
+    assert abs(last["estimation_error_accuracy"]) < 0.05
+    # and the same numbers on one partition: the sketch merges exactly
+    one = [r for r in _window_results(1) if r.phase == "final"][-1].metrics
+    estimated = {k: v for k, v in last.items() if k.startswith("estimated_")}
+    assert estimated == {k: v for k, v in one.items() if k.startswith("estimated_")}
+    assert all(v is None or math.isfinite(v) for v in estimated.values())
+
+
+def test_unscored_or_unknown_rows_are_skipped_and_counted_by_predicted_row() -> None:
+    spec = AggregateSpec(task="multiclass", class_calibrator=MulticlassCalibrator(("a", "b")))
+    agg = WindowAggregate(spec)
+    cols = feature_columns([{}, {}, {}, {}])
+    preds = np.array(["a", "zzz", "b", "a"], dtype=object)
+    agg.add_predictions(cols, np.arange(4), np.arange(4, dtype=np.uint64), preds, np.full(4, np.nan),
+                        [{"a": 0.9, "b": 0.1}, {"a": 0.5, "b": 0.5}, None, {"a": 0.2}])
+    cp = agg.class_probabilities
+    assert cp is not None
+    assert cp.n == 2 and cp.count.tolist() == [1, 0, 1]
