@@ -208,3 +208,45 @@ def test_fold_predictions_and_outcomes_are_one_add_per_group(seed: int, fitted: 
     fold_predictions(parts, columns, keys, predictions, scores, fold_groups=groups)
     fold_outcomes(parts, predictions, labels, scores, keys, times)
     assert [a.to_dict() for a in batched] == [o.to_dict() for o in oracle]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fold_predictions_of_class_score_vectors_is_one_add_per_group(seed: int) -> None:
+    """Multiclass slices (two models, each its own classes and calibrator) beside a binary one:
+    score vectors missing, incomplete or naming other classes, predictions outside the classes."""
+    from driftline.detectors.calibration import MulticlassCalibrator, fit_multiclass_calibrator
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    columns = feature_columns(_rows(rng, n))
+    keys = rng.integers(0, 2**64 - 1, n, dtype=np.uint64)
+    ref = rng.dirichlet(np.ones(3), 600)
+    fitted = fit_multiclass_calibrator(ref, np.array(["a", "b", "c"], dtype=object)[ref.argmax(axis=1)],
+                                       ("a", "b", "c"))
+    specs = [AggregateSpec(task="multiclass", class_calibrator=fitted, sample_size=20),
+             AggregateSpec(task="multiclass", class_calibrator=MulticlassCalibrator(("x", "y")),
+                           sample_size=20),
+             AggregateSpec(task="binary", sample_size=20)]
+    groups = rng.integers(0, 6, n)
+    predictions = np.array(["a", "b", "c", "x", "y", "1"], dtype=object)[rng.integers(0, 6, n)]
+    class_scores: list[dict[str, float] | None] = []
+    for _ in range(n):
+        r = rng.random()
+        p = rng.dirichlet(np.ones(3)).tolist()
+        class_scores.append(None if r < 0.15 else {"a": p[0], "b": p[1]} if r < 0.25
+                            else {"x": p[0], "y": 1 - p[0]} if r < 0.5 else dict(zip("abc", p, strict=True)))
+    scores = rng.random(n)
+    slices = [([0, 1, 2], 0), ([0], 0), ([2], 0), ([3, 4], 1), ([4], 1), ([5], 2)]
+    batched = [WindowAggregate(specs[s]) for _, s in slices]
+    oracle = [WindowAggregate(specs[s]) for _, s in slices]
+    parts = []
+    for agg, oagg, (members, _) in zip(batched, oracle, slices, strict=True):
+        idx = [i for i in (np.flatnonzero(groups == g) for g in members) if i.size]
+        if not idx:
+            continue
+        parts.append((agg, np.concatenate(idx)))
+        for i in idx:
+            oagg.add_predictions(columns, i, keys[i], predictions[i], scores[i], [class_scores[j] for j in i])
+    fold_predictions(parts, columns, keys, predictions, scores, fold_groups=groups, class_scores=class_scores)
+    assert [a.to_dict() for a in batched] == [o.to_dict() for o in oracle]
+    assert any(a.class_probabilities is not None and a.class_probabilities.n for a, _ in parts) or n < 20
