@@ -59,6 +59,23 @@ def _index(values: list[Any]) -> tuple[list[Any], np.ndarray]:
     return list(first), np.array(list(map(first.__getitem__, values)), dtype=np.uint32)
 
 
+def _vectors(
+    events: Sequence[PredictionEvent],
+    dicts: list[dict[str, float] | None],
+    keeps: Callable[[str], bool] | None,
+) -> list[dict[str, float] | None] | None:
+    """The ``scores`` vectors a block carries: all, or only those of models ``keeps`` names
+    (None when that leaves none)."""
+    if keeps is None:
+        return dicts
+    kept = {m: keeps(m) for m in {e.model_id for e in events}}
+    if all(kept.values()):
+        return dicts
+    if not any(kept.values()):
+        return None
+    return [d if kept[e.model_id] else None for e, d in zip(events, dicts, strict=True)]
+
+
 def row_offsets(message: PredictionColumns | LabelColumns) -> np.ndarray | None:
     """The source offset of each row of a block, or None when all are at ``message.offset``."""
     return None if message.row_offsets is None else from_buffer(message.row_offsets, "<i8", np.int64)
@@ -90,11 +107,14 @@ class PredictionBlock:
         positive_label: Callable[[str], str],
         keys: np.ndarray | None = None,
         unscored: dict[str, list[str]] | None = None,
+        keeps_vectors: Callable[[str], bool] | None = None,
     ) -> PredictionBlock:
         """``positive_label(model_id)`` names the class whose entry in ``scores`` is the
         score when an event has no ``score`` of its own. ``unscored``, when given, collects
         the models whose events had ``scores`` without that class (with the classes they
-        named), which ingest warns about: such events have no score."""
+        named), which ingest warns about: such events have no score. ``keeps_vectors(model_id)``,
+        when given, says whose ``scores`` vectors the block carries on (multiclass models'):
+        the others' would only cost bytes on join-input."""
         ids = [e.prediction_id for e in events]
         raw = [
             (e.model_id, e.model_version, tuple(e.segments.items()) if e.segments else ())
@@ -126,7 +146,7 @@ class PredictionBlock:
             predictions=[e.prediction for e in events],
             scores=scores,
             features=feature_columns([e.features for e in events]),
-            class_scores=dicts if has_dicts else None,
+            class_scores=_vectors(events, dicts, keeps_vectors) if has_dicts else None,
         )
 
     def by_model(self) -> list[tuple[str, np.ndarray | None]]:

@@ -420,6 +420,7 @@ class Router:
                 self.catalog.positive_label,
                 keys,
                 unscored,
+                self._multiclass,
             )
             if unscored.keys() - self._warned_unscored:
                 self._warn_unscored(unscored)
@@ -455,6 +456,10 @@ class Router:
         seen = newest[0] if len(newest) == k else MIN_WATERMARK
         wm = self._wm[source] = max(self._wm.get(source, MIN_WATERMARK), seen)
         return wm
+
+    def _multiclass(self, model_id: str) -> bool:
+        """Whether a model's ``scores`` vectors go on to the join (its multiclass estimates)."""
+        return self.catalog.model(model_id).task == "multiclass"
 
     def _warn_unscored(self, unscored: dict[str, list[str]]) -> None:
         """Once per binary model: its predictions' ``scores`` lack the positive class, so they

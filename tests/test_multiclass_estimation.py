@@ -238,3 +238,15 @@ def test_unscored_or_unknown_rows_are_skipped_and_counted_by_predicted_row() -> 
     cp = agg.class_probabilities
     assert cp is not None
     assert cp.n == 2 and cp.count.tolist() == [1, 0, 1]
+
+
+def test_blocks_carry_only_the_score_vectors_of_models_that_use_them() -> None:
+    events = [PredictionEvent(prediction_id=str(i), model_id=m, timestamp=T0, prediction="a",
+                              scores={"a": 0.7, "b": 0.3})
+              for i, m in enumerate(["multi", "bin", "multi"])]
+    keep = PredictionBlock.from_events(events, lambda m: "a", keeps_vectors=lambda m: m == "multi")
+    assert keep.class_scores == [{"a": 0.7, "b": 0.3}, None, {"a": 0.7, "b": 0.3}]
+    assert keep.take(np.array([1])).class_scores == [None]
+    none = PredictionBlock.from_events(events, lambda m: "a", keeps_vectors=lambda m: False)
+    assert none.class_scores is None
+    assert PredictionBlock.from_events(events, lambda m: "a").class_scores is not None
