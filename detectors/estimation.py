@@ -1,4 +1,7 @@
-"""Label-free performance estimation for binary classifiers (confidence-based, CBPE).
+"""Label-free performance estimation for classifiers (confidence-based, CBPE).
+
+Binary models below; multiclass ones in :func:`estimate_class_probabilities`, the same idea on
+the expected confusion matrix of calibrated class-probability vectors.
 
 Labels often arrive days after predictions, or never. If the model's scores are *calibrated*,
 p = P(y=1 | score), the expected confusion matrix of a window follows from the scores alone
@@ -195,8 +198,8 @@ def estimate_multiclass(
     estimates, as scikit-learn's ``average="macro"`` (ROC AUC one-vs-rest), without intervals:
     one event's label moves every class's counts, so per-class variances do not add.
 
-    Not wired into the pipeline: events carry one score (the positive class's) through the
-    join, not the class-probability vector (docs/detectors.md)."""
+    Not wired into the pipeline, which uses :func:`estimate_class_probabilities` on the
+    window's :class:`ClassProbabilitySums` (no ROC AUC there: it needs per-class rankings)."""
     names = [f"estimated_{m}" for m in _BINARY]
     n = per_class[0].n if per_class else 0
     if n == 0 or any(cs.n != n for cs in per_class):

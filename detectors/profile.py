@@ -8,7 +8,9 @@ category counts. Predictions and labels are profiled the same way, and baseline 
 computed when labels are present. A binary model's reference with scores and labels also
 fits a score calibrator (:mod:`driftline.detectors.calibration`), stored with the profile,
 which the windows apply before estimating performance without labels. A row's score is its
-``score``, else its ``scores[positive_label]``, as ingest reads events.
+``score``, else its ``scores[positive_label]``, as ingest reads events. A multiclass model's
+reference rows with ``scores`` vectors and labels fit its class-probability map
+(:class:`~driftline.detectors.calibration.MulticlassCalibrator`), which also fixes its classes.
 
 Categorical values are spelt by :func:`~driftline.detectors.categories.category_string`
 everywhere (so ``True``, ``1`` and ``1.0`` are all ``"1"``), as the window sketches spell them.
