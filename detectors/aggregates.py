@@ -28,6 +28,7 @@ from driftline.detectors.sketches import (
     CalibratedScores,
     CategoricalSketch,
     ClassProbabilitySums,
+    ClassRankings,
     ConfusionCounts,
     ExpectedConfusion,
     Mergeable,
@@ -272,6 +273,8 @@ class WindowAggregate:
         classes = spec.class_calibrator.classes if spec.class_calibrator is not None else ()
         self.class_probabilities = (ClassProbabilitySums(len(classes))
                                     if spec.task == "multiclass" and classes else None)
+        #: the same vectors one-vs-rest by raw-score bin per class: expected ROC AUC per class
+        self.class_rankings = ClassRankings(len(classes)) if spec.task == "multiclass" and classes else None
         #: regression predictions counted on the loss model's bins: label-free MAE and RMSE
         self.loss_bins = (NumericSketch(np.array(spec.loss_model.edges), 0)
                           if regression and spec.loss_model is not None else None)
@@ -298,6 +301,7 @@ class WindowAggregate:
             "expected": self.expected,
             "calibrated": self.calibrated,
             "class_probabilities": self.class_probabilities,
+            "class_rankings": self.class_rankings,
             "loss_bins": self.loss_bins,
             "error_sample": self.error_sample,
             "error_time": self.error_time,
@@ -382,7 +386,10 @@ class WindowAggregate:
             k = len(calibrator.classes)
             pred = np.array([index.get(p, k) for p in np.asarray(predictions, dtype=object)[scored].tolist()],
                             dtype=np.int64)
-            self.class_probabilities.update(pred, calibrator.apply(raw[scored]))
+            q = calibrator.apply(raw[scored])
+            self.class_probabilities.update(pred, q)
+            if self.class_rankings is not None:
+                self.class_rankings.update(pred, raw[scored], q)
 
     def _type_error(self, name: str, count: int) -> None:
         if count:
@@ -501,6 +508,7 @@ class WindowAggregate:
         agg.calibrated = _load(agg.calibrated, d, "calibrated")
         # partials written before multiclass estimates have none: the sketch starts empty
         agg.class_probabilities = _load(agg.class_probabilities, d, "class_probabilities")
+        agg.class_rankings = _load(agg.class_rankings, d, "class_rankings")
         agg.loss_bins = _load(agg.loss_bins, d, "loss_bins")
         agg.error_sample = _load(agg.error_sample, d, "error_sample")
         agg.error_time = _load(agg.error_time, d, "error_time")

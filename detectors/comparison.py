@@ -191,7 +191,7 @@ def _performance(agg: WindowAggregate) -> tuple[dict[str, float], dict[str, tupl
     classes = agg.spec.class_calibrator
     if agg.class_probabilities is not None and classes is not None and agg.class_probabilities.n:
         found = estimate_class_probabilities(agg.class_probabilities, classes.classes,
-                                             n_reference=classes.fitted_rows)
+                                             rankings=agg.class_rankings, n_reference=classes.fitted_rows)
         out.update(found.values)
         intervals = found.intervals
     loss_model = agg.spec.loss_model

@@ -58,7 +58,12 @@ import numpy as np
 from scipy.stats import norm
 
 from driftline.detectors.calibration import Calibrator
-from driftline.detectors.sketches import CalibratedScores, ClassProbabilitySums, ExpectedConfusion
+from driftline.detectors.sketches import (
+    CalibratedScores,
+    ClassProbabilitySums,
+    ClassRankings,
+    ExpectedConfusion,
+)
 
 __all__ = [
     "DEFAULT_LEVEL",
@@ -226,7 +231,12 @@ MULTICLASS_ESTIMATED = {"accuracy": "accuracy", "precision": "precision_macro", 
 
 
 def estimate_class_probabilities(
-    s: ClassProbabilitySums, classes: Sequence[str], *, level: float = DEFAULT_LEVEL, n_reference: int = 0
+    s: ClassProbabilitySums,
+    classes: Sequence[str],
+    *,
+    rankings: ClassRankings | None = None,
+    level: float = DEFAULT_LEVEL,
+    n_reference: int = 0,
 ) -> Estimate:
     """CBPE for a K-class model from its window's calibrated class-probability sums.
 
@@ -236,8 +246,14 @@ def estimate_class_probabilities(
     of M, named ``estimated_accuracy``, ``estimated_precision`` (macro) and
     ``estimated_precision.<class>``. Intervals by the delta method with the exact covariance
     of M given the predictions: rows are independent, row i has diag(Σq) - Σq qᵀ; widened by
-    (1 + n / n_reference) for the calibrator's own error, as :func:`estimate_binary`. No ROC
-    AUC: that needs each class's raw-score ranking, which this sketch does not keep."""
+    (1 + n / n_reference) for the calibrator's own error, as :func:`estimate_binary`.
+
+    With ``rankings`` (the same window's per-class raw-score bins) also the one-vs-rest
+    ``estimated_roc_auc.<class>`` (:func:`estimate_binary`'s expected ROC AUC, with its interval)
+    and their macro mean ``estimated_roc_auc``, as scikit-learn's ``multi_class="ovr",
+    average="macro"``, without an interval: one event's label moves every class's curve, and
+    the bound that ignores how (the mean of the per-class standard deviations) covered 100 %
+    in the seeded trials, far above its nominal level."""
     k = s.k
     if len(classes) != k:
         raise ValueError("one class name per column of the sketch")
@@ -285,6 +301,14 @@ def estimate_class_probabilities(
         var = float(np.einsum("ij,ijl,il->", g, cov, g))
         if math.isfinite(values[name]) and math.isfinite(var):
             intervals[name] = _interval(values[name], var * widen, z)
+    if rankings is not None and all(part.n == s.n for part in rankings.parts):
+        for c, part in zip(classes, rankings.parts, strict=True):
+            one = estimate_binary(part, level=level, n_reference=n_reference)
+            name = f"estimated_roc_auc.{c}"
+            values[name] = one.values["estimated_roc_auc"]
+            if "estimated_roc_auc" in one.intervals:
+                intervals[name] = one.intervals["estimated_roc_auc"]
+        values["estimated_roc_auc"] = float(np.mean([values[f"estimated_roc_auc.{c}"] for c in classes]))
     return Estimate(values, intervals, level)
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "CalibratedScores",
     "CategoricalSketch",
     "ClassProbabilitySums",
+    "ClassRankings",
     "ConfusionCounts",
     "ExactSum",
     "ExpectedConfusion",
@@ -1270,5 +1271,44 @@ class ClassProbabilitySums:
         return (self.k == other.k and self.n == other.n
                 and all(np.array_equal(getattr(self, f), getattr(other, f))
                         for f in ("count", "sum_q", "sum_qq")))
+
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
+
+
+class ClassRankings:
+    """One :class:`CalibratedScores` per class of a multiclass model, each fed one-vs-rest
+    (predicted class k, class k's raw score, its calibrated q): the expected one-vs-rest ROC
+    AUC of every class. Merges, serialises and compares as its parts do."""
+
+    def __init__(self, k: int, n_bins: int = 400) -> None:
+        if k < 2:
+            raise ValueError("a multiclass sketch needs at least 2 classes")
+        self.parts = [CalibratedScores(n_bins) for _ in range(k)]
+
+    def update(self, predicted: np.ndarray, raw: np.ndarray, q: np.ndarray) -> None:
+        """``predicted``: class indices (K: another label), ``raw`` and ``q``: (rows, K)."""
+        pred = np.asarray(predicted, dtype=np.int64)
+        for k, part in enumerate(self.parts):
+            part.update(pred == k, raw[:, k], q[:, k])
+
+    def merge(self, other: ClassRankings) -> None:
+        _check_same("classes", len(self.parts), len(other.parts))
+        for mine, theirs in zip(self.parts, other.parts, strict=True):
+            mine.merge(theirs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"parts": [p.to_dict() for p in self.parts]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        parts = [CalibratedScores.from_dict(p) for p in d["parts"]]
+        s = cls(len(parts), parts[0].n_bins)
+        s.parts = parts
+        return s
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ClassRankings):
+            return NotImplemented
+        return self.parts == other.parts
 
     __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method

@@ -138,7 +138,7 @@ METRIC_FAMILIES: tuple[tuple[str, str, str], ...] = (
     *((f"{m}.", "<class>", "") for m in _AVERAGED),
     ("support.", "<class>", ""),
     # a multiclass model's per-class estimates and their errors once labelled
-    *((f"estimated_{m}.", "<class>", "") for m in ("precision", "recall", "f1")),
+    *((f"estimated_{m}.", "<class>", "") for m in ("precision", "recall", "f1", "roc_auc")),
     *((f"estimation_error_{m}.", "<class>", "") for m in ("precision", "recall", "f1")),
     ("drift.", "<feature>", ".statistic"),
     ("drift.", "<feature>", ".p_value"),

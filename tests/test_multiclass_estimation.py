@@ -10,14 +10,14 @@ import math
 import msgspec
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from driftline.detectors.aggregates import AggregateSpec, WindowAggregate, feature_columns
 from driftline.detectors.calibration import MulticlassCalibrator, fit_multiclass_calibrator, fit_temperature
 from driftline.detectors.estimation import estimate_class_probabilities
 from driftline.detectors.hashing import partition_for
 from driftline.detectors.profile import ReferenceProfile
-from driftline.detectors.sketches import ClassProbabilitySums
+from driftline.detectors.sketches import ClassProbabilitySums, ClassRankings
 from driftline.platform.config import Config, ModelConfig
 from driftline.schemas import GroundTruthEvent, PredictionEvent
 from driftline.streams.catalog import ModelCatalog, build_profiles
@@ -67,10 +67,12 @@ def test_overconfident_multiclass_estimates_match_sklearn_over_seeded_trials() -
         for _ in range(10):
             s, y = _model(rng, 5000)
             pred = s.argmax(axis=1)
-            sketch, raw_sketch = ClassProbabilitySums(4), ClassProbabilitySums(4)
-            sketch.update(pred, cal.apply(s))
+            sketch, raw_sketch, rankings = ClassProbabilitySums(4), ClassProbabilitySums(4), ClassRankings(4)
+            q = cal.apply(s)
+            sketch.update(pred, q)
+            rankings.update(pred, s, q)
             raw_sketch.update(pred, s)
-            found = estimate_class_probabilities(sketch, names, n_reference=20_000)
+            found = estimate_class_probabilities(sketch, names, rankings=rankings, n_reference=20_000)
             raw = estimate_class_probabilities(raw_sketch, names)
             labels = list(range(4))
             realised = {
@@ -78,14 +80,18 @@ def test_overconfident_multiclass_estimates_match_sklearn_over_seeded_trials() -
                 "estimated_precision": precision_score(y, pred, average="macro", zero_division=0),
                 "estimated_recall": recall_score(y, pred, average="macro", zero_division=0),
                 "estimated_f1": f1_score(y, pred, average="macro", zero_division=0),
+                "estimated_roc_auc": roc_auc_score(y, s, multi_class="ovr", average="macro"),
             }
+            realised.update({f"estimated_roc_auc.{c}": roc_auc_score(y == i, s[:, i])
+                             for i, c in enumerate(names)})
             for metric, fn in (("precision", precision_score), ("recall", recall_score), ("f1", f1_score)):
                 per = fn(y, pred, average=None, labels=labels, zero_division=0)
                 realised.update({f"estimated_{metric}.{c}": float(per[i]) for i, c in enumerate(names)})
             for name, real in realised.items():
                 errors.setdefault(name, []).append(abs(found.values[name] - real))
-                lo, hi = found.intervals[name]
-                covered.setdefault(name, []).append(lo <= real <= hi)
+                if name != "estimated_roc_auc":  # the macro ROC AUC has no interval
+                    lo, hi = found.intervals[name]
+                    covered.setdefault(name, []).append(lo <= real <= hi)
             raw_gap.append(raw.values["estimated_accuracy"] - realised["estimated_accuracy"])
     mae = {name: float(np.mean(v)) for name, v in errors.items()}
     coverage = {name: float(np.mean(v)) for name, v in covered.items()}
@@ -140,8 +146,10 @@ def test_old_partials_and_profiles_load() -> None:
     spec = AggregateSpec(task="multiclass", class_calibrator=cal)
     agg = WindowAggregate(spec)
     old = agg.to_dict()
-    del old["class_probabilities"]
-    assert WindowAggregate.from_dict(old, spec).class_probabilities == ClassProbabilitySums(4)
+    del old["class_probabilities"], old["class_rankings"]
+    loaded = WindowAggregate.from_dict(old, spec)
+    assert loaded.class_probabilities == ClassProbabilitySums(4)
+    assert loaded.class_rankings == ClassRankings(4)
     profile = ReferenceProfile("m", "*", {}, class_calibrator=cal).to_dict()
     assert ReferenceProfile.from_dict(profile).class_calibrator == cal
     del profile["class_calibrator"]
@@ -211,10 +219,12 @@ def test_a_multiclass_window_result_carries_the_estimates_through_the_join() -> 
     for r in provisional + final:
         m = r.metrics
         for name in ("estimated_accuracy", "estimated_precision", "estimated_recall", "estimated_f1",
-                     *(f"estimated_recall.{c}" for c in CLASSES)):
+                     *(f"estimated_recall.{c}" for c in CLASSES), "estimated_roc_auc.b"):
             assert m[name] is not None and 0.0 < m[name] < 1.0, name
             lo, hi = r.intervals[name]
             assert lo < m[name] < hi
+        auc = [m[f"estimated_roc_auc.{c}"] for c in CLASSES]
+        assert m["estimated_roc_auc"] == pytest.approx(np.mean(auc))
     last = final[-1].metrics
     assert last["estimation_error_accuracy"] == pytest.approx(last["estimated_accuracy"] - last["accuracy"])
     assert last["estimation_error_precision"] == pytest.approx(
