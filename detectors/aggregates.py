@@ -382,10 +382,7 @@ class WindowAggregate:
         raw = class_score_matrix(class_scores, calibrator.classes)
         scored = ~np.isnan(raw).any(axis=1)
         if scored.any():
-            index = {c: i for i, c in enumerate(calibrator.classes)}
-            k = len(calibrator.classes)
-            pred = np.array([index.get(p, k) for p in np.asarray(predictions, dtype=object)[scored].tolist()],
-                            dtype=np.int64)
+            pred = calibrator.index_of(np.asarray(predictions, dtype=object)[scored].tolist())
             q = calibrator.apply(raw[scored])
             self.class_probabilities.update(pred, q)
             if self.class_rankings is not None:

@@ -35,7 +35,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,7 @@ __all__ = [
     "MULTICLASS_METHODS",
     "Calibrator",
     "MulticlassCalibrator",
+    "class_index",
     "fit_calibrator",
     "fit_isotonic",
     "fit_multiclass_calibrator",
@@ -308,6 +309,10 @@ class MulticlassCalibrator:
         """The reference rows behind the map (0 for the identity, which has no parameter)."""
         return 0 if self.method == "identity" else self.n
 
+    def index_of(self, labels: Sequence[Any]) -> np.ndarray:
+        """Each label string's position in ``classes``; K for any other label (or None)."""
+        return class_index(labels, self.classes)
+
     def apply(self, scores: np.ndarray) -> np.ndarray:
         """Class probabilities of an (n, K) score matrix (columns in ``classes`` order); a row
         with a NaN stays NaN, a row mapped to all zeros becomes uniform."""
@@ -339,6 +344,14 @@ class MulticlassCalibrator:
                    {str(k): float(v) for k, v in (d.get("scores") or {}).items()})
 
 
+def class_index(labels: Sequence[Any], classes: Sequence[str]) -> np.ndarray:
+    """Each label string's position in ``classes``, len(classes) for any other: the one map
+    from labels to the rows of the multiclass sketches."""
+    index = {c: i for i, c in enumerate(classes)}
+    k = len(classes)
+    return np.array([index.get(v, k) for v in labels], dtype=np.int64)
+
+
 def _fit_multiclass(
     method: str, classes: tuple[str, ...], s: np.ndarray, y: np.ndarray
 ) -> MulticlassCalibrator:
@@ -360,9 +373,8 @@ def fit_multiclass_calibrator(
     label strings; rows with a NaN score or a label outside ``classes`` are ignored."""
     s = np.asarray(scores, dtype=np.float64)
     lab = np.asarray(labels, dtype=object)
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.array([index.get(v, -1) for v in lab.tolist()], dtype=np.int64)
-    ok = ~np.isnan(s).any(axis=1) & (y >= 0)
+    y = class_index(lab.tolist(), classes)
+    ok = ~np.isnan(s).any(axis=1) & (y < len(classes))
     s, y = np.clip(s[ok], 0.0, 1.0), y[ok]
     if method != "auto":
         if method not in MULTICLASS_METHODS:

@@ -49,6 +49,7 @@ from driftline.detectors.sketches import (
     CalibratedScores,
     CategoricalSketch,
     ClassProbabilitySums,
+    ClassRankings,
     ConfusionCounts,
     ExpectedConfusion,
     NumericSketch,
@@ -407,13 +408,13 @@ def _own_class_estimates(
     scored = ~np.isnan(matrix).any(axis=1)
     if not scored.any():
         return {}
-    index = {c: i for i, c in enumerate(calibrator.classes)}
+    pred = calibrator.index_of([None if p is None else category_string(p) for p in preds])[scored]
     k = len(calibrator.classes)
-    pred = np.array([index.get(category_string(p), k) if p is not None else k for p in preds],
-                    dtype=np.int64)[scored]
-    sketch = ClassProbabilitySums(k)
-    sketch.update(pred, calibrator.apply(matrix[scored]))
-    return estimate_class_probabilities(sketch, calibrator.classes).values
+    sketch, rankings = ClassProbabilitySums(k), ClassRankings(k)
+    q = calibrator.apply(matrix[scored])
+    sketch.update(pred, q)
+    rankings.update(pred, matrix[scored], q)
+    return estimate_class_probabilities(sketch, calibrator.classes, rankings=rankings).values
 
 
 def _own_estimates(

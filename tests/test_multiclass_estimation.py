@@ -260,3 +260,20 @@ def test_blocks_carry_only_the_score_vectors_of_models_that_use_them() -> None:
     none = PredictionBlock.from_events(events, lambda m: "a", keeps_vectors=lambda m: False)
     assert none.class_scores is None
     assert PredictionBlock.from_events(events, lambda m: "a").class_scores is not None
+
+
+def test_the_reference_fits_the_class_map_and_its_own_estimates() -> None:
+    rng = np.random.default_rng(5)
+    preds, labels = _events(rng, 4000, T0)
+    rows = [{**msgspec.to_builtins(p), "label": lab.label} for p, lab in zip(preds, labels, strict=True)]
+    cfg = ModelConfig(task="multiclass")
+    profile = build_profiles(rows, "m", cfg)[("m", "")]
+    cal = profile.class_calibrator
+    assert cal is not None and cal.classes == CLASSES and cal.method == "temperature"
+    assert cal.temperature == pytest.approx(0.5, abs=0.05)
+    assert ReferenceProfile.from_dict(msgspec.json.decode(msgspec.json.encode(profile.to_dict()))) == profile
+    # the baseline a rule on estimated_accuracy compares with, near the reference's realised one
+    assert profile.metrics["estimated_accuracy"] == pytest.approx(profile.metrics["accuracy"], abs=0.03)
+    assert "estimated_roc_auc.a" in profile.metrics
+    binary = build_profiles(rows, "m", ModelConfig(task="binary"))[("m", "")]
+    assert binary.class_calibrator is None
