@@ -25,14 +25,27 @@ from driftline.streams.trainer import RetrainingConsumer, SqliteDedupStore
 
 
 def describe(request: RetrainingRequest) -> str:
+    """Both versions of the request: version 1 (``schema_version`` "1.0") has no
+    ``training_data`` and always means "retrain"; version 2 says what to do and where the
+    data is (docs/retraining.md)."""
     data = request.data
     suggested = data.suggested_training_range
-    return (
-        f"retrain {data.model_id} v{data.model_version}: {data.reason}\n"
-        f"  id (idempotency key): {request.id}\n"
-        f"  window:               {data.window.start} .. {data.window.end}\n"
-        f"  suggested range:      {suggested.start} .. {suggested.end}"
-    )
+    lines = [
+        f"{data.action} {data.model_id} v{data.model_version}: {data.reason}",
+        f"  id (idempotency key): {request.id}",
+        f"  window:               {data.window.start} .. {data.window.end}",
+        f"  suggested range:      {suggested.start} .. {suggested.end}",
+    ]
+    training = data.training_data
+    if training is not None:
+        for kind, ranges in (("predictions", training.predictions), ("labels", training.labels)):
+            spans = ", ".join(f"{r.topic}[{r.partition}] {r.first_offset}..{r.last_offset}" for r in ranges)
+            lines.append(f"  {kind + ':':<21} {spans or 'none seen'}")
+        coverage = "n/a" if training.label_coverage is None else f"{training.label_coverage:.0%}"
+        lines.append(f"  label coverage:       {coverage} of {training.prediction_count} predictions")
+    if data.baseline is not None:
+        lines.append(f"  must beat:            {data.baseline.metric} {data.baseline.value:.4f}")
+    return "\n".join(lines)
 
 
 def _settings(bootstrap: str | None) -> KafkaSettings:
