@@ -21,7 +21,7 @@ from types import FrameType
 
 from driftline.platform.kafka import KafkaSettings, quick_join_consumer_config
 from driftline.schemas import RetrainingRequest
-from driftline.streams.trainer import RetrainingConsumer, SqliteDedupStore
+from driftline.streams.trainer import RetrainingConsumer, SqliteDedupStore, StoreAcknowledger
 
 
 def describe(request: RetrainingRequest) -> str:
@@ -75,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dedup-db", default="trainer-dedup.sqlite", help="SQLite file of handled request ids"
     )
+    parser.add_argument(
+        "--store-url",
+        default=os.environ.get("DRIFTLINE_STORE_URL"),
+        help="driftline's store: record each handled request there (driftline models show)",
+    )
     parser.add_argument("--train-seconds", type=float, default=1.0, help="simulated training time")
     parser.add_argument(
         "--fast-join",
@@ -101,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = _settings(args.bootstrap)
     store = SqliteDedupStore(args.dedup_db)
+    acknowledge = StoreAcknowledger(args.store_url, args.group) if args.store_url else None
     consumer = RetrainingConsumer(
         settings,
         group_id=args.group,
@@ -108,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         topic_prefix=args.topic_prefix,
         dedup_store=store,
         consumer_config=quick_join_consumer_config() if args.fast_join else None,
+        acknowledge=acknowledge,
     )
     print(
         f"waiting for retraining requests on {consumer.topic} at {settings.bootstrap_servers} (Ctrl-C stops)"
@@ -117,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         consumer.close()
         store.close()
+        if acknowledge is not None:
+            acknowledge.close()
     stats = consumer.stats
     print(f"handled {stats.handled}, duplicates skipped {stats.duplicates}, undecodable {stats.undecodable}")
     return 0

@@ -267,11 +267,17 @@ def _v2_record() -> bytes:
     return encode(retraining_request(data))
 
 
-def test_the_trainer_helper_reads_both_versions(kafka_settings, unique_prefix: str) -> None:
+def test_the_trainer_helper_reads_both_versions(kafka_settings, unique_prefix: str, tmp_path: Path) -> None:
     from confluent_kafka import Producer
 
     from driftline.platform.kafka import confluent_config, ensure_topics, quick_join_consumer_config
-    from driftline.streams.trainer import RetrainingConsumer
+    from driftline.platform.store import make_engine, session_factory, upgrade
+    from driftline.platform.store.models import RetrainingAcknowledgement
+    from driftline.streams.trainer import RetrainingConsumer, StoreAcknowledger
+
+    store_url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    upgrade(store_url)
+    acknowledge = StoreAcknowledger(store_url, "trainers", clock_ms=lambda: 42)
 
     topic = f"{unique_prefix}retraining-requests"
     ensure_topics(kafka_settings, {topic: 1})
@@ -286,12 +292,22 @@ def test_the_trainer_helper_reads_both_versions(kafka_settings, unique_prefix: s
         handler=seen.append,
         topic_prefix=unique_prefix,
         consumer_config=quick_join_consumer_config(),
+        acknowledge=acknowledge,
     )
     try:
         consumer.run(idle_timeout=8)
     finally:
         consumer.close()
-    assert consumer.stats.undecodable == 0
+        acknowledge.close()
+    assert consumer.stats.undecodable == consumer.stats.acknowledge_failures == 0
+    engine = make_engine(store_url)
+    with session_factory(engine).begin() as session:
+        acks = {
+            (a.idempotency_key, a.consumer, a.acknowledged_ms)
+            for a in session.query(RetrainingAcknowledgement)
+        }
+    engine.dispose()
+    assert acks == {("k1", "trainers", 42), ("k2", "trainers", 42)}
     v1, v2 = seen
     assert (v1.data.schema_version, v1.data.action, v1.data.training_data) == ("1.0", "retrain", None)
     assert (v2.data.schema_version, v2.data.action) == ("2.0", "recalibrate")

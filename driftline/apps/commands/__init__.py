@@ -8,4 +8,5 @@ MODULES: tuple[str, ...] = (
     "driftline.apps.commands.alerting_cli",
     "driftline.apps.commands.ops_cli",
     "driftline.apps.commands.baseline_cli",
+    "driftline.apps.commands.models_cli",
 )
