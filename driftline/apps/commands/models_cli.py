@@ -32,6 +32,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--store-url", **store_opt)
     p.set_defaults(func=_cmd_show)
+    p = cmd.add_parser(
+        "follow", help="follow a registered model's alias in MLflow: a move rebaselines (driftline[mlflow])"
+    )
+    p.add_argument("model")
+    p.add_argument("--registered-model", help="the MLflow registered model (default: MODEL)")
+    p.add_argument("--alias", default="champion")
+    p.add_argument(
+        "--tracking-uri", required=True, help="MLflow tracking and registry URI, e.g. sqlite:///mlflow.db"
+    )
+    p.add_argument("--interval", type=float, help="look again every S seconds (default: look once)")
+    p.add_argument("--store-url", **store_opt)
+    p.set_defaults(func=_cmd_follow)
 
 
 def _records(args: argparse.Namespace, model: str | None, version: str | None) -> list[dict[str, Any]]:
@@ -115,3 +127,40 @@ def _describe(r: dict[str, Any]) -> str:
         lines.append(f"              acknowledged: {acks or 'not yet'}; {nxt}")
     # names, rules, segments and lineage come from producers and configuration
     return "\n".join(printable(line) for line in lines)
+
+
+def _cmd_follow(args: argparse.Namespace) -> int:
+    import time
+
+    from driftline.apps.registry_follow import follow_alias
+    from driftline.platform.config import load_config
+
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        raise ValueError("models follow needs MLflow: pip install 'driftline[mlflow]'") from None
+    cfg = load_config(getattr(args, "config", None)).model(args.model)
+    sessions = _session(args)
+    name = args.registered_model or args.model
+    while True:
+        found = follow_alias(
+            sessions,
+            model_id=args.model,
+            registered_model=name,
+            alias=args.alias,
+            tracking_uri=args.tracking_uri,
+            cfg=cfg,
+            now_ms=time.time_ns() // 1_000_000,
+        )
+        state = "moved: rebaselined" if found.moved else "unchanged"
+        rows = f", {found.reference_rows} reference rows" if found.reference_rows else ""
+        print(
+            printable(
+                f"{name}@{args.alias} is version {found.version} (run {found.run_id}): {state}; "
+                f"reference {found.reference}{rows}"
+            ),
+            flush=True,
+        )
+        if args.interval is None:
+            return 0
+        time.sleep(args.interval)

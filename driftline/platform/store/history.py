@@ -36,12 +36,19 @@ __all__ = ["VersionHistory", "acknowledge_retraining_request", "set_lineage", "v
 
 
 def set_lineage(
-    session: Session, model_id: str, model_version: str, lineage: dict[str, Any], seen_ms: int
+    session: Session,
+    model_id: str,
+    model_version: str,
+    lineage: dict[str, Any],
+    seen_ms: int,
+    *,
+    drop: tuple[str, ...] = (),
 ) -> None:
     """Record a version's registry reference (the version row is made if it is new).
 
     Keys present replace stored ones, absent keys are kept: a request that knows only the
-    registered model does not erase an alias learnt from the registry."""
+    registered model does not erase an alias learnt from the registry. ``drop`` removes keys
+    (an alias that moved on to another version)."""
     touch_model(session, model_id, model_version, seen_ms, None)
     held = session.scalar(
         select(ModelVersion.lineage).where(
@@ -49,6 +56,8 @@ def set_lineage(
         )
     )
     merged = {**(held or {}), **{k: v for k, v in lineage.items() if v is not None}}
+    for key in drop:
+        merged.pop(key, None)
     if merged != held:
         session.execute(
             update(ModelVersion)
