@@ -302,9 +302,9 @@ class JoinPartition:
         if isinstance(message, PredictionBatch | LabelBatch):
             if self.accept(message.source, message.offset):
                 if isinstance(message, PredictionBatch):
-                    self.add_predictions(message.events)
+                    self.add_predictions(message.events, at=(message.source, message.offset))
                 else:
-                    self.add_labels(message.events)
+                    self.add_labels(message.events, at=(message.source, message.offset))
             return self.source_progress(message.source, message.watermark)
         if isinstance(message, Tick):
             return self.source_progress(message.source, message.watermark, idle=message.idle)
@@ -359,10 +359,12 @@ class JoinPartition:
         return pred, final
 
     # -- predictions ---------------------------------------------------------------------
-    def add_predictions(self, events: Sequence[PredictionEvent]) -> None:
-        """Events as structs (tests, and join-input written by older versions)."""
+    def add_predictions(self, events: Sequence[PredictionEvent], at: tuple[str, int] | None = None) -> None:
+        """Events as structs (tests, and join-input written by older versions), all at the
+        source offset ``at`` when known."""
         if events:
-            self.add_prediction_block(PredictionBlock.from_events(events, self.catalog.positive_label))
+            block = PredictionBlock.from_events(events, self.catalog.positive_label)
+            self.add_prediction_block(block, _at_offset(at, len(block)))
 
     def add_prediction_block(self, block: PredictionBlock, at: _At | None = None) -> None:
         """Open entries for new predictions; their folds into the aggregates wait for
@@ -578,10 +580,11 @@ class JoinPartition:
         return states
 
     # -- labels --------------------------------------------------------------------------
-    def add_labels(self, events: Sequence[GroundTruthEvent]) -> None:
+    def add_labels(self, events: Sequence[GroundTruthEvent], at: tuple[str, int] | None = None) -> None:
         """Events as structs (tests, and join-input written by older versions)."""
         if events:
-            self.add_label_block(LabelBlock.from_events(events))
+            block = LabelBlock.from_events(events)
+            self.add_label_block(block, _at_offset(at, len(block)))
 
     def add_label_block(self, block: LabelBlock, at: _At | None = None) -> None:
         """Join labels to the waiting predictions of their model; labels that come first wait
@@ -829,6 +832,11 @@ _Early = tuple[Any, ...]
 _Entry = tuple[int, object, float, int, int]
 #: joined outcomes as columns: window ids, predictions, labels, scores, keys, event times
 _OutcomeChunk = tuple[np.ndarray, list[object], list[object], np.ndarray, np.ndarray, np.ndarray]
+
+
+def _at_offset(at: tuple[str, int] | None, n: int) -> _At | None:
+    """Every row of a message at the message's source offset."""
+    return None if at is None else (at[0], np.full(n, at[1], dtype=np.int64))
 
 
 def _as_float(v: object) -> float:
