@@ -121,7 +121,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         )
     except IncompleteReplay as exc:  # no report at all rather than one that looks complete
         print(f"driftline: replay: {exc}", file=sys.stderr)
-        return 1
+        return 2  # 1 is "the CI gate failed" (driftline/apps/gate.py): a broken replay is not that
     write_report(report, args.report)
     alerts = sum(1 for a in report.alerts if a["type"].endswith("firing"))
     print(
