@@ -105,9 +105,12 @@ def train_and_register(
     ground_truth: str | Path,
     tracking_uri: str,
     registered_model: str | None = None,
+    artifact_location: str | None = None,
 ) -> str:
     """Train on the request's data, log the run, register a version aliased ``challenger``;
-    returns the registered version (the existing one when the request was handled before)."""
+    returns the registered version (the existing one when the request was handled before).
+    ``artifact_location`` is where a new experiment keeps its artifacts (MLflow's default is
+    ``./mlruns`` under the working directory)."""
     import joblib
     import mlflow
     from mlflow import MlflowClient
@@ -132,7 +135,10 @@ def train_and_register(
     accuracy = float((model.predict(x) == y).mean())
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    mlflow.set_experiment(f"driftline-{data.model_id}")
+    experiment = f"driftline-{data.model_id}"
+    if client.get_experiment_by_name(experiment) is None:
+        client.create_experiment(experiment, artifact_location=artifact_location)
+    mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"{data.action}-{request.id[:8]}") as run:
         parameters = data.parameters or {"request_id": request.id, "model_id": data.model_id}
         mlflow.log_params({k: v[:500] for k, v in parameters.items()})
@@ -177,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
     )
     parser.add_argument("--registered-model", help="default: the request's lineage, else the model id")
+    parser.add_argument("--artifact-root", help="artifact location of a new experiment (default ./mlruns)")
     parser.add_argument("--predictions", required=True, help="JSONL history of prediction events")
     parser.add_argument("--ground-truth", required=True, help="JSONL history of ground-truth events")
     parser.add_argument("--dedup-db", default="mlflow-trainer-dedup.sqlite")
@@ -194,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             ground_truth=args.ground_truth,
             tracking_uri=args.tracking_uri,
             registered_model=args.registered_model,
+            artifact_location=args.artifact_root,
         )
         print(f"request {request.id}: registered version {version} as {CHALLENGER!r}", flush=True)
 

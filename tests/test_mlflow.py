@@ -52,13 +52,16 @@ def test_request_in_challenger_out_and_a_moved_champion_rebaselines(tmp_path: Pa
     request = decode_retraining_request(json.dumps(event).encode())
     assert request.data.schema_version == "2.0" and request.data.model_id == "fraud"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    artifacts = (tmp_path / "artifacts").as_uri()  # never ./mlruns under the working directory
+    where = {"predictions": pred, "ground_truth": gt, "tracking_uri": uri, "artifact_location": artifacts}
 
-    version = trainer.train_and_register(request, predictions=pred, ground_truth=gt, tracking_uri=uri)
+    version = trainer.train_and_register(request, **where)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     assert str(client.get_model_version_by_alias("fraud", "challenger").version) == version == "1"
     registered = client.get_model_version("fraud", version)
     assert registered.tags[trainer.REQUEST_TAG] == request.id
     run = client.get_run(registered.run_id)
+    assert run.info.artifact_uri.startswith(artifacts)
     # it trained on exactly the requested rows: fraud v1, labelled, event time in the range seen
     covered = request.data.training_data.covered
     start, end = rfc3339_to_ms(covered.start), rfc3339_to_ms(covered.end)
@@ -73,7 +76,7 @@ def test_request_in_challenger_out_and_a_moved_champion_rebaselines(tmp_path: Pa
     assert run.data.params["prediction_offsets"] == request.data.parameters["prediction_offsets"]
     assert run.data.metrics["baseline_accuracy"] == request.data.baseline.value
     # the request handled again (a redelivery): the same version, no second one
-    assert trainer.train_and_register(request, predictions=pred, ground_truth=gt, tracking_uri=uri) == "1"
+    assert trainer.train_and_register(request, **where) == "1"
     assert len(client.search_model_versions("name = 'fraud'")) == 1
 
     # promotion: champion moves to the challenger; driftline follows and rebaselines
@@ -93,7 +96,7 @@ def test_request_in_challenger_out_and_a_moved_champion_rebaselines(tmp_path: Pa
     again = msgspec.structs.replace(
         request, id="f" * 32, data=msgspec.structs.replace(request.data, idempotency_key="f" * 32)
     )
-    assert trainer.train_and_register(again, predictions=pred, ground_truth=gt, tracking_uri=uri) == "2"
+    assert trainer.train_and_register(again, **where) == "2"
     assert str(client.get_model_version_by_alias("fraud", "challenger").version) == "2"
     client.set_registered_model_alias("fraud", "champion", "2")
     assert "is version 2" in _driftline(*follow, cwd=tmp_path)
