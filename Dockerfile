@@ -3,8 +3,9 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY . .
-# wheels of driftline and every dependency (PostgreSQL driver included), built once
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[postgresql]"
+# wheels of driftline and every dependency (PostgreSQL driver included), built once, at the
+# versions constraints.txt pins: the image runs exactly what the test suite ran
+RUN pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt ".[postgresql]"
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

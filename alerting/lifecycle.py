@@ -99,6 +99,7 @@ class AlertTracker:
         samples: int,
         baseline: float | None = None,
         evidence: Mapping[str, Any] | None = None,
+        baseline_samples: int = 0,
     ) -> list[AlertData]:
         """Judge one window for one rule and return the AlertData to emit now (usually none).
 
@@ -120,7 +121,8 @@ class AlertTracker:
         # numpy scalars in, plain JSON-safe scalars out
         value, samples = float(value), int(samples)
         baseline = None if baseline is None else float(baseline)
-        fire_threshold, clear_threshold = rule.thresholds(baseline)
+        sizes = {"samples": samples, "baseline_samples": int(baseline_samples)}
+        fire_threshold, clear_threshold = rule.thresholds(baseline, **sizes)
 
         def alert(status: Literal["firing", "resolved"], fired_at_ms: int, consecutive: int) -> AlertData:
             details = dict(evidence or {})
@@ -154,7 +156,7 @@ class AlertTracker:
         if state.status == "firing":
             # Hysteresis: only a value past the clear threshold counts towards resolving; a value
             # inside the band (or breaching again) restarts the count.
-            state.clearing = state.clearing + 1 if rule.cleared(value, baseline) else 0
+            state.clearing = state.clearing + 1 if rule.cleared(value, baseline, **sizes) else 0
             if state.clearing < rule.clear_windows:
                 return []
             fired_at = window_end_ms if state.fired_at_ms is None else state.fired_at_ms
@@ -163,7 +165,7 @@ class AlertTracker:
             state.breaching = state.clearing = 0
             return [resolved]
 
-        if not rule.breached(value, baseline):
+        if not rule.breached(value, baseline, **sizes):
             state.status, state.breaching = "ok", 0
             return []
         state.breaching += 1

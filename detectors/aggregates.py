@@ -21,8 +21,11 @@ from typing import Any, Literal, Self, TypeVar, overload
 import numpy as np
 
 from driftline.detectors.buffers import from_buffer, to_buffer
+from driftline.detectors.calibration import Calibrator
 from driftline.detectors.categories import NULL, category_string, category_strings
+from driftline.detectors.loss_model import LossModel
 from driftline.detectors.sketches import (
+    CalibratedScores,
     CategoricalSketch,
     ConfusionCounts,
     ExpectedConfusion,
@@ -52,6 +55,10 @@ class AggregateSpec:
     categories: Mapping[str, Sequence[str]] = field(default_factory=dict)
     sample_size: int = 500
     max_categories: int = 256
+    #: the reference's score → probability map (binary); None: scores are taken as calibrated
+    calibrator: Calibrator | None = None
+    #: the reference's error model by prediction bin (regression); None: no MAE/RMSE estimate
+    loss_model: LossModel | None = None
 
     def kind_of(self, feature: str) -> str | None:
         """The declared kind of ``feature`` ("numeric"/"categorical"), None when undeclared."""
@@ -241,6 +248,11 @@ class WindowAggregate:
         self.regression = RegressionSums() if regression else None
         #: expected confusion from the scores of *all* predictions: label-free estimates
         self.expected = ExpectedConfusion() if spec.task == "binary" else None
+        #: the same calibrated probabilities by raw-score bin: intervals and expected ROC AUC
+        self.calibrated = CalibratedScores() if spec.task == "binary" else None
+        #: regression predictions counted on the loss model's bins: label-free MAE and RMSE
+        self.loss_bins = (NumericSketch(np.array(spec.loss_model.edges), 0)
+                          if regression and spec.loss_model is not None else None)
         #: the labelled events' error signal and their prediction times (ms, exact as float64
         #: below 2**53), two bottom-k samples on the same stable keys: the online detectors'
         #: input, bounded and mergeable like every other part (see :meth:`error_stream`)
@@ -262,6 +274,8 @@ class WindowAggregate:
             "score_histogram": self.score_histogram,
             "regression": self.regression,
             "expected": self.expected,
+            "calibrated": self.calibrated,
+            "loss_bins": self.loss_bins,
             "error_sample": self.error_sample,
             "error_time": self.error_time,
         }
@@ -315,11 +329,17 @@ class WindowAggregate:
             self.prediction_cat.update(predictions)
         elif self.prediction_num is not None:
             self.prediction_num.update(predictions.astype(np.float64), keys)
+            if self.loss_bins is not None:
+                self.loss_bins.update(predictions.astype(np.float64), keys)
         self.score.update(scores, keys)
-        if self.expected is not None:
+        if self.expected is not None and self.calibrated is not None:
             scored = ~np.isnan(scores)
             if scored.any():
-                self.expected.update(predictions[scored] == spec.positive_label, scores[scored])
+                raw = scores[scored]
+                q = raw if spec.calibrator is None else spec.calibrator.apply(raw)
+                positive = predictions[scored] == spec.positive_label
+                self.expected.update(positive, q)
+                self.calibrated.update(positive, raw, q)
 
     def _type_error(self, name: str, count: int) -> None:
         if count:
@@ -435,6 +455,8 @@ class WindowAggregate:
         agg.score_histogram = _load(agg.score_histogram, d, "score_histogram")
         agg.regression = _load(agg.regression, d, "regression")
         agg.expected = _load(agg.expected, d, "expected")
+        agg.calibrated = _load(agg.calibrated, d, "calibrated")
+        agg.loss_bins = _load(agg.loss_bins, d, "loss_bins")
         agg.error_sample = _load(agg.error_sample, d, "error_sample")
         agg.error_time = _load(agg.error_time, d, "error_time")
         return agg

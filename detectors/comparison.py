@@ -25,7 +25,8 @@ import numpy as np
 from driftline.detectors import drift as drift_tests
 from driftline.detectors.aggregates import WindowAggregate
 from driftline.detectors.drift import DriftResult
-from driftline.detectors.estimation import estimate_performance
+from driftline.detectors.estimation import DEFAULT_LEVEL, estimate_binary, estimation_errors
+from driftline.detectors.loss_model import estimate_regression
 from driftline.detectors.metrics import (
     classification_metrics,
     probability_metrics,
@@ -125,6 +126,9 @@ class Comparison:
     drift_share: float | None
     dataset_drift: bool | None
     quality: dict[str, FeatureQuality]
+    #: intervals of the label-free estimates (metric name -> (low, high)) at ``interval_level``
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    interval_level: float | None = None
 
 
 def compare(window: WindowAggregate, reference: Reference | None, policy: TestPolicy) -> Comparison:
@@ -136,26 +140,45 @@ def compare(window: WindowAggregate, reference: Reference | None, policy: TestPo
     dataset = None
     if share is not None:
         dataset = share > 0 if policy.share <= 0 else share >= policy.share
-    return Comparison(performance(window), drift, share, dataset, _quality(window, reference))
+    metrics, intervals = _performance(window)
+    return Comparison(metrics, drift, share, dataset, _quality(window, reference), intervals,
+                      DEFAULT_LEVEL if intervals else None)
 
 
 def performance(agg: WindowAggregate) -> dict[str, float]:
     """Label-free estimates, and realised metrics once any outcome is labelled."""
+    return _performance(agg)[0]
+
+
+def _performance(agg: WindowAggregate) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """The window's metrics (estimated; realised once labelled; ``estimation_error_<metric>``
+    once both are there) and the estimates' intervals."""
     out: dict[str, float] = {}
-    if agg.expected is not None and agg.expected.n:
-        out.update(estimate_performance(agg.expected))
+    intervals: dict[str, tuple[float, float]] = {}
+    if agg.calibrated is not None and agg.expected is not None and agg.expected.n:
+        calibrator = agg.spec.calibrator
+        found = estimate_binary(agg.calibrated, expected=agg.expected,
+                                n_reference=0 if calibrator is None else calibrator.fitted_rows)
+        out.update(found.values)
+        intervals = found.intervals
+    loss_model = agg.spec.loss_model
+    if agg.loss_bins is not None and loss_model is not None and agg.loss_bins.n:
+        values, intervals = estimate_regression(agg.loss_bins.counts, loss_model, level=DEFAULT_LEVEL)
+        out.update(values)
     if agg.n_labelled == 0:
-        return out
+        return out, intervals
     if agg.regression is not None:
         out.update(regression_metrics(agg.regression))
-        return out
+        out.update(estimation_errors(out, out, agg.spec.positive_label))
+        return out, intervals
     if agg.confusion is not None:
         out.update(classification_metrics(agg.confusion))
     if agg.probability is not None and agg.probability.n:
         out.update(probability_metrics(agg.probability))
     if agg.score_histogram is not None and agg.probability is not None and agg.probability.n:
         out.update(ranking_metrics(agg.score_histogram))
-    return out
+    out.update(estimation_errors(out, out, agg.spec.positive_label))
+    return out, intervals
 
 
 def finite(v: float | None) -> float | None:

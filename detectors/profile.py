@@ -5,7 +5,10 @@ a profile crosses process and version boundaries and must be safe to load). Nume
 keep quantile bin edges (the window sketches bin on the same edges, so counts compare bin for
 bin), counts, moments and a bottom-k sample for two-sample tests; categorical features keep
 category counts. Predictions and labels are profiled the same way, and baseline metrics are
-computed when labels are present.
+computed when labels are present. A binary model's reference with scores and labels also
+fits a score calibrator (:mod:`driftline.detectors.calibration`), stored with the profile,
+which the windows apply before estimating performance without labels. A row's score is its
+``score``, else its ``scores[positive_label]``, as ingest reads events.
 
 Categorical values are spelt by :func:`~driftline.detectors.categories.category_string`
 everywhere (so ``True``, ``1`` and ``1.0`` are all ``"1"``), as the window sketches spell them.
@@ -29,10 +32,20 @@ from typing import Any
 
 import numpy as np
 
-from driftline.detectors.categories import category_strings
+from driftline.detectors.calibration import Calibrator, fit_calibrator
+from driftline.detectors.categories import category_string, category_strings
+from driftline.detectors.estimation import estimate_binary
 from driftline.detectors.hashing import stable_keys
+from driftline.detectors.loss_model import LossModel, fit_loss_model
 from driftline.detectors.metrics import classification_metrics, regression_metrics
-from driftline.detectors.sketches import CategoricalSketch, ConfusionCounts, NumericSketch, RegressionSums
+from driftline.detectors.sketches import (
+    CalibratedScores,
+    CategoricalSketch,
+    ConfusionCounts,
+    ExpectedConfusion,
+    NumericSketch,
+    RegressionSums,
+)
 
 __all__ = [
     "CategoricalProfile",
@@ -133,6 +146,10 @@ class ReferenceProfile:
     label: FeatureProfile | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     n_rows: int = 0
+    #: the score calibrator fitted on the reference (binary models with scores and labels)
+    calibrator: Calibrator | None = None
+    #: the error model by prediction bin fitted on the reference (regression with labels)
+    loss_model: LossModel | None = None
 
     def get(self, name: str) -> FeatureProfile:
         """A feature's profile; ``"prediction"``/``"label"`` name those unless a feature is so named."""
@@ -152,6 +169,8 @@ class ReferenceProfile:
             "prediction": None if self.prediction is None else self.prediction.to_dict(),
             "label": None if self.label is None else self.label.to_dict(),
             "metrics": {k: _num(v) for k, v in sorted(self.metrics.items())},
+            "calibrator": None if self.calibrator is None else self.calibrator.to_dict(),
+            "loss_model": None if self.loss_model is None else self.loss_model.to_dict(),
         }
 
     @classmethod
@@ -160,7 +179,10 @@ class ReferenceProfile:
         return cls(str(d["model_id"]), str(d["model_version"]),
                    {k: v for k, v in feats.items() if v is not None},
                    _feature_from_dict(d.get("prediction")), _feature_from_dict(d.get("label")),
-                   {k: _unnum(v) for k, v in d.get("metrics", {}).items()}, int(d.get("n_rows", 0)))
+                   {k: _unnum(v) for k, v in d.get("metrics", {}).items()}, int(d.get("n_rows", 0)),
+                   # profiles written before calibration have none: scores are taken as calibrated
+                   None if d.get("calibrator") is None else Calibrator.from_dict(d["calibrator"]),
+                   None if d.get("loss_model") is None else LossModel.from_dict(d["loss_model"]))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ReferenceProfile) and _json_eq(self.to_dict(), other.to_dict())
@@ -217,13 +239,17 @@ def build_profile(
     task: str | None = None,
     bins: int = DEFAULT_BINS,
     sample_size: int = DEFAULT_SAMPLE,
+    positive_label: str = "1",
+    calibration: str = "auto",
 ) -> ReferenceProfile:
     """Profile rows that are flat dicts or PredictionEvent-shaped (features nested under
     ``features_key``). Types are inferred per column and overridable by ``feature_types``
     (``"numeric"``/``"categorical"``; keys may also be ``prediction_key``/``label_key``).
     ``task`` ("binary", "multiclass", "regression") fixes the kind of predictions and labels:
     class ids sent as ints are still classes, not numbers.
-    Sample keys hash ``prediction_id`` when present, else the row number."""
+    Sample keys hash ``prediction_id`` when present, else the row number.
+    ``task="binary"`` with scores and labels fits a calibrator by ``calibration`` (``"auto"``
+    or one of :data:`~driftline.detectors.calibration.CALIBRATION_METHODS`)."""
     types = dict(feature_types or {})
     if task is not None:
         target_kind = "numeric" if task == "regression" else "categorical"
@@ -233,6 +259,7 @@ def build_profile(
     preds: list[Any] = []
     labels: list[Any] = []
     ids: list[str] = []
+    scores: list[float] = []
     n = 0
     for n, row in enumerate(rows, start=1):  # offline build: a loop over rows is fine here
         nested = row.get(features_key)
@@ -245,6 +272,7 @@ def build_profile(
         preds.append(row.get(prediction_key))
         labels.append(row.get(label_key))
         ids.append(str(row.get("prediction_id", n - 1)))
+        scores.append(_score(row, positive_label))
     keys = stable_keys(ids)
 
     def make(name: str, values: list[Any]) -> FeatureProfile:
@@ -256,6 +284,7 @@ def build_profile(
     prediction = make(prediction_key, preds) if has_pred else None
     label = make(label_key, labels) if has_label else None
     metrics: dict[str, float] = {}
+    loss_model = None
     if prediction is not None and label is not None:
         pairs = [(y, p) for y, p in zip(labels, preds, strict=True) if y is not None and p is not None]
         y, p = (list(t) for t in zip(*pairs, strict=True)) if pairs else ([], [])
@@ -263,11 +292,51 @@ def build_profile(
             rs = RegressionSums()
             rs.update(np.array(y, dtype=np.float64), np.array(p, dtype=np.float64))
             metrics = regression_metrics(rs)
+            loss_model = fit_loss_model(np.array(y, dtype=np.float64), np.array(p, dtype=np.float64))
         else:
             cc = ConfusionCounts()
             cc.update(category_strings(y), category_strings(p))
             metrics = classification_metrics(cc)
-    return ReferenceProfile(model_id, model_version, features, prediction, label, metrics, n)
+    calibrator = None
+    if task == "binary" and has_label:
+        s = np.array(scores, dtype=np.float64)
+        yb = np.array([math.nan if v is None else float(category_string(v) == positive_label)
+                       for v in labels])
+        if np.any(~np.isnan(s) & ~np.isnan(yb)):
+            calibrator = fit_calibrator(s, yb, method=calibration)
+    if task == "binary" and has_pred:
+        metrics.update(_own_estimates(preds, scores, positive_label, calibrator))
+    return ReferenceProfile(model_id, model_version, features, prediction, label, metrics, n, calibrator,
+                            loss_model)
+
+
+def _own_estimates(
+    preds: list[Any], scores: list[float], positive_label: str, calibrator: Calibrator | None
+) -> dict[str, float]:
+    """The label-free estimates of the reference itself, as a window would compute them: the
+    baseline a rule on ``estimated_<metric>`` compares with (an estimate with an estimate, so a
+    calibration that is off biases both alike)."""
+    s = np.array(scores, dtype=np.float64)
+    scored = ~np.isnan(s)
+    if not scored.any():
+        return {}
+    raw = s[scored]
+    q = raw if calibrator is None else calibrator.apply(raw)
+    positive = np.array([category_string(p) == positive_label for p in preds], dtype=bool)[scored]
+    ec, cs = ExpectedConfusion(), CalibratedScores()
+    ec.update(positive, q)
+    cs.update(positive, raw, q)
+    return estimate_binary(cs, expected=ec).values
+
+
+def _score(row: Mapping[str, Any], positive_label: str) -> float:
+    """The row's positive-class probability, NaN when it has none (or not a number in [0, 1])."""
+    value = row.get("score")
+    if value is None and isinstance(row.get("scores"), Mapping):
+        value = row["scores"].get(positive_label)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        return math.nan
+    return float(value)
 
 
 # ---- window sketches on the profile's bins ----------------------------------------------------

@@ -37,6 +37,7 @@ from driftline.detectors.categories import NULL
 from driftline.detectors.hashing import stable_keys
 
 __all__ = [
+    "CalibratedScores",
     "CategoricalSketch",
     "ConfusionCounts",
     "ExactSum",
@@ -732,3 +733,100 @@ class ExpectedConfusion(_ExactSums):
         self.fn.add(q[~pos])
         self.tn.add(1.0 - q[~pos])
 
+
+
+# --------------------------------------------------------------------------------------------
+class CalibratedScores:
+    """Calibrated probabilities of a window's predictions, by predicted class and raw-score bin.
+
+    For each (predicted class, bin) cell it keeps the count, Σq and Σq² of the *calibrated*
+    probability q = P(y=1 | score). That is enough for every confidence-based estimate and its
+    interval (:mod:`driftline.detectors.estimation`): Σq over predicted positives is E[TP],
+    Σq - Σq² = Σq(1-q) is the variance of the Poisson-binomial count TP, and the per-bin sums
+    over both classes give the expected ROC curve of the *raw* scores (the bins are on the raw
+    score's logit, ``n_bins`` uniform bins on [-10, 10], ends clipped: fine where over-confident
+    models put their scores, near 0 and 1).
+
+    Sums are fixed-point integers (q rounded to a multiple of 2**-32, an error below 1e-9 per
+    event), so merging is integer addition: exact, associative and order-free like every sketch
+    here. Cells hold up to 2**31 events. Events whose raw score or q is NaN are skipped.
+    """
+
+    LOGIT_RANGE = 10.0
+    _SCALE = float(2**32)
+    _CHUNK = 1 << 20  # float64 bincount of integers < 2**33 stays exact below 2**53
+
+    def __init__(self, n_bins: int = 400) -> None:
+        if n_bins < 1:
+            raise ValueError("n_bins must be >= 1")
+        self.n_bins = n_bins
+        self.n = 0
+        self.count = np.zeros((2, n_bins), dtype=np.int64)  # row 0: predicted negative, 1: positive
+        self.sum_q = np.zeros((2, n_bins), dtype=np.int64)  # Σq · 2**32
+        self.sum_q2 = np.zeros((2, n_bins), dtype=np.int64)  # Σq² · 2**32
+
+    def bins(self, raw_scores: np.ndarray) -> np.ndarray:
+        """Bin of each raw score, on its logit (scores are probabilities, clipped into (0, 1))."""
+        s = np.clip(np.asarray(raw_scores, dtype=np.float64), 1e-300, 1.0)
+        with np.errstate(divide="ignore"):
+            z = np.log(s) - np.log1p(-s)
+        lo, width = -self.LOGIT_RANGE, 2.0 * self.LOGIT_RANGE / self.n_bins
+        return np.clip(np.floor((z - lo) / width), 0, self.n_bins - 1).astype(np.int64)
+
+    def update(self, pred_positive: np.ndarray, raw_scores: np.ndarray, q: np.ndarray) -> None:
+        pos = np.asarray(pred_positive, dtype=bool)
+        s = np.asarray(raw_scores, dtype=np.float64)
+        p = np.asarray(q, dtype=np.float64)
+        if not pos.shape == s.shape == p.shape:
+            raise ValueError("pred_positive, raw_scores and q must have the same shape")
+        ok = ~(np.isnan(s) | np.isnan(p))
+        pos, s, p = pos[ok], s[ok], p[ok]
+        if np.any((p < 0.0) | (p > 1.0)) or np.any((s < 0.0) | (s > 1.0)):
+            raise ValueError("scores and calibrated probabilities must be in [0, 1]")
+        cell = pos.astype(np.int64) * self.n_bins + self.bins(s)
+        size = 2 * self.n_bins
+        self.n += int(p.size)
+        self.count += np.bincount(cell, minlength=size).reshape(2, self.n_bins)
+        fixed_q = np.rint(p * self._SCALE)
+        fixed_q2 = np.rint(p * p * self._SCALE)
+        for start in range(0, p.size, self._CHUNK):
+            part = slice(start, start + self._CHUNK)
+            for total, w in ((self.sum_q, fixed_q), (self.sum_q2, fixed_q2)):
+                total += np.bincount(cell[part], weights=w[part], minlength=size).astype(np.int64).reshape(
+                    2, self.n_bins)
+
+    def merge(self, other: CalibratedScores) -> None:
+        _check_same("n_bins", self.n_bins, other.n_bins)
+        self.n += other.n
+        self.count += other.count
+        self.sum_q += other.sum_q
+        self.sum_q2 += other.sum_q2
+
+    def sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(count, Σq, Σq²) per (predicted class, bin) as float64."""
+        return (self.count.astype(np.float64), self.sum_q / self._SCALE, self.sum_q2 / self._SCALE)
+
+    def to_dict(self) -> dict[str, Any]:
+        # sparse: a window fills a few dozen of the 2·n_bins cells
+        cells = np.flatnonzero(self.count.ravel())
+        return {"n_bins": self.n_bins, "n": self.n, "cells": cells.tolist(),
+                "count": self.count.ravel()[cells].tolist(), "sum_q": self.sum_q.ravel()[cells].tolist(),
+                "sum_q2": self.sum_q2.ravel()[cells].tolist()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        s = cls(int(d["n_bins"]))
+        s.n = int(d["n"])
+        cells = np.array(d["cells"], dtype=np.int64)
+        for name in ("count", "sum_q", "sum_q2"):
+            getattr(s, name).ravel()[cells] = np.array(d[name], dtype=np.int64)
+        return s
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CalibratedScores):
+            return NotImplemented
+        return (self.n_bins == other.n_bins and self.n == other.n
+                and all(np.array_equal(getattr(self, f), getattr(other, f))
+                        for f in ("count", "sum_q", "sum_q2")))
+
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method

@@ -29,10 +29,13 @@ from collections.abc import Iterable
 __all__ = [
     "CORRECTIONS",
     "DRIFT_TESTS",
+    "HEALTH_EVENTS",
     "LABEL_FREE_METRICS",
     "METRICS",
     "METRIC_FAMILIES",
+    "MULTIVARIATE_METHODS",
     "ONLINE_DETECTORS",
+    "ROOT_CAUSE_METRICS",
     "check_metric",
     "check_name",
     "closest",
@@ -59,6 +62,28 @@ DRIFT_TESTS = frozenset(
 CORRECTIONS = ("bh", "bonferroni", "none")
 #: the kinds of ``driftline.detectors.online.DETECTORS``
 ONLINE_DETECTORS = frozenset({"adwin", "page_hinkley", "kswin", "ddm", "eddm", "hddm_a", "hddm_w"})
+
+#: multivariate drift methods (``driftline.detectors.multivariate``)
+MULTIVARIATE_METHODS = frozenset({"pca_reconstruction"})
+#: kinds of integration-health events (``driftline.detectors.integration.HEALTH_EVENTS``)
+HEALTH_EVENTS = frozenset(
+    {
+        "no_predictions",
+        "predictions_resumed",
+        "volume_low",
+        "volume_high",
+        "label_coverage_low",
+        "label_coverage_falling",
+        "label_lag_high",
+        "feature_missing",
+        "new_feature",
+        "type_change",
+    }
+)
+#: values the root-cause detectors give a window (multivariate drift, attribution drift).
+#: Not in :data:`METRICS` yet: a name joins it when ``streams/evaluation.py`` computes it,
+#: since ``tests/test_vocabulary.py`` checks every listed metric is produced.
+ROOT_CAUSE_METRICS = frozenset({"multivariate_error", "multivariate_drift", "attribution_ndcg"})
 
 _AVERAGED = ("precision", "recall", "f1")
 #: metrics a window's values carry by exact name
@@ -91,6 +116,14 @@ METRICS = frozenset(
         "estimated_precision",
         "estimated_recall",
         "estimated_f1",
+        "estimated_roc_auc",
+        "estimated_mae",
+        "estimated_rmse",
+        # estimate - realised, once a window is labelled: how far the label-free estimate was off
+        *(
+            f"estimation_error_{m}"
+            for m in ("accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse")
+        ),
         # drift over the window's features
         "dataset_drift",
         "drift_share",

@@ -79,6 +79,10 @@ class WindowResult(msgspec.Struct, kw_only=True):
     data_quality: dict[str, FeatureQuality]
     #: online detections in this window; judged on labels, so empty until the final phase
     online: list[OnlineDetection] = []
+    #: intervals of the label-free estimates: metric name -> [low, high], at ``interval_level``
+    #: (e.g. 0.95); they cover the realised value at that rate while the calibration holds
+    intervals: dict[str, list[float]] = {}
+    interval_level: float | None = None
 
 
 _decoder = msgspec.json.Decoder(WindowResult)

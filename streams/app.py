@@ -27,6 +27,7 @@ from driftline.detectors.hashing import partition_for
 from driftline.platform import metrics
 from driftline.platform.checkpoints import CheckpointStore
 from driftline.platform.config import Config
+from driftline.platform.health import ProgressTracker
 from driftline.platform.kafka import KafkaSettings, TopicNames, settings_for
 from driftline.schemas import encode, kafka_record
 from driftline.schemas.deadletter import SOURCE_TOPIC_HEADER, Reason, dead_letter_headers, reason_of
@@ -118,6 +119,12 @@ class DriftlineApp:
         self._unacked: dict[tuple[str, int], list[Any]] = {}
         self._last_checkpoint: dict[tuple[str, int], float] = {}
         self._models_of: dict[int, set[str]] = {}
+        #: what each assigned partition got through, for the watchdog and ``/healthz``
+        self.progress = ProgressTracker()
+        #: topic name -> broker topic id, read once the topics exist (``runner.create_topics``);
+        #: checkpoints record those of the consumed topics, so that a broker that lost its data
+        #: (same names, new ids, offsets from 0) cannot have its new logs skipped as already seen
+        self.topic_ids: dict[str, str] = {}
         metrics.configure(config, self.catalog)
         t = config.topics
         self.prediction_sources = [f"{self.topics.predictions}:{p}" for p in range(t.predictions)]
@@ -199,6 +206,10 @@ class DriftlineApp:
             ]
             await self._send(self.router.idle_ticks(assigned, time.monotonic(), self.idle_after_s))
 
+        @self.faust.timer(interval=1.0)
+        async def track_assignment() -> None:
+            self.progress.assigned((tp.topic, tp.partition) for tp in self.faust.consumer.assignment())
+
     # -- agents' bodies ----------------------------------------------------------------------
     async def _ingest(self, kind: Kind, events: Sequence[Any]) -> None:
         messages = [
@@ -210,6 +221,7 @@ class DriftlineApp:
         ]
         for m in messages:
             metrics.EVENTS_CONSUMED.labels(m.topic).inc()
+            self.progress.advanced(m.topic, m.partition, m.offset + 1)
         now = time.monotonic()
         try:
             out = self.router.route_many(kind, messages, now=now)
@@ -246,6 +258,7 @@ class DriftlineApp:
         from the checkpoint when the partition is new to this worker, or when the offset shows
         that another worker had it in between; messages already in the state are skipped."""
         partition, offset = event.message.partition, event.message.offset
+        self.progress.advanced(event.message.topic, partition, offset + 1)
         state = states.get(partition)
         if state is None or (offset > state.next_offset and self.checkpoints is not None):
             state = states[partition] = new_state(partition)
@@ -269,9 +282,30 @@ class DriftlineApp:
         if self.checkpoints is None:
             return
         loaded = self.checkpoints.load(f"{self.config.app_id}/{name}")
-        if loaded is not None:
-            state.restore(loaded[0])
-            log.info("%s restored from its checkpoint at offset %d", name, state.next_offset)
+        if loaded is None:
+            return
+        stale = loaded.stale_for(self.topic_ids)
+        if stale:
+            log.error(
+                "%s: discarding its checkpoint at offset %d: it was taken from other logs of %s "
+                "(topic ids %s, now %s). The broker lost its data or the topics were recreated; "
+                "this partition starts from empty state, and what the lost logs held is not in it",
+                name,
+                loaded.next_offset,
+                ", ".join(stale),
+                ", ".join(loaded.topic_ids[t] for t in stale),
+                ", ".join(self.topic_ids[t] for t in stale),
+            )
+            return
+        state.restore(loaded.payload)
+        log.info("%s restored from its checkpoint at offset %d", name, state.next_offset)
+
+    def _checkpointed_topic_ids(self) -> dict[str, str]:
+        """The ids of the topics a join or merge state is built from: its own input, and the
+        topics whose offsets it keeps (the join's per-source offsets, the merge's ``seq``)."""
+        t = self.topics
+        consumed = (t.predictions, t.ground_truth, t.join, t.partials)
+        return {name: self.topic_ids[name] for name in consumed if self.topic_ids.get(name)}
 
     async def _applied(self, kind: str, partition: int, event: Any, state: Any) -> None:
         """Checkpoint-then-ack: an event is acked (so Faust may commit past it) only once a
@@ -290,7 +324,12 @@ class DriftlineApp:
         if now - self._last_checkpoint.get(key, 0.0) < self.checkpoint_interval_s:
             return
         await self.faust.producer.flush()
-        self.checkpoints.save(f"{self.config.app_id}/{kind}/{partition}", state.snapshot(), state.next_offset)
+        self.checkpoints.save(
+            f"{self.config.app_id}/{kind}/{partition}",
+            state.snapshot(),
+            state.next_offset,
+            self._checkpointed_topic_ids(),
+        )
         self._last_checkpoint[key] = now
         for e in pending:
             e.ack()

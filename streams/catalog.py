@@ -33,6 +33,7 @@ def build_profiles(
             model_version="*",
             task=cfg.task,
             feature_types=dict(cfg.feature_types) or None,
+            positive_label=cfg.positive_label,
         )
 
     out: dict[tuple[str, str], Any] = {(model_id, ""): profile(rows)}
@@ -66,6 +67,8 @@ def spec_from_profile(cfg: ModelConfig, profile: Any | None) -> AggregateSpec:
         numeric_edges=numeric,
         categories=categories,
         sample_size=cfg.sample_size,
+        calibrator=None if profile is None else getattr(profile, "calibrator", None),
+        loss_model=None if profile is None else getattr(profile, "loss_model", None),
     )
 
 

@@ -17,6 +17,7 @@ bottom-k sample is the one view of it that every split of the events agrees on
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from driftline.alerting.retraining import RetrainingPolicy
 from driftline.alerting.rules import Rule
 from driftline.detectors.aggregates import WindowAggregate
 from driftline.detectors.comparison import Comparison, Reference, TestPolicy, compare, finite, performance
+from driftline.detectors.estimation import realised_name
 from driftline.detectors.online import DETECTORS, Detection, OnlineDetector
 from driftline.detectors.vocabulary import is_label_free
 from driftline.platform.config import ModelConfig
@@ -260,6 +262,8 @@ class Evaluator:
                 )
                 for d in detections
             ],
+            intervals={k: [lo, hi] for k, (lo, hi) in sorted(found.intervals.items())},
+            interval_level=found.interval_level,
         )
         alerts, requests = self._judge(
             cfg,
@@ -302,7 +306,13 @@ class Evaluator:
             if not label_free and phase != "final":
                 continue
             samples = agg.n_predictions if label_free or rule.metric == "label_coverage" else agg.n_labelled
-            baseline = ref.metrics.get(rule.metric) if ref is not None else None
+            # an estimate is judged against the reference's own estimate (the profile's, or the
+            # bootstrap windows'), else against the realised value of its metric
+            reference_metrics = ref.metrics if ref is not None else {}
+            baseline = reference_metrics.get(rule.metric)
+            if baseline is None:
+                baseline = reference_metrics.get(realised_name(rule.metric, cfg.positive_label))
+            baseline_n = reference_metrics.get("n", 0.0)
             evidence = _evidence(rule, result)
             fired = self.tracker.observe(
                 rule,
@@ -315,6 +325,7 @@ class Evaluator:
                 samples=samples,
                 baseline=baseline,
                 evidence=evidence,
+                baseline_samples=int(baseline_n) if math.isfinite(baseline_n) else 0,
             )
             for data in fired:
                 alerts.append(alert_event(data, source=self.source))

@@ -83,6 +83,9 @@ def test_build_context_has_a_dockerfile(compose: dict[str, Any]) -> None:
         assert (ROOT / context / "Dockerfile").is_file(), name
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "FROM python:3.11-slim" in dockerfile
+    # the image installs what the tests ran: every pip step in it is pinned by constraints.txt
+    wheel_steps = [line for line in dockerfile.splitlines() if line.startswith("RUN pip wheel")]
+    assert wheel_steps and all("-c constraints.txt" in line for line in wheel_steps), wheel_steps
     for source in re.findall(r"^COPY (?:--\S+ )*(\S+) \S+$", dockerfile, flags=re.M):
         if not source.startswith("/"):
             assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
@@ -130,6 +133,8 @@ def test_kafka_and_postgres_have_healthchecks_and_dependants_wait_for_them(compo
         assert services[name]["depends_on"]["db-migrate"]["condition"] == "service_completed_successfully"
     assert services["history"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert "8780/healthz" in " ".join(services["status"]["healthcheck"]["test"])
+    worker = build_parser().parse_args(services["worker"]["command"])
+    assert f"{worker.health_port}/healthz" in " ".join(services["worker"]["healthcheck"]["test"])
 
 
 def test_published_ports_bind_loopback_only(compose: dict[str, Any]) -> None:

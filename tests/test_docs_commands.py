@@ -131,7 +131,9 @@ def test_the_offline_commands_run(tmp_path: Path) -> None:
             tuple(args)
             for _, c in COMMANDS
             for args in expand(c)[0]
-            if (tuple(args[:2]) in OFFLINE or tuple(args[:1]) in OFFLINE) and "--serve" not in args
+            if (tuple(args[:2]) in OFFLINE or tuple(args[:1]) in OFFLINE)
+            and "--serve" not in args
+            and ("--watch" not in args or "--count" in args)  # an endless --watch is not run
         },
         key=lambda a: a[:2] != ("db", "upgrade"),  # migrate first
     )

@@ -309,7 +309,8 @@ def test_the_worker_start_up_line_shows_configured_model_ids_escaped() -> None:
     app = SimpleNamespace(
         config=config, topics=TopicNames.from_config(config), settings=settings_for(config, {})
     )
-    line = _summary(app, SimpleNamespace(no_checkpoints=True, metrics_port=0))
+    args = SimpleNamespace(no_checkpoints=True, metrics_port=0, health_port=0, stall_after=120.0)
+    line = _summary(app, args)
     assert f"; models {MODEL_SHOWN}; other models" in line and not RAW_CONTROL.search(line)
 
 
@@ -356,12 +357,14 @@ def test_the_html_report_escapes_script_in_model_feature_rule_and_segment(tmp_pa
             page = build_report(s, SCRIPT_MODEL, now_ms=NOW)
     finally:
         engine.dispose()
-    # the page's own inline script is the only one; every producer string is text
-    assert page.count("<script") == 1 and page.count("</script>") == 1
+    # the page's two script elements (chart data as JSON, then plotly.js and the page's code) are
+    # the only ones; every producer string is text: escaped in markup, \u003c-escaped in the JSON
+    assert page.count("<script") == 2 and page.count("</script>") == 2
     assert "<b>" not in page
     assert f"<h1>driftline report: {html.escape(SCRIPT_MODEL)}</h1>" in page
-    assert f'data-feature="{html.escape(SCRIPT_FEATURE)}"' in page
-    assert html.escape(f"{SCRIPT_RULE} [<b>=<script>alert('segment')</script>]") in page  # a tooltip
+    assert f"<td>{html.escape(SCRIPT_FEATURE)}</td>" in page  # the drift tests table
+    assert f"<td>{html.escape(SCRIPT_RULE)}</td>" in page  # the alerts table
+    assert html.escape("<b>=<script>alert('segment')</script>") in page
     assert html.escape("v1\"><script>alert('version')</script>") in page
 
 

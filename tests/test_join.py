@@ -452,7 +452,15 @@ def test_a_checkpoint_keyed_by_prediction_id_alone_restores_into_the_model_keyed
     fresh = _join(_config())
     fresh.next_offset = 5  # outputs carry it as seq
     got, expected = feed(restored, after), feed(fresh, before + after)
-    assert [msgspec.msgpack.encode(p) for p in got] == [msgspec.msgpack.encode(p) for p in expected]
+
+    def without_calibrated(partials: list[Partial]) -> list[bytes]:
+        # a v2 checkpoint predates the calibrated-score sketch: its windows' predictions from
+        # before the restore are in every other part, not in that one (estimates then fall back
+        # to the exact expected confusion, without intervals); the rest must be identical
+        return [msgspec.msgpack.encode(msgspec.structs.replace(
+            p, aggregate={k: v for k, v in p.aggregate.items() if k != "calibrated"})) for p in partials]
+
+    assert without_calibrated(got) == without_calibrated(expected)
     assert restored.counters == fresh.counters
     assert (restored.counters["joined"], restored.counters["duplicate_predictions"]) == (6, 1)
     assert (restored.counters["duplicate_labels"], restored.counters["unmatched_labels"]) == (1, 0)

@@ -111,10 +111,13 @@ def test_a_concept_drift_gives_a_v2_request_with_the_exact_input_of_its_windows(
     )
     assert data.action == "retrain"
     label_of = {y["prediction_id"]: y["label"] for y in traffic.labels}
+    # the reference of the alert's slice (the whole model or a segment) is its first 3 windows
     boot = [
         p
         for p in traffic.predictions
-        if p["timestamp"] < t0 + 3 * WINDOW_MS and p["prediction_id"] in label_of
+        if p["timestamp"] < t0 + 3 * WINDOW_MS
+        and p["prediction_id"] in label_of
+        and all(p["segments"].get(k) == v for k, v in trigger.segment.items())
     ]
     accuracy = sum(p["prediction"] == label_of[p["prediction_id"]] for p in boot) / len(boot)
     assert data.baseline is not None

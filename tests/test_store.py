@@ -248,10 +248,10 @@ def test_migrate_up_down_up(db_url: str) -> None:
     assert current_revision(db_url) is None
     assert tables() == set()
     upgrade(db_url)
-    assert current_revision(db_url) == head_revision() == "0003"
+    assert current_revision(db_url) == head_revision() == "0004"
     assert tables() == TABLES
     upgrade(db_url)  # already at head: a no-op, not an error
-    assert current_revision(db_url) == "0003"
+    assert current_revision(db_url) == "0004"
     downgrade(db_url, "base")
     assert current_revision(db_url) is None
     assert tables() == set()
@@ -385,6 +385,24 @@ def test_window_result_round_trip_and_upsert(sessions: sessionmaker[Session]) ->
         assert _count(s, WindowResultRow) == 2
         assert window_history(s, "churn") == [redelivered, final]
         assert s.scalar(select(WindowResultRow.recorded_ms).where(WindowResultRow.phase == "final")) == 7
+
+
+def test_estimate_intervals_round_trip(sessions: sessionmaker[Session]) -> None:
+    """Revision 0003: the label-free estimates' intervals are kept (the report draws the band)."""
+    with_band = msgspec.structs.replace(
+        _result(0, phase="final"),
+        metrics={"estimated_accuracy": 0.8},
+        intervals={"estimated_accuracy": [0.75, 0.85]},
+        interval_level=0.95,
+    )
+    with sessions.begin() as s:
+        record_window_result(s, with_band)
+        record_window_result(s, _result(60_000))
+    with sessions() as s:
+        got = window_history(s, "churn")
+    assert got == [with_band, _result(60_000)]
+    assert (got[0].intervals, got[0].interval_level) == ({"estimated_accuracy": [0.75, 0.85]}, 0.95)
+    assert (got[1].intervals, got[1].interval_level) == ({}, None)
 
 
 def test_non_finite_metrics_are_stored_as_null(sessions: sessionmaker[Session]) -> None:
@@ -658,7 +676,7 @@ def test_transaction_rolls_back_alert_with_its_outbox(sessions: sessionmaker[Ses
         assert (_count(s, AlertRow), _count(s, AlertTransition), _count(s, Notification)) == (0, 0, 0)
 
 
-# ---- the model version history (revision 0003) -------------------------------------------------
+# ---- the model version history (revision 0004) -------------------------------------------------
 def test_the_version_history_follows_alert_request_new_version_and_its_traffic(
     sessions: sessionmaker[Session], db_url: str, tmp_path
 ) -> None:

@@ -31,6 +31,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from driftline.platform.kafka import settings_for, wait_for_broker
     from driftline.streams.app import DriftlineApp
 
+    if args.stall_after < 0:
+        raise ValueError(
+            f"--stall-after must be >= 0 seconds (0 turns the watchdog off), not {args.stall_after:g}"
+        )
+    if args.stall_after == 0 and args.health_port:
+        raise ValueError("--health-port needs the watchdog: give --stall-after a number of seconds > 0")
     config = _config(args)
     settings = settings_for(config)  # an incomplete security configuration stops here
     wait_for_broker(settings, timeout=args.connect_timeout)  # one line and exit 2, not a traceback
@@ -52,9 +58,25 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         from driftline.platform.metrics import start_metrics_server
 
         start_metrics_server(args.metrics_port, host=config.metrics_host)
+    _start_watchdog(app, args)
     progress.info("%s", _summary(app, args))
     run_worker(app, loglevel=args.loglevel)
     return 0
+
+
+def _start_watchdog(app: Any, args: argparse.Namespace) -> None:
+    """The watchdog (exit 3 when the broker lost the worker's topics or a partition stalls)
+    and, with ``--health-port``, its verdict as ``GET /healthz``."""
+    if args.stall_after == 0:
+        return
+    from driftline.apps.watchdog import Watchdog
+    from driftline.platform.health import HealthServer
+
+    watchdog = Watchdog(app.settings, app.progress, app.topic_ids, stall_after=args.stall_after)
+    watchdog.start()
+    watchdog.attach(app.faust)
+    if args.health_port:
+        HealthServer((app.config.metrics_host, args.health_port), watchdog.verdict).start()
 
 
 #: what a person watching a worker sees at the default level: a start-up summary, a line a window
@@ -70,9 +92,14 @@ def _summary(app: Any, args: argparse.Namespace) -> str:
     unknown = "; other models monitored with the defaults" if config.allow_unknown_models else ""
     store = "none (in memory, --no-checkpoints)" if args.no_checkpoints else safe_url(config.store_url)
     metrics = f"{config.metrics_host}:{args.metrics_port}" if args.metrics_port else "off"
+    health = f"; health {config.metrics_host}:{args.health_port}/healthz" if args.health_port else ""
+    from driftline.apps.watchdog import EXIT_STALLED
+
+    stall = f"exit {EXIT_STALLED} after {args.stall_after:g} s without progress"
+    watchdog = stall if args.stall_after else "off"
     return printable(  # model ids and topic names come from the configuration file
         f"driftline worker {config.app_id}: Kafka {app.settings.describe()}; topics {topics}; "
-        f"store {store}; metrics {metrics}; models {models}{unknown}"
+        f"store {store}; metrics {metrics}{health}; watchdog {watchdog}; models {models}{unknown}"
     )
 
 
@@ -194,6 +221,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep stream state in memory only (a crash then loses in-flight joins; for benchmarks)",
     )
+    worker.add_argument(
+        "--stall-after",
+        type=float,
+        default=120.0,
+        help="exit with status 3 when the broker lost the worker's topics, or an assigned partition "
+        "with data waiting made no progress, or the broker did not answer, for this many seconds "
+        "(0: off); a supervisor then restarts it",
+    )
+    worker.add_argument(
+        "--health-port",
+        type=int,
+        default=0,
+        help="serve GET /healthz on this port (200 healthy, 503 with the reasons), on metrics_host",
+    )
     worker.set_defaults(func=_cmd_worker)
 
     rp = sub.add_parser("replay", help="replay JSONL files through the broker and write a report")
@@ -225,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=_cmd_replay)
 
     demo = sub.add_parser("demo", help="embedded broker + simulated traffic with an injected drift")
-    demo.add_argument("--duration", type=float, default=60.0, help="approximate run time in seconds")
+    demo.add_argument("--duration", type=float, default=50.0, help="approximate run time in seconds")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument(
         "--store-url", help="where to record the demo's history (default sqlite:///driftline-demo.sqlite)"

@@ -15,7 +15,7 @@ import faust
 
 from driftline.platform.broker import free_loopback_port
 from driftline.platform.checkpoints import CheckpointStore
-from driftline.platform.kafka import ensure_topics
+from driftline.platform.kafka import admin_client, ensure_topics, topic_ids
 from driftline.platform.store.db import upgrade
 from driftline.streams.app import DriftlineApp
 
@@ -28,8 +28,18 @@ GC_GEN0_THRESHOLD = 50_000
 
 def create_topics(app: DriftlineApp, timeout: float = 30.0) -> None:
     """Create every topic up front with its explicit partition count (Faust does not create
-    source topics, and brokers that auto-create would pick their own count)."""
-    ensure_topics(app.settings, app.topics.partitions(app.config), timeout=timeout)
+    source topics, and brokers that auto-create would pick their own count), then read their
+    ids: checkpoints record them, and the watchdog tells by them that the broker lost its data."""
+    partitions = app.topics.partitions(app.config)
+    ensure_topics(app.settings, partitions, timeout=timeout)
+    try:
+        app.topic_ids = topic_ids(admin_client(app.settings), partitions, timeout=timeout)
+    except Exception as exc:  # KafkaException: a broker without DescribeTopicPartitions / ids
+        log.warning(
+            "could not read the topic ids (%s): checkpoints will not record them, and neither a "
+            "worker nor its restart can tell a broker that lost its data from one that did not",
+            exc,
+        )
 
 
 def run_worker(app: DriftlineApp, *, stop: threading.Event | None = None, loglevel: str = "WARNING") -> None:
@@ -43,6 +53,9 @@ def run_worker(app: DriftlineApp, *, stop: threading.Event | None = None, loglev
         override_logging=False,
         loop=asyncio.get_event_loop(),
     )
+    # Faust's start-up spinner writes cursor escape codes even when stdout is a pipe, and on a
+    # terminal it scribbles over the demo's live table: progress is shown by the callers.
+    worker.spinner = None
     stopping: list[asyncio.Future[None]] = []
     if stop is not None:
 

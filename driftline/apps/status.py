@@ -18,7 +18,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from driftline.platform.health import Verdict
 from driftline.platform.store import GivenUp, given_up_notifications, list_alerts, segment_key
 from driftline.platform.store.models import Model, WindowResultRow
 from driftline.platform.text import printable
@@ -351,13 +352,22 @@ class StatusServer(ThreadingHTTPServer):
     """Read-only JSON over HTTP: ``GET /status`` and ``GET /healthz``; nothing else.
 
     Every request opens its own short session, so the answer is as fresh as the store and a
-    slow client never holds a transaction (or, on SQLite, a read lock) open.
+    slow client never holds a transaction (or, on SQLite, a read lock) open. With ``workers``
+    (``driftline.apps.group_health.GroupHealth.check``), ``/healthz`` also fails when the
+    workers' topics are gone or their consumer group stopped committing on partitions with data
+    waiting.
     """
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        sessions: sessionmaker[Session],
+        workers: Callable[[], Verdict] | None = None,
+    ) -> None:
         self.sessions = sessions
+        self.workers = workers
         super().__init__(address, _Handler)
 
     def status(self) -> dict[str, Any]:
@@ -373,6 +383,24 @@ class StatusServer(ThreadingHTTPServer):
         except Exception:
             log.warning("status server: store unreachable", exc_info=True)
             return False
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """``/healthz``: the store, then (when configured) the workers as the broker sees them."""
+        ok = self.healthy()
+        body: dict[str, Any] = {"status": "ok" if ok else "store unavailable"}
+        if self.workers is None:
+            return ok, body
+        try:
+            verdict = self.workers()
+        except Exception:
+            log.exception("status server: the workers' health check failed")
+            verdict = Verdict(False, ("the workers' health check failed (see the status server's log)",))
+        body["workers"] = verdict.document()
+        if not verdict.healthy:
+            body["reasons"] = list(verdict.reasons)
+            if ok:
+                body["status"] = "workers unhealthy"
+        return ok and verdict.healthy, body
 
     def start(self) -> threading.Thread:
         """Serve on a daemon thread (for tests and embedding); stop with ``shutdown()``."""
@@ -394,11 +422,8 @@ class _Handler(BaseHTTPRequestHandler):
                 log.exception("status server: could not read the store")
                 self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "store unavailable"})
         elif path == "/healthz":
-            ok = self.server.healthy()
-            self._send(
-                HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE,
-                {"status": "ok" if ok else "store unavailable"},
-            )
+            ok, body = self.server.health()
+            self._send(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, body)
         else:
             self._send(HTTPStatus.NOT_FOUND, {"error": "not found", "endpoints": ["/status", "/healthz"]})
 
@@ -416,11 +441,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def make_status_server(
-    sessions: sessionmaker[Session], host: str = "127.0.0.1", port: int = 0
+    sessions: sessionmaker[Session],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    workers: Callable[[], Verdict] | None = None,
 ) -> StatusServer:
     """A bound, not yet serving server (port 0 picks a free one: read ``server_address``).
 
     Loopback by default: the status names models and alert rules, which is not for the world;
     exposing it is a deliberate ``--host``.
     """
-    return StatusServer((host, port), sessions)
+    return StatusServer((host, port), sessions, workers)

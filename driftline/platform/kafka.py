@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -397,3 +397,59 @@ def ensure_topics(settings: KafkaSettings, partitions: Mapping[str, int], *, tim
         actual = len(metadata[name].partitions)
         if actual != count:
             log.warning("topic %s has %d partitions, %d requested; left unchanged", name, actual, count)
+
+
+#: the topic id a broker without topic ids (before Kafka 2.8, KIP-516) reports: all zero bits
+_NO_TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"
+
+
+def admin_client(settings: KafkaSettings) -> Any:
+    """A confluent-kafka ``AdminClient`` with the shared settings; reuse it for repeated probes
+    (each client holds its own connections and threads)."""
+    return _admin(settings)
+
+
+def topic_ids(admin: Any, names: Iterable[str], *, timeout: float = 5.0) -> dict[str, str]:
+    """The broker's id of each named topic that exists (``""`` from a broker that has no topic
+    ids); a topic that does not exist is left out. Raises ``KafkaException`` when the cluster
+    does not answer.
+
+    A topic's id is what tells the topic from another of the same name: a broker that lost
+    its data (restarted empty, or the topic was deleted and recreated) serves new logs whose
+    offsets start again at 0 under the old names. Describing does not auto-create a topic,
+    as an unfiltered metadata request for it would on some brokers."""
+    from confluent_kafka import KafkaError, KafkaException, TopicCollection
+
+    wanted = sorted(set(names))
+    if not wanted:
+        return {}
+    futures = admin.describe_topics(TopicCollection(wanted), request_timeout=timeout)
+    ids: dict[str, str] = {}
+    for name, future in futures.items():
+        try:
+            description = future.result(timeout=timeout)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                continue
+            raise
+        topic_id = str(description.topic_id) if description.topic_id is not None else ""
+        ids[name] = "" if topic_id == _NO_TOPIC_ID else topic_id
+    return ids
+
+
+def log_end_offsets(
+    admin: Any, partitions: Iterable[tuple[str, int]], *, timeout: float = 5.0
+) -> dict[tuple[str, int], int]:
+    """Each partition's log end offset (high watermark), in one request per broker. Raises
+    ``KafkaException`` when the cluster does not answer. (The embedded broker reports it short:
+    good enough to tell a partition with waiting data from an empty one, not for exact lag.)"""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    wanted = sorted(set(partitions))
+    if not wanted:
+        return {}
+    futures = admin.list_offsets(
+        {TopicPartition(t, p): OffsetSpec.latest() for t, p in wanted}, request_timeout=timeout
+    )
+    return {(tp.topic, tp.partition): int(f.result(timeout=timeout).offset) for tp, f in futures.items()}

@@ -9,4 +9,5 @@ MODULES: tuple[str, ...] = (
     "driftline.apps.commands.ops_cli",
     "driftline.apps.commands.baseline_cli",
     "driftline.apps.commands.models_cli",
+    "driftline.apps.commands.quickstart_cli",
 )

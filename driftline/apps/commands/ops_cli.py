@@ -73,8 +73,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
         sessions = open_store(store_url(args))
     except StoreUnavailable as exc:
         return _fail(exc)
+    if args.stall_after < 0:
+        return _fail(ValueError(f"--stall-after must be >= 0 seconds, not {args.stall_after:g}"))
+    if args.stall_after and not args.serve:
+        return _fail(ValueError("--stall-after judges the workers for /healthz: it needs --serve"))
+    if args.watch:
+        from driftline.apps.watch import watch
+
+        return watch(sessions, interval_s=args.interval, count=args.count)
     if args.serve:
-        server = make_status_server(sessions, args.host, args.port)
+        server = make_status_server(sessions, args.host, args.port, _workers_health(args))
         host, port = server.server_address[:2]
         assert isinstance(host, str)  # an IPv4/IPv6 socket reports its host as text, never bytes
         print(f"serving http://{host}:{port}/status and /healthz (Ctrl-C stops)", flush=True)
@@ -93,6 +101,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render_table(statuses))
     return 0
+
+
+def _workers_health(args: argparse.Namespace) -> Any:
+    """With ``--stall-after``: the workers' health as the broker sees it, for ``/healthz``."""
+    if not args.stall_after:
+        return None
+    from driftline.apps.group_health import GroupHealth
+    from driftline.platform.kafka import settings_for
+
+    config = load_config(getattr(args, "config", None))
+    if args.broker:
+        config = replace(config, bootstrap_servers=args.broker)
+    return GroupHealth(config, settings_for(config), stall_after=args.stall_after).check
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -167,6 +188,20 @@ def register(subparsers: Any) -> None:
         "--host", default="127.0.0.1", help="address to bind with --serve (default 127.0.0.1)"
     )
     status.add_argument("--port", type=int, default=DEFAULT_STATUS_PORT, help="port for --serve")
+    status.add_argument(
+        "--stall-after",
+        type=float,
+        default=0.0,
+        help="with --serve: /healthz also fails when the workers' topics are missing or their "
+        "consumer group (app_id) committed nothing for this many seconds on a partition with data "
+        "waiting (default 0: store only)",
+    )
+    status.add_argument("--broker", help="bootstrap servers for --stall-after (overrides the configuration)")
+    status.add_argument(
+        "--watch", action="store_true", help="refresh in place (plain text when not a terminal); Ctrl-C stops"
+    )
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between --watch refreshes")
+    status.add_argument("--count", type=int, default=None, help="stop --watch after this many refreshes")
     status.set_defaults(func=_cmd_status)
 
     report = subparsers.add_parser("report", help="one model's history as a self-contained HTML page")

@@ -75,7 +75,7 @@ class ModelVersion(Base):
     first_seen_ms: Mapped[int]
     last_seen_ms: Mapped[int]
     #: the version's registry reference (retraining request lineage, a followed alias);
-    #: revision 0003, null before
+    #: revision 0004, null before
     lineage: Mapped[dict[str, Any] | None]
 
 
@@ -122,6 +122,9 @@ class WindowResultRow(Base):
     recorded_ms: Mapped[int]
     #: the online detectors' detections (revision 0002; rows stored before it hold [])
     online: Mapped[list[Any]] = mapped_column(server_default=text("'[]'"))
+    #: the label-free estimates' intervals, metric -> [low, high] (revision 0003; older rows: {})
+    intervals: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'"))
+    interval_level: Mapped[float | None] = mapped_column(Float)
 
 
 class AlertRow(Base):
@@ -214,7 +217,7 @@ class RetrainingRequestRow(Base):
 
 
 class RetrainingAcknowledgement(Base):
-    """A trainer handled a retraining request (revision 0003): once per request and consumer."""
+    """A trainer handled a retraining request (revision 0004): once per request and consumer."""
 
     __tablename__ = "retraining_acknowledgements"
 

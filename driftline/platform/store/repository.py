@@ -209,6 +209,8 @@ def record_window_result(session: Session, result: WindowResult, *, now_ms: int 
         "data_quality": msgspec.to_builtins(result.data_quality),
         "reference": result.reference,
         "online": msgspec.to_builtins(result.online),
+        "intervals": {k: list(v) for k, v in result.intervals.items()},
+        "interval_level": result.interval_level,
         "recorded_ms": _now_ms() if now_ms is None else now_ms,
     }
     key = ["model_id", "model_version", "segment", "window_start_ms", "phase"]
@@ -241,6 +243,8 @@ def _window_result(row: WindowResultRow) -> WindowResult:
         reference=row.reference,
         data_quality=msgspec.convert(row.data_quality, dict[str, FeatureQuality]),
         online=msgspec.convert(row.online, list[OnlineDetection]),
+        intervals=msgspec.convert(row.intervals or {}, dict[str, list[float]]),
+        interval_level=row.interval_level,
     )
 
 

@@ -1,0 +1,105 @@
+"""Per-event cost of the multivariate moment sketch, as a ratio to the fold it would join.
+
+Why: issue 17 allows no per-event work proportional to segments x features beyond what the
+scale issue allows. The reconstruction-error aggregate adds, per event and slice, an encoding
+of ``d`` features and ``d (d + 1) / 2`` products folded into exact sums. The baseline, in the
+same process and interleaved round by round, is what a slice already does with the same batch:
+``WindowAggregate.add_predictions`` (one sketch per feature, bottom-k samples, exact sums).
+
+    .venv/bin/python benchmarks/root_cause_cost.py [--rows 16384] [--features 8 20] [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from driftline.detectors.aggregates import AggregateSpec, WindowAggregate, feature_columns
+from driftline.detectors.hashing import stable_keys
+from driftline.detectors.multivariate import fit_reconstruction
+
+
+def _rows(rng: np.random.Generator, n: int, d: int) -> list[dict[str, object]]:
+    numeric = d - d // 4
+    out = []
+    x = rng.normal(size=(n, numeric))
+    cats = rng.choice(["a", "b", "c", "d", "e"], size=(n, d - numeric))
+    for i in range(n):
+        row: dict[str, object] = {f"n{j}": float(x[i, j]) for j in range(numeric)}
+        row.update({f"c{j}": str(cats[i, j]) for j in range(d - numeric)})
+        out.append(row)
+    return out
+
+
+def _time(fn: Callable[[], None]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def measure(rows: int, d: int, rounds: int) -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    ref_rows = _rows(rng, 5000, d)
+    names = sorted(ref_rows[0])
+    kinds = {f: ("numeric" if f.startswith("n") else "categorical") for f in names}
+    model = fit_reconstruction(
+        {
+            f: np.array([r[f] for r in ref_rows], dtype=object if kinds[f] == "categorical" else np.float64)
+            for f in names
+        },
+        kinds,
+    )  # type: ignore[arg-type]
+    batch = _rows(rng, rows, d)
+    columns = feature_columns(batch)
+    idx = np.arange(rows)
+    keys = stable_keys([str(i) for i in range(rows)])
+    preds = np.array(["1", "0"] * (rows // 2), dtype=object)
+    scores = rng.random(rows)
+    spec = AggregateSpec(
+        numeric_edges={f: np.linspace(-3, 3, 11) for f in names if kinds[f] == "numeric"},
+        categories={f: ["a", "b", "c", "d", "e"] for f in names if kinds[f] == "categorical"},
+        sample_size=2000,
+    )
+
+    def fold() -> None:
+        WindowAggregate(spec).add_predictions(columns, idx, keys, preds, scores)
+
+    def moments() -> None:
+        model.new_sketch().update(model.encode_columns(columns, idx))
+
+    base, extra = [], []
+    for _ in range(rounds):  # interleaved, so load on the shared box hits both alike
+        base.append(_time(fold))
+        extra.append(_time(moments))
+    ratios = [e / b for e, b in zip(extra, base, strict=True)]
+    return {
+        "fold_us_per_event": statistics.median(base) / rows * 1e6,
+        "moments_us_per_event": statistics.median(extra) / rows * 1e6,
+        "ratio_min": min(ratios),
+        "ratio_median": statistics.median(ratios),
+        "ratio_max": max(ratios),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=16_384)
+    parser.add_argument("--features", type=int, nargs="+", default=[8, 20])
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    print("| features | fold µs/event | moments µs/event | moments / fold (min, median, max) |")
+    print("|---:|---:|---:|---|")
+    for d in args.features:
+        m = measure(args.rows, d, args.rounds)
+        print(
+            f"| {d} | {m['fold_us_per_event']:.2f} | {m['moments_us_per_event']:.2f} | "
+            f"{m['ratio_min']:.2f}, {m['ratio_median']:.2f}, {m['ratio_max']:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

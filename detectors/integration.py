@@ -1,0 +1,373 @@
+"""Integration health: did the data arrive, in the volume and shape it should, before any statistics.
+
+Drift tests and metrics judge the events that arrived; none of them says that a serving app
+stopped sending predictions for one channel, that a deploy renamed a feature, or that labels now
+come too late to count. These are the alerts an operator needs first, and they are decisions on
+counts and on schemas, so they live here, pure: counts and rows in, :class:`HealthEvent` out,
+each naming the exact window (its start, ms) and, for schema changes, the position of the first
+offending event (whatever the caller uses as one: an offset, a row number, a prediction id).
+
+- :class:`SilenceWatch`: no predictions for a key (the model, or a segment value) for ``N``
+  consecutive windows. Windows in which nothing at all arrived are never evaluated by a stream,
+  so the watch counts the gap between two windows it is shown as empty windows.
+- :func:`volume_band` / :class:`VolumeWatch`: a window's count outside the band learnt from the
+  key's past windows: median ± ``k`` robust standard deviations (1.4826 · MAD), widened to at
+  least the Poisson ``alpha`` quantiles around the median. The MAD tolerates the bursts and
+  outages in the history itself; the Poisson floor keeps a perfectly regular history (MAD 0)
+  from alarming on ordinary counting noise.
+- :class:`LabelWatch`: label coverage below what the reference's (or history's) coverage allows
+  for this many predictions (binomial ``alpha`` quantile), label lag near the horizon, and a
+  coverage that has fallen window after window.
+- :func:`schema_changes`: a feature missing (absent, not null), a new feature, a value of a JSON
+  type the reference never had.
+
+>>> watch = SilenceWatch(windows=2, window_ms=60_000)
+>>> watch.update(0, {"": 5, "channel=ios": 3})
+[]
+>>> watch.update(60_000, {"": 4})
+[]
+>>> [(e.kind, e.key, e.window_start_ms) for e in watch.update(120_000, {"": 6})]
+[('no_predictions', 'channel=ios', 120000)]
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from scipy import stats
+
+__all__ = [
+    "HEALTH_EVENTS",
+    "HealthEvent",
+    "LabelWatch",
+    "SilenceWatch",
+    "VolumeWatch",
+    "json_type",
+    "schema_changes",
+    "schema_of",
+    "volume_band",
+]
+
+#: every kind of :class:`HealthEvent` (listed again in ``detectors/vocabulary.py``)
+HEALTH_EVENTS = (
+    "no_predictions",
+    "predictions_resumed",
+    "volume_low",
+    "volume_high",
+    "label_coverage_low",
+    "label_coverage_falling",
+    "label_lag_high",
+    "feature_missing",
+    "new_feature",
+    "type_change",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthEvent:
+    """One integration problem, at one window, for one key (slice key or feature name)."""
+
+    kind: str
+    key: str
+    window_start_ms: int
+    detail: dict[str, Any] = field(default_factory=dict)
+    #: the first offending event's position (schema changes), else None
+    position: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "key": self.key,
+            "window_start_ms": self.window_start_ms,
+            "detail": dict(self.detail),
+            "position": self.position,
+        }
+
+
+class SilenceWatch:
+    """Per key, the run of consecutive windows without predictions; fires once when it
+    reaches ``windows``, and says so again (``predictions_resumed``) when traffic returns.
+
+    A key is watched from the first window it has predictions in (or from the start, if it is
+    in ``expected``). Windows must be shown in increasing order; a window start that skips
+    ahead counts the skipped windows as empty for every key, and an event at a skipped window
+    carries that window's start.
+    """
+
+    def __init__(self, windows: int, window_ms: int, expected: Iterable[str] = ()) -> None:
+        if windows < 1 or window_ms <= 0:
+            raise ValueError("windows must be >= 1 and window_ms > 0")
+        self.windows = windows
+        self.window_ms = window_ms
+        self._streak: dict[str, int] = dict.fromkeys(expected, 0)
+        self._last: int | None = None
+
+    def update(self, window_start_ms: int, counts: Mapping[str, int]) -> list[HealthEvent]:
+        if self._last is not None and window_start_ms <= self._last:
+            return []  # already seen (re-delivery) or out of order: decided before
+        events: list[HealthEvent] = []
+        skipped = 0 if self._last is None else (window_start_ms - self._last) // self.window_ms - 1
+        for key in sorted(self._streak):
+            streak = self._streak[key]
+            for s in range(skipped):  # the empty windows between the last shown and this one
+                streak += 1
+                if streak == self.windows:
+                    start = window_start_ms - (skipped - s) * self.window_ms
+                    events.append(self._silent(key, start, streak))
+            if counts.get(key, 0) > 0:
+                if streak >= self.windows:
+                    events.append(
+                        HealthEvent("predictions_resumed", key, window_start_ms, {"silent_windows": streak})
+                    )
+                streak = 0
+            else:
+                streak += 1
+                if streak == self.windows:
+                    events.append(self._silent(key, window_start_ms, streak))
+            self._streak[key] = streak
+        for key in sorted(set(counts) - set(self._streak)):
+            if counts[key] > 0:
+                self._streak[key] = 0
+        self._last = window_start_ms
+        return events
+
+    def _silent(self, key: str, start: int, streak: int) -> HealthEvent:
+        return HealthEvent(
+            "no_predictions",
+            key,
+            start,
+            {"windows": streak, "since_ms": start - (streak - 1) * self.window_ms},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "windows": self.windows,
+            "window_ms": self.window_ms,
+            "streak": dict(self._streak),
+            "last": self._last,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SilenceWatch:
+        w = cls(int(d["windows"]), int(d["window_ms"]))
+        w._streak = {str(k): int(v) for k, v in d["streak"].items()}
+        w._last = None if d["last"] is None else int(d["last"])
+        return w
+
+
+def volume_band(history: Sequence[int], *, k: float = 4.0, alpha: float = 0.001) -> tuple[float, float]:
+    """(low, high) for the next window's count: median ± k · 1.4826 · MAD of ``history``,
+    widened to the Poisson ``alpha/2`` and ``1 - alpha/2`` quantiles at the median.
+
+    >>> volume_band([100, 104, 96, 100, 101, 99, 400, 100])
+    (69.0, 134.0)
+    """
+    if not history:
+        raise ValueError("volume_band needs at least one past window")
+    med = float(statistics.median(history))
+    mad = float(statistics.median(abs(c - med) for c in history))
+    spread = k * 1.4826 * mad
+    low = min(med - spread, float(stats.poisson.ppf(alpha / 2, med))) if med > 0 else 0.0
+    high = max(med + spread, float(stats.poisson.isf(alpha / 2, med))) if med > 0 else 0.0
+    return max(low, 0.0), high
+
+
+class VolumeWatch:
+    """Per key, the last ``history`` window counts; a window outside :func:`volume_band` of
+    those before it is an event (from ``min_history`` past windows on)."""
+
+    def __init__(
+        self, *, history: int = 48, min_history: int = 8, k: float = 4.0, alpha: float = 0.001
+    ) -> None:
+        self.history, self.min_history, self.k, self.alpha = history, min_history, k, alpha
+        self._counts: dict[str, deque[int]] = {}
+
+    def update(self, window_start_ms: int, counts: Mapping[str, int]) -> list[HealthEvent]:
+        events = []
+        for key in sorted(set(counts) | set(self._counts)):
+            count = int(counts.get(key, 0))
+            past = self._counts.setdefault(key, deque(maxlen=self.history))
+            if len(past) >= self.min_history:
+                low, high = volume_band(list(past), k=self.k, alpha=self.alpha)
+                if not low <= count <= high:
+                    kind = "volume_low" if count < low else "volume_high"
+                    events.append(
+                        HealthEvent(kind, key, window_start_ms, {"count": count, "low": low, "high": high})
+                    )
+            past.append(count)
+        return events
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "history": self.history,
+            "min_history": self.min_history,
+            "k": self.k,
+            "alpha": self.alpha,
+            "counts": {k: list(v) for k, v in self._counts.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> VolumeWatch:
+        w = cls(
+            history=int(d["history"]),
+            min_history=int(d["min_history"]),
+            k=float(d["k"]),
+            alpha=float(d["alpha"]),
+        )
+        w._counts = {str(k): deque((int(c) for c in v), maxlen=w.history) for k, v in d["counts"].items()}
+        return w
+
+
+class LabelWatch:
+    """Labels per key at each window's final phase.
+
+    - ``label_coverage_low``: fewer labelled predictions than the binomial ``alpha`` quantile
+      of ``predictions`` draws at ``expected_coverage`` (the reference's, or a learnt one),
+      and a coverage more than ``tolerance`` below it (at an expected coverage of 1.0 the
+      binomial quantile is every prediction, and one missing label is no incident);
+    - ``label_lag_high``: a label-lag quantile (the caller's, e.g. p90 of label time minus
+      prediction time) above ``lag_share`` of the horizon: labels later than the horizon are
+      lost, so a lag approaching it is the warning before coverage falls;
+    - ``label_coverage_falling``: coverage lower in each of the last ``trend_windows``
+      windows than in the one before, by ``min_drop`` in all.
+    """
+
+    def __init__(
+        self,
+        horizon_ms: int,
+        *,
+        expected_coverage: float | None = None,
+        alpha: float = 0.001,
+        lag_share: float = 0.8,
+        trend_windows: int = 4,
+        min_drop: float = 0.05,
+        tolerance: float = 0.0,
+    ) -> None:
+        self.horizon_ms, self.expected_coverage, self.alpha = horizon_ms, expected_coverage, alpha
+        self.lag_share, self.trend_windows, self.min_drop = lag_share, trend_windows, min_drop
+        self.tolerance = tolerance
+        self._coverage: dict[str, deque[float]] = {}
+
+    def update(
+        self, window_start_ms: int, key: str, predictions: int, labelled: int, lag_ms: float | None = None
+    ) -> list[HealthEvent]:
+        events: list[HealthEvent] = []
+        if predictions <= 0:
+            return events
+        coverage = labelled / predictions
+        if self.expected_coverage is not None:
+            floor = int(stats.binom.ppf(self.alpha, predictions, self.expected_coverage))
+            if labelled < floor and coverage < self.expected_coverage - self.tolerance:
+                events.append(
+                    HealthEvent(
+                        "label_coverage_low",
+                        key,
+                        window_start_ms,
+                        {
+                            "coverage": coverage,
+                            "expected": self.expected_coverage,
+                            "labelled": labelled,
+                            "min_labelled": floor,
+                        },
+                    )
+                )
+        if lag_ms is not None and lag_ms > self.lag_share * self.horizon_ms:
+            events.append(
+                HealthEvent(
+                    "label_lag_high", key, window_start_ms, {"lag_ms": lag_ms, "horizon_ms": self.horizon_ms}
+                )
+            )
+        past = self._coverage.setdefault(key, deque(maxlen=self.trend_windows + 1))
+        past.append(coverage)
+        if len(past) == past.maxlen:
+            run = list(past)
+            if all(b < a for a, b in itertools.pairwise(run)) and run[0] - run[-1] >= self.min_drop:
+                events.append(
+                    HealthEvent(
+                        "label_coverage_falling", key, window_start_ms, {"coverage": run[1:], "from": run[0]}
+                    )
+                )
+        return events
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"coverage": {k: list(v) for k, v in self._coverage.items()}}
+
+    def restore(self, d: Mapping[str, Any]) -> None:
+        """Continue from :meth:`to_dict` (the thresholds come from configuration, not state)."""
+        self._coverage = {
+            str(k): deque((float(c) for c in v), maxlen=self.trend_windows + 1)
+            for k, v in d["coverage"].items()
+        }
+
+
+def json_type(value: Any) -> str | None:
+    """The JSON type of a decoded value (None for null)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    return "array"
+
+
+def schema_of(rows: Iterable[Mapping[str, Any]]) -> dict[str, frozenset[str]]:
+    """Feature → the JSON types its non-null values had in reference rows (``features`` dicts)."""
+    types: dict[str, set[str]] = {}
+    for row in rows:
+        for name, value in row.items():
+            seen = types.setdefault(name, set())
+            t = json_type(value)
+            if t is not None:
+                seen.add(t)
+    return {name: frozenset(t) for name, t in types.items()}
+
+
+def schema_changes(
+    expected: Mapping[str, frozenset[str]],
+    features: Sequence[Mapping[str, Any]],
+    positions: Sequence[Any],
+    window_start_ms: int,
+) -> list[HealthEvent]:
+    """One event per (change, feature) in a window's events, at its first offending position.
+
+    ``features[i]`` is event i's features, ``positions[i]`` its position. A feature *missing*
+    is absent from the event (null is a missing value, which data quality counts); a *type
+    change* is a non-null value of a JSON type the reference never had for that feature (a
+    feature the reference only ever saw null accepts any type).
+    """
+    if len(features) != len(positions):
+        raise ValueError("features and positions must have the same length")
+    first: dict[tuple[str, str], int] = {}
+    counts: dict[tuple[str, str], int] = {}
+    seen: dict[tuple[str, str], str] = {}
+    names = frozenset(expected)
+    for i, row in enumerate(features):
+        keys = row.keys()
+        found: list[tuple[str, str]] = [("new_feature", f) for f in keys - names]
+        found += [("feature_missing", f) for f in names - keys]
+        for f in keys & names:
+            t = json_type(row[f])
+            if t is not None and expected[f] and t not in expected[f]:
+                found.append(("type_change", f))
+                seen.setdefault(("type_change", f), t)
+        for change in found:
+            first.setdefault(change, i)
+            counts[change] = counts.get(change, 0) + 1
+    events = []
+    for change in sorted(first, key=lambda c: (first[c], c)):
+        kind, feature = change
+        detail: dict[str, Any] = {"events": counts[change], "share": counts[change] / len(features)}
+        if kind == "type_change":
+            detail |= {"expected": sorted(expected[feature]), "got": seen[change]}
+        events.append(HealthEvent(kind, feature, window_start_ms, detail, positions[first[change]]))
+    return events
