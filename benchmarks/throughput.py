@@ -19,13 +19,14 @@ import argparse
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,13 +288,20 @@ def wait_first_message(port: int, run: Run, timeout: float = 120.0) -> float:
 
 
 def worker_rate(
-    settings: KafkaSettings, n: int, batch: int, directory: Path, profile: Path | None = None
+    settings: KafkaSettings,
+    n: int,
+    batch: int,
+    directory: Path,
+    profile: Path | None = None,
+    *,
+    traffic: tuple[list, list] | None = None,
+    before_worker: Callable[[list[str], int], None] | None = None,
 ) -> tuple[float, float, float]:
     """(predictions/s, input events/s, producer events/s) of one worker on input that is already
     on the topics, from its first consumed message to end-of-results: the same start rule as the
     bare consumer's, so the ratio compares processing with processing (producing 400k events
     from Python is measured apart: it is the serving apps' cost, not the worker's)."""
-    traffic = _traffic(n)
+    traffic = traffic or _traffic(n)
     config = write_config(settings, directory, TOPICS, defaults={"window": "5m", "grace": "1m"})
     prefix = prefix_of(config)
     app_config = load_config(config)
@@ -302,6 +310,8 @@ def worker_rate(
     _produce(settings, prefix, traffic, batch)
     events = n + len(traffic[1])
     producer_rate = events / (time.monotonic() - t0)
+    if before_worker is not None:  # e.g. the bare consumer on the same messages, interleaved
+        before_worker([f"{prefix}predictions", f"{prefix}ground-truth"], events)
     port = free_loopback_port()
     with run_worker(settings, config, metrics_port=port, wait_joined=False) as run:
         start = wait_first_message(port, run)
@@ -468,6 +478,44 @@ def run(quick: bool, profile: Path | None = None) -> list[tuple[str, str, str]]:
     return rows
 
 
+def interleaved(rounds: int, n: int, batch: int = 500) -> list[str]:
+    """Worker vs bare consumer on the same messages, alternating (bare, worker, bare, worker,
+    ...) for ``rounds`` rounds per traffic shape: the ratio per round, then its min/median/max.
+    Each round produces fresh input on new topics, reads it with the bare confluent-kafka +
+    orjson consumer, then runs a worker on it (timed from its first consumed message)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from cost_per_event import Case, case_traffic
+
+    shapes = [Case("1 model, 1 segment dimension, 4 features", 4, 1, 1),
+              Case("10 models x 2 segment dimensions", 4, 2, 10)]
+    lines = [f"{n:,} predictions + {n:,} labels per round, batches of {batch}, {rounds} rounds "
+             "(bare, worker, bare, worker, ...)", "",
+             "| traffic | bare events/s (median) | worker events/s (median) "
+             "| worker / bare: min / median / max |", "|---|---|---|---|"]
+    with broker() as settings, tempfile.TemporaryDirectory() as tmp:
+        for shape in shapes:
+            traffic = case_traffic(shape, n)
+            pair = (traffic.predictions, traffic.labels)
+            bare: list[float] = []
+            worker: list[float] = []
+            for r in range(rounds):
+                d = Path(tmp) / f"{shape.models}-{shape.dimensions}-{r}"
+                d.mkdir()
+
+                def read_bare(topics: list[str], events: int, into: list[float] = bare) -> None:
+                    into.append(bare_consumer_rate(settings, topics, events))
+
+                _, events_s, _ = worker_rate(settings, n, batch, d, traffic=pair, before_worker=read_bare)
+                worker.append(events_s)
+                print(f"{shape.name} round {r + 1}: bare {bare[-1]:,.0f}/s worker {events_s:,.0f}/s "
+                      f"ratio {events_s / bare[-1]:.3f}", file=sys.stderr)
+            ratios = sorted(w / b for w, b in zip(worker, bare, strict=True))
+            mid_bare, mid_worker = statistics.median(bare), statistics.median(worker)
+            lines.append(f"| {shape.name} | {mid_bare:,.0f} | {mid_worker:,.0f} "
+                         f"| {ratios[0]:.3f} / {statistics.median(ratios):.3f} / {ratios[-1]:.3f} |")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "--faust":
@@ -476,7 +524,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the batch run")
+    parser.add_argument("--interleaved", type=int, metavar="ROUNDS",
+                        help="only the worker vs bare consumer, alternating for ROUNDS rounds per shape")
+    parser.add_argument("--events", type=int, default=200_000, help="predictions per round (--interleaved)")
     args = parser.parse_args(argv)
+    if args.interleaved:
+        print("\n".join(interleaved(args.interleaved, args.events)))
+        return
     for row in run(args.quick, args.profile):
         print(" | ".join(row))
     if args.profile and args.profile.exists():

@@ -34,9 +34,17 @@ from driftline.detectors.sketches import (
     ProbabilitySums,
     RegressionSums,
     ScoreHistogram,
+    dense_segments,
 )
 
-__all__ = ["AggregateSpec", "FeatureColumns", "WindowAggregate", "feature_columns"]
+__all__ = [
+    "AggregateSpec",
+    "FeatureColumns",
+    "WindowAggregate",
+    "feature_columns",
+    "fold_outcomes",
+    "fold_predictions",
+]
 
 Task = Literal["binary", "multiclass", "regression"]
 
@@ -53,12 +61,17 @@ class AggregateSpec:
     positive_label: str = "1"
     numeric_edges: Mapping[str, np.ndarray] = field(default_factory=dict)
     categories: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    sample_size: int = 500
+    #: the bottom-k sample per numeric feature (and of the error stream); the one default,
+    #: also ``ModelConfig.sample_size``
+    sample_size: int = 1000
     max_categories: int = 256
     #: the reference's score → probability map (binary); None: scores are taken as calibrated
     calibrator: Calibrator | None = None
     #: the reference's error model by prediction bin (regression); None: no MAE/RMSE estimate
     loss_model: LossModel | None = None
+    #: fine grids of reference quantiles per numeric feature: whole-window counts for the
+    #: drift tests (:class:`~driftline.detectors.sketches.NumericSketch`)
+    numeric_grids: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def kind_of(self, feature: str) -> str | None:
         """The declared kind of ``feature`` ("numeric"/"categorical"), None when undeclared."""
@@ -285,7 +298,8 @@ class WindowAggregate:
         sketch = self.numeric.get(name)
         if sketch is None:
             edges = self.spec.numeric_edges.get(name, _NO_EDGES)
-            sketch = self.numeric[name] = NumericSketch(edges, self.spec.sample_size)
+            grid = self.spec.numeric_grids.get(name)
+            sketch = self.numeric[name] = NumericSketch(edges, self.spec.sample_size, grid)
         return sketch
 
     def _categorical(self, name: str) -> CategoricalSketch:
@@ -460,3 +474,194 @@ class WindowAggregate:
         agg.error_sample = _load(agg.error_sample, d, "error_sample")
         agg.error_time = _load(agg.error_time, d, "error_time")
         return agg
+
+
+# -- folding many aggregates at once ---------------------------------------------------------
+def fold_predictions(
+    parts: Sequence[tuple[WindowAggregate, np.ndarray]],
+    columns: FeatureColumns,
+    keys: np.ndarray,
+    predictions: np.ndarray,
+    scores: np.ndarray,
+    fold_groups: np.ndarray | None = None,
+) -> None:
+    """``agg.add_predictions(columns, idx, keys[idx], predictions[idx], scores[idx])`` for every
+    ``(agg, idx)`` of ``parts`` (each aggregate once), bit-identically, with one batched sketch
+    update per feature for all of them instead of one per aggregate and feature.
+
+    ``predictions`` is the batch's object array: category strings for classification models,
+    floats for regression ones. A feature with both a numeric and a categorical column in the
+    batch folds each kind only from rows whose ``fold_groups`` value holds a value of that kind,
+    which is what one ``add_predictions`` call per group does (the join's groups are its window
+    keys); without ``fold_groups`` each part is its own group."""
+    if not parts:
+        return
+    aggs = [agg for agg, _ in parts]
+    sizes = [int(idx.size) for _, idx in parts]
+    rows = np.concatenate([idx for _, idx in parts])
+    seg = np.repeat(np.arange(len(parts), dtype=np.int64), sizes)
+    groups_of = seg if fold_groups is None else fold_groups[rows]
+    k = np.asarray(keys, dtype=np.uint64)[rows]
+    for agg, size in zip(aggs, sizes, strict=True):
+        agg.n_predictions += size
+    base_keys = np.asarray(keys, dtype=np.uint64)
+    for name, values in columns.numeric.items():
+        _fold_kind(aggs, "numeric", name, values, columns.numeric_mask[name][rows], seg, base_keys, rows,
+                   groups_of, name in columns.categorical)
+    for name, values in columns.categorical.items():
+        _fold_kind(aggs, "categorical", name, values, columns.categorical_mask[name][rows], seg, base_keys,
+                   rows, groups_of, name in columns.numeric)
+    for name, mask in columns.present.items():
+        counts = np.bincount(seg, weights=mask[rows], minlength=len(parts)).tolist()
+        for agg, c in zip(aggs, counts, strict=True):
+            agg.present[name] = agg.present.get(name, 0) + int(c)
+    preds, sc = predictions[rows], np.asarray(scores, dtype=np.float64)[rows]
+    cat = [i for i, a in enumerate(aggs) if a.prediction_cat is not None]
+    num = [i for i, a in enumerate(aggs) if a.prediction_num is not None]
+    if cat:
+        sel, local = _select(seg, cat, len(parts))
+        CategoricalSketch.update_many([aggs[i].prediction_cat for i in cat], preds[sel], local)  # type: ignore[misc]
+    if num:
+        sel, local = _select(seg, num, len(parts))
+        NumericSketch.update_many([aggs[i].prediction_num for i in num],  # type: ignore[misc]
+                                  preds[sel].astype(np.float64), k[sel], local)
+        lossy = [i for i in num if aggs[i].loss_bins is not None]
+        if lossy:
+            sel, local = _select(seg, lossy, len(parts))
+            NumericSketch.update_many([aggs[i].loss_bins for i in lossy],  # type: ignore[misc]
+                                      preds[sel].astype(np.float64), k[sel], local)
+    NumericSketch.update_many([a.score for a in aggs], sc, k, seg)
+    expected = [i for i, a in enumerate(aggs) if a.expected is not None and a.calibrated is not None]
+    if expected:
+        sel, local = _select(seg, expected, len(parts))
+        positive = np.array([aggs[i].spec.positive_label for i in expected], dtype=object)
+        is_positive = np.asarray(preds[sel] == positive[local], dtype=bool)
+        raw = sc[sel]
+        # each model's own calibrator (one object per model: its slices share it) maps its rows
+        q = raw.copy()
+        by_calibrator: dict[int, list[int]] = {}
+        for j, i in enumerate(expected):
+            calibrator = aggs[i].spec.calibrator
+            if calibrator is not None:
+                by_calibrator.setdefault(id(calibrator), []).append(j)
+        for members in by_calibrator.values():
+            calibrator = aggs[expected[members[0]]].spec.calibrator
+            assert calibrator is not None
+            take = np.isin(local, members) & ~np.isnan(raw)
+            if take.any():
+                q[take] = calibrator.apply(raw[take])
+        ExpectedConfusion.update_many([aggs[i].expected for i in expected],  # type: ignore[misc]
+                                      is_positive, q, local)
+        bounds = np.searchsorted(local, np.arange(len(expected) + 1))
+        for j, i in enumerate(expected):
+            part = slice(int(bounds[j]), int(bounds[j + 1]))
+            scored = ~np.isnan(raw[part])
+            if scored.any():
+                aggs[i].calibrated.update(  # type: ignore[union-attr]
+                    is_positive[part][scored], raw[part][scored], q[part][scored])
+
+
+def _select(seg: np.ndarray, members: list[int], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the parts at ``members`` (ascending), and each one's position in ``members``."""
+    position = np.full(count, -1, dtype=np.int64)
+    position[members] = np.arange(len(members))
+    local = position[seg]
+    sel = local >= 0
+    return sel, local[sel]
+
+
+def _fold_kind(aggs: list[WindowAggregate], kind: str, name: str, values: np.ndarray, mask: np.ndarray,
+               seg: np.ndarray, keys: np.ndarray, rows: np.ndarray, groups_of: np.ndarray,
+               other_kind: bool) -> None:
+    """One feature column of one kind (``values`` and ``keys`` of the whole batch; ``mask``,
+    ``seg`` and ``groups_of`` per taken row, ``rows`` their batch positions) into every aggregate
+    that takes it (see :func:`fold_predictions`); aggregates whose spec declares the other kind
+    count type errors."""
+    other = "categorical" if kind == "numeric" else "numeric"
+    wrong = [i for i, a in enumerate(aggs) if a.spec.kind_of(name) == other]
+    if wrong:
+        counts = np.bincount(seg, weights=mask, minlength=len(aggs))
+        for i in wrong:
+            aggs[i]._type_error(name, int(counts[i]))
+    take = np.ones(seg.size, dtype=bool)
+    if wrong:
+        bad = np.zeros(len(aggs), dtype=bool)
+        bad[wrong] = True
+        take &= ~bad[seg]
+    if other_kind:  # a mixed column: only the groups that hold a value of this kind
+        _, inverse = np.unique(groups_of, return_inverse=True)
+        has = np.bincount(inverse.ravel(), weights=mask) > 0
+        take &= has[inverse.ravel()]
+    if not take.any():
+        return
+    targets, local = dense_segments(seg[take])
+    sketches: list[Any]
+    if kind == "numeric":
+        sketches = [aggs[i]._numeric(name) for i in targets.tolist()]
+        NumericSketch.update_many(sketches, values, keys, local.ravel(), rows=rows[take])
+    else:
+        sketches = [aggs[i]._categorical(name) for i in targets.tolist()]
+        CategoricalSketch.update_many(sketches, values[rows[take]], local.ravel())
+
+
+def fold_outcomes(
+    parts: Sequence[tuple[WindowAggregate, np.ndarray]],
+    predictions: np.ndarray,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    keys: np.ndarray,
+    times: np.ndarray | None = None,
+) -> None:
+    """``agg.add_outcomes(predictions[idx], labels[idx], scores[idx], keys[idx], times[idx])``
+    for every ``(agg, idx)`` of ``parts`` (each aggregate once), bit-identically, with batched
+    sketch updates. ``predictions`` and ``labels`` are object arrays: category strings for
+    classification models, floats for regression ones."""
+    if not parts:
+        return
+    aggs = [agg for agg, _ in parts]
+    sizes = [int(idx.size) for _, idx in parts]
+    rows = np.concatenate([idx for _, idx in parts])
+    seg = np.repeat(np.arange(len(parts), dtype=np.int64), sizes)
+    bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    preds, labs = predictions[rows], labels[rows]
+    sc, k = np.asarray(scores, dtype=np.float64)[rows], np.asarray(keys, dtype=np.uint64)[rows]
+    for agg, size in zip(aggs, sizes, strict=True):
+        agg.n_labelled += size
+    errors = np.full(rows.size, np.nan)
+    regression = [i for i, a in enumerate(aggs) if a.regression is not None and a.label_num is not None]
+    classes = [i for i, a in enumerate(aggs) if a.regression is None]
+    if regression:
+        sel, local = _select(seg, regression, len(parts))
+        y, yhat = labs[sel].astype(np.float64), preds[sel].astype(np.float64)
+        start = 0
+        for i in regression:
+            end = start + sizes[i]
+            aggs[i].regression.update(y[start:end], yhat[start:end])  # type: ignore[union-attr]
+            start = end
+        NumericSketch.update_many([aggs[i].label_num for i in regression], y, k[sel], local)  # type: ignore[misc]
+        errors[sel] = np.abs(y - yhat)
+    if classes:
+        sel, local = _select(seg, classes, len(parts))
+        lab, pred = labs[sel], preds[sel]
+        known = np.not_equal(lab, NULL) & np.not_equal(pred, NULL)
+        errors[sel] = np.where(known, (lab != pred).astype(np.float64), np.nan)
+        for i in classes:
+            a, b = bounds[i], bounds[i + 1]
+            aggs[i].confusion.update(labs[a:b], preds[a:b])  # type: ignore[union-attr]
+        CategoricalSketch.update_many([aggs[i].label_cat for i in classes], lab, local)  # type: ignore[misc]
+        binary = [i for i in classes
+                  if aggs[i].probability is not None and aggs[i].score_histogram is not None]
+        if binary:
+            sel, local = _select(seg, binary, len(parts))
+            has = ~np.isnan(sc[sel])
+            positive = np.array([aggs[i].spec.positive_label for i in binary], dtype=object)
+            y_pos = np.asarray(labs[sel][has] == positive[local[has]], dtype=bool).astype(np.int64)
+            ProbabilitySums.update_many([aggs[i].probability for i in binary],  # type: ignore[misc]
+                                        y_pos, sc[sel][has], local[has])
+            ScoreHistogram.update_many([aggs[i].score_histogram for i in binary],  # type: ignore[misc]
+                                       y_pos, sc[sel][has], local[has])
+    if times is not None:
+        t = np.asarray(times, dtype=np.float64)[rows]
+        ok = ~(np.isnan(errors) | np.isnan(t))
+        NumericSketch.update_many([a.error_sample for a in aggs], errors[ok], k[ok], seg[ok])
+        NumericSketch.update_many([a.error_time for a in aggs], t[ok], k[ok], seg[ok])

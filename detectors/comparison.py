@@ -16,8 +16,8 @@ a statistic of exactly 0.0 stays 0.0.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,10 +33,11 @@ from driftline.detectors.metrics import (
     ranking_metrics,
     regression_metrics,
 )
-from driftline.detectors.sketches import bin_index
-from driftline.schemas.results import DriftKind, DriftTest, FeatureQuality
+from driftline.detectors.sketches import CategoricalSketch, NumericSketch, bin_index
+from driftline.detectors.summaries import categorical_summary, coarse_cuts, numeric_summary
+from driftline.schemas.results import DistributionSummary, DriftKind, DriftTest, FeatureQuality
 
-__all__ = ["Comparison", "Reference", "TestPolicy", "compare", "finite", "performance"]
+__all__ = ["Comparison", "Reference", "TestPolicy", "compare", "drift_evidence", "finite", "performance"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,12 @@ class TestPolicy:
 
 @dataclass(slots=True)
 class Reference:
-    """What drift is measured against: a reference profile file or bootstrapped windows."""
+    """What drift is measured against: a reference profile file or bootstrapped windows.
+
+    Numeric features keep their decile ``numeric_edges``/``numeric_counts`` (distances),
+    their sample, exact moments ``(n, mean, std)`` and, from a profile, counts on the fine
+    grid of quantiles the windows count on (``numeric_grids``/``numeric_grid_counts``): the
+    whole-window tests. ``summaries`` caches the reference side of each entry's summary."""
 
     source: str
     numeric_samples: dict[str, np.ndarray] = field(default_factory=dict)
@@ -65,6 +71,11 @@ class Reference:
     label_counts: dict[str, int] | None = None
     label_sample: np.ndarray | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    numeric_edges: dict[str, np.ndarray] = field(default_factory=dict)
+    numeric_grids: dict[str, np.ndarray] = field(default_factory=dict)
+    numeric_grid_counts: dict[str, np.ndarray] = field(default_factory=dict)
+    numeric_moments: dict[str, tuple[int, float, float]] = field(default_factory=dict)
+    summaries: dict[str, DistributionSummary] = field(default_factory=dict)
 
     @classmethod
     def from_aggregate(
@@ -77,6 +88,11 @@ class Reference:
         for name, sk in agg.numeric.items():
             ref.numeric_samples[name] = np.concatenate(samples.get(name) or [sk.sample_values])
             ref.numeric_counts[name] = sk.counts.copy()
+            ref.numeric_edges[name] = sk.edges.copy()
+            ref.numeric_moments[name] = (sk.n, sk.mean, sk.std)
+            if sk.grid is not None:
+                ref.numeric_grids[name] = sk.grid.copy()
+                ref.numeric_grid_counts[name] = sk.grid_counts.copy()
         for name, ck in agg.categorical.items():
             ref.categorical[name] = dict(ck.counts)
         if agg.prediction_cat is not None:
@@ -93,6 +109,11 @@ class Reference:
             if feature.kind == "numeric":
                 ref.numeric_samples[name] = np.asarray(feature.sample, dtype=np.float64)
                 ref.numeric_counts[name] = np.asarray(feature.counts, dtype=np.int64)
+                ref.numeric_edges[name] = np.asarray(feature.edges, dtype=np.float64)
+                ref.numeric_moments[name] = (int(feature.n), float(feature.mean), float(feature.std))
+                if feature.grid is not None and feature.grid_counts is not None:
+                    ref.numeric_grids[name] = np.asarray(feature.grid, dtype=np.float64)
+                    ref.numeric_grid_counts[name] = np.asarray(feature.grid_counts, dtype=np.int64)
             else:
                 ref.categorical[name] = {str(k): int(v) for k, v in feature.counts.items()}
         for part, kind in ((profile.prediction, "prediction"), (profile.label, "label")):
@@ -186,15 +207,34 @@ def finite(v: float | None) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
 
 
-def _to_test(r: DriftResult, kind: DriftKind) -> DriftTest:
+@dataclass(slots=True)
+class _Entry:
+    """One test's verdict with its effect size and both sides' summaries."""
+
+    result: DriftResult
+    kind: DriftKind
+    distance: float | None = None
+    distance_name: str | None = None
+    reference: DistributionSummary | None = None
+    window: DistributionSummary | None = None
+
+
+def _to_test(e: _Entry) -> DriftTest:
+    r = e.result
     return DriftTest(
         feature=r.feature,
-        kind=kind,
+        kind=e.kind,
         test=r.test,
         statistic=finite(r.statistic),
         p_value=finite(r.p_value),
         threshold=float(r.threshold),
         drifted=bool(r.drifted),
+        raw_p_value=finite(r.p_value if r.raw_p_value is None else r.raw_p_value),
+        correction=r.correction,
+        distance=finite(e.distance),
+        distance_name=e.distance_name if e.distance is not None and math.isfinite(e.distance) else None,
+        reference_summary=e.reference,
+        window_summary=e.window,
     )
 
 
@@ -232,58 +272,176 @@ def _sample_test(
     return drift_tests.run_test(test, ref, cur, feature=feature, alpha=alpha)
 
 
+def _categorical_entry(
+    test: str, feature: str, kind: DriftKind, ref: Mapping[str, int], cur: CategoricalSketch,
+    cache: dict[str, DistributionSummary], alpha: float,
+) -> _Entry | None:
+    result = _count_test(test, feature, ref, cur.counts, alpha)
+    if result is None:
+        return None
+    if result.test == "psi":
+        distance, dname = result.statistic, "psi"
+    else:
+        _, r, c = drift_tests.align_counts(ref, cur.counts)
+        distance, dname = drift_tests.jensen_shannon(r, c).statistic, "jensen_shannon"
+    key = f"{kind}:{feature}"
+    if key not in cache:
+        cache[key] = categorical_summary(ref)
+    return _Entry(result, kind, distance, dname, cache[key], categorical_summary(cur.counts, cur.overflow))
+
+
+def _std(x: np.ndarray) -> tuple[int, float, float]:
+    return (int(x.size), float(np.mean(x)), float(np.std(x))) if x.size else (0, math.nan, math.nan)
+
+
+def _numeric_entry(
+    test: str, feature: str, kind: DriftKind, sk: NumericSketch, ref: Reference, ref_sample: np.ndarray,
+    alpha: float,
+) -> _Entry | None:
+    """A numeric feature (or a regression model's predictions): the whole-window KS on the grid
+    counts when the reference counted on the window's grid, else the configured count test on
+    the decile bins, else the test on the bottom-k samples (bootstrapped references and
+    profiles written before grids existed)."""
+    if sk.n == 0 or ref_sample.size == 0:
+        return None
+    moments = ref.numeric_moments.get(feature) if kind == "feature" else None
+    n_ref, mean_r, sd_r = moments if moments is not None else _std(ref_sample)
+    grid = ref.numeric_grids.get(feature) if kind == "feature" else None
+    gridded = grid is not None and sk.grid is not None and np.array_equal(grid, sk.grid)
+    edges = ref.numeric_edges.get(feature) if kind == "feature" else None
+    binned = (
+        edges is not None
+        and edges.size > 2
+        and np.array_equal(edges, sk.edges)
+        and feature in ref.numeric_counts
+    )
+    result: DriftResult | None
+    if test in drift_tests.COUNT_TESTS and binned:
+        result = drift_tests.run_test(
+            test, ref.numeric_counts[feature], sk.counts, feature=feature, alpha=alpha
+        )
+    elif test in ("", "ks") and gridded and min(n_ref, sk.n) >= drift_tests.MIN_SAMPLE:
+        result = drift_tests.ks_binned(
+            ref.numeric_grid_counts[feature], sk.grid_counts, alpha, feature=feature
+        )
+    else:
+        result = _sample_test(test, feature, ref_sample, sk.sample_values, alpha)
+    if result is None:
+        return None
+    if result.test == "psi":
+        distance, dname = result.statistic, "psi"
+    else:
+        if result.test == "wasserstein":
+            w = result.statistic
+        elif gridded and grid is not None:
+            w = drift_tests.wasserstein_binned(
+                grid, ref.numeric_grid_counts[feature], sk.grid_counts, sd_r
+            )
+        else:
+            w = drift_tests.wasserstein_normed(ref_sample, sk.sample_values).statistic
+        # W1 >= |mean difference| exactly; both means are exact, the binned/sampled W is not
+        if sd_r > 0 and math.isfinite(sk.mean) and math.isfinite(mean_r):
+            shift = abs(sk.mean - mean_r) / sd_r
+            w = shift if math.isnan(w) else max(w, shift)
+        distance, dname = w, "wasserstein_normed"
+    if gridded and grid is not None:
+        shown: tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None] = (
+            grid, ref.numeric_grid_counts[feature], sk.grid_counts
+        )
+    elif binned and edges is not None:
+        shown = (edges, ref.numeric_counts[feature], sk.counts)
+    else:
+        shown = (None, None, None)
+    shown_edges, ref_counts, cur_counts = shown
+    cuts = None if ref_counts is None else coarse_cuts(ref_counts)
+    key = f"{kind}:{feature}:{'grid' if gridded else 'edges' if binned else 'sample'}"
+    if key not in ref.summaries:
+        ref.summaries[key] = numeric_summary(
+            n_ref, mean_r, sd_r, edges=shown_edges, counts=ref_counts, cuts=cuts, sample=ref_sample
+        )
+    window = numeric_summary(
+        sk.n, sk.mean, sk.std, edges=shown_edges, counts=cur_counts, cuts=cuts, sample=sk.sample_values
+    )
+    return _Entry(result, kind, distance, dname, ref.summaries[key], window)
+
+
 def _drift(agg: WindowAggregate, ref: Reference, policy: TestPolicy) -> list[DriftTest]:
+    """Every test of the window, corrected as one family: the features' and the predictions'
+    tests (all label-free, complete at the provisional close) by ``policy.correction``; the
+    label test, which exists only once labels arrive, by Bonferroni with that family's size
+    plus one, so it never changes a label-free verdict already judged (docs/detectors.md)."""
     alpha = policy.alpha
-    features: list[DriftResult] = []
+    cache = ref.summaries
+    entries: list[_Entry] = []
     for name in sorted(agg.numeric):
-        sk = agg.numeric[name]
-        if name not in ref.numeric_samples or sk.n == 0:
+        if name not in ref.numeric_samples:
             continue
         test = policy.tests.get(name, "")
-        if (
-            test in drift_tests.COUNT_TESTS
-            and name in ref.numeric_counts
-            and ref.numeric_counts[name].size == sk.counts.size
-        ):
-            features.append(
-                drift_tests.run_test(test, ref.numeric_counts[name], sk.counts, feature=name, alpha=alpha)
-            )
-            continue
-        result = _sample_test(test, name, ref.numeric_samples[name], sk.sample_values, alpha)
-        if result is not None:
-            features.append(result)
+        entry = _numeric_entry(
+            test, name, "feature", agg.numeric[name], ref, ref.numeric_samples[name], alpha
+        )
+        if entry is not None:
+            entries.append(entry)
     for name in sorted(agg.categorical):
         if name not in ref.categorical:
             continue
-        tested = _count_test(
-            policy.tests.get(name, ""), name, ref.categorical[name], agg.categorical[name].counts, alpha
+        test = policy.tests.get(name, "")
+        entry = _categorical_entry(
+            test, name, "feature", ref.categorical[name], agg.categorical[name], cache, alpha
         )
-        if tested is not None:
-            features.append(tested)
-    if policy.correction != "none" and features:
-        features = drift_tests.correct(features, policy.correction, alpha)
-    out = [_to_test(r, "feature") for r in features]
-    others: list[tuple[DriftResult | None, DriftKind]] = []
+        if entry is not None:
+            entries.append(entry)
     if agg.prediction_cat is not None and ref.prediction_counts:
-        others.append(
-            (
-                _count_test("", "prediction", ref.prediction_counts, agg.prediction_cat.counts, alpha),
-                "prediction",
-            )
+        entry = _categorical_entry(
+            "", "prediction", "prediction", ref.prediction_counts, agg.prediction_cat, cache, alpha
         )
+        if entry is not None:
+            entries.append(entry)
     if agg.prediction_num is not None and ref.prediction_sample is not None:
-        others.append(
-            (
-                _sample_test(
-                    "", "prediction", ref.prediction_sample, agg.prediction_num.sample_values, alpha
-                ),
-                "prediction",
-            )
+        entry = _numeric_entry(
+            "", "prediction", "prediction", agg.prediction_num, ref, ref.prediction_sample, alpha
         )
+        if entry is not None:
+            entries.append(entry)
+    if policy.correction != "none" and entries:
+        corrected = drift_tests.correct([e.result for e in entries], policy.correction, alpha)
+        for e, r in zip(entries, corrected, strict=True):
+            e.result = r
     if agg.label_cat is not None and ref.label_counts and agg.label_cat.counts:
-        others.append((_count_test("", "label", ref.label_counts, agg.label_cat.counts, alpha), "label"))
-    out.extend(_to_test(r, kind) for r, kind in others if r is not None)
-    return out
+        entry = _categorical_entry("", "label", "label", ref.label_counts, agg.label_cat, cache, alpha)
+        if entry is not None:
+            if policy.correction != "none":
+                entry.result = _bonferroni(entry.result, 1 + sum(_tested(e.result) for e in entries), alpha)
+            entries.append(entry)
+    return [_to_test(e) for e in entries]
+
+
+def _tested(r: DriftResult) -> bool:
+    return r.p_value is not None and math.isfinite(r.p_value)
+
+
+def _bonferroni(r: DriftResult, m: int, alpha: float) -> DriftResult:
+    if not _tested(r):
+        return r
+    assert r.p_value is not None
+    q = min(1.0, r.p_value * m)
+    return replace(r, p_value=q, raw_p_value=r.p_value, correction="bonferroni", threshold=alpha,
+                   drifted=bool(q < alpha))
+
+
+def drift_evidence(drift: Sequence[DriftTest]) -> list[dict[str, Any]]:
+    """The drifted features, largest effect first, with the numbers behind each verdict: what
+    alert and retraining evidence list. Distances of different names are not one scale (a
+    normed Wasserstein is in standard deviations, Jensen-Shannon in [0, 1]); the order is by
+    value, then by raw p-value, then by name, so it is deterministic."""
+    drifted = [d for d in drift if d.drifted and d.kind == "feature"]
+    drifted.sort(key=lambda d: (-(d.distance if d.distance is not None else -math.inf),
+                                d.raw_p_value if d.raw_p_value is not None else math.inf, d.feature))
+    return [
+        {"feature": d.feature, "test": d.test, "distance": d.distance, "distance_name": d.distance_name,
+         "p_value": d.p_value, "raw_p_value": d.raw_p_value}
+        for d in drifted
+    ]
 
 
 def _quality(agg: WindowAggregate, ref: Reference | None) -> dict[str, FeatureQuality]:

@@ -44,9 +44,13 @@ __all__ = [
     "fisher_exact_test",
     "hellinger",
     "jensen_shannon",
+    "ks_binned",
+    "ks_binning_error",
+    "ks_p_value",
     "ks_test",
     "psi",
     "run_test",
+    "wasserstein_binned",
     "wasserstein_normed",
     "z_test_proportions",
 ]
@@ -57,7 +61,9 @@ _NAN = math.nan
 
 @dataclass(frozen=True, slots=True)
 class DriftResult:
-    """Verdict of one test on one feature. ``threshold`` is alpha for tests, the cut-off for distances."""
+    """Verdict of one test on one feature. ``threshold`` is alpha for tests, the cut-off for
+    distances. After :func:`correct`, ``p_value`` is the corrected p-value (the verdict's),
+    ``raw_p_value`` the test's own and ``correction`` the method; before, both are None."""
 
     feature: str
     test: str
@@ -65,6 +71,8 @@ class DriftResult:
     p_value: float | None
     threshold: float
     drifted: bool
+    raw_p_value: float | None = None
+    correction: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict: non-finite numbers (strict JSON has none) become None."""
@@ -74,7 +82,8 @@ class DriftResult:
 
         return {"feature": self.feature, "test": self.test, "statistic": safe(self.statistic),
                 "p_value": safe(self.p_value), "threshold": float(self.threshold),
-                "drifted": bool(self.drifted)}
+                "drifted": bool(self.drifted), "raw_p_value": safe(self.raw_p_value),
+                "correction": self.correction}
 
 
 def _by_p(feature: str, test: str, statistic: float, p: float, alpha: float) -> DriftResult:
@@ -147,6 +156,57 @@ def cramer_von_mises(ref_sample: np.ndarray, cur_sample: np.ndarray, alpha: floa
         return _by_p(feature, "cramer_von_mises", _NAN, _NAN, alpha)
     res = stats.cramervonmises_2samp(r, c)
     return _by_p(feature, "cramer_von_mises", res.statistic, res.pvalue, alpha)
+
+
+def ks_binned(ref_counts: np.ndarray, cur_counts: np.ndarray, alpha: float = 0.05, *,
+              feature: str = "") -> DriftResult:
+    """Two-sample Kolmogorov-Smirnov on counts over the same *ordered* bins: the whole window.
+
+    The statistic is max |F_ref - F_cur| over the bins' upper edges, i.e. the raw KS statistic
+    restricted to those points. Two properties follow (``tests/test_drift.py`` and
+    ``tests/test_calibration.py`` check both against ``scipy.stats.ks_2samp`` on the raw data):
+
+    * it is never above the raw statistic, so under no drift its p-value is never below the raw
+      test's: the binned test is conservative (size <= alpha) however the bins were chosen;
+    * it is below the raw statistic by at most :func:`ks_binning_error`, the largest share
+      either side has in one bin (within a bin both ECDFs are monotone): about 1/200 on a grid
+      of 200 reference quantiles, against a 0.1 sigma shift's 0.04.
+
+    The p-value is :func:`ks_p_value`.
+    """
+    r, c = _counts(ref_counts, cur_counts)
+    n1, n2 = float(r.sum()), float(c.sum())
+    if n1 <= 0 or n2 <= 0:
+        return _by_p(feature, "ks", _NAN, _NAN, alpha)
+    d = float(np.max(np.abs(np.cumsum(r)[:-1] / n1 - np.cumsum(c)[:-1] / n2), initial=0.0))
+    return _by_p(feature, "ks", d, ks_p_value(d, n1, n2), alpha)
+
+
+_KSTWO_MAX_N = 500  # above it scipy's kstwo.sf costs milliseconds (a second at 10^6) per call
+
+
+def ks_p_value(d: float, n1: float, n2: float) -> float:
+    """Two-sided two-sample KS p-value of statistic ``d`` for sizes ``n1``, ``n2``.
+
+    With en = n1·n2/(n1+n2): scipy's asymptotic mode, ``kstwo.sf(d, round(en))``, up to
+    en = 500; above, Stephens' approximation ``kstwobign.sf((√en + 0.12 + 0.11/√en)·d)``
+    (M. A. Stephens, JRSS B 32, 1970; Numerical Recipes 14.3), which costs microseconds where
+    ``kstwo`` costs milliseconds: within 0.005 of it, and within 4 % of it below p = 0.05, from
+    en = 500 on, closer as en grows (``tests/test_drift.py``).
+    """
+    en = n1 * n2 / (n1 + n2)
+    if en <= _KSTWO_MAX_N:
+        return float(np.clip(stats.kstwo.sf(d, round(en)), 0.0, 1.0))
+    root = math.sqrt(en)
+    return float(np.clip(stats.kstwobign.sf((root + 0.12 + 0.11 / root) * d), 0.0, 1.0))
+
+
+def ks_binning_error(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
+    """The most :func:`ks_binned`'s statistic can be below the raw KS statistic of the values
+    the counts came from: the largest share of either side in one bin."""
+    r, c = _counts(ref_counts, cur_counts)
+    shares = [x.max() / x.sum() for x in (r, c) if x.sum() > 0]
+    return float(max(shares, default=0.0))
 
 
 # ---- count tests (p-values) -----------------------------------------------------------------
@@ -256,6 +316,33 @@ def wasserstein_normed(ref_sample: np.ndarray, cur_sample: np.ndarray, threshold
     return _by_distance(feature, "wasserstein", value, threshold)
 
 
+def wasserstein_binned(edges: np.ndarray, ref_counts: np.ndarray, cur_counts: np.ndarray,
+                       scale: float) -> float:
+    """Earth mover's distance between two histograms on the same ``edges``, each bin's mass
+    spread evenly over it, divided by ``scale`` (the reference standard deviation).
+
+    ∫|F - G| with both CDFs piecewise linear between edges: exact per bin, including a bin
+    where the CDFs cross. Resolution is the grid's; values outside the edges were counted in
+    the end bins, so a shift past the reference range is under-stated (callers take the larger
+    of this and the exact |Δmean|/scale, which never exceeds the true distance).
+    """
+    e = np.asarray(edges, dtype=np.float64)
+    r, c = _counts(ref_counts, cur_counts)
+    if r.sum() <= 0 or c.sum() <= 0:
+        return _NAN
+    diff = np.concatenate([[0.0], np.cumsum(r) / r.sum() - np.cumsum(c) / c.sum()])
+    a, b = diff[:-1], diff[1:]
+    width = np.diff(e)
+    same = a * b >= 0
+    total = np.abs(a) + np.abs(b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        crossing = np.where(total > 0, (a * a + b * b) / (2.0 * total), 0.0)
+    area = float(np.sum(width * np.where(same, total / 2.0, crossing)))
+    if scale > 0:
+        return area / scale
+    return 0.0 if area == 0 else math.inf
+
+
 # ---- choice, dispatch, corrections ----------------------------------------------------------
 _TESTS: dict[str, tuple[Callable[..., DriftResult], str]] = {
     "ks": (ks_test, "alpha"),
@@ -328,7 +415,8 @@ def correct(results: Sequence[DriftResult], method: str = "bonferroni",
     p = np.array([results[i].p_value for i in idx], dtype=np.float64)
     adjusted = np.minimum(p * p.size, 1.0) if method == "bonferroni" else stats.false_discovery_control(p)
     for i, q in zip(idx, adjusted.tolist(), strict=True):
-        out[i] = replace(results[i], p_value=q, threshold=alpha, drifted=bool(q < alpha))
+        out[i] = replace(results[i], p_value=q, threshold=alpha, drifted=bool(q < alpha),
+                         raw_p_value=results[i].p_value, correction=method)
     return out
 
 

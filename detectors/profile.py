@@ -55,9 +55,14 @@ __all__ = [
     "build_profile",
     "new_categorical_sketch",
     "new_numeric_sketch",
+    "quantile_edges",
 ]
 
 DEFAULT_BINS = 10
+#: bins of the fine grid of reference quantiles on which windows count every value, for
+#: whole-window drift tests: a binned KS statistic is at most one bin's share (~1/200) below the
+#: raw one (see :func:`driftline.detectors.drift.ks_binned`); 200 int64 counts a feature
+DEFAULT_GRID_BINS = 200
 DEFAULT_SAMPLE = 20_000
 # top-level keys of a flat row that are event metadata, not features
 _META_KEYS = frozenset({"prediction_id", "model_id", "model_version", "timestamp", "scores", "score",
@@ -75,7 +80,9 @@ def _unnum(x: float | None) -> float:
 @dataclass(eq=False, slots=True)
 class NumericProfile:
     """Quantile edges (deduplicated; first/last = observed min/max), counts on them, moments,
-    and the bottom-k sample (smallest stable keys of the row ids, key order)."""
+    the bottom-k sample (smallest stable keys of the row ids, key order), and counts on the
+    fine ``grid`` of quantiles (None in profiles written before grids existed: their windows
+    are tested on samples)."""
 
     edges: np.ndarray
     counts: np.ndarray
@@ -87,17 +94,28 @@ class NumericProfile:
     n: int
     missing: int
     kind: str = "numeric"
+    grid: np.ndarray | None = None
+    grid_counts: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "numeric", "edges": self.edges.tolist(), "counts": self.counts.tolist(),
-                "sample": self.sample.tolist(), "mean": _num(self.mean), "std": _num(self.std),
-                "min": _num(self.min), "max": _num(self.max), "n": self.n, "missing": self.missing}
+        out = {"kind": "numeric", "edges": self.edges.tolist(), "counts": self.counts.tolist(),
+               "sample": self.sample.tolist(), "mean": _num(self.mean), "std": _num(self.std),
+               "min": _num(self.min), "max": _num(self.max), "n": self.n, "missing": self.missing}
+        if self.grid is not None and self.grid_counts is not None:
+            out["grid"] = self.grid.tolist()
+            out["grid_counts"] = self.grid_counts.tolist()
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> NumericProfile:
+        grid = None if d.get("grid") is None else np.array(d["grid"], dtype=np.float64)
+        grid_counts = None if grid is None else np.array(d["grid_counts"], dtype=np.int64)
+        if grid is not None and grid_counts is not None and grid_counts.size != grid.size - 1:
+            raise ValueError(f"a numeric profile's grid has {grid.size} edges but {grid_counts.size} counts")
         return cls(np.array(d["edges"], dtype=np.float64), np.array(d["counts"], dtype=np.int64),
                    np.array(d["sample"], dtype=np.float64), _unnum(d["mean"]), _unnum(d["std"]),
-                   _unnum(d["min"]), _unnum(d["max"]), int(d["n"]), int(d["missing"]))
+                   _unnum(d["min"]), _unnum(d["max"]), int(d["n"]), int(d["missing"]),
+                   grid=grid, grid_counts=grid_counts)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, NumericProfile) and _json_eq(self.to_dict(), other.to_dict())
@@ -197,20 +215,28 @@ def _infer_kind(values: list[Any]) -> str:
     return "categorical"
 
 
-def _numeric_profile(values: list[Any], keys: np.ndarray, bins: int, sample_size: int) -> NumericProfile:
+def quantile_edges(present: np.ndarray, bins: int) -> np.ndarray:
+    """Deduplicated quantiles at 0, 1/bins, ..., 1 of the non-missing values (a constant feature
+    gets one degenerate bin, no value the placeholder [0, 0])."""
+    if not present.size:
+        return np.array([0.0, 0.0])
+    edges = np.unique(np.quantile(present, np.linspace(0.0, 1.0, bins + 1)))
+    return np.repeat(edges, 2) if edges.size == 1 else edges
+
+
+def _numeric_profile(values: list[Any], keys: np.ndarray, bins: int, sample_size: int,
+                     grid_bins: int, grid: np.ndarray | None) -> NumericProfile:
     x = np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
     present = x[~np.isnan(x)]
-    if present.size:
-        edges = np.unique(np.quantile(present, np.linspace(0.0, 1.0, bins + 1)))
-        if edges.size == 1:  # constant feature: one degenerate bin
-            edges = np.repeat(edges, 2)
-    else:
-        edges = np.array([0.0, 0.0])
-    sk = NumericSketch(edges, sample_size=sample_size)
+    edges = quantile_edges(present, bins)
+    if grid is None and grid_bins > 0:
+        grid = quantile_edges(present, grid_bins)
+    sk = NumericSketch(edges, sample_size=sample_size, grid=grid)
     sk.update(x, keys)
     return NumericProfile(edges, sk.counts, sk.sample_values, sk.mean, sk.std,
                           math.nan if sk.min is None else sk.min, math.nan if sk.max is None else sk.max,
-                          sk.n, sk.missing)
+                          sk.n, sk.missing, grid=sk.grid,
+                          grid_counts=None if sk.grid is None else sk.grid_counts)
 
 
 def _categorical_profile(values: list[Any]) -> CategoricalProfile:
@@ -219,9 +245,10 @@ def _categorical_profile(values: list[Any]) -> CategoricalProfile:
     return CategoricalProfile(dict(sorted(sk.counts.items())), sk.missing)
 
 
-def _profile(values: list[Any], kind: str, keys: np.ndarray, bins: int, sample_size: int) -> FeatureProfile:
+def _profile(values: list[Any], kind: str, keys: np.ndarray, bins: int, sample_size: int,
+             grid_bins: int = 0, grid: np.ndarray | None = None) -> FeatureProfile:
     if kind == "numeric":
-        return _numeric_profile(values, keys, bins, sample_size)
+        return _numeric_profile(values, keys, bins, sample_size, grid_bins, grid)
     if kind == "categorical":
         return _categorical_profile(values)
     raise ValueError(f"unknown feature type {kind!r} (numeric, categorical)")
@@ -241,6 +268,8 @@ def build_profile(
     sample_size: int = DEFAULT_SAMPLE,
     positive_label: str = "1",
     calibration: str = "auto",
+    grid_bins: int = DEFAULT_GRID_BINS,
+    grids: Mapping[str, np.ndarray] | None = None,
 ) -> ReferenceProfile:
     """Profile rows that are flat dicts or PredictionEvent-shaped (features nested under
     ``features_key``). Types are inferred per column and overridable by ``feature_types``
@@ -249,7 +278,11 @@ def build_profile(
     class ids sent as ints are still classes, not numbers.
     Sample keys hash ``prediction_id`` when present, else the row number.
     ``task="binary"`` with scores and labels fits a calibrator by ``calibration`` (``"auto"``
-    or one of :data:`~driftline.detectors.calibration.CALIBRATION_METHODS`)."""
+    or one of :data:`~driftline.detectors.calibration.CALIBRATION_METHODS`).
+
+    Numeric features also count on a fine grid of ``grid_bins`` quantiles (0: none), or on
+    the given ``grids`` (a segment's profile counts on its model's grid, which its windows use).
+    Predictions and labels are not gridded: their numeric tests use samples."""
     types = dict(feature_types or {})
     if task is not None:
         target_kind = "numeric" if task == "regression" else "categorical"
@@ -275,14 +308,17 @@ def build_profile(
         scores.append(_score(row, positive_label))
     keys = stable_keys(ids)
 
-    def make(name: str, values: list[Any]) -> FeatureProfile:
-        return _profile(values, types.get(name) or _infer_kind(values), keys, bins, sample_size)
+    given = dict(grids or {})
+
+    def make(name: str, values: list[Any], gridded: bool = True) -> FeatureProfile:
+        return _profile(values, types.get(name) or _infer_kind(values), keys, bins, sample_size,
+                        grid_bins if gridded else 0, given.get(name) if gridded else None)
 
     features = {name: make(name, vals) for name, vals in sorted(columns.items())}
     has_pred = any(v is not None for v in preds)
     has_label = any(v is not None for v in labels)
-    prediction = make(prediction_key, preds) if has_pred else None
-    label = make(label_key, labels) if has_label else None
+    prediction = make(prediction_key, preds, False) if has_pred else None
+    label = make(label_key, labels, False) if has_label else None
     metrics: dict[str, float] = {}
     loss_model = None
     if prediction is not None and label is not None:
@@ -345,7 +381,7 @@ def new_numeric_sketch(profile: ReferenceProfile, feature: str, sample_size: int
     fp = profile.get(feature)
     if not isinstance(fp, NumericProfile):
         raise TypeError(f"{feature!r} is {fp.kind} in the profile, not numeric")
-    return NumericSketch(fp.edges, sample_size=sample_size)
+    return NumericSketch(fp.edges, sample_size=sample_size, grid=fp.grid)
 
 
 def new_categorical_sketch(

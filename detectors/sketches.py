@@ -48,6 +48,7 @@ __all__ = [
     "RegressionSums",
     "ScoreHistogram",
     "bin_index",
+    "dense_segments",
     "exact_squares",
 ]
 
@@ -56,6 +57,7 @@ __all__ = [
 _SHIFT = 1126
 _CHUNK = 1 << 24  # keeps float64 bincount partial sums of 27-bit integers below 2**53 (exact)
 _EXP_OFFSET = 1100  # frexp exponents lie in [-1073, 1024]
+_EXP_SLOTS = 2200  # _EXP_OFFSET + the largest exponent, rounded up
 # scikit-learn >= 1.5 clips probabilities to [eps, 1 - eps] with eps = float64 machine epsilon
 # (older versions used 1e-15); we follow the current one so log-loss matches it exactly.
 _PROB_EPS = float(np.finfo(np.float64).eps)
@@ -142,6 +144,39 @@ class ExactSum:
             total += (int(hi_sums[i]) << (shift + 26)) + (int(lo_sums[i]) << shift)
         self._scaled = total
 
+    @staticmethod
+    def add_segments(
+        sums: Sequence[ExactSum], values: np.ndarray, seg: np.ndarray, rows: np.ndarray | None = None
+    ) -> None:
+        """``sums[i].add(values[seg == i])`` for every ``i`` at once (``seg`` non-decreasing, as
+        for every ``update_many`` here), bit-identically (an exact
+        sum does not depend on how its values are split): one ``frexp`` and one ``bincount``
+        over all of them, then the exact integer per (sum, exponent) that occurs.
+
+        With ``rows``, the values of sum ``seg[j]`` are ``values[rows[j]]``: a row that several
+        sums take (a window slice and the model's) is split into mantissa and exponent once."""
+        base = np.asarray(values, dtype=np.float64).ravel()
+        s = np.asarray(seg, dtype=np.int64).ravel()
+        _check_sorted(s)
+        r = None if rows is None else np.asarray(rows, dtype=np.int64).ravel()
+        v = base if r is None else base[r]
+        finite = np.isfinite(v)
+        if not finite.all():
+            bad = ~finite
+            for i in np.unique(s[bad]).tolist():  # rare: inf in a window
+                sums[i]._special += float(v[bad & (s == i)].sum())
+            v, s = v[finite], s[finite]
+            r = None if r is None else r[finite]
+        if r is None:
+            for start in range(0, v.size, _CHUNK):
+                chunk = slice(start, start + _CHUNK)
+                _add_parts(sums, *_mantissas(v[chunk]), s[chunk])
+            return
+        hi, lo, idx = _mantissas(np.where(np.isfinite(base), base, 0.0))
+        for start in range(0, r.size, _CHUNK):
+            part = r[start : start + _CHUNK]
+            _add_parts(sums, hi[part], lo[part], idx[part], s[start : start + _CHUNK])
+
     def add_scalar(self, x: float) -> None:
         if not math.isfinite(x):
             self._special += x
@@ -185,6 +220,59 @@ class ExactSum:
         s._scaled = int(d[0], 16)
         s._special = float(d[1])
         return s
+
+
+def _mantissas(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Finite float64 values as (high 27 bits, low 26 bits of the signed 53-bit mantissa, exponent
+    slot), as :meth:`ExactSum._add_chunk` splits them."""
+    mant, exp = np.frexp(v)
+    m = (mant * 2.0**53).astype(np.int64)
+    hi = (m >> 26).astype(np.float64)
+    lo = (m & ((1 << 26) - 1)).astype(np.float64)
+    return hi, lo, exp.astype(np.int64) + _EXP_OFFSET
+
+
+def _add_parts(sums: Sequence[ExactSum], hi: np.ndarray, lo: np.ndarray, idx: np.ndarray,
+               s: np.ndarray) -> None:
+    """:meth:`ExactSum._add_chunk` for many sums: the bins are (sum, exponent) pairs, and no
+    bin gets more than ``_CHUNK`` values, so the float64 bincounts stay exact."""
+    if hi.size == 0:
+        return
+    used = np.zeros(_EXP_SLOTS, dtype=bool)
+    used[idx] = True
+    exps = np.flatnonzero(used)
+    code = np.cumsum(used) - 1
+    live, local = dense_segments(s)
+    flat = local * exps.size + code[idx]
+    shape = (live.size, exps.size)
+    hi_sums = np.bincount(flat, weights=hi, minlength=live.size * exps.size).reshape(shape)
+    lo_sums = np.bincount(flat, weights=lo, minlength=live.size * exps.size).reshape(shape)
+    rows, cols = np.nonzero((hi_sums != 0) | (lo_sums != 0))
+    shifts = (exps[cols] - _EXP_OFFSET - 53 + _SHIFT).tolist()
+    targets = live[rows].tolist()
+    for i, h, lo_, shift in zip(targets, hi_sums[rows, cols].tolist(), lo_sums[rows, cols].tolist(),
+                                shifts, strict=True):
+        sums[i]._scaled += (int(h) << (shift + 26)) + (int(lo_) << shift)
+
+
+def dense_segments(seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(seg, return_inverse=True)`` for a non-decreasing ``seg``, without the sort."""
+    if seg.size == 0:
+        return seg, seg
+    change = np.empty(seg.size, dtype=bool)
+    change[0] = True
+    np.not_equal(seg[1:], seg[:-1], out=change[1:])
+    return seg[change], np.cumsum(change) - 1
+
+
+def _check_sorted(seg: np.ndarray) -> None:
+    if seg.size > 1 and bool((seg[1:] < seg[:-1]).any()):
+        raise ValueError("seg must be non-decreasing (each sketch's rows together)")
+
+
+def _segments(seg: np.ndarray, count: int) -> np.ndarray:
+    """Start of each of ``count`` segments in a non-decreasing ``seg``, and the end: ``count + 1``."""
+    return np.searchsorted(seg, np.arange(count + 1))
 
 
 def exact_squares(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -292,6 +380,23 @@ class ProbabilitySums:
         self.log_loss_sum.add(-np.log(np.clip(p_true, _PROB_EPS, 1.0 - _PROB_EPS)))
         self.brier_sum.add((p - y) ** 2)
 
+    @staticmethod
+    def update_many(sketches: Sequence[ProbabilitySums], y_true: np.ndarray, p_positive: np.ndarray,
+                    seg: np.ndarray) -> None:
+        """``sketches[i].update(y_true[seg == i], p_positive[seg == i])`` for every ``i``, at once."""
+        y = np.asarray(y_true, dtype=np.float64)
+        p = np.asarray(p_positive, dtype=np.float64)
+        if y.shape != p.shape:
+            raise ValueError("y_true and p_positive must have the same shape")
+        s = np.asarray(seg, dtype=np.int64)
+        counts = np.bincount(s, minlength=len(sketches))
+        for i in np.flatnonzero(counts).tolist():
+            sketches[i].n += int(counts[i])
+        p_true = np.where(y == 1.0, p, 1.0 - p)
+        ExactSum.add_segments([x.log_loss_sum for x in sketches],
+                              -np.log(np.clip(p_true, _PROB_EPS, 1.0 - _PROB_EPS)), s)
+        ExactSum.add_segments([x.brier_sum for x in sketches], (p - y) ** 2, s)
+
     def merge(self, other: ProbabilitySums) -> None:
         self.n += other.n
         self.log_loss_sum.merge(other.log_loss_sum)
@@ -345,6 +450,31 @@ class ScoreHistogram:
             raise ValueError("y_true and p_positive must have the same shape")
         self.pos += np.bincount(b[y], minlength=self.n_bins)
         self.neg += np.bincount(b[~y], minlength=self.n_bins)
+
+    @staticmethod
+    def update_many(sketches: Sequence[ScoreHistogram], y_true: np.ndarray, p_positive: np.ndarray,
+                    seg: np.ndarray) -> None:
+        """``sketches[i].update(y_true[seg == i], p_positive[seg == i])`` for every ``i``, at
+        once (all with the same bins)."""
+        if not sketches:
+            return
+        n_bins = sketches[0].n_bins
+        for x in sketches:
+            _check_same("n_bins", n_bins, x.n_bins)
+        y = np.asarray(y_true).astype(bool)
+        b = sketches[0].bins(p_positive)
+        if y.shape != b.shape:
+            raise ValueError("y_true and p_positive must have the same shape")
+        s = np.asarray(seg, dtype=np.int64)
+        _check_sorted(s)
+        live, local = dense_segments(s)
+        flat = local * n_bins + b
+        size = live.size * n_bins
+        pos = np.bincount(flat[y], minlength=size).reshape(live.size, n_bins)
+        neg = np.bincount(flat[~y], minlength=size).reshape(live.size, n_bins)
+        for j, i in enumerate(live.tolist()):
+            sketches[i].pos += pos[j]
+            sketches[i].neg += neg[j]
 
     def merge(self, other: ScoreHistogram) -> None:
         _check_same("n_bins", self.n_bins, other.n_bins)
@@ -461,19 +591,35 @@ def bin_index(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(e, values, side="right") - 1, 0, k - 1)
 
 
+def _check_edges(edges: np.ndarray, what: str) -> np.ndarray:
+    e = np.asarray(edges, dtype=np.float64)
+    if e.ndim != 1 or e.size < 2 or np.any(np.diff(e) < 0) or not np.all(np.isfinite(e)):
+        raise ValueError(f"{what} must be a finite, non-decreasing 1-d array of length >= 2")
+    return e
+
+
 class NumericSketch:
     """One numeric feature in one window: histogram on fixed edges, moments, range, missing,
-    and a bottom-k sample (smallest stable keys) for two-sample tests such as KS."""
+    a bottom-k sample (smallest stable keys), and optionally counts on a fine ``grid``.
 
-    def __init__(self, edges: np.ndarray, sample_size: int = 1024) -> None:
-        e = np.asarray(edges, dtype=np.float64)
-        if e.ndim != 1 or e.size < 2 or np.any(np.diff(e) < 0) or not np.all(np.isfinite(e)):
-            raise ValueError("edges must be a finite, non-decreasing 1-d array of length >= 2")
+    The ``grid`` (a few hundred of the reference's quantiles, see
+    :data:`driftline.detectors.profile.DEFAULT_GRID_BINS`) is what lets a numeric drift test use
+    the *whole* window: integer counts merge exactly, so every event of every partition counts,
+    where the bottom-k sample caps a test at ``sample_size`` values. A sketch without a grid (a
+    bootstrapped reference, a partial written before grids existed) merged with one that has
+    it gives a sketch without: the grid is kept only when *every* part counted on it, so the
+    result does not depend on which parts met first, and the test falls back to the sample.
+    """
+
+    def __init__(self, edges: np.ndarray, sample_size: int = 1024, grid: np.ndarray | None = None) -> None:
+        e = _check_edges(edges, "edges")
         if sample_size < 0:
             raise ValueError("sample_size must be >= 0")
         self.edges = e
         self.sample_size = sample_size
         self.counts = np.zeros(e.size - 1, dtype=np.int64)
+        self.grid: np.ndarray | None = None if grid is None else _check_edges(grid, "grid")
+        self.grid_counts = np.zeros(0 if self.grid is None else self.grid.size - 1, dtype=np.int64)
         self.n = 0
         self.missing = 0
         self.sum = ExactSum()
@@ -514,6 +660,8 @@ class NumericSketch:
             return
         self.n += int(v.size)
         self.counts += np.bincount(bin_index(self.edges, v), minlength=self.counts.size)
+        if self.grid is not None:
+            self.grid_counts += np.bincount(bin_index(self.grid, v), minlength=self.grid_counts.size)
         self.out_of_range_low += int((v < self.edges[0]).sum())
         self.out_of_range_high += int((v > self.edges[-1]).sum())
         self.sum.add(v)
@@ -524,6 +672,85 @@ class NumericSketch:
         self.min = lo if self.min is None else min(self.min, lo)
         self.max = hi if self.max is None else max(self.max, hi)
         self._absorb(k, v)
+
+    @staticmethod
+    def update_many(sketches: Sequence[NumericSketch], values: np.ndarray, keys: np.ndarray,
+                    seg: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """``sketches[i].update(values[seg == i], keys[seg == i])`` for every ``i``, with
+        bit-identical results, in numpy passes over all of them at once (``seg`` is
+        non-decreasing, each sketch listed once).
+
+        An update costs mostly per call (a few dozen numpy operations whatever the batch), and a
+        join flush feeds every feature of every slice of every open window of every model: one
+        call per sketch made that cost grow with slices and models instead of with events.
+
+        With ``rows``, sketch ``seg[j]`` takes ``values[rows[j]]`` and ``keys[rows[j]]``: a row
+        several sketches take (the model's slice and a segment's) is binned and split once."""
+        base_v = np.asarray(values, dtype=np.float64)
+        base_k = np.asarray(keys, dtype=np.uint64)
+        s = np.asarray(seg, dtype=np.int64)
+        r = None if rows is None else np.asarray(rows, dtype=np.int64)
+        if base_v.shape != base_k.shape or (base_v if r is None else r).shape != s.shape:
+            raise ValueError("values and keys, and seg and rows (or values), must have the same shape")
+        _check_sorted(s)
+        count = len(sketches)
+        present = ~np.isnan(base_v if r is None else base_v[r])
+        if not present.all():
+            missing = np.bincount(s[~present], minlength=count)
+            for i in np.flatnonzero(missing).tolist():
+                sketches[i].missing += int(missing[i])
+            s = s[present]
+            if r is None:
+                base_v, base_k = base_v[present], base_k[present]
+            else:
+                r = r[present]
+        v, k = (base_v, base_k) if r is None else (base_v[r], base_k[r])
+        if v.size == 0:
+            return
+        bounds = _segments(s, count)
+        sizes = np.diff(bounds)
+        live = np.flatnonzero(sizes).tolist()
+        for i in live:
+            sketches[i].n += int(sizes[i])
+        by_edges: dict[bytes, list[int]] = {}
+        for i in live:
+            by_edges.setdefault(sketches[i].edges.tobytes(), []).append(i)
+        for members in by_edges.values():
+            edges = sketches[members[0]].edges
+            if len(members) == len(live):
+                mv, ms = v, s
+            else:
+                inside = np.isin(s, members)
+                mv, ms = v[inside], s[inside]
+            local = np.searchsorted(np.array(members, dtype=np.int64), ms)
+            nb = edges.size - 1
+            if r is not None and len(by_edges) == 1:  # bin each row once, however many take it
+                bins = bin_index(edges, base_v)[r]
+            else:
+                bins = bin_index(edges, mv)
+            hist = np.bincount(local * nb + bins, minlength=len(members) * nb)
+            hist = hist.reshape(len(members), nb)
+            low = np.bincount(local[mv < edges[0]], minlength=len(members)).tolist()
+            high = np.bincount(local[mv > edges[-1]], minlength=len(members)).tolist()
+            for j, i in enumerate(members):
+                sk = sketches[i]
+                sk.counts += hist[j]
+                sk.out_of_range_low += low[j]
+                sk.out_of_range_high += high[j]
+        _count_on_grids(sketches, live, v, s)
+        ExactSum.add_segments([sk.sum for sk in sketches], base_v, s, rows=r)
+        p, e = exact_squares(base_v)
+        squares = [sk.sumsq for sk in sketches]
+        ExactSum.add_segments(squares, p, s, rows=r)
+        ExactSum.add_segments(squares, e, s, rows=r)
+        starts = bounds[live]
+        lows = np.minimum.reduceat(v, starts).tolist()
+        highs = np.maximum.reduceat(v, starts).tolist()
+        for i, lo, hi in zip(live, lows, highs, strict=True):
+            sk = sketches[i]
+            sk.min = lo if sk.min is None else min(sk.min, lo)
+            sk.max = hi if sk.max is None else max(sk.max, hi)
+        _absorb_many(sketches, live, k, v, s)
 
     def _absorb(self, keys: np.ndarray, values: np.ndarray) -> None:
         """Keep the sample_size pairs with the smallest distinct keys (ties by smallest value)."""
@@ -560,9 +787,15 @@ class NumericSketch:
     def merge(self, other: NumericSketch) -> None:
         _check_same("edges", self.edges.tolist(), other.edges.tolist())
         _check_same("sample_size", self.sample_size, other.sample_size)
+        if self.grid is not None and other.grid is not None:
+            _check_same("grid", self.grid.tolist(), other.grid.tolist())
+        elif self.grid is not None:  # the other part did not count on it: neither can the merge
+            self.grid, self.grid_counts = None, np.zeros(0, dtype=np.int64)
         if other.n == 0 and other.missing == 0:  # nothing to add (a part a fold never touched)
             return
         self.counts += other.counts
+        if self.grid is not None:
+            self.grid_counts += other.grid_counts
         self.n += other.n
         self.missing += other.missing
         self.sum.merge(other.sum)
@@ -592,11 +825,21 @@ class NumericSketch:
             # (uint64 keys and inf values survive) and JSON-safe, at C speed both ways
             "sample_keys": _b64(self.sample_keys, "<u8"),
             "sample_values": _b64(self._sample_values, "<f8"),
+            # absent, not null, without a grid: partials written before grids existed compare
+            # equal to today's grid-less ones
+            **(
+                {}
+                if self.grid is None
+                else {"grid": _b64(self.grid, "<f8"), "grid_counts": _b64(self.grid_counts, "<i8")}
+            ),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Self:
-        s = cls(np.array(d["edges"], dtype=np.float64), int(d["sample_size"]))
+        grid = None if d.get("grid") is None else _unb64(d["grid"], "<f8", np.float64)
+        s = cls(np.array(d["edges"], dtype=np.float64), int(d["sample_size"]), grid)
+        if grid is not None:
+            s.grid_counts = _unb64(d["grid_counts"], "<i8", np.int64)
         s.counts = np.array(d["counts"], dtype=np.int64)
         s.n, s.missing = int(d["n"]), int(d["missing"])
         s.sum, s.sumsq = ExactSum.from_json(d["sum"]), ExactSum.from_json(d["sumsq"])
@@ -613,6 +856,75 @@ class NumericSketch:
         return a == b
 
     __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
+
+
+_NO_LIMIT = np.iinfo(np.uint64).max
+
+
+def _absorb_many(sketches: Sequence[NumericSketch], live: list[int], keys: np.ndarray,
+                 values: np.ndarray, seg: np.ndarray) -> None:
+    """:meth:`NumericSketch._absorb` for the sketches at ``live`` (rows of ``seg``), with the
+    same result: per sketch the ``sample_size`` smallest distinct keys of its sample and its new
+    rows, a repeated key keeping its smallest value (the first of equal ones, sample first)."""
+    live = [i for i in live if sketches[i].sample_size > 0]
+    if not live:
+        return
+    count = len(sketches)
+    limit = np.full(count, _NO_LIMIT, dtype=np.uint64)
+    for i in live:
+        sk = sketches[i]
+        if sk.sample_keys.size >= sk.sample_size:  # full: only keys up to its largest can enter
+            limit[i] = sk.sample_keys[-1]
+    wanted = np.zeros(count, dtype=bool)
+    wanted[live] = True
+    enter = wanted[seg] & (keys <= limit[seg])
+    if not enter.any():
+        return
+    nk, nv, ns = keys[enter], values[enter], seg[enter]
+    touched = dense_segments(ns)[0].tolist()
+    old_k = [sketches[i].sample_keys for i in touched]
+    old_v = [sketches[i]._sample_values for i in touched]
+    old_s = np.repeat(np.array(touched, dtype=np.int64), [x.size for x in old_k])
+    ak = np.concatenate([*old_k, nk])
+    av = np.concatenate([*old_v, nv])
+    aseg = np.concatenate([old_s, ns])
+    order = np.lexsort((ak, aseg))  # stable: within a sketch, by key, the sample first
+    sk_, ss_ = ak[order], aseg[order]
+    first = np.ones(ak.size, dtype=bool)
+    first[1:] = (sk_[1:] != sk_[:-1]) | (ss_[1:] != ss_[:-1])
+    if not first.all():  # a repeated key: the smallest value wins, as in _absorb
+        order = np.lexsort((av, ak, aseg))
+        sk_, ss_ = ak[order], aseg[order]
+    kept_k, kept_v, kept_s = sk_[first], av[order][first], ss_[first]
+    bounds = _segments(kept_s, count)
+    for i in touched:
+        a, b = int(bounds[i]), int(bounds[i + 1])
+        b = min(b, a + sketches[i].sample_size)
+        sketches[i].sample_keys, sketches[i]._sample_values = kept_k[a:b], kept_v[a:b]
+
+
+def _count_on_grids(sketches: Sequence[NumericSketch], live: list[int], v: np.ndarray, s: np.ndarray) -> None:
+    """The whole-window grid counts of :meth:`NumericSketch.update_many`: sketches sharing a grid
+    (a model's slices do) are counted in one bincount, as ``update`` counts each alone."""
+    by_grid: dict[bytes, list[int]] = {}
+    for i in live:
+        grid = sketches[i].grid
+        if grid is not None:
+            by_grid.setdefault(grid.tobytes(), []).append(i)
+    for members in by_grid.values():
+        grid = sketches[members[0]].grid
+        assert grid is not None
+        if len(members) == len(live):
+            mv, ms = v, s
+        else:
+            inside = np.isin(s, members)
+            mv, ms = v[inside], s[inside]
+        local = np.searchsorted(np.array(members, dtype=np.int64), ms)
+        nb = grid.size - 1
+        hist = np.bincount(local * nb + bin_index(grid, mv), minlength=len(members) * nb)
+        hist = hist.reshape(len(members), nb)
+        for j, i in enumerate(members):
+            sketches[i].grid_counts += hist[j]
 
 
 # --------------------------------------------------------------------------------------------
@@ -651,6 +963,31 @@ class CategoricalSketch:
             return
         cats, cnt = np.unique(present.astype(str), return_counts=True)
         self._add(cats.tolist(), cnt.tolist())
+
+    @staticmethod
+    def update_many(sketches: Sequence[CategoricalSketch], values: np.ndarray, seg: np.ndarray) -> None:
+        """``sketches[i].update(values[seg == i])`` for every ``i``, bit-identically: one
+        ``np.unique`` over all of them, then each sketch's sorted categories and counts."""
+        v = np.asarray(values, dtype=object)
+        s = np.asarray(seg, dtype=np.int64)
+        _check_sorted(s)
+        missing = np.equal(v, NULL) | (v != v)
+        if missing.any():
+            counts = np.bincount(s[missing], minlength=len(sketches))
+            for i in np.flatnonzero(counts).tolist():
+                sketches[i].missing += int(counts[i])
+            v, s = v[~missing], s[~missing]
+        if v.size == 0:
+            return
+        cats, inverse = np.unique(v.astype(str), return_inverse=True)
+        live, local = dense_segments(s)
+        table = np.bincount(local * cats.size + inverse.ravel(), minlength=live.size * cats.size)
+        table = table.reshape(live.size, cats.size)
+        names = cats.tolist()
+        for j, i in enumerate(live.tolist()):
+            row = table[j]
+            nz = np.flatnonzero(row).tolist()
+            sketches[i]._add([names[c] for c in nz], row[nz].tolist())
 
     def _add(self, cats: list[str], cnts: list[int]) -> None:
         pinned = set(self.pinned)
@@ -733,6 +1070,25 @@ class ExpectedConfusion(_ExactSums):
         self.fn.add(q[~pos])
         self.tn.add(1.0 - q[~pos])
 
+    @staticmethod
+    def update_many(sketches: Sequence[ExpectedConfusion], pred_positive: np.ndarray, p: np.ndarray,
+                    seg: np.ndarray) -> None:
+        """``sketches[i].update(pred_positive[seg == i], p[seg == i])`` for every ``i``, at once."""
+        pos = np.asarray(pred_positive, dtype=bool)
+        q = np.asarray(p, dtype=np.float64)
+        if pos.shape != q.shape:
+            raise ValueError("pred_positive and p must have the same shape")
+        scored = ~np.isnan(q)
+        pos, q, s = pos[scored], q[scored], np.asarray(seg, dtype=np.int64)[scored]
+        if np.any((q < 0.0) | (q > 1.0)):
+            raise ValueError("p must be probabilities in [0, 1]")
+        counts = np.bincount(s, minlength=len(sketches))
+        for i in np.flatnonzero(counts).tolist():
+            sketches[i].n += int(counts[i])
+        ExactSum.add_segments([x.tp for x in sketches], q[pos], s[pos])
+        ExactSum.add_segments([x.fp for x in sketches], 1.0 - q[pos], s[pos])
+        ExactSum.add_segments([x.fn for x in sketches], q[~pos], s[~pos])
+        ExactSum.add_segments([x.tn for x in sketches], 1.0 - q[~pos], s[~pos])
 
 
 # --------------------------------------------------------------------------------------------

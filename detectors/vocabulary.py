@@ -128,6 +128,9 @@ METRICS = frozenset(
         "dataset_drift",
         "drift_share",
         "drifted_features",
+        # CUSUM of per-window drift evidence (detectors/sequential.py): what the default drift
+        # rule watches, so false alerts are bounded per month rather than per window
+        "drift_cusum",
     }
 )
 #: (prefix, free part, suffix): a name ``prefix + anything + suffix``
@@ -144,7 +147,9 @@ METRIC_FAMILIES: tuple[tuple[str, str, str], ...] = (
 
 #: label-free metrics are complete when a window's predictions are (provisional phase); the
 #: others need labels and are judged when the window is final
-LABEL_FREE_METRICS = frozenset({"dataset_drift", "drift_share", "drifted_features", "prediction_count"})
+LABEL_FREE_METRICS = frozenset(
+    {"dataset_drift", "drift_share", "drifted_features", "drift_cusum", "prediction_count"}
+)
 _LABEL_FREE_PREFIXES = ("drift.", "missing_rate.", "type_error_rate.", "out_of_range_rate.", "estimated_")
 
 

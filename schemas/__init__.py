@@ -52,7 +52,13 @@ from driftline.schemas.events import (
     PredictionBatch,
     PredictionEvent,
 )
-from driftline.schemas.results import DriftTest, FeatureQuality, WindowResult, decode_window_result
+from driftline.schemas.results import (
+    DistributionSummary,
+    DriftTest,
+    FeatureQuality,
+    WindowResult,
+    decode_window_result,
+)
 from driftline.schemas.timefmt import ms_to_rfc3339, rfc3339_to_ms
 
 __all__ = [
@@ -70,6 +76,7 @@ __all__ = [
     "Baseline",
     "ContentMode",
     "Decoded",
+    "DistributionSummary",
     "DriftTest",
     "FeatureDriftEvidence",
     "FeatureQuality",

@@ -12,6 +12,7 @@ from typing import Literal
 import msgspec
 
 __all__ = [
+    "DistributionSummary",
     "DriftKind",
     "DriftTest",
     "FeatureQuality",
@@ -24,8 +25,38 @@ __all__ = [
 DriftKind = Literal["feature", "prediction", "label"]
 
 
+class DistributionSummary(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What one side of a drift test looked like, so a reader can judge the size of a change.
+
+    Numeric: ``count`` values, their exact mean and population standard deviation, quartiles
+    read from the histogram on the reference's quantile edges (linear within a bin), and the
+    histogram itself (``shares`` over ``edges``, coarsened to at most 20 bins). Categorical:
+    ``count`` values and the shares of the (at most 10) most frequent categories in
+    ``categories``. A side with no data has ``count`` 0 and nothing else.
+    """
+
+    count: int
+    mean: float | None = None
+    std: float | None = None
+    q25: float | None = None
+    median: float | None = None
+    q75: float | None = None
+    edges: list[float] = []
+    shares: list[float] = []
+    categories: dict[str, float] = {}
+
+
 class DriftTest(msgspec.Struct, kw_only=True):
-    """One drift test of one feature (or of the predictions or labels) against the reference."""
+    """One drift test of one feature (or of the predictions or labels) against the reference.
+
+    ``p_value`` is the *corrected* p-value, the one the verdict ``drifted`` compares with
+    ``threshold`` (alpha); ``raw_p_value`` is the test's own and ``correction`` names the
+    family-wise method applied (``"bh"``, ``"bonferroni"``; None when uncorrected). ``distance``
+    is an effect size that does not grow with traffic: ``wasserstein_normed`` (earth mover's
+    distance in reference standard deviations) for numeric data, ``jensen_shannon`` (base 2,
+    in [0, 1]) for categorical data, ``psi`` when the test is PSI. The fields after
+    ``drifted`` are newer than the contract: older results decode with them None/empty.
+    """
 
     feature: str
     kind: DriftKind = "feature"
@@ -34,6 +65,12 @@ class DriftTest(msgspec.Struct, kw_only=True):
     p_value: float | None
     threshold: float
     drifted: bool
+    raw_p_value: float | None = None
+    correction: str | None = None
+    distance: float | None = None
+    distance_name: str | None = None
+    reference_summary: DistributionSummary | None = None
+    window_summary: DistributionSummary | None = None
 
 
 class FeatureQuality(msgspec.Struct, kw_only=True):

@@ -26,7 +26,7 @@ def build_profiles(
     whole population (a slice defined by ``channel=web`` always differs from all channels)."""
     from driftline.detectors.profile import build_profile
 
-    def profile(subset: Sequence[Mapping[str, Any]]) -> Any:
+    def profile(subset: Sequence[Mapping[str, Any]], grids: Mapping[str, Any] | None = None) -> Any:
         return build_profile(
             subset,
             model_id=model_id,
@@ -34,26 +34,36 @@ def build_profiles(
             task=cfg.task,
             feature_types=dict(cfg.feature_types) or None,
             positive_label=cfg.positive_label,
+            grids=grids,
         )
 
-    out: dict[tuple[str, str], Any] = {(model_id, ""): profile(rows)}
+    whole = profile(rows)
+    # a segment slice's windows count on the model's grid (one spec per model), so its
+    # reference must count on that grid too for the whole-window tests to compare bin for bin
+    model_grids = {
+        name: f.grid for name, f in whole.features.items() if getattr(f, "grid", None) is not None
+    }
+    out: dict[tuple[str, str], Any] = {(model_id, ""): whole}
     by_segment: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
         for dim, value in (row.get("segments") or {}).items():
             by_segment.setdefault(f"{dim}={value}", []).append(row)
     for segment, subset in sorted(by_segment.items()):
-        out[(model_id, segment)] = profile(subset)
+        out[(model_id, segment)] = profile(subset, model_grids)
     return out
 
 
 def spec_from_profile(cfg: ModelConfig, profile: Any | None) -> AggregateSpec:
     """The sketch spec of a model: bin edges and pinned categories come from its reference."""
     numeric: dict[str, np.ndarray] = {}
+    grids: dict[str, np.ndarray] = {}
     categories: dict[str, list[str]] = {}
     if profile is not None:
         for name, feature in profile.features.items():
             if feature.kind == "numeric":
                 numeric[name] = np.asarray(feature.edges, dtype=np.float64)
+                if feature.grid is not None:
+                    grids[name] = np.asarray(feature.grid, dtype=np.float64)
             else:
                 categories[name] = sorted(feature.counts)
     for name, kind in cfg.feature_types.items():
@@ -69,6 +79,7 @@ def spec_from_profile(cfg: ModelConfig, profile: Any | None) -> AggregateSpec:
         sample_size=cfg.sample_size,
         calibrator=None if profile is None else getattr(profile, "calibrator", None),
         loss_model=None if profile is None else getattr(profile, "loss_model", None),
+        numeric_grids=grids,
     )
 
 

@@ -28,9 +28,18 @@ from driftline.alerting.lifecycle import AlertTracker
 from driftline.alerting.retraining import RetrainingPolicy
 from driftline.alerting.rules import Rule
 from driftline.detectors.aggregates import WindowAggregate
-from driftline.detectors.comparison import Comparison, Reference, TestPolicy, compare, finite, performance
+from driftline.detectors.comparison import (
+    Comparison,
+    Reference,
+    TestPolicy,
+    compare,
+    drift_evidence,
+    finite,
+    performance,
+)
 from driftline.detectors.estimation import realised_name
 from driftline.detectors.online import DETECTORS, Detection, OnlineDetector
+from driftline.detectors.sequential import DriftCusum, window_evidence
 from driftline.detectors.vocabulary import is_label_free
 from driftline.platform.config import ModelConfig
 from driftline.schemas import AlertEvent, RetrainingRequest, Window, alert_event, retraining_request
@@ -113,6 +122,8 @@ class Evaluator:
         self._file_refs: dict[tuple[str, str], Reference] = {}
         self._bootstrap: dict[tuple[str, str, str], _Bootstrap] = {}
         self._online: dict[tuple[str, str, str], _OnlineSlice] = {}
+        #: per slice, the CUSUM of drift evidence that the default drift rule watches
+        self._cusum: dict[tuple[str, str, str], DriftCusum] = {}
 
     # -- references ----------------------------------------------------------------------
     def reference(self, model_id: str, model_version: str, segment: str = "") -> Reference | None:
@@ -231,6 +242,11 @@ class Evaluator:
         if phase == "final":
             detections = self._detect((model_id, model_version, segment), start, agg, cfg)
         values = metric_values(found, agg, detections, online_kinds(cfg) if phase == "final" else [])
+        if found.dataset_drift is not None:
+            cusum = self._cusum.setdefault((model_id, model_version, segment), DriftCusum())
+            s = cusum.observe(start, window_evidence(found.drift))
+            if s is not None:
+                values["drift_cusum"] = s
         n = agg.n_predictions
         coverage = agg.n_labelled / n if n else None
         seg = parse_segment_key(segment)
@@ -369,6 +385,7 @@ class Evaluator:
             "tracker": self.tracker.to_dict(),
             "retraining": self.retraining.to_dict(),
             "online": self.online_state(),
+            "cusum": [[m, v, s, c.to_dict()] for (m, v, s), c in sorted(self._cusum.items())],
         }
 
     # -- checkpoints -------------------------------------------------------------------
@@ -396,6 +413,10 @@ class Evaluator:
         self.inputs.restore(data.get("inputs"))  # absent in checkpoints from before version 2
         self._online = {}
         self.restore_online(data["online"])
+        # absent from snapshots written before the CUSUM existed: its slices start at 0
+        self._cusum = {
+            (str(m), str(v), str(s)): DriftCusum.from_dict(c) for m, v, s, c in data.get("cusum", [])
+        }
         self._bootstrap = {}
         for item in data["bootstrap"]:
             model_id, version, segment = item["key"]
@@ -430,7 +451,8 @@ def metric_values(
 ) -> dict[str, float]:
     """The numbers rules can name, by the names they use (``docs/alerting.md``): metrics,
     counts, ``dataset_drift``, ``drift.<feature>.statistic``, ``missing_rate.<feature>``,
-    ``online.<detector>.detections``, ..."""
+    ``online.<detector>.detections``, ... (``drift_cusum`` is added by :meth:`Evaluator.evaluate`,
+    which keeps the CUSUM's state)"""
     values: dict[str, float] = {k: v for k, v in found.metrics.items() if v is not None}
     n = agg.n_predictions
     values.update(prediction_count=float(n), labelled_count=float(agg.n_labelled))
@@ -471,6 +493,7 @@ def _evidence(rule: Rule, result: WindowResult) -> dict[str, Any]:
         evidence["drifted_features"] = sorted(
             d.feature for d in result.drift if d.drifted and d.kind == "feature"
         )
+        evidence["features"] = drift_evidence(result.drift)  # ranked by effect, with the numbers
     return evidence
 
 
@@ -478,6 +501,7 @@ def _request_evidence(result: WindowResult, *, label_free: bool) -> dict[str, An
     evidence: dict[str, Any] = {
         "dataset_drift": result.dataset_drift,
         "drifted_features": sorted(d.feature for d in result.drift if d.drifted and d.kind == "feature"),
+        "features": drift_evidence(result.drift),
     }
     if not label_free:  # see _evidence: label-based numbers only once the window is final
         evidence["metrics"] = {k: v for k, v in result.metrics.items() if "." not in k}

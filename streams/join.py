@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -34,7 +34,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from driftline.detectors.aggregates import FeatureColumns, WindowAggregate
+from driftline.detectors.aggregates import FeatureColumns, WindowAggregate, fold_outcomes, fold_predictions
 from driftline.detectors.categories import category_strings
 from driftline.schemas import GroundTruthEvent, PredictionEvent
 from driftline.schemas.windows import (
@@ -69,9 +69,6 @@ __all__ = ["COUNTERS", "JoinPartition"]
 
 #: joined events held back before they are folded into the aggregates (see JoinPartition.flush)
 FLUSH_EVENTS = 16_384
-#: a group of at least this many events is folded once and merged into its slices (see
-#: JoinPartition._fold); below it, folding into each slice costs less than a merge
-MERGE_ABOVE = 512
 
 #: what a join partition counts; cumulative, reported in Progress and the replay report
 COUNTERS = (
@@ -150,6 +147,12 @@ class JoinPartition:
         self._next_wid = 0
         self._wkey_index: dict[tuple, int] = {}
         self._slices: dict[tuple[str, str, str, int], _SliceState] = {}
+        #: the open slices and window keys by when they close, so that a message touches only
+        #: what it closes instead of scanning every open slice: (provisional time, slice key)
+        #: until the provisional partial is sent, (final time, slice key), (final time, window id)
+        self._provisional_due: list[tuple[int, _SliceKey]] = []
+        self._final_due: list[tuple[int, _SliceKey]] = []
+        self._wkey_due: list[tuple[int, int]] = []
         self._segment_values: dict[tuple[str, str], set[str]] = {}
         #: highest source offset applied per source: a batch the ingest stage sends again
         #: after a restart is recognised and skipped, so counters stay exact too
@@ -237,12 +240,14 @@ class JoinPartition:
         self._applied = dict(d["applied"])
         self._next_wid = d["next_wid"]
         self._wkeys, self._wkey_index = {}, {}
+        self._provisional_due, self._final_due, self._wkey_due = [], [], []
         for wid, model_id, version, slices, start, end, final_time, ident, pids in d["wkeys"]:
             key = _WindowKey(
                 model_id, version, list(slices), start, end, final_time, _ident_in(ident), list(pids)
             )
             self._wkeys[wid] = key
             self._wkey_index[key.ident] = wid
+            self._wkey_due.append((final_time, wid))
         if d["v"] == 3:
             self._entries = {
                 m: {pid: tuple(e) for pid, e in es.items()}
@@ -272,7 +277,14 @@ class JoinPartition:
         for skey, agg, close_at, final_time, provisional_sent in d["slices"]:
             spec = self.catalog.spec(skey[0])
             aggregate = WindowAggregate.from_dict(agg, spec)
-            self._slices[tuple(skey)] = _SliceState(aggregate, close_at, final_time, provisional_sent)
+            slice_key = (skey[0], skey[1], skey[2], skey[3])
+            self._slices[slice_key] = _SliceState(aggregate, close_at, final_time, provisional_sent)
+            if not provisional_sent:
+                self._provisional_due.append((close_at, slice_key))
+            self._final_due.append((final_time, slice_key))
+        heapq.heapify(self._provisional_due)
+        heapq.heapify(self._final_due)
+        heapq.heapify(self._wkey_due)
         self._segment_values = {(m, dim): set(v) for m, dim, v in d["segment_values"]}
         self.positions = WindowPositions.from_wire(d.get("positions"))  # absent before positions
 
@@ -484,19 +496,33 @@ class JoinPartition:
     ) -> np.ndarray:
         """The window key id of every event, made per (group, window start), groups in the
         order their first event comes (which decides which segment values a cap admits)."""
-        wids = np.empty(len(block), dtype=np.int64)
+        n = len(block)
         if len(block.groups) == 1:
-            order: list[tuple[int, np.ndarray]] = [(0, np.arange(len(block)))]
+            rank = np.zeros(n, dtype=np.int64)
+            group = rank
         else:
-            order = sorted(groups(block.group.astype(np.int64)), key=lambda g: int(g[1][0]))
-        for g, rows in order:
-            model_id, version, segments = block.groups[g]
-            _, firsts, inverse = np.unique(start[rows], return_index=True, return_inverse=True)
-            for u, first in enumerate(rows[firsts].tolist()):
-                wid = self._wkey(
-                    model_id, version, segments, int(start[first]), int(end[first]), int(final_at[first])
-                )
-                wids[rows[inverse == u]] = wid
+            group = block.group.astype(np.int64)
+            first_row = np.full(len(block.groups), n, dtype=np.int64)
+            np.minimum.at(first_row, group, np.arange(n))
+            by_first = np.empty(len(block.groups), dtype=np.int64)
+            by_first[np.argsort(first_row, kind="stable")] = np.arange(len(block.groups))
+            rank = by_first[group]
+        # (group, window start) pairs, groups in first-event order and starts ascending; the
+        # first row of each pair (lexsort is stable), and every row's pair
+        order = np.lexsort((start, rank))
+        change = np.empty(n, dtype=bool)
+        change[0] = True
+        change[1:] = (rank[order][1:] != rank[order][:-1]) | (start[order][1:] != start[order][:-1])
+        pair = np.empty(n, dtype=np.int64)
+        pair[order] = np.cumsum(change) - 1
+        firsts = order[change].tolist()
+        starts, ends, finals = start.tolist(), end.tolist(), final_at.tolist()
+        groups_of = group.tolist()
+        pair_wid = np.empty(len(firsts), dtype=np.int64)
+        for p, first in enumerate(firsts):
+            model_id, version, segments = block.groups[groups_of[first]]
+            pair_wid[p] = self._wkey(model_id, version, segments, starts[first], ends[first], finals[first])
+        wids = pair_wid[pair]
         return wids
 
     def flush(self) -> None:
@@ -517,18 +543,51 @@ class JoinPartition:
             keys = np.concatenate([p[2] for p in pending])
             predictions = [v for p in pending for v in p[3]] if len(pending) > 1 else pending[0][3]
             scores = np.concatenate([p[4] for p in pending])
-            for wid, idx in groups(wids):
-                wkey = self._wkeys[wid]
-                preds = self._prediction_array(wkey.model_id, pick(predictions, idx))
-                fold = WindowAggregate.add_predictions
-                self._fold(wkey, idx.size, fold, columns, idx, keys[idx], preds, scores[idx])
+            parts, regression = self._slice_rows(wids)
+            preds = self._values(predictions, regression)
+            fold_predictions(parts, columns, keys, preds, scores, fold_groups=wids)
         if outcomes:
             self._add_outcomes(outcomes)
 
-    def _prediction_array(self, model_id: str, values: list[object]) -> np.ndarray:
-        if self.catalog.model(model_id).task == "regression":
-            return np.array([_as_float(v) for v in values], dtype=np.float64)
-        return category_strings(values)
+    def _slice_rows(
+        self, wids: np.ndarray
+    ) -> tuple[list[tuple[WindowAggregate, np.ndarray]], np.ndarray | None]:
+        """Every slice the rows of a flush fold into, with its rows: the model's slice and one
+        per segment dimension value gather the rows of every window key (segment combination)
+        they hold, so each slice is folded once, whatever the number of combinations. Also
+        which rows belong to regression models (None when none does)."""
+        rows: dict[tuple[str, str, str, int], tuple[_SliceState, list[np.ndarray]]] = {}
+        regression: list[np.ndarray] = []
+        for wid, idx in groups(wids):
+            wkey = self._wkeys[wid]
+            if self.catalog.model(wkey.model_id).task == "regression":
+                regression.append(idx)
+            for segment, state in zip(wkey.slices, self._slice_states(wkey), strict=True):
+                skey = (wkey.model_id, wkey.model_version, segment, wkey.start)
+                got = rows.get(skey)
+                if got is None:
+                    rows[skey] = (state, [idx])
+                else:
+                    got[1].append(idx)
+        parts = [
+            (st.aggregate, idx[0] if len(idx) == 1 else np.concatenate(idx)) for st, idx in rows.values()
+        ]
+        return parts, (np.concatenate(regression) if regression else None)
+
+    @staticmethod
+    def _values(values: list[object], regression: np.ndarray | None) -> np.ndarray:
+        """Predictions or labels as the sketches take them: category strings, and floats for
+        the rows of regression models."""
+        if regression is None:
+            return category_strings(values)
+        out = np.empty(len(values), dtype=object)
+        is_regression = np.zeros(len(values), dtype=bool)
+        is_regression[regression] = True
+        others = np.flatnonzero(~is_regression)
+        if others.size:
+            out[others] = category_strings(pick(values, others))
+        out[regression] = [_as_float(v) for v in pick(values, regression)]
+        return out
 
     def _wkey(
         self,
@@ -547,6 +606,7 @@ class JoinPartition:
             self._next_wid += 1
             wkey = self._wkeys[wid] = _WindowKey(model_id, version, slices, start, end, final_at, ident)
             self._wkey_index[ident] = wid
+            heapq.heappush(self._wkey_due, (final_at, wid))
             self._slice_states(wkey)  # now, so a window closes on time even with its events pending
         return wid
 
@@ -576,6 +636,8 @@ class JoinPartition:
                     final_at=wkey.final_at,
                 )
                 self._slices[skey] = state
+                heapq.heappush(self._provisional_due, (state.close_at, skey))
+                heapq.heappush(self._final_due, (state.final_at, skey))
             states.append(state)
         return states
 
@@ -689,30 +751,10 @@ class JoinPartition:
             scores = np.concatenate([c[3] for c in chunks])
             keys = np.concatenate([c[4] for c in chunks])
             times = np.concatenate([c[5] for c in chunks])
-        for wid, idx in groups(wids):
-            wkey = self._wkeys[wid]
-            preds = self._prediction_array(wkey.model_id, pick(predictions, idx))
-            labs = self._prediction_array(wkey.model_id, pick(labels, idx))
-            ts = times[idx].astype(np.float64)  # exact below 2**53 ms
-            self._fold(wkey, idx.size, WindowAggregate.add_outcomes, preds, labs, scores[idx], keys[idx], ts)
-
-    def _fold(self, wkey: _WindowKey, rows: int, add: Callable[..., None], *args: object) -> None:
-        """Fold a group of ``rows`` events of one window key into each of its slices, with
-        ``add(aggregate, *args)``.
-
-        Every event counts in the model's slice and in one slice per segment dimension;
-        folding costs per event and per slice, merging a folded aggregate costs per sketch. So
-        a large group is folded once, into a fresh aggregate merged into each slice; a small
-        one straight into each slice. Merges are exact: the slices come out identical."""
-        states = self._slice_states(wkey)
-        if len(states) > 1 and rows >= MERGE_ABOVE:
-            once = WindowAggregate(self.catalog.spec(wkey.model_id))
-            add(once, *args)
-            for state in states:
-                state.aggregate.merge(once)
-        else:
-            for state in states:
-                add(state.aggregate, *args)
+        parts, regression = self._slice_rows(wids)
+        preds, labs = self._values(predictions, regression), self._values(labels, regression)
+        ts = times.astype(np.float64)  # exact below 2**53 ms
+        fold_outcomes(parts, preds, labs, scores, keys, ts)
 
     # -- closing windows -----------------------------------------------------------------
     def _advance(self) -> list[Partial]:
@@ -721,17 +763,24 @@ class JoinPartition:
             return []
         wm = self.watermark = max(self.watermark, pred_wm)
         fwm = self.final_watermark = max(self.final_watermark, final_wm)
-        if self._pending_count and any(
-            st.final_at <= fwm or (st.close_at <= wm and not st.provisional_sent)
-            for st in self._slices.values()
-        ):
+        due: set[_SliceKey] = set()
+        while self._final_due and self._final_due[0][0] <= fwm:
+            skey = heapq.heappop(self._final_due)[1]
+            if skey in self._slices:
+                due.add(skey)
+        while self._provisional_due and self._provisional_due[0][0] <= wm:
+            skey = heapq.heappop(self._provisional_due)[1]
+            got = self._slices.get(skey)
+            if got is not None and not got.provisional_sent:
+                due.add(skey)
+        if self._pending_count and due:
             self.flush()
         out: list[Partial] = []
-        for skey in sorted(self._slices, key=lambda k: (k[3], k)):
+        for skey in sorted(due, key=lambda k: (k[3], k)):
             state = self._slices[skey]
             sent = state.provisional_sent
             phase = due_phase_at(state.close_at, state.final_at, wm, fwm, provisional_done=sent)
-            if phase is None:
+            if phase is None:  # cannot happen: every slice in ``due`` is
                 continue
             out.append(self._partial(skey, state, phase))
             if phase == "final":
@@ -740,8 +789,10 @@ class JoinPartition:
                     self.positions.pop((skey[0], skey[1], skey[3]))
             else:
                 state.provisional_sent = True
-        for wid in [w for w, wkey in self._wkeys.items() if wkey.final_at <= fwm]:
-            wkey = self._wkeys.pop(wid)
+        while self._wkey_due and self._wkey_due[0][0] <= fwm:
+            wkey = self._wkeys.pop(heapq.heappop(self._wkey_due)[1], None)
+            if wkey is None:
+                continue
             del self._wkey_index[wkey.ident]
             entries = self._entries.get(wkey.model_id, {})
             labelled = self._labelled.get(wkey.model_id, set())
@@ -828,6 +879,8 @@ def _ident_in(raw: list) -> tuple:
 _At = tuple[str, np.ndarray]
 #: a label waiting for its prediction: (label, time), or (label, time, source, source offset)
 _Early = tuple[Any, ...]
+#: a window slice: (model, version, segment key, window start)
+_SliceKey = tuple[str, str, str, int]
 #: an in-flight prediction: (window id, prediction, score, stable key, event time)
 _Entry = tuple[int, object, float, int, int]
 #: joined outcomes as columns: window ids, predictions, labels, scores, keys, event times

@@ -10,7 +10,7 @@ from driftline.detectors.aggregates import WindowAggregate
 from driftline.detectors.hashing import partition_for
 from driftline.platform.config import Config, ModelConfig
 from driftline.schemas import GroundTruthEvent, PredictionEvent
-from driftline.schemas.windows import MAX_WATERMARK, closing_epoch, window_shapes
+from driftline.schemas.windows import MAX_WATERMARK, closing_epoch, due_phase_at, window_shapes
 from driftline.streams.catalog import ModelCatalog
 from driftline.streams.evaluation import Evaluator
 from driftline.streams.join import COUNTERS, JoinPartition
@@ -139,13 +139,15 @@ def _stream(n: int, seed: int) -> tuple[list[PredictionEvent], list[GroundTruthE
     return preds, labels
 
 
-def _run(n_partitions: int, preds, labels, *, restart_at: int | None = None, resend: bool = False) -> list:
+def _run(n_partitions: int, preds, labels, *, restart_at: int | None = None, resend: bool = False,
+         profiles: dict | None = None) -> list:
     """Route like the ingest stage, join per partition, merge, evaluate: the window results.
 
     ``restart_at``: after that chunk, every join partition is rebuilt from its snapshot (a
-    worker restart); ``resend``: every batch is delivered twice (an ingest re-send)."""
+    worker restart); ``resend``: every batch is delivered twice (an ingest re-send);
+    ``profiles``: reference profiles (the windows then count numeric features on their grids)."""
     config = _config()
-    catalog = ModelCatalog(config)
+    catalog = ModelCatalog(config, profiles)
     joins = [
         JoinPartition(p, catalog, prediction_sources=[P_SRC], label_sources=[L_SRC])
         for p in range(n_partitions)
@@ -189,6 +191,40 @@ def _run(n_partitions: int, preds, labels, *, restart_at: int | None = None, res
             for message in [*jp.end_source(source), jp.progress()]:
                 results.extend(e.result for e in merger.add(message).evaluations)
     return results
+
+
+def _gridded_profiles() -> dict:
+    from driftline.streams.catalog import build_profiles
+
+    ref_preds, ref_labels = _stream(2000, seed=99)
+    label_of = {lab.prediction_id: lab.label for lab in ref_labels}
+    rows = [{"prediction_id": p.prediction_id, "features": p.features, "prediction": p.prediction,
+             "label": label_of[p.prediction_id], "segments": p.segments} for p in ref_preds]
+    return build_profiles(rows, "m", ModelConfig())
+
+
+@pytest.mark.parametrize("restart_at", [None, 5])
+def test_whole_window_drift_tests_do_not_depend_on_partitions_or_restarts(restart_at: int | None) -> None:
+    """With a reference profile every numeric value is counted on its grid in each partition;
+    the merged counts, the KS on them and the summaries are identical for 1 and 3 partitions,
+    and across a restart from snapshots."""
+    preds, labels = _stream(3000, seed=2)
+    profiles = _gridded_profiles()
+    one = _run(1, preds, labels, profiles=profiles)
+    many = _run(3, preds, labels, profiles=profiles, restart_at=restart_at)
+    key = lambda r: (r.phase, r.window_start_ms, sorted(r.segment.items()))  # noqa: E731
+    assert [msgspec.to_builtins(r) for r in sorted(one, key=key)] == [
+        msgspec.to_builtins(r) for r in sorted(many, key=key)
+    ]
+    checked = 0
+    for r in one:
+        x = next(d for d in r.drift if d.feature == "x")
+        members = [p for p in preds if r.window_start_ms <= p.timestamp < r.window_end_ms
+                   and all(p.segments.get(k) == v for k, v in r.segment.items())]
+        assert x.window_summary is not None and x.window_summary.count == len(members)
+        assert x.window_summary.shares and x.distance_name == "wasserstein_normed"  # the grid path
+        checked += 1
+    assert checked > 5
 
 
 @pytest.mark.parametrize("n_partitions", [2, 5])
@@ -266,19 +302,16 @@ def test_older_re_emissions_never_replace_newer_partials_or_counters() -> None:
     assert (result.prediction_count, result.labelled_count) == (1, 1)  # from the final partial
 
 
-@pytest.mark.parametrize("merge_above", [1, 10**9])
 @pytest.mark.parametrize("flush_events", [1, 50, 10**9])
 def test_when_joined_events_are_folded_never_changes_a_partial(
-    flush_events: int, merge_above: int, monkeypatch: pytest.MonkeyPatch
+    flush_events: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The join folds events into the sketches in large batches (JoinPartition.flush); folding
-    after every message, every 50 events or only when windows close gives the same bytes. And
-    a group folded once then merged into its slices (model, region) gives the same bytes as
-    one folded into each slice (JoinPartition._fold)."""
+    """The join folds events into the sketches in large batches (JoinPartition.flush), every
+    slice of every window key at once; folding after every message, every 50 events or only
+    when windows close gives the same bytes."""
 
-    def partials(threshold: int, merge: int = 10**9) -> list[bytes]:
+    def partials(threshold: int) -> list[bytes]:
         monkeypatch.setattr("driftline.streams.join.FLUSH_EVENTS", threshold)
-        monkeypatch.setattr("driftline.streams.join.MERGE_ABOVE", merge)
         jp = _join(_config())
         preds, labels = _stream(900, seed=11)
         out: list[Partial] = []
@@ -293,7 +326,7 @@ def test_when_joined_events_are_folded_never_changes_a_partial(
 
     reference = partials(1)
     assert len(reference) > 20
-    assert partials(flush_events, merge_above) == reference
+    assert partials(flush_events) == reference
 
 
 def test_watermark_messages_are_sent_only_when_a_window_boundary_is_crossed() -> None:
@@ -470,3 +503,56 @@ def test_a_checkpoint_keyed_by_prediction_id_alone_restores_into_the_model_keyed
         if p.phase == "final"
     }
     assert {m: (a.n_predictions, a.n_labelled) for m, a in finals.items()} == {"a": (4, 4), "b": (2, 2)}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_slices_close_from_their_index_exactly_as_a_scan_of_every_slice_would(seed: int) -> None:
+    """``_advance`` pops only the slices and window keys due (heaps by closing time) instead of
+    scanning every open slice per message. Oracle: the scan it replaced, run on the open slices
+    before each step: the same partials in the same order, across two window shapes, segment
+    values, watermarks that move in uneven steps (often by nothing), and a restore mid-stream."""
+    rng = np.random.default_rng(seed)
+    config = Config(
+        defaults=ModelConfig(window_ms=W, grace_ms=2_000, label_horizon_ms=5_000),
+        models={"slow": ModelConfig(window_ms=3 * W, grace_ms=7_000, label_horizon_ms=20_000)},
+    )
+    jp = _join(config)
+    clock = T0
+    pid = closed = 0
+    for step in range(60):
+        preds, labels = [], []
+        for _ in range(int(rng.integers(0, 8))):
+            model = ["m", "slow"][int(rng.integers(0, 2))]
+            ts = clock + int(rng.integers(-3_000, 3_000))
+            preds.append(PredictionEvent(
+                prediction_id=f"id{pid}", model_id=model, timestamp=ts, features={"x": float(rng.normal())},
+                prediction=int(rng.integers(0, 2)), segments={"region": ["eu", "us", "ap"][pid % 3]},
+            ))
+            labels.append(
+                GroundTruthEvent(prediction_id=f"id{pid}", model_id=model, label=1, timestamp=ts + 500)
+            )
+            pid += 1
+        jp.add_predictions(preds)
+        jp.add_labels(labels[: len(labels) // 2])
+        clock += int(rng.choice([0, 0, 700, 2_500, 9_000]))
+        if step == 30:
+            restored = _join(config)
+            restored.restore(jp.snapshot())
+            jp = restored
+        pred_wm, label_wm = clock, clock - int(rng.integers(0, 6_000))
+        for source, watermark in ((P_SRC, pred_wm), (L_SRC, label_wm)):
+            before = {k: (st.close_at, st.final_at, st.provisional_sent) for k, st in jp._slices.items()}
+            out = jp.source_progress(source, watermark)
+            wm, fwm = jp.watermark, jp.final_watermark
+            expected = []
+            for skey in sorted(before, key=lambda k: (k[3], k)):
+                close_at, final_time, sent = before[skey]
+                phase = due_phase_at(close_at, final_time, wm, fwm, provisional_done=sent)
+                if phase is not None:
+                    expected.append((skey, phase))
+            got = [((p.model_id, p.model_version, p.segment, p.window_start), p.phase) for p in out]
+            assert got == expected
+            closed += len(got)
+    assert closed > 20
+    assert jp.end_source(P_SRC) + jp.end_source(L_SRC)
+    assert not jp._slices and not jp._wkeys

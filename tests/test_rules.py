@@ -202,10 +202,13 @@ def test_default_rules() -> None:
     assert list(by_name) == ["dataset-drift", "accuracy-drop", "estimated-accuracy-drop", "accuracy-floor"]
 
     drift = by_name["dataset-drift"]
-    assert (drift.metric, drift.comparison, drift.threshold) == ("dataset_drift", ">=", 1.0)
-    assert drift.for_windows == 2
+    from driftline.detectors.sequential import CUSUM_H
+
+    # the CUSUM of drift evidence, at the threshold detectors/sequential.py documents
+    assert (drift.metric, drift.comparison, drift.threshold) == ("drift_cusum", ">=", CUSUM_H)
+    assert (drift.for_windows, drift.clear_threshold) == (1, CUSUM_H / 2)
     assert (drift.severity, drift.retrain) == ("warning", False)
-    assert drift.breached(1.0) and not drift.breached(0.0)
+    assert drift.breached(CUSUM_H) and not drift.breached(CUSUM_H - 0.01)
 
     drop = by_name["accuracy-drop"]
     assert (drop.metric, drop.comparison, drop.threshold, drop.test, drop.alpha) == (

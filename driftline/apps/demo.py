@@ -338,7 +338,9 @@ def _fresh_store(url: str) -> None:
 
 def _summary(console: _Console, sink: dict[str, Any], drift_ms: int, concept_ms: int) -> int:
     firing = [a for a in console.alerts if a.data.status == "firing"]
-    early = [a for a in firing if rfc3339_to_ms(a.data.window.start) < drift_ms]
+    # an alert of a window that ended before the change saw stationary data only; the window
+    # the change falls in already holds drifted events (the drift CUSUM can fire right there)
+    early = [a for a in firing if rfc3339_to_ms(a.data.window.end) <= drift_ms]
     counters = sink.get("counters", {})
     _say("\nsummary")
     _say(f"  windows evaluated (whole model): {console.windows}")
