@@ -18,6 +18,7 @@ from driftline.schemas.windows import MIN_WATERMARK, due_phase, final_at
 from driftline.streams.catalog import ModelCatalog
 from driftline.streams.evaluation import Evaluation, Evaluator
 from driftline.streams.messages import Partial, PartialsMessage, Progress
+from driftline.streams.positions import InputPositions
 
 __all__ = ["MergeOutput", "WindowMerger"]
 
@@ -174,6 +175,9 @@ class WindowMerger:
             aggregate = WindowAggregate(self.catalog.spec(model_id))
             for jp in sorted(self._partials[key]):
                 aggregate.merge(WindowAggregate.from_dict(self._partials[key][jp].aggregate, aggregate.spec))
+            positions = InputPositions.merged(
+                InputPositions.from_wire(p.positions) for p in self._partials[key].values()
+            )
             evaluations.append(
                 self.evaluator.evaluate(
                     model_id,
@@ -184,6 +188,7 @@ class WindowMerger:
                     aggregate,
                     phase,
                     judge_label_free=key not in self._provisional_done,
+                    positions=positions if segment == "" else None,
                 )
             )
             if phase == "final":
