@@ -14,7 +14,7 @@ import msgspec
 import numpy as np
 import pytest
 from scipy import stats
-from sklearn.metrics import accuracy_score
+from sklearn.metrics import accuracy_score, mean_absolute_error
 
 from driftline.alerting.rules import Rule
 from driftline.detectors.hashing import partition_for
@@ -222,3 +222,63 @@ def test_over_seeds_the_dropping_segment_is_named_first_and_others_are_rarely_si
         others += sum(s.significant for s in calm.result.segments_ranked)
     assert fired >= 18 and first == fired
     assert others <= 1
+
+
+def test_a_regression_model_ranks_segments_by_mae_where_higher_is_worse() -> None:
+    """Regression: the headline metric is MAE (detectors/vocabulary.py), higher is worse, so
+    the segment whose errors grew is first with a positive contribution; no interval (the
+    per-slice standard error of MAE is not kept), so nothing is called significant."""
+    rng = np.random.default_rng(7)
+
+    def events(n: int, t0: int, ios_noise: float):
+        preds, labels = [], []
+        for i in range(n):
+            channel = CHANNELS[i % 3]
+            y = float(rng.normal(10.0, 2.0))
+            noise = ios_noise if channel == "ios" else 1.0
+            pid, ts = f"{t0}-{i}", t0 + i * (W // n)
+            preds.append(
+                PredictionEvent(
+                    prediction_id=pid,
+                    model_id="m",
+                    timestamp=ts,
+                    features={"x": float(rng.normal())},
+                    prediction=y + float(rng.normal(0.0, noise)),
+                    segments={"channel": channel},
+                )
+            )
+            labels.append(GroundTruthEvent(prediction_id=pid, model_id="m", label=y, timestamp=ts + 10))
+        return preds, labels
+
+    ref_preds, ref_labels = events(3000, T0 - 10 * W, 1.0)
+    rows = [
+        {
+            "features": dict(p.features),
+            "prediction": p.prediction,
+            "label": g.label,
+            "segments": dict(p.segments),
+        }
+        for p, g in zip(ref_preds, ref_labels, strict=True)
+    ]
+    cfg = ModelConfig(
+        task="regression", window_ms=W, grace_ms=1_000, label_horizon_ms=2_000, online_detectors=()
+    )
+    catalog = ModelCatalog(Config(defaults=cfg, models={"m": cfg}), build_profiles(rows, "m", cfg))
+    preds, labels = events(N, T0, 3.0)
+    (model,) = [
+        e.result
+        for e in _run(catalog, preds, labels, n_partitions=2)
+        if not e.result.segment and e.result.phase == "final"
+    ]
+    ranked = model.segments_ranked
+    assert len(ranked) == 3 and ranked[0].value == "ios"
+    assert [s.contribution for s in ranked] == sorted((s.contribution for s in ranked), reverse=True)
+    first = ranked[0]
+    ios = [(p, g) for p, g in zip(preds, labels, strict=True) if p.segments["channel"] == "ios"]
+    ref_ios = [r for r in rows if r["segments"]["channel"] == "ios"]
+    mae = mean_absolute_error([g.label for _, g in ios], [p.prediction for p, _ in ios])
+    ref_mae = mean_absolute_error([r["label"] for r in ref_ios], [r["prediction"] for r in ref_ios])
+    assert first.metric == "mae" and first.observed == pytest.approx(mae, rel=1e-9)
+    assert first.baseline == pytest.approx(ref_mae, rel=1e-9)
+    assert first.contribution == pytest.approx((mae - ref_mae) / 3, rel=1e-9) and first.contribution > 0
+    assert (first.low, first.high, first.significant) == (None, None, False)
