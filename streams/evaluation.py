@@ -43,17 +43,20 @@ from driftline.detectors.online import DETECTORS, Detection, OnlineDetector
 from driftline.detectors.sequential import DriftCusum, window_evidence
 from driftline.detectors.vocabulary import SEGMENT_RANKING_METRIC, is_label_free
 from driftline.platform.config import ModelConfig
-from driftline.schemas import AlertEvent, RetrainingRequest, alert_event, retraining_request
+from driftline.schemas import AlertEvent, RetrainingRequest, Window, alert_event, retraining_request
 from driftline.schemas.results import OnlineDetection, SegmentContribution, WindowResult
 from driftline.schemas.timefmt import ms_to_rfc3339
-from driftline.schemas.windows import Phase, parse_segment_key
+from driftline.schemas.windows import Phase, parse_segment_key, segment_key
 from driftline.streams.catalog import ModelCatalog
+from driftline.streams.positions import InputPositions
 from driftline.streams.ranking import contributions, rank_for_rule
+from driftline.streams.requests import InputHistory, version_two
 
 __all__ = ["Evaluation", "Evaluator", "Pending", "metric_values", "online_kinds", "online_signal"]
 
 #: how many ranked segments an alert's evidence names
 EVIDENCE_SEGMENTS = 3
+
 
 @dataclass(slots=True)
 class Evaluation:
@@ -139,6 +142,8 @@ class Evaluator:
         self.source = source
         self.tracker = AlertTracker()
         self.retraining = RetrainingPolicy()
+        #: the whole-model windows of each model version within the retraining lookback
+        self.inputs = InputHistory(self.retraining.lookback_ms)
         self._file_refs: dict[tuple[str, str], Reference] = {}
         self._bootstrap: dict[tuple[str, str, str], _Bootstrap] = {}
         self._online: dict[tuple[str, str, str], _OnlineSlice] = {}
@@ -241,13 +246,24 @@ class Evaluator:
         phase: Phase,
         *,
         judge_label_free: bool,
+        positions: InputPositions | None = None,
     ) -> Evaluation:
         """Evaluate one window slice; ``judge_label_free`` is False for a final phase whose
-        provisional phase already judged the label-free rules. A whole-model slice evaluated
-        so has no segments to rank; :meth:`prepare` then :meth:`judge` gives them to it."""
+        provisional phase already judged the label-free rules. ``positions`` are the whole
+        model slice's input offsets (streams/positions.py), for retraining requests. A
+        whole-model slice evaluated so has no segments to rank; :meth:`prepare` then
+        :meth:`judge` gives them to it."""
         return self.judge(
             self.prepare(
-                model_id, model_version, segment, start, end, agg, phase, judge_label_free=judge_label_free
+                model_id,
+                model_version,
+                segment,
+                start,
+                end,
+                agg,
+                phase,
+                judge_label_free=judge_label_free,
+                positions=positions,
             )
         )
 
@@ -262,9 +278,10 @@ class Evaluator:
         phase: Phase,
         *,
         judge_label_free: bool,
+        positions: InputPositions | None = None,
     ) -> Pending:
         """Compute one window slice's result and values (references, drift, online detectors,
-        CUSUM), without judging its rules."""
+        CUSUM, the input history), without judging its rules."""
         cfg = self.catalog.model(model_id)
         if self.catalog.has_reference(model_id):
             ref = self.reference(model_id, model_version, segment)
@@ -289,6 +306,10 @@ class Evaluator:
         n = agg.n_predictions
         coverage = agg.n_labelled / n if n else None
         seg = parse_segment_key(segment)
+        if segment == "":
+            self.inputs.record(
+                model_id, model_version, start, end, positions or InputPositions(), n, agg.n_labelled
+            )
         result = WindowResult(
             model_id=model_id,
             model_version=model_version,
@@ -415,8 +436,31 @@ class Evaluator:
                         evidence=_request_evidence(result, label_free=label_free),
                     )
                     if request is not None:
+                        request = version_two(
+                            request,
+                            alert=data,
+                            rule=rule,
+                            cfg=cfg,
+                            result=result,
+                            reference=ref,
+                            reference_window=self._reference_window(model_id, model_version, segment, ref),
+                            history=self.inputs,
+                            label_free=label_free,
+                        )
                         requests.append(retraining_request(request, source=self.source))
         return alerts, requests
+
+    def _reference_window(
+        self, model_id: str, version: str, segment: Mapping[str, str], ref: Reference | None
+    ) -> Window | None:
+        """The event-time span a bootstrapped reference was learnt from (None for a file's)."""
+        boot = self._bootstrap.get((model_id, version, segment_key(segment)))
+        if ref is None or boot is None or boot.reference is not ref or not boot.windows:
+            return None
+        window_ms = self.catalog.model(model_id).window_ms
+        return Window(
+            start=ms_to_rfc3339(min(boot.windows)), end=ms_to_rfc3339(max(boot.windows) + window_ms)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -442,11 +486,13 @@ class Evaluator:
                     "outcomes": None if boot.outcomes is None else boot.outcomes.to_dict(),
                 }
             )
-        return {**self.to_dict(), "bootstrap": boots}
+        return {**self.to_dict(), "bootstrap": boots, "inputs": self.inputs.to_wire()}
 
     def restore(self, data: Mapping[str, Any]) -> None:
         self.tracker = AlertTracker.from_dict(data["tracker"])
         self.retraining = RetrainingPolicy.from_dict(data["retraining"])
+        self.inputs = InputHistory(self.retraining.lookback_ms)
+        self.inputs.restore(data.get("inputs"))  # absent in checkpoints from before version 2
         self._online = {}
         self.restore_online(data["online"])
         # absent from snapshots written before the CUSUM existed: its slices start at 0

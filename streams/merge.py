@@ -18,6 +18,7 @@ from driftline.schemas.windows import MIN_WATERMARK, due_phase, final_at
 from driftline.streams.catalog import ModelCatalog
 from driftline.streams.evaluation import Evaluation, Evaluator, Pending
 from driftline.streams.messages import Partial, PartialsMessage, Progress
+from driftline.streams.positions import InputPositions
 
 __all__ = ["MergeOutput", "WindowMerger"]
 
@@ -177,6 +178,9 @@ class WindowMerger:
             aggregate = WindowAggregate(self.catalog.spec(model_id))
             for jp in sorted(self._partials[key]):
                 aggregate.merge(WindowAggregate.from_dict(self._partials[key][jp].aggregate, aggregate.spec))
+            positions = InputPositions.merged(
+                InputPositions.from_wire(p.positions) for p in self._partials[key].values()
+            )
             if group and (group[0].start, group[0].model_id, group[0].model_version) != (start, *key[:2]):
                 evaluations += self._judge(group)
                 group = []
@@ -190,6 +194,7 @@ class WindowMerger:
                     aggregate,
                     phase,
                     judge_label_free=key not in self._provisional_done,
+                    positions=positions if segment == "" else None,
                 )
             )
             if phase == "final":
