@@ -46,6 +46,8 @@ COMPARISONS: tuple[str, ...] = get_args(Comparison)
 SEVERITIES: tuple[str, ...] = get_args(Severity)
 #: statistical tests a relative rule can add to its threshold ("": none, the threshold alone)
 RULE_TESTS = ("", "proportion")
+#: what a retraining request may ask for (the ``action`` of schemas' RetrainingRequestData)
+ACTIONS: tuple[str, ...] = ("retrain", "recalibrate", "rollback", "investigate")
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -86,6 +88,8 @@ class Rule:
     relative_to_baseline: bool = False
     test: str = ""
     alpha: float = 0.005
+    #: what the retraining request of a ``retrain`` rule asks for (docs/retraining.md)
+    action: str = "retrain"
 
     def __post_init__(self) -> None:
         # Validate at construction so a bad rule fails at config load, not at 3 a.m. mid-stream.
@@ -101,6 +105,8 @@ class Rule:
             raise ValueError(
                 f"rule {self.name!r}: severity {self.severity!r} is not one of {list(SEVERITIES)}"
             )
+        if self.action not in ACTIONS:
+            raise ValueError(f"rule {self.name!r}: action {self.action!r} is not one of {list(ACTIONS)}")
         if not math.isfinite(self.threshold):
             raise ValueError(f"rule {self.name!r}: threshold must be finite, got {self.threshold!r}")
         clear = self.clear_threshold
@@ -182,7 +188,7 @@ _FIELD_NAMES = tuple(f.name for f in fields(Rule))
 _FLOATS = ("threshold", "clear_threshold", "alpha")
 _INTS = ("min_samples", "for_windows", "clear_windows", "cooldown_ms")
 _BOOLS = ("retrain", "relative_to_baseline")
-_STRS = ("name", "metric", "comparison", "severity", "test")
+_STRS = ("name", "metric", "comparison", "severity", "test", "action")
 
 
 def rule_from_dict(d: Mapping[str, Any]) -> Rule:

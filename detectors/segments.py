@@ -53,6 +53,9 @@ class SegmentStats:
     reference: float | None = None  # the segment's own reference metric; None: the model's
     stderr: float | None = None  # for a metric that is not a proportion
     drift: float | None = None  # the segment's drift effect (the caller's: e.g. drifted share)
+    #: labelled events behind ``reference``; given, a proportion's interval is Newcombe's for
+    #: the difference of two proportions, since the reference is a sample too
+    reference_n: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,15 @@ def wilson_interval(successes: float, n: int, z: float) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return centre - half, centre + half
+
+
+def _newcombe(p_ref: float, n_ref: int, p: float, n: int, z: float) -> tuple[float, float]:
+    """Newcombe's hybrid score interval (1998, method 10) for ``p_ref - p`` from the two
+    Wilson intervals: both sides are samples, the window's and the reference's."""
+    l1, u1 = wilson_interval(p_ref * n_ref, n_ref, z)
+    l2, u2 = wilson_interval(p * n, n, z)
+    d = p_ref - p
+    return d - math.hypot(p_ref - l1, u2 - p), d + math.hypot(u1 - p_ref, p - l2)
 
 
 def _dimension(key: str) -> tuple[str, str]:
@@ -147,7 +159,13 @@ def rank_segments(
             change = sign * (baseline - s.value)
             contribution = weight * change
             bounds: tuple[float, float] | None = None
-            if proportion:
+            if proportion and s.reference is not None and s.reference_n:
+                low, high = _newcombe(s.reference, s.reference_n, s.value, s.labelled, z)
+                if sign < 0:
+                    low, high = -high, -low
+                low, high = weight * low, weight * high
+                significant = low > 0
+            elif proportion:
                 bounds = wilson_interval(s.value * s.labelled, s.labelled, z)
             elif s.stderr is not None:
                 bounds = (s.value - z * s.stderr, s.value + z * s.stderr)

@@ -35,7 +35,9 @@ __all__ = [
     "METRIC_FAMILIES",
     "MULTIVARIATE_METHODS",
     "ONLINE_DETECTORS",
+    "PROPORTION_METRICS",
     "ROOT_CAUSE_METRICS",
+    "SEGMENT_RANKING_METRIC",
     "check_metric",
     "check_name",
     "closest",
@@ -84,6 +86,17 @@ HEALTH_EVENTS = frozenset(
 #: Not in :data:`METRICS` yet: a name joins it when ``streams/evaluation.py`` computes it,
 #: since ``tests/test_vocabulary.py`` checks every listed metric is produced.
 ROOT_CAUSE_METRICS = frozenset({"multivariate_error", "multivariate_drift", "attribution_ndcg"})
+
+#: metrics that are a share of labelled events, for which Wilson intervals hold
+#: (``driftline.streams.ranking``)
+PROPORTION_METRICS = frozenset({"accuracy", "label_coverage"})
+#: per task, the metric a final whole-model result ranks its segments by
+#: (``WindowResult.segments_ranked``), and whether higher is better
+SEGMENT_RANKING_METRIC: dict[str, tuple[str, bool]] = {
+    "binary": ("accuracy", True),
+    "multiclass": ("accuracy", True),
+    "regression": ("mae", False),
+}
 
 _AVERAGED = ("precision", "recall", "f1")
 #: metrics a window's values carry by exact name

@@ -21,18 +21,31 @@ from types import FrameType
 
 from driftline.platform.kafka import KafkaSettings, quick_join_consumer_config
 from driftline.schemas import RetrainingRequest
-from driftline.streams.trainer import RetrainingConsumer, SqliteDedupStore
+from driftline.streams.trainer import RetrainingConsumer, SqliteDedupStore, StoreAcknowledger
 
 
 def describe(request: RetrainingRequest) -> str:
+    """Both versions of the request: version 1 (``schema_version`` "1.0") has no
+    ``training_data`` and always means "retrain"; version 2 says what to do and where the
+    data is (docs/retraining.md)."""
     data = request.data
     suggested = data.suggested_training_range
-    return (
-        f"retrain {data.model_id} v{data.model_version}: {data.reason}\n"
-        f"  id (idempotency key): {request.id}\n"
-        f"  window:               {data.window.start} .. {data.window.end}\n"
-        f"  suggested range:      {suggested.start} .. {suggested.end}"
-    )
+    lines = [
+        f"{data.action} {data.model_id} v{data.model_version}: {data.reason}",
+        f"  id (idempotency key): {request.id}",
+        f"  window:               {data.window.start} .. {data.window.end}",
+        f"  suggested range:      {suggested.start} .. {suggested.end}",
+    ]
+    training = data.training_data
+    if training is not None:
+        for kind, ranges in (("predictions", training.predictions), ("labels", training.labels)):
+            spans = ", ".join(f"{r.topic}[{r.partition}] {r.first_offset}..{r.last_offset}" for r in ranges)
+            lines.append(f"  {kind + ':':<21} {spans or 'none seen'}")
+        coverage = "n/a" if training.label_coverage is None else f"{training.label_coverage:.0%}"
+        lines.append(f"  label coverage:       {coverage} of {training.prediction_count} predictions")
+    if data.baseline is not None:
+        lines.append(f"  must beat:            {data.baseline.metric} {data.baseline.value:.4f}")
+    return "\n".join(lines)
 
 
 def _settings(bootstrap: str | None) -> KafkaSettings:
@@ -62,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dedup-db", default="trainer-dedup.sqlite", help="SQLite file of handled request ids"
     )
+    parser.add_argument(
+        "--store-url",
+        default=os.environ.get("DRIFTLINE_STORE_URL"),
+        help="driftline's store: record each handled request there (driftline models show)",
+    )
     parser.add_argument("--train-seconds", type=float, default=1.0, help="simulated training time")
     parser.add_argument(
         "--fast-join",
@@ -88,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = _settings(args.bootstrap)
     store = SqliteDedupStore(args.dedup_db)
+    acknowledge = StoreAcknowledger(args.store_url, args.group) if args.store_url else None
     consumer = RetrainingConsumer(
         settings,
         group_id=args.group,
@@ -95,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         topic_prefix=args.topic_prefix,
         dedup_store=store,
         consumer_config=quick_join_consumer_config() if args.fast_join else None,
+        acknowledge=acknowledge,
     )
     print(
         f"waiting for retraining requests on {consumer.topic} at {settings.bootstrap_servers} (Ctrl-C stops)"
@@ -104,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         consumer.close()
         store.close()
+        if acknowledge is not None:
+            acknowledge.close()
     stats = consumer.stats
     print(f"handled {stats.handled}, duplicates skipped {stats.duplicates}, undecodable {stats.undecodable}")
     return 0

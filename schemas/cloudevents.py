@@ -81,8 +81,102 @@ class AlertData(msgspec.Struct, kw_only=True):
     ends_at: UtcMs | None = None
 
 
+#: what a retraining request asks for, chosen by the rule that fired (its ``action`` key)
+RetrainingAction = Literal["retrain", "recalibrate", "rollback", "investigate"]
+RETRAINING_ACTIONS: Final[tuple[str, ...]] = ("retrain", "recalibrate", "rollback", "investigate")
+#: the data of a version 1 request has no ``schema_version``; version 2 says ``"2.0"``
+RETRAINING_SCHEMA_VERSION: Final = "2.0"
+
+
+class Lineage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The model's registry reference, as far as driftline knows it (configuration ``registry``)."""
+
+    registry_uri: str | None = None
+    registered_model: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    run_id: str | None = None
+
+
+class InputRange(msgspec.Struct, kw_only=True):
+    """First and last offset of one input partition (inclusive) holding the range's records.
+
+    A cover: records of neighbouring windows may lie in between, so filter by event time."""
+
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+
+
+class TrainingData(msgspec.Struct, kw_only=True):
+    """The data to train on: the suggested event-time range, and the input driftline saw in it.
+
+    ``covered`` spans the windows seen in the range (absent when none); ``predictions`` and
+    ``labels`` the input partitions and offsets of their accepted predictions and joined
+    labels; ``label_coverage`` is ``labelled_count / prediction_count``."""
+
+    range: Window
+    covered: Window | None = None
+    windows: int = 0
+    predictions: list[InputRange] = []
+    labels: list[InputRange] = []
+    prediction_count: int = 0
+    labelled_count: int = 0
+    label_coverage: float | None = None
+
+
+class MetricEvidence(msgspec.Struct, kw_only=True):
+    """A metric of the triggering window and its reference baseline (null when unknown)."""
+
+    value: float | None
+    baseline: float | None = None
+
+
+class FeatureDriftEvidence(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A drifted feature of the triggering window, with its test and effect size when known."""
+
+    feature: str
+    test: str
+    statistic: float | None = None
+    p_value: float | None = None
+    raw_p_value: float | None = None
+    distance: float | None = None
+    distance_name: str | None = None
+
+
+class Trigger(msgspec.Struct, kw_only=True):
+    """Why: the rule that fired, its alert's dedup keys, and the evidence of the window."""
+
+    rule: str
+    severity: Literal["critical", "error", "warning", "info"]
+    metric: str
+    dedup_keys: list[str]
+    segment: dict[str, str] = {}
+    observed: float | None = None
+    threshold: float | None = None
+    comparison: Literal["<", "<=", ">", ">="] | None = None
+    metrics: dict[str, MetricEvidence] = {}
+    drifted_features: list[FeatureDriftEvidence] = []
+
+
+class Baseline(msgspec.Struct, kw_only=True):
+    """What a new model must beat: a metric's reference value, and where that reference came
+    from (``reference`` as in window results; ``reference_window`` for a bootstrapped one)."""
+
+    metric: str
+    value: float
+    reference: str
+    reference_window: Window | None = None
+
+
 class RetrainingRequestData(msgspec.Struct, kw_only=True):
-    """Why and on which data to retrain. Start at most one run per idempotency_key."""
+    """Why and on which data to retrain. Start at most one run per idempotency_key.
+
+    Version 1 (no ``schema_version``) has the fields up to ``requested_at``; version 2 adds
+    ``schema_version`` "2.0", ``lineage``, ``training_data``, ``trigger``, ``action``,
+    ``baseline`` and ``parameters`` (flat strings for workflow engines), and keeps every
+    version 1 field, so a version 1 reader still understands a version 2 request."""
 
     idempotency_key: str
     model_id: str
@@ -92,6 +186,13 @@ class RetrainingRequestData(msgspec.Struct, kw_only=True):
     window: Window
     suggested_training_range: Window
     requested_at: UtcMs
+    schema_version: Literal["1.0", "2.0"] = "1.0"
+    lineage: Lineage | None = None
+    training_data: TrainingData | None = None
+    trigger: Trigger | None = None
+    action: RetrainingAction = "retrain"
+    baseline: Baseline | None = None
+    parameters: dict[str, str] = {}
 
 
 class AlertEvent(msgspec.Struct, kw_only=True):

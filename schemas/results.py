@@ -17,6 +17,7 @@ __all__ = [
     "DriftTest",
     "FeatureQuality",
     "OnlineDetection",
+    "SegmentContribution",
     "WindowResult",
     "decode_window_result",
 ]
@@ -92,6 +93,32 @@ class OnlineDetection(msgspec.Struct, kw_only=True):
     time_ms: int
 
 
+class SegmentContribution(msgspec.Struct, kw_only=True):
+    """One segment value's part in the whole model's change of a metric in one window
+    (``detectors/segments.py``): ``contribution = labelled_share · (baseline - observed)``, sign
+    flipped for metrics where higher is worse, so positive is always "made the model worse".
+
+    ``baseline`` is the segment's own reference value of ``metric`` (the model's when the
+    segment has none); ``low``/``high`` bound the contribution (Wilson, Bonferroni-corrected over
+    the ranked segments; None for metrics that are not proportions); ``significant`` says the
+    interval excludes 0 on the worse side; ``share_of_change`` is the contribution over the
+    model's own change; ``support`` the segment's labelled predictions.
+    """
+
+    dimension: str
+    value: str
+    metric: str
+    observed: float | None
+    baseline: float
+    labelled_share: float
+    contribution: float | None
+    low: float | None
+    high: float | None
+    share_of_change: float | None
+    significant: bool
+    support: int
+
+
 class WindowResult(msgspec.Struct, kw_only=True):
     """The evaluation of one window slice. ``phase`` is ``provisional`` when event time passed
     the window's end plus grace (label-free results complete, labels may still come) and
@@ -120,6 +147,10 @@ class WindowResult(msgspec.Struct, kw_only=True):
     #: (e.g. 0.95); they cover the realised value at that rate while the calibration holds
     intervals: dict[str, list[float]] = {}
     interval_level: float | None = None
+    #: the whole-model slice's segment values ranked by their contribution to the change of
+    #: the model's headline metric (``detectors.vocabulary.SEGMENT_RANKING_METRIC``), worst
+    #: first; empty for segment slices and until the window is final (it needs labels)
+    segments_ranked: list[SegmentContribution] = []
 
 
 _decoder = msgspec.json.Decoder(WindowResult)

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from driftline.alerting.lifecycle import AlertTracker
@@ -40,15 +41,22 @@ from driftline.detectors.comparison import (
 from driftline.detectors.estimation import realised_name
 from driftline.detectors.online import DETECTORS, Detection, OnlineDetector
 from driftline.detectors.sequential import DriftCusum, window_evidence
-from driftline.detectors.vocabulary import is_label_free
+from driftline.detectors.vocabulary import SEGMENT_RANKING_METRIC, is_label_free
 from driftline.platform.config import ModelConfig
-from driftline.schemas import AlertEvent, RetrainingRequest, alert_event, retraining_request
-from driftline.schemas.results import OnlineDetection, WindowResult
+from driftline.schemas import AlertEvent, RetrainingRequest, Window, alert_event, retraining_request
+from driftline.schemas.results import OnlineDetection, SegmentContribution, WindowResult
 from driftline.schemas.timefmt import ms_to_rfc3339
-from driftline.schemas.windows import Phase, parse_segment_key
+from driftline.schemas.windows import Phase, parse_segment_key, segment_key
 from driftline.streams.catalog import ModelCatalog
+from driftline.streams.positions import InputPositions
+from driftline.streams.ranking import contributions, rank_for_rule
+from driftline.streams.requests import InputHistory, version_two
 
-__all__ = ["Evaluation", "Evaluator", "metric_values", "online_kinds", "online_signal"]
+__all__ = ["Evaluation", "Evaluator", "Pending", "metric_values", "online_kinds", "online_signal"]
+
+#: how many ranked segments an alert's evidence names
+EVIDENCE_SEGMENTS = 3
+
 
 @dataclass(slots=True)
 class Evaluation:
@@ -56,6 +64,26 @@ class Evaluation:
     values: dict[str, float]
     alerts: list[AlertEvent]
     requests: list[RetrainingRequest]
+
+
+@dataclass(slots=True)
+class Pending:
+    """A window slice computed (result, values) but not yet judged: the merger computes every
+    slice of a window before judging any, so the whole-model slice's alerts can name the
+    segments that made it worse (:meth:`Evaluator.judge`)."""
+
+    cfg: ModelConfig
+    model_id: str
+    model_version: str
+    segment: str
+    start: int
+    end: int
+    values: dict[str, float]
+    agg: WindowAggregate
+    ref: Reference | None
+    result: WindowResult
+    phase: Phase
+    judge_label_free: bool
 
 
 @dataclass(slots=True)
@@ -114,6 +142,8 @@ class Evaluator:
         self.source = source
         self.tracker = AlertTracker()
         self.retraining = RetrainingPolicy()
+        #: the whole-model windows of each model version within the retraining lookback
+        self.inputs = InputHistory(self.retraining.lookback_ms)
         self._file_refs: dict[tuple[str, str], Reference] = {}
         self._bootstrap: dict[tuple[str, str, str], _Bootstrap] = {}
         self._online: dict[tuple[str, str, str], _OnlineSlice] = {}
@@ -216,9 +246,42 @@ class Evaluator:
         phase: Phase,
         *,
         judge_label_free: bool,
+        positions: InputPositions | None = None,
     ) -> Evaluation:
         """Evaluate one window slice; ``judge_label_free`` is False for a final phase whose
-        provisional phase already judged the label-free rules."""
+        provisional phase already judged the label-free rules. ``positions`` are the whole
+        model slice's input offsets (streams/positions.py), for retraining requests. A
+        whole-model slice evaluated so has no segments to rank; :meth:`prepare` then
+        :meth:`judge` gives them to it."""
+        return self.judge(
+            self.prepare(
+                model_id,
+                model_version,
+                segment,
+                start,
+                end,
+                agg,
+                phase,
+                judge_label_free=judge_label_free,
+                positions=positions,
+            )
+        )
+
+    def prepare(
+        self,
+        model_id: str,
+        model_version: str,
+        segment: str,
+        start: int,
+        end: int,
+        agg: WindowAggregate,
+        phase: Phase,
+        *,
+        judge_label_free: bool,
+        positions: InputPositions | None = None,
+    ) -> Pending:
+        """Compute one window slice's result and values (references, drift, online detectors,
+        CUSUM, the input history), without judging its rules."""
         cfg = self.catalog.model(model_id)
         if self.catalog.has_reference(model_id):
             ref = self.reference(model_id, model_version, segment)
@@ -243,6 +306,10 @@ class Evaluator:
         n = agg.n_predictions
         coverage = agg.n_labelled / n if n else None
         seg = parse_segment_key(segment)
+        if segment == "":
+            self.inputs.record(
+                model_id, model_version, start, end, positions or InputPositions(), n, agg.n_labelled
+            )
         result = WindowResult(
             model_id=model_id,
             model_version=model_version,
@@ -270,21 +337,42 @@ class Evaluator:
             intervals={k: [lo, hi] for k, (lo, hi) in sorted(found.intervals.items())},
             interval_level=found.interval_level,
         )
-        alerts, requests = self._judge(
-            cfg,
-            model_id,
-            model_version,
-            seg,
-            start,
-            end,
-            values,
-            agg,
-            ref,
-            result,
-            phase=phase,
-            judge_label_free=judge_label_free,
+        return Pending(
+            cfg, model_id, model_version, segment, start, end, values, agg, ref, result, phase,
+            judge_label_free,
         )
-        return Evaluation(result, values, alerts, requests)
+
+    def judge(self, p: Pending, segments: Sequence[Pending] = ()) -> Evaluation:
+        """Judge a prepared slice's rules. For a final whole-model slice, ``segments`` are the
+        same window's segment slices: the result carries them ranked by contribution to the
+        task's headline metric, and an alert on a labelled metric names the worst first."""
+        segments = [s for s in segments if s.phase == p.phase] if not p.segment else []
+        if segments and p.phase == "final":
+            metric, higher_is_better = SEGMENT_RANKING_METRIC[p.cfg.task]
+            # the side a rule on the metric would fire on is what ranks as "worse"
+            headline = Rule(
+                name="segments_ranked",
+                metric=metric,
+                comparison="<" if higher_is_better else ">",
+                threshold=0.0,
+            )
+            p.result.segments_ranked = _ranked(headline, p, segments)
+        alerts, requests = self._judge(
+            p.cfg,
+            p.model_id,
+            p.model_version,
+            p.result.segment,
+            p.start,
+            p.end,
+            p.values,
+            p.agg,
+            p.ref,
+            p.result,
+            phase=p.phase,
+            judge_label_free=p.judge_label_free,
+            segments=(p, segments),
+        )
+        return Evaluation(p.result, p.values, alerts, requests)
 
     def _judge(
         self,
@@ -301,6 +389,7 @@ class Evaluator:
         *,
         phase: Phase,
         judge_label_free: bool,
+        segments: tuple[Pending, Sequence[Pending]] | None = None,
     ) -> tuple[list[AlertEvent], list[RetrainingRequest]]:
         alerts: list[AlertEvent] = []
         requests: list[RetrainingRequest] = []
@@ -319,6 +408,10 @@ class Evaluator:
                 baseline = reference_metrics.get(realised_name(rule.metric, cfg.positive_label))
             baseline_n = reference_metrics.get("n", 0.0)
             evidence = _evidence(rule, result)
+            if segments is not None and segments[1] and not label_free and phase == "final":
+                top = _ranked(rule, *segments)[:EVIDENCE_SEGMENTS]
+                if top:  # worst first
+                    evidence["segments"] = [msgspec.to_builtins(c) for c in top]
             fired = self.tracker.observe(
                 rule,
                 model_id=model_id,
@@ -343,8 +436,31 @@ class Evaluator:
                         evidence=_request_evidence(result, label_free=label_free),
                     )
                     if request is not None:
+                        request = version_two(
+                            request,
+                            alert=data,
+                            rule=rule,
+                            cfg=cfg,
+                            result=result,
+                            reference=ref,
+                            reference_window=self._reference_window(model_id, model_version, segment, ref),
+                            history=self.inputs,
+                            label_free=label_free,
+                        )
                         requests.append(retraining_request(request, source=self.source))
         return alerts, requests
+
+    def _reference_window(
+        self, model_id: str, version: str, segment: Mapping[str, str], ref: Reference | None
+    ) -> Window | None:
+        """The event-time span a bootstrapped reference was learnt from (None for a file's)."""
+        boot = self._bootstrap.get((model_id, version, segment_key(segment)))
+        if ref is None or boot is None or boot.reference is not ref or not boot.windows:
+            return None
+        window_ms = self.catalog.model(model_id).window_ms
+        return Window(
+            start=ms_to_rfc3339(min(boot.windows)), end=ms_to_rfc3339(max(boot.windows) + window_ms)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -370,11 +486,13 @@ class Evaluator:
                     "outcomes": None if boot.outcomes is None else boot.outcomes.to_dict(),
                 }
             )
-        return {**self.to_dict(), "bootstrap": boots}
+        return {**self.to_dict(), "bootstrap": boots, "inputs": self.inputs.to_wire()}
 
     def restore(self, data: Mapping[str, Any]) -> None:
         self.tracker = AlertTracker.from_dict(data["tracker"])
         self.retraining = RetrainingPolicy.from_dict(data["retraining"])
+        self.inputs = InputHistory(self.retraining.lookback_ms)
+        self.inputs.restore(data.get("inputs"))  # absent in checkpoints from before version 2
         self._online = {}
         self.restore_online(data["online"])
         # absent from snapshots written before the CUSUM existed: its slices start at 0
@@ -401,6 +519,34 @@ class Evaluator:
                 if boot.outcomes is not None:
                     boot.reference.metrics = performance(boot.outcomes)
             self._bootstrap[(model_id, version, segment)] = boot
+
+
+def _baseline(ref: Reference | None, metric: str, cfg: ModelConfig) -> float | None:
+    """A slice's reference value of ``metric`` (or of the metric an estimate estimates)."""
+    if ref is None:
+        return None
+    value = ref.metrics.get(metric)
+    if value is None:
+        value = ref.metrics.get(realised_name(metric, cfg.positive_label))
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _ranked(rule: Rule, model: Pending, segments: Sequence[Pending]) -> list[SegmentContribution]:
+    """``model``'s window's segments ranked for ``rule``, each against its slice's own
+    reference (the one its result was judged against), worst first."""
+    refs = {s.segment: s.ref for s in (model, *segments)}
+    def reference_n(key: str) -> int | None:
+        ref = refs.get(key)
+        n = None if ref is None else ref.metrics.get("n")
+        return int(n) if n is not None and math.isfinite(n) else None
+
+    ranked = rank_for_rule(
+        rule,
+        [model.result, *(s.result for s in segments)],
+        lambda key: _baseline(refs.get(key), rule.metric, model.cfg),
+        baseline_n=reference_n,
+    )
+    return contributions(rule.metric, ranked)
 
 
 def _merged(base: WindowAggregate | None, agg: WindowAggregate) -> WindowAggregate:

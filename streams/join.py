@@ -63,6 +63,7 @@ from driftline.streams.messages import (
     Progress,
     Tick,
 )
+from driftline.streams.positions import WindowId, WindowPositions
 
 __all__ = ["COUNTERS", "JoinPartition"]
 
@@ -139,7 +140,7 @@ class JoinPartition:
         self._labelled: dict[str, set[str]] = {}
         #: labels that came before their prediction: model -> pid -> (label, time); under
         #: ``_ANY_MODEL``, those restored from a checkpoint that did not record their model
-        self._early: dict[str, dict[str, tuple[object, int]]] = {}
+        self._early: dict[str, dict[str, _Early]] = {}
         #: (expiry time, model, pid) of the early labels
         self._early_expiry: list[tuple[int, str, str]] = []
         self._wkeys: dict[int, _WindowKey] = {}
@@ -168,6 +169,8 @@ class JoinPartition:
         ] = []
         self._pending_outcomes: list[_OutcomeChunk] = []
         self._pending_count = 0
+        #: input offsets per open window, for retraining requests (streams/positions.py)
+        self.positions = WindowPositions()
 
     def accept(self, source: str, offset: int) -> bool:
         """False for a batch of ``source`` at or below an offset already applied (a re-send)."""
@@ -216,6 +219,7 @@ class JoinPartition:
                     for skey, st in self._slices.items()
                 ],
                 "segment_values": [[m, d, sorted(v)] for (m, d), v in self._segment_values.items()],
+                "positions": self.positions.to_wire(),
             }
         )
 
@@ -251,7 +255,7 @@ class JoinPartition:
                 for m, es in d["entries"].items()
             }
             self._labelled = {m: set(pids) for m, pids in d["labelled"].items()}
-            self._early = {m: {pid: (v[0], v[1]) for pid, v in w.items()} for m, w in d["early"].items()}
+            self._early = {m: {pid: tuple(v) for pid, v in w.items()} for m, w in d["early"].items()}
             self._early_expiry = [(x[0], x[1], x[2]) for x in d["early_expiry"]]
         else:
             if d["v"] == 1:  # entries were [wid, prediction, score, key, labelled, time]
@@ -283,6 +287,7 @@ class JoinPartition:
         heapq.heapify(self._final_due)
         heapq.heapify(self._wkey_due)
         self._segment_values = {(m, dim): set(v) for m, dim, v in d["segment_values"]}
+        self.positions = WindowPositions.from_wire(d.get("positions"))  # absent before positions
 
     def apply(self, message: JoinInput) -> list[Partial]:
         """One join-input message: its events (unless already applied), then the event-time
@@ -297,19 +302,22 @@ class JoinPartition:
                 )
                 offsets = row_offsets(message)
                 if offsets is not None and offsets[0] <= applied:  # partly applied before a restart
-                    block = block.take(np.flatnonzero(offsets > applied))
+                    keep = np.flatnonzero(offsets > applied)
+                    block, offsets = block.take(keep), offsets[keep]
+                if offsets is None:
+                    offsets = np.full(len(block), message.offset, dtype=np.int64)
                 if isinstance(block, PredictionBlock):
                     self._count_ahead(block, message.watermark)
-                    self.add_prediction_block(block)
+                    self.add_prediction_block(block, at=(message.source, offsets))
                 else:
-                    self.add_label_block(block)
+                    self.add_label_block(block, at=(message.source, offsets))
             return self.source_progress(message.source, message.watermark)
         if isinstance(message, PredictionBatch | LabelBatch):
             if self.accept(message.source, message.offset):
                 if isinstance(message, PredictionBatch):
-                    self.add_predictions(message.events)
+                    self.add_predictions(message.events, at=(message.source, message.offset))
                 else:
-                    self.add_labels(message.events)
+                    self.add_labels(message.events, at=(message.source, message.offset))
             return self.source_progress(message.source, message.watermark)
         if isinstance(message, Tick):
             return self.source_progress(message.source, message.watermark, idle=message.idle)
@@ -364,14 +372,16 @@ class JoinPartition:
         return pred, final
 
     # -- predictions ---------------------------------------------------------------------
-    def add_predictions(self, events: Sequence[PredictionEvent]) -> None:
-        """Events as structs (tests, and join-input written by older versions)."""
+    def add_predictions(self, events: Sequence[PredictionEvent], at: tuple[str, int] | None = None) -> None:
+        """Events as structs (tests, and join-input written by older versions), all at the
+        source offset ``at`` when known."""
         if events:
-            self.add_prediction_block(PredictionBlock.from_events(events, self.catalog.positive_label))
+            block = PredictionBlock.from_events(events, self.catalog.positive_label)
+            self.add_prediction_block(block, _at_offset(at, len(block)))
 
-    def add_prediction_block(self, block: PredictionBlock) -> None:
+    def add_prediction_block(self, block: PredictionBlock, at: _At | None = None) -> None:
         """Open entries for new predictions; their folds into the aggregates wait for
-        :meth:`flush`.
+        :meth:`flush`. ``at`` is the rows' source and source offsets, when known.
 
         Rules, in event order: a (model, id) already in flight (or accepted earlier in this
         block) is a duplicate; a prediction whose window has passed its grace is late; the rest
@@ -399,6 +409,9 @@ class JoinPartition:
             block = block.take(accepted)
             start, end, horizon = start[accepted], end[accepted], horizon[accepted]
         wids = self._window_ids(block, start, end, final_at(end, horizon))
+        if at is not None:
+            offsets = at[1] if accepted.size == n else at[1][accepted]
+            self.positions.add_rows("predictions", self._window_of, wids, at[0], offsets)
         wid_list = wids.tolist()
         ids, predictions = block.ids, block.predictions
         scores, keys, times = block.scores.tolist(), block.keys.tolist(), block.times.tolist()
@@ -452,6 +465,9 @@ class JoinPartition:
                         labelled.add(pid)
                         joined.append(entries[pid])
                         labels.append(label[0])
+                        if len(label) == 4:  # it waited with its source position
+                            window = self._window_of(entries[pid][0])
+                            self.positions.add("labels", window, str(label[2]), int(label[3]))
         self._pend_outcomes(joined, labels)
 
     def _settings(self, block: PredictionBlock) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -631,14 +647,15 @@ class JoinPartition:
         return states
 
     # -- labels --------------------------------------------------------------------------
-    def add_labels(self, events: Sequence[GroundTruthEvent]) -> None:
+    def add_labels(self, events: Sequence[GroundTruthEvent], at: tuple[str, int] | None = None) -> None:
         """Events as structs (tests, and join-input written by older versions)."""
         if events:
-            self.add_label_block(LabelBlock.from_events(events))
+            block = LabelBlock.from_events(events)
+            self.add_label_block(block, _at_offset(at, len(block)))
 
-    def add_label_block(self, block: LabelBlock) -> None:
+    def add_label_block(self, block: LabelBlock, at: _At | None = None) -> None:
         """Join labels to the waiting predictions of their model; labels that come first wait
-        for theirs.
+        for theirs. ``at`` is the rows' source and source offsets, when known.
 
         The common case (every label finds its prediction, none is a duplicate) is a few
         C-level passes over the block per model; anything else takes the per-label path."""
@@ -661,8 +678,11 @@ class JoinPartition:
             for model, idx in parts:
                 self._labelled.setdefault(model, set()).update(ids if idx is None else pick(ids, idx))
             self._pend_outcomes(found, block.labels)  # type: ignore[arg-type]  # None not in found
+            if at is not None:
+                wids = np.fromiter((e[0] for e in found), dtype=np.int64, count=n)  # type: ignore[index]
+                self.positions.add_rows("labels", self._window_of, wids, at[0], at[1])
         else:
-            self._pend_outcomes(*self._join_labels_slowly(block, found))
+            self._pend_outcomes(*self._join_labels_slowly(block, found, at))
         if self._pending_count >= FLUSH_EVENTS:
             self.flush()
 
@@ -694,21 +714,24 @@ class JoinPartition:
         self._pending_count += len(joined)
 
     def _join_labels_slowly(
-        self, block: LabelBlock, found: list[_Entry | None]
+        self, block: LabelBlock, found: list[_Entry | None], at: _At | None = None
     ) -> tuple[list[_Entry], list[object]]:
-        """The per-label path: early labels wait, duplicates are counted; returns the joined
-        prediction entries and their labels."""
+        """The per-label path: early labels wait (with their source position, when known),
+        duplicates are counted; returns the joined prediction entries and their labels."""
         joined: list[_Entry] = []
         joined_labels: list[object] = []
         times, models = block.times.tolist(), block.model.tolist()
-        for pid, entry, label, ts, m in zip(block.ids, found, block.labels, times, models, strict=True):
+        offsets = at[1].tolist() if at is not None else [None] * len(block)
+        rows = zip(block.ids, found, block.labels, times, models, offsets, strict=True)
+        for pid, entry, label, ts, m, offset in rows:
             model = block.models[m]
             if entry is None:
                 if pid in self._early.get(model, _NOTHING):
                     self.counters["duplicate_labels"] += 1
                     continue
                 horizon = self.catalog.model(model).label_horizon_ms
-                self._early.setdefault(model, {})[pid] = (label, ts)
+                early = (label, ts) if at is None else (label, ts, at[0], offset)
+                self._early.setdefault(model, {})[pid] = early
                 heapq.heappush(self._early_expiry, (ts + horizon, model, pid))
                 self.counters["early_labels"] += 1
                 continue
@@ -719,6 +742,8 @@ class JoinPartition:
             labelled.add(pid)
             joined.append(entry)
             joined_labels.append(label)
+            if at is not None:
+                self.positions.add("labels", self._window_of(entry[0]), at[0], offset)
         return joined, joined_labels
 
     def _add_outcomes(self, chunks: list[_OutcomeChunk]) -> None:
@@ -765,6 +790,8 @@ class JoinPartition:
             out.append(self._partial(skey, state, phase))
             if phase == "final":
                 del self._slices[skey]
+                if skey[2] == "":
+                    self.positions.pop((skey[0], skey[1], skey[3]))
             else:
                 state.provisional_sent = True
         while self._wkey_due and self._wkey_due[0][0] <= fwm:
@@ -800,7 +827,16 @@ class JoinPartition:
             phase=phase,
             aggregate=state.aggregate.to_dict(),
             seq=self.next_offset,
+            positions=self._positions_of(model_id, version, start) if segment == "" else None,
         )
+
+    def _window_of(self, wid: int) -> WindowId:
+        key = self._wkeys[wid]
+        return (key.model_id, key.model_version, key.start)
+
+    def _positions_of(self, model_id: str, version: str, start: int) -> dict[str, Any] | None:
+        held = self.positions.get((model_id, version, start))
+        return None if held is None else held.to_wire()
 
     def progress_epoch(self) -> tuple[object, ...]:
         """What a merger can act on (see :func:`closing_epoch`), and whether this partition
@@ -844,12 +880,21 @@ def _ident_in(raw: list) -> tuple:
     return (model_id, version, tuple((k, v) for k, v in segments), start)
 
 
+#: a block's source and each row's source offset
+_At = tuple[str, np.ndarray]
+#: a label waiting for its prediction: (label, time), or (label, time, source, source offset)
+_Early = tuple[Any, ...]
 #: a window slice: (model, version, segment key, window start)
 _SliceKey = tuple[str, str, str, int]
 #: an in-flight prediction: (window id, prediction, score, stable key, event time)
 _Entry = tuple[int, object, float, int, int]
 #: joined outcomes as columns: window ids, predictions, labels, scores, keys, event times
 _OutcomeChunk = tuple[np.ndarray, list[object], list[object], np.ndarray, np.ndarray, np.ndarray]
+
+
+def _at_offset(at: tuple[str, int] | None, n: int) -> _At | None:
+    """Every row of a message at the message's source offset."""
+    return None if at is None else (at[0], np.full(n, at[1], dtype=np.int64))
 
 
 def _as_float(v: object) -> float:

@@ -16,8 +16,9 @@ import msgspec
 from driftline.detectors.aggregates import WindowAggregate
 from driftline.schemas.windows import MIN_WATERMARK, due_phase, final_at
 from driftline.streams.catalog import ModelCatalog
-from driftline.streams.evaluation import Evaluation, Evaluator
+from driftline.streams.evaluation import Evaluation, Evaluator, Pending
 from driftline.streams.messages import Partial, PartialsMessage, Progress
+from driftline.streams.positions import InputPositions
 
 __all__ = ["MergeOutput", "WindowMerger"]
 
@@ -162,6 +163,9 @@ class WindowMerger:
 
     def _close(self, wm: int, fwm: int) -> list[Evaluation]:
         evaluations: list[Evaluation] = []
+        # one window of one model version at a time: every slice computed, then judged in the
+        # same order, so the whole-model slice's alerts can name its worst segments
+        group: list[Pending] = []
         # window order per model, and the whole-model slice before its segments, so that
         # bootstrapped references and alert lifecycles see windows in event-time order
         for key in sorted(self._partials, key=lambda k: (k[3], k[0], k[1], k[2] != "", k[2])):
@@ -174,8 +178,14 @@ class WindowMerger:
             aggregate = WindowAggregate(self.catalog.spec(model_id))
             for jp in sorted(self._partials[key]):
                 aggregate.merge(WindowAggregate.from_dict(self._partials[key][jp].aggregate, aggregate.spec))
-            evaluations.append(
-                self.evaluator.evaluate(
+            positions = InputPositions.merged(
+                InputPositions.from_wire(p.positions) for p in self._partials[key].values()
+            )
+            if group and (group[0].start, group[0].model_id, group[0].model_version) != (start, *key[:2]):
+                evaluations += self._judge(group)
+                group = []
+            group.append(
+                self.evaluator.prepare(
                     model_id,
                     version,
                     segment,
@@ -184,6 +194,7 @@ class WindowMerger:
                     aggregate,
                     phase,
                     judge_label_free=key not in self._provisional_done,
+                    positions=positions if segment == "" else None,
                 )
             )
             if phase == "final":
@@ -193,4 +204,9 @@ class WindowMerger:
                 self._provisional_done.discard(key)
             else:
                 self._provisional_done.add(key)
-        return evaluations
+        return evaluations + self._judge(group)
+
+    def _judge(self, group: list[Pending]) -> list[Evaluation]:
+        """Judge one window's slices in their order, each whole-model slice given its segments."""
+        segments = [p for p in group if p.segment]
+        return [self.evaluator.judge(p, segments) for p in group]

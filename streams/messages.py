@@ -150,6 +150,8 @@ class Partial(msgspec.Struct, tag="w", gc=False):
     #: the join-input offset that produced it: after a restore, a join partition re-emits
     #: older partials, and the merger must not let them replace newer ones
     seq: int = 0
+    #: the whole-model slice's input offsets (``InputPositions.to_wire``, streams/positions.py)
+    positions: dict[str, Any] | None = None
 
 
 class Progress(msgspec.Struct, tag="g"):

@@ -7,9 +7,9 @@ explained: a rule that fires on ``accuracy < 0.8`` says lower is worse, one on `
 higher is. A proportion metric (accuracy and the other label counts' shares) gets Wilson
 intervals; others are ranked without an interval (their per-slice standard error is not kept).
 
-Not yet called by the worker; the planned hook (docs/detectors.md): evaluate a window's
-segment slices before its whole-model slice in ``WindowMerger._close`` and pass the ranking
-into the whole-model slice's alert evidence.
+Called by :class:`~driftline.streams.evaluation.Evaluator` when it judges a window's
+whole-model slice: ``WindowMerger._close`` computes every slice of a window before judging any,
+so the segment results are at hand (docs/detectors.md, "Wiring").
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from collections.abc import Callable, Sequence
 
 from driftline.alerting.rules import Rule
 from driftline.detectors.segments import RankedSegment, SegmentStats, rank_segments
-from driftline.schemas.results import WindowResult
+from driftline.detectors.vocabulary import PROPORTION_METRICS
+from driftline.schemas.results import SegmentContribution, WindowResult
 from driftline.schemas.windows import segment_key
 
-__all__ = ["PROPORTIONS", "rank_for_rule"]
+__all__ = ["PROPORTIONS", "contributions", "rank_for_rule"]
 
-#: metrics that are a share of labelled events, for which Wilson intervals hold
-PROPORTIONS = frozenset({"accuracy", "label_coverage"})
+#: kept for callers of the first version; the list lives in detectors/vocabulary.py
+PROPORTIONS = PROPORTION_METRICS
 
 
 def rank_for_rule(
@@ -32,13 +33,17 @@ def rank_for_rule(
     results: Sequence[WindowResult],
     baseline: Callable[[str], float | None],
     *,
+    baseline_n: Callable[[str], int | None] | None = None,
     min_support: int = 30,
     alpha: float = 0.05,
 ) -> list[RankedSegment]:
     """The segments of one window (one model version) ranked for ``rule``'s metric.
 
     ``results`` are the window's slices, the whole model (segment ``{}``) among them;
-    ``baseline(slice_key)`` is a slice's reference value of the metric (``""`` the model's).
+    ``baseline(slice_key)`` is a slice's reference value of the metric (``""`` the model's);
+    ``baseline_n(slice_key)``, the labelled events behind it, widens a proportion's interval
+    by the reference's own sampling error (without it a stationary segment is "significant"
+    far more often than alpha whenever the reference is not much larger than the window).
     Empty when the model's slice or its baseline is missing.
     """
     model = [r for r in results if not r.segment]
@@ -56,6 +61,7 @@ def rank_for_rule(
             value=r.metrics.get(rule.metric),
             reference=baseline(segment_key(r.segment)),
             drift=r.drift_share,
+            reference_n=None if baseline_n is None else baseline_n(segment_key(r.segment)),
         )
         for r in results
         if r.segment
@@ -69,3 +75,26 @@ def rank_for_rule(
         min_support=min_support,
         alpha=alpha,
     )
+
+
+def contributions(metric: str, ranked: Sequence[RankedSegment]) -> list[SegmentContribution]:
+    """The ranked segments that have a value of ``metric`` (enough labels), as the contract's
+    struct, in ranking order (worst first)."""
+    return [
+        SegmentContribution(
+            dimension=r.dimension,
+            value=r.value,
+            metric=metric,
+            observed=r.metric,
+            baseline=r.baseline,
+            labelled_share=r.weight,
+            contribution=r.contribution,
+            low=r.low,
+            high=r.high,
+            share_of_change=r.share_of_change,
+            significant=r.significant,
+            support=r.support,
+        )
+        for r in ranked
+        if r.contribution is not None
+    ]

@@ -49,6 +49,7 @@ from driftline.platform.store import (
     record_alert,
     record_retraining_request,
     record_window_result,
+    set_lineage,
     touch_model,
 )
 from driftline.platform.store.models import WindowResultRow
@@ -59,6 +60,7 @@ from driftline.schemas import (
     decode_alert,
     decode_retraining_request,
     decode_window_result,
+    rfc3339_to_ms,
 )
 from driftline.streams.ingest import CONTROL_HEADER
 
@@ -151,6 +153,11 @@ def write_batch(
         touch_model(session, model_id, model_version, hi, None)
     stats.new_alert_transitions = sum(record_alert(session, event) for event in alerts)
     stats.new_requests = sum(record_retraining_request(session, request) for request in requests)
+    for request in requests:  # version 2 requests name the version's registry reference
+        data = request.data
+        if data.lineage is not None:
+            lineage = msgspec.to_builtins(data.lineage)
+            set_lineage(session, data.model_id, data.model_version, lineage, rfc3339_to_ms(data.window.end))
     return stats
 
 

@@ -24,6 +24,11 @@ job, do not train inline): a handler that blocks longer than ``max.poll.interval
 
 The dedup store is pluggable (:class:`DedupStore`); :class:`MemoryDedupStore` forgets on
 restart, :class:`SqliteDedupStore` does not.
+
+``acknowledge`` (e.g. :class:`StoreAcknowledger`) is told of each handled request after the
+handler returned, so driftline's model version history shows that a trainer took it up
+(``driftline models show``). It is an audit record: if it fails, the failure is logged and
+counted and the request still counts as handled.
 """
 
 from __future__ import annotations
@@ -106,12 +111,34 @@ class SqliteDedupStore:
             self._conn.close()
 
 
+class StoreAcknowledger:
+    """Records in driftline's store that ``consumer`` handled a request (the version history)."""
+
+    def __init__(self, store_url: str, consumer: str, *, clock_ms: Callable[[], int] | None = None) -> None:
+        from driftline.platform.store import make_engine, session_factory
+
+        self._engine = make_engine(store_url)
+        self._sessions = session_factory(self._engine)
+        self.consumer = consumer
+        self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+
+    def __call__(self, request: RetrainingRequest) -> None:
+        from driftline.platform.store import acknowledge_retraining_request
+
+        with self._sessions.begin() as session:
+            acknowledge_retraining_request(session, request.id, self.consumer, self._clock_ms())
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
 @dataclass(slots=True)
 class ConsumerStats:
     handled: int = 0
     duplicates: int = 0
     undecodable: int = 0
     handler_failures: int = 0
+    acknowledge_failures: int = 0
 
 
 class RetrainingConsumer:
@@ -130,12 +157,14 @@ class RetrainingConsumer:
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
         consumer_config: Mapping[str, Any] | None = None,
+        acknowledge: Callable[[RetrainingRequest], None] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self.topic = f"{topic_prefix}{RETRAINING_TOPIC}"
         self.stats = ConsumerStats()
         self._handler = handler
+        self._acknowledge = acknowledge
         self._dedupe = dedupe
         self._store: DedupStore = dedup_store if dedup_store is not None else MemoryDedupStore()
         self._max_attempts = max_attempts
@@ -226,6 +255,12 @@ class RetrainingConsumer:
         self.stats.handled += 1
         if self._dedupe:
             self._store.mark(request.id)
+        if self._acknowledge is not None:
+            try:
+                self._acknowledge(request)
+            except Exception:
+                self.stats.acknowledge_failures += 1
+                log.warning("could not acknowledge retraining request %s", request.id, exc_info=True)
         self._commit(message)
 
     def _seek_back(self, message: Message) -> None:

@@ -15,6 +15,7 @@ import yaml
 from driftline.apps.cli import build_parser
 from driftline.apps.quickstart import ColumnMapping, flatten_rows, infer_mapping, infer_task, window_for
 from driftline.platform.config import config_from_mapping
+from driftline.platform.files import load_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "data"
@@ -122,3 +123,17 @@ def test_quickstart_on_the_sample_csv(tmp_path: Path) -> None:
     page = report.read_text(encoding="utf-8")
     assert "my-model" in page and "<html" in page
     assert (tmp_path / "out" / "report.sqlite").is_file()
+
+
+def test_a_parquet_file_reads_as_its_csv_and_maps_the_same(tmp_path: Path) -> None:
+    """Parquet input (pyarrow, a test dependency): the sample written as Parquet with its column
+    types gives the rows the CSV gives, so quickstart maps and replays it the same."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    csv_rows = list(load_rows(DATA / "predictions.csv"))
+    path = tmp_path / "predictions.parquet"
+    pq.write_table(pa.Table.from_pylist(csv_rows), path)
+    parquet_rows = list(load_rows(path))
+    assert parquet_rows == csv_rows
+    from_csv, from_parquet = infer_mapping(csv_rows, {}), infer_mapping(parquet_rows, {})
+    assert from_parquet == from_csv and from_parquet.score == "score"

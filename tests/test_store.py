@@ -88,6 +88,7 @@ TABLES = {
     "notifications",
     "notification_attempts",
     "retraining_requests",
+    "retraining_acknowledgements",
     "stream_checkpoints",
 }
 SECRET = "pw-Sup3r-S3cret-xyzzy"
@@ -170,22 +171,36 @@ def _result(
         metrics={"accuracy": accuracy, "f1": None},
         drift=[
             DriftTest(feature="age", test="ks", statistic=0.21, p_value=0.0031, threshold=0.05, drifted=True),
-            DriftTest(feature="prediction", kind="prediction", test="chi2", statistic=None, p_value=None,
-                      threshold=0.05, drifted=False),
+            DriftTest(
+                feature="prediction",
+                kind="prediction",
+                test="chi2",
+                statistic=None,
+                p_value=None,
+                threshold=0.05,
+                drifted=False,
+            ),
         ],
         dataset_drift=True,
         drift_share=0.5,
         reference="churn/3@1700000000000",
         data_quality={"age": FeatureQuality(missing_rate=0.01, type_error_rate=0.0, out_of_range_rate=0.02)},
-        online=[] if phase == "provisional" else [
-            OnlineDetection(detector="adwin", signal="error", time=ms_to_rfc3339(start_ms + 41_000),
-                            time_ms=start_ms + 41_000),
+        online=[]
+        if phase == "provisional"
+        else [
+            OnlineDetection(
+                detector="adwin",
+                signal="error",
+                time=ms_to_rfc3339(start_ms + 41_000),
+                time_ms=start_ms + 41_000,
+            ),
         ],
     )
 
 
-def _alert(status: str, end_ms: int, *, rule: str = "accuracy-low", model_id: str = "churn",
-           fired_ms: int = 120_000) -> AlertEvent:
+def _alert(
+    status: str, end_ms: int, *, rule: str = "accuracy-low", model_id: str = "churn", fired_ms: int = 120_000
+) -> AlertEvent:
     return alert_event(
         AlertData(
             dedup_key=f"{model_id}-{rule}",
@@ -233,10 +248,10 @@ def test_migrate_up_down_up(db_url: str) -> None:
     assert current_revision(db_url) is None
     assert tables() == set()
     upgrade(db_url)
-    assert current_revision(db_url) == head_revision() == "0003"
+    assert current_revision(db_url) == head_revision() == "0004"
     assert tables() == TABLES
     upgrade(db_url)  # already at head: a no-op, not an error
-    assert current_revision(db_url) == "0003"
+    assert current_revision(db_url) == "0004"
     downgrade(db_url, "base")
     assert current_revision(db_url) is None
     assert tables() == set()
@@ -250,10 +265,22 @@ def test_window_rows_from_before_0002_read_back_without_detections(db_url: str) 
     engine = make_engine(db_url)
     try:
         row = {
-            "model_id": "churn", "model_version": "3", "segment": "", "window_start_ms": 0,
-            "window_end_ms": 60_000, "phase": "final", "prediction_count": 100, "labelled_count": 40,
-            "label_coverage": 0.4, "dataset_drift": None, "drift_share": None, "metrics": {},
-            "drift": [], "data_quality": {}, "reference": "", "recorded_ms": 1,
+            "model_id": "churn",
+            "model_version": "3",
+            "segment": "",
+            "window_start_ms": 0,
+            "window_end_ms": 60_000,
+            "phase": "final",
+            "prediction_count": 100,
+            "labelled_count": 40,
+            "label_coverage": 0.4,
+            "dataset_drift": None,
+            "drift_share": None,
+            "metrics": {},
+            "drift": [],
+            "data_quality": {},
+            "reference": "",
+            "recorded_ms": 1,
         }
         columns = ", ".join(row)
         with engine.begin() as connection:
@@ -321,10 +348,20 @@ def test_safe_url_masks_password() -> None:
     )
 
 
-def test_password_never_in_errors_or_logs(pg_database: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_password_never_in_errors_or_logs(
+    pg_database: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The throwaway server trusts every connection, so a URL with a password still connects.
     url = make_url(pg_database).set(password=SECRET).render_as_string(hide_password=False)
     assert SECRET in url
+    # MLflow's store (tests/test_mlflow.py, same process) runs its own alembic migrations with a
+    # logging config that sets alembic's logger to WARNING and stops it propagating; this test
+    # must see every record, whichever test ran before it
+    for name in [n for n in logging.root.manager.loggerDict if n == "alembic" or n.startswith("alembic.")]:
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "disabled", False)
+        monkeypatch.setattr(logger, "propagate", True)
+        monkeypatch.setattr(logger, "level", logging.NOTSET)
     caplog.set_level(logging.DEBUG)
     with pytest.raises(SchemaOutOfDate) as out_of_date:
         check_schema(url)
@@ -450,6 +487,7 @@ def test_list_alerts_filters(sessions: sessionmaker[Session]) -> None:
         record_alert(s, _alert("firing", 300_000, rule="c", model_id="fraud"))
         record_alert(s, _alert("resolved", 240_000, rule="a"))
     with sessions() as s:
+
         def keys(**kw: object) -> list[str]:
             return [a.dedup_key for a in list_alerts(s, **kw)]  # type: ignore[arg-type]
 
@@ -493,8 +531,9 @@ def test_touch_model_widens_seen_times(sessions: sessionmaker[Session]) -> None:
         assert model is not None
         assert (model.first_seen_ms, model.last_seen_ms, model.config) == (200, 900, {"window_ms": 60_000})
         versions = s.execute(
-            select(ModelVersion.model_version, ModelVersion.first_seen_ms, ModelVersion.last_seen_ms)
-            .order_by(ModelVersion.model_version)
+            select(
+                ModelVersion.model_version, ModelVersion.first_seen_ms, ModelVersion.last_seen_ms
+            ).order_by(ModelVersion.model_version)
         ).all()
         assert [tuple(v) for v in versions] == [("3", 200, 700), ("4", 900, 900)]
     with sessions.begin() as s:
@@ -535,7 +574,10 @@ def test_outbox_queue_once_and_due_order(sessions: sessionmaker[Session]) -> Non
     with sessions() as s:
         assert _count(s, Notification) == 3
         assert [(n.event_id, n.subscription) for n in due_notifications(s, 1_200, 10)] == [
-            ("e2", "oncall"), ("e1", "oncall"), ("e1", "team-slack")]
+            ("e2", "oncall"),
+            ("e1", "oncall"),
+            ("e1", "team-slack"),
+        ]
         assert [n.event_id for n in due_notifications(s, 999, 10)] == ["e2"]
         assert len(due_notifications(s, 10_000, 2)) == 2
 
@@ -545,8 +587,17 @@ def test_record_attempt_retry_then_deliver(sessions: sessionmaker[Session]) -> N
         enqueue_notification(s, "e1", "team-slack", "slack", 1_000)
         (n,) = due_notifications(s, 1_000, 10)
         nid = n.id
-        record_attempt(s, nid, "retry", 429, "POST https://hooks.slack.com/services/T0/B0/s3cr3tT0ken: 429",
-                       1_000, 31_000, None, duration_ms=12)
+        record_attempt(
+            s,
+            nid,
+            "retry",
+            429,
+            "POST https://hooks.slack.com/services/T0/B0/s3cr3tT0ken: 429",
+            1_000,
+            31_000,
+            None,
+            duration_ms=12,
+        )
     with sessions() as s:
         assert due_notifications(s, 30_999, 10) == []
         (n,) = due_notifications(s, 31_000, 10)
@@ -557,11 +608,18 @@ def test_record_attempt_retry_then_deliver(sessions: sessionmaker[Session]) -> N
         n = s.get(Notification, nid)
         assert n is not None
         assert (n.status, n.attempts, n.delivered_ms, n.next_attempt_ms, n.last_error) == (
-            "delivered", 2, 31_050, None, None)
+            "delivered",
+            2,
+            31_050,
+            None,
+            None,
+        )
         assert due_notifications(s, 10**12, 10) == []
         attempts = s.scalars(select(NotificationAttempt).order_by(NotificationAttempt.id)).all()
         assert [(a.outcome, a.http_status, a.attempted_ms, a.duration_ms) for a in attempts] == [
-            ("retry", 429, 1_000, 12), ("delivered", 200, 31_050, None)]
+            ("retry", 429, 1_000, 12),
+            ("delivered", 200, 31_050, None),
+        ]
         assert all("s3cr3t" not in (a.error or "") for a in attempts)
 
 
@@ -609,7 +667,10 @@ def test_checkpoints(sessions: sessionmaker[Session]) -> None:
         cp = load_checkpoint(s, "join")
         assert cp is not None
         assert (cp.payload, cp.offsets, cp.updated_ms) == (
-            b"\xffnewer", {"predictions": {"0": 57, "1": 3}}, 200)
+            b"\xffnewer",
+            {"predictions": {"0": 57, "1": 3}},
+            200,
+        )
         merge = load_checkpoint(s, "merge")
         assert merge is not None and merge.payload == b""
 
@@ -623,3 +684,120 @@ def test_transaction_rolls_back_alert_with_its_outbox(sessions: sessionmaker[Ses
         raise RuntimeError("crash before commit")
     with sessions() as s:
         assert (_count(s, AlertRow), _count(s, AlertTransition), _count(s, Notification)) == (0, 0, 0)
+
+
+# ---- the model version history (revision 0004) -------------------------------------------------
+def test_the_version_history_follows_alert_request_new_version_and_its_traffic(
+    sessions: sessionmaker[Session], db_url: str, tmp_path
+) -> None:
+    """A real replay report (the golden corpus: fraud drifts and gets a retraining request),
+    then a trainer's acknowledgement and a version v2 taking traffic after the request."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from driftline.platform.store import acknowledge_retraining_request, version_history
+    from driftline.schemas import WindowResult, rfc3339_to_ms
+    from driftline.streams.sink import ingest_report
+
+    report = json.loads((Path(__file__).parent / "data" / "replay-golden.json").read_text())
+    request = report["retraining_requests"][0]["data"]
+    end = rfc3339_to_ms(request["window"]["end"])
+    after = [w for w in report["windows"] if w["model_id"] == "fraud" and not w["segment"]][:2]
+    v2 = []
+    for i, w in enumerate(after):  # v2 takes traffic from 10 minutes after the request
+        start = end + 600_000 + i * 60_000
+        v2.append(
+            dict(
+                w,
+                model_version="v2",
+                window_start_ms=start,
+                window_end_ms=start + 60_000,
+                window_start=ms_to_rfc3339(start),
+                window_end=ms_to_rfc3339(start + 60_000),
+            )
+        )
+    with sessions.begin() as s:
+        ingest_report(report, s)
+        ingest_report(report, s)  # a report stored twice counts once
+        ingest_report({"windows": v2}, s)
+        assert acknowledge_retraining_request(s, request["idempotency_key"], "trainers", now_ms=end + 5)
+        assert not acknowledge_retraining_request(s, request["idempotency_key"], "trainers", now_ms=end + 9)
+    with sessions.begin() as s:
+        history = {(h.model_id, h.model_version): h for h in version_history(s)}
+    assert set(history) == {("fraud", "v1"), ("fraud", "v2"), ("churn", "v1")}
+    v1 = history[("fraud", "v1")]
+    finals = [
+        w
+        for w in report["windows"]
+        if w["model_id"] == "fraud" and not w["segment"] and w["phase"] == "final"
+    ]
+    assert (v1.windows, v1.predictions, v1.labelled) == (
+        len(finals),
+        sum(w["prediction_count"] for w in finals),
+        sum(w["labelled_count"] for w in finals),
+    )
+    # in the order they were first used: bootstrapping windows, then the learnt reference
+    by_time = sorted(finals, key=lambda w: w["window_start_ms"])
+    assert [r["reference"] for r in v1.references] == list(dict.fromkeys(w["reference"] for w in by_time))
+    assert v1.references[0]["first_window_ms"] == by_time[0]["window_start_ms"]
+    fired = {a["data"]["dedup_key"] for a in report["alerts"] if a["data"]["model_id"] == "fraud"}
+    assert {a["dedup_key"] for a in v1.alerts} == fired
+    assert v1.lineage == {"version": "v1"}
+    (req,) = v1.requests
+    assert (req["idempotency_key"], req["action"], req["schema_version"]) == (
+        request["idempotency_key"],
+        "retrain",
+        "2.0",
+    )
+    assert req["acknowledged"] == [{"consumer": "trainers", "acknowledged_ms": end + 5, "outcome": "handled"}]
+    assert (req["next_version"], req["next_version_first_seen_ms"]) == ("v2", end + 600_000)
+    assert (history[("fraud", "v2")].windows, history[("fraud", "v2")].requests) == (len(v2), [])
+    assert msgspec.convert(v2, list[WindowResult])  # the v2 rows were valid window results
+
+    # the command line prints the same trail
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "driftline", "models", *args, "--store-url", db_url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    shown = cli("show", "fraud", "--version", "v1")
+    assert (
+        f"traffic     {v1.predictions} predictions, {v1.labelled} labelled, in {v1.windows} final windows"
+        in shown
+    )
+    assert f"id {request['idempotency_key']}" in shown
+    acked, seen = ms_to_rfc3339(end + 5), ms_to_rfc3339(end + 600_000)
+    assert f"acknowledged: trainers at {acked}; version v2 seen from {seen}" in shown
+    listed = cli("list")
+    assert len(listed.splitlines()) == 4 and "fraud" in listed
+    as_json = json.loads(cli("show", "fraud", "--json"))
+    assert [r["model_version"] for r in as_json] == ["v1", "v2"]
+
+
+def test_lineage_merges_and_a_missing_model_is_an_error(sessions: sessionmaker[Session], db_url: str) -> None:
+    import subprocess
+    import sys
+
+    from driftline.platform.store import set_lineage, version_history
+
+    with sessions.begin() as s:
+        set_lineage(s, "m", "3", {"registered_model": "m-reg", "alias": None}, 1_000)
+        set_lineage(s, "m", "3", {"alias": "champion"}, 2_000)
+    with sessions.begin() as s:
+        (h,) = version_history(s, "m", "3")
+    assert h.lineage == {"registered_model": "m-reg", "alias": "champion"}
+    assert (h.first_seen_ms, h.last_seen_ms) == (1_000, 2_000)
+    done = subprocess.run(
+        [sys.executable, "-m", "driftline", "models", "show", "nope", "--store-url", db_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "no history of nope" in done.stderr

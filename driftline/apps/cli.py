@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from driftline.alerting.rules import SEVERITIES
 from driftline.apps.commands import MODULES
 from driftline.platform.config import Config, load_config
 from driftline.platform.store.db import SchemaOutOfDate
@@ -147,7 +148,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         )
     except IncompleteReplay as exc:  # no report at all rather than one that looks complete
         print(f"driftline: replay: {exc}", file=sys.stderr)
-        return 1
+        return 2  # 1 is "the CI gate failed" (driftline/apps/gate.py): a broken replay is not that
     write_report(report, args.report)
     alerts = sum(1 for a in report.alerts if a["type"].endswith("firing"))
     print(
@@ -156,7 +157,30 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         f"{alerts} alerts fired, {len(report.retraining_requests)} retraining requests, "
         f"{report.dead_letter.get('total', 0)} dead-lettered -> {args.report}"
     )
-    return 0
+    return _gate(args, config, report.to_dict())
+
+
+def _gate(args: argparse.Namespace, config: Config, report: dict) -> int:
+    """The CI gate of ``driftline replay`` (driftline/apps/gate.py): 0 passed, 1 failed."""
+    from pathlib import Path
+
+    from driftline.apps.gate import GATE_FAILED, GateOptions, failed, judge, junit_xml
+
+    options = GateOptions(args.fail_on, args.fail_on_drift, args.expect_no_retraining)
+    models = {w["model_id"] for w in report["windows"]} | {a["data"]["model_id"] for a in report["alerts"]}
+    cases = judge(report, {m: config.model(m).rules for m in models}, options)
+    if args.junit:
+        Path(args.junit).write_bytes(junit_xml(cases))
+    failures = failed(cases)
+    if not failures:
+        if args.fail_on or args.fail_on_drift or args.expect_no_retraining:
+            print(f"gate passed: {len(cases)} checks")
+        return 0
+    lines = [line for case in failures for line in case.failures]
+    print(f"gate failed: {len(lines)} problem(s) in {len(failures)} of {len(cases)} checks")
+    for line in lines:
+        print(f"  FAIL {line}")
+    return GATE_FAILED
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -225,6 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="feed the configured topics and wait for running workers (needs --broker)",
     )
+    rp.add_argument(
+        "--fail-on",
+        choices=SEVERITIES,
+        help="CI gate: exit 1 when an alert of this severity or a higher one fired",
+    )
+    rp.add_argument(
+        "--fail-on-drift", action="store_true", help="CI gate: exit 1 when any window shows dataset drift"
+    )
+    rp.add_argument(
+        "--expect-no-retraining",
+        action="store_true",
+        help="CI gate: exit 1 when the replay produced a retraining request",
+    )
+    rp.add_argument("--junit", help="write the gate's checks as JUnit XML (one test case per rule and model)")
     rp.set_defaults(func=_cmd_replay)
 
     demo = sub.add_parser("demo", help="embedded broker + simulated traffic with an injected drift")

@@ -79,6 +79,9 @@ class ModelConfig:
     #: river detectors run on each slice's time-ordered error sample (docs/detectors.md);
     #: error-rate detectors (ddm, eddm, hddm_*) are skipped for regression models
     online_detectors: tuple[str, ...] = ("adwin", "ddm")
+    #: the model's registry reference, copied into retraining requests as their lineage
+    #: (keys in REGISTRY_KEYS; the registered version is the events' ``model_version``)
+    registry: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in ("binary", "multiclass", "regression"):
@@ -105,6 +108,9 @@ class ModelConfig:
             guess = closest(unknown[0], ONLINE_DETECTORS)
             hint = f"; did you mean {guess!r}?" if guess else ";"
             raise ValueError(f"unknown online detectors {unknown}{hint} known: {sorted(ONLINE_DETECTORS)}")
+        unknown_registry = sorted(set(self.registry) - set(REGISTRY_KEYS))
+        if unknown_registry:
+            raise ValueError(f"registry: unknown keys {unknown_registry}; allowed: {list(REGISTRY_KEYS)}")
         if len(set(self.online_detectors)) != len(self.online_detectors):
             raise ValueError("online_detectors lists a detector twice")
 
@@ -240,7 +246,10 @@ _MODEL_KEYS = {
     "sample_size": "sample_size",
     "rules": "rules",
     "online_detectors": "online_detectors",
+    "registry": "registry",
 }
+#: a model's ``registry`` keys: tracking/registry URI, registered model name, alias, source run
+REGISTRY_KEYS = ("uri", "name", "alias", "run_id")
 _DURATION_KEYS = {"window", "grace", "label_horizon"}
 
 
@@ -259,7 +268,9 @@ def _model_config(raw: Mapping[str, Any], base: ModelConfig, where: str) -> Mode
             value = str(value)
         elif key == "online_detectors":
             value = (value,) if isinstance(value, str) else tuple(str(v) for v in (value or ()))
-        elif key in ("drift_tests", "feature_types"):
+        elif key in ("drift_tests", "feature_types", "registry"):
+            if not isinstance(value or {}, Mapping):
+                raise ValueError(f"{where}.{key}: must be a mapping, got {value!r}")
             value = {str(k): str(v) for k, v in (value or {}).items()}
         values[attr] = value
     fields = {name: getattr(base, name) for name in base.__dataclass_fields__}

@@ -8,5 +8,6 @@ MODULES: tuple[str, ...] = (
     "driftline.apps.commands.alerting_cli",
     "driftline.apps.commands.ops_cli",
     "driftline.apps.commands.baseline_cli",
+    "driftline.apps.commands.models_cli",
     "driftline.apps.commands.quickstart_cli",
 )

@@ -21,6 +21,12 @@ from driftline.platform.store.db import (
     session_factory,
     upgrade,
 )
+from driftline.platform.store.history import (
+    VersionHistory,
+    acknowledge_retraining_request,
+    set_lineage,
+    version_history,
+)
 from driftline.platform.store.repository import (
     Checkpoint,
     GivenUp,
@@ -49,6 +55,8 @@ __all__ = [
     "Checkpoint",
     "GivenUp",
     "SchemaOutOfDate",
+    "VersionHistory",
+    "acknowledge_retraining_request",
     "check_schema",
     "current_revision",
     "downgrade",
@@ -73,7 +81,9 @@ __all__ = [
     "save_profile",
     "segment_key",
     "session_factory",
+    "set_lineage",
     "touch_model",
     "upgrade",
+    "version_history",
     "window_history",
 ]

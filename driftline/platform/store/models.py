@@ -74,6 +74,9 @@ class ModelVersion(Base):
     model_version: Mapped[str]
     first_seen_ms: Mapped[int]
     last_seen_ms: Mapped[int]
+    #: the version's registry reference (retraining request lineage, a followed alias);
+    #: revision 0004, null before
+    lineage: Mapped[dict[str, Any] | None]
 
 
 class ReferenceProfileRow(Base):
@@ -211,6 +214,17 @@ class RetrainingRequestRow(Base):
     window_end_ms: Mapped[int]
     event: Mapped[dict[str, Any]]
     recorded_ms: Mapped[int]
+
+
+class RetrainingAcknowledgement(Base):
+    """A trainer handled a retraining request (revision 0004): once per request and consumer."""
+
+    __tablename__ = "retraining_acknowledgements"
+
+    idempotency_key: Mapped[str] = mapped_column(primary_key=True)
+    consumer: Mapped[str] = mapped_column(primary_key=True)
+    acknowledged_ms: Mapped[int]
+    outcome: Mapped[str] = mapped_column(String(32))
 
 
 class StreamCheckpoint(Base):
