@@ -277,3 +277,17 @@ def test_the_reference_fits_the_class_map_and_its_own_estimates() -> None:
     assert "estimated_roc_auc.a" in profile.metrics
     binary = build_profiles(rows, "m", ModelConfig(task="binary"))[("m", "")]
     assert binary.class_calibrator is None
+
+
+def test_join_input_written_before_score_vectors_still_decodes() -> None:
+    from driftline.streams.messages import decode_join_input
+
+    events = [PredictionEvent(prediction_id="1", model_id="m", timestamp=T0, prediction="a",
+                              scores={"a": 0.7, "b": 0.3})]
+    wire = PredictionBlock.from_events(events, lambda m: "a").to_wire("p:0", 0, 0)
+    old = msgspec.to_builtins(wire, builtin_types=(bytes,))
+    del old["class_scores"]
+    decoded = decode_join_input(msgspec.msgpack.encode(old))
+    assert isinstance(decoded, PredictionColumns) and decoded.class_scores is None
+    assert PredictionBlock.from_wire(decoded).class_scores is None
+    assert decode_join_input(msgspec.msgpack.encode(wire)) == wire
