@@ -371,22 +371,16 @@ class WindowAggregate:
                 self.expected.update(positive, q)
                 self.calibrated.update(positive, raw, q)
         if self.class_probabilities is not None and class_scores is not None:
-            self._add_class_scores(predictions, class_scores)
+            assert spec.class_calibrator is not None
+            self._add_class_rows(*_class_rows(spec.class_calibrator, predictions, class_scores))
 
-    def _add_class_scores(
-        self, predictions: np.ndarray, class_scores: Sequence[Mapping[str, float] | None]
-    ) -> None:
-        """Calibrate the events' score vectors and fold them by predicted class."""
-        calibrator = self.spec.class_calibrator
-        assert calibrator is not None and self.class_probabilities is not None
-        raw = class_score_matrix(class_scores, calibrator.classes)
-        scored = ~np.isnan(raw).any(axis=1)
-        if scored.any():
-            pred = calibrator.index_of(np.asarray(predictions, dtype=object)[scored].tolist())
-            q = calibrator.apply(raw[scored])
+    def _add_class_rows(self, pred: np.ndarray, raw: np.ndarray, q: np.ndarray) -> None:
+        """Fold scored rows (predicted class index, raw and calibrated vectors) by predicted class."""
+        assert self.class_probabilities is not None
+        if pred.size:
             self.class_probabilities.update(pred, q)
             if self.class_rankings is not None:
-                self.class_rankings.update(pred, raw[scored], q)
+                self.class_rankings.update(pred, raw, q)
 
     def _type_error(self, name: str, count: int) -> None:
         if count:
@@ -598,9 +592,42 @@ def fold_predictions(
                 aggs[i].calibrated.update(  # type: ignore[union-attr]
                     is_positive[part][scored], raw[part][scored], q[part][scored])
     if class_scores is not None:
+        # one matrix and one calibration per model (its slices share the calibrator object)
+        # over the rows any of its slices takes; each slice then takes its rows of them
+        by_map: dict[int, list[tuple[WindowAggregate, np.ndarray]]] = {}
         for agg, idx in parts:
-            if agg.class_probabilities is not None and idx.size:
-                agg._add_class_scores(predictions[idx], [class_scores[i] for i in idx.tolist()])
+            if agg.class_probabilities is not None and agg.spec.class_calibrator is not None and idx.size:
+                by_map.setdefault(id(agg.spec.class_calibrator), []).append((agg, idx))
+        for slices in by_map.values():
+            class_map = slices[0][0].spec.class_calibrator
+            assert class_map is not None
+            union = np.unique(np.concatenate([idx for _, idx in slices]))
+            picked = [class_scores[i] for i in union.tolist()]
+            c_pred, c_raw, c_q, at = _class_rows(class_map, predictions[union], picked, positions=True)
+            if not at.size:
+                continue
+            for agg, idx in slices:
+                where = np.searchsorted(union, idx)  # idx's positions in union
+                pos = np.minimum(np.searchsorted(at, where), at.size - 1)  # and among the scored
+                take = pos[at[pos] == where]  # in idx's order, as add_predictions takes them
+                agg._add_class_rows(c_pred[take], c_raw[take], c_q[take])
+
+
+def _class_rows(
+    calibrator: MulticlassCalibrator,
+    predictions: np.ndarray,
+    class_scores: Sequence[Mapping[str, float] | None],
+    *,
+    positions: bool = False,
+) -> Any:
+    """The scored rows of a batch as (predicted class index, raw vectors, calibrated vectors),
+    and with ``positions`` their positions in the batch: rows with no vector or a missing class
+    are left out."""
+    raw = class_score_matrix(class_scores, calibrator.classes)
+    at = np.flatnonzero(~np.isnan(raw).any(axis=1))
+    pred = calibrator.index_of(np.asarray(predictions, dtype=object)[at].tolist())
+    q = calibrator.apply(raw[at]) if at.size else raw[at]
+    return (pred, raw[at], q, at) if positions else (pred, raw[at], q)
 
 
 def class_score_matrix(
