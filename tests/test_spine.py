@@ -18,6 +18,7 @@ from conftest import consume_all
 from scipy import stats
 from workers import running_worker, write_worker_config
 
+from driftline.detectors.profile import DEFAULT_GRID_BINS, quantile_edges
 from driftline.platform.kafka import KafkaSettings, confluent_config, ensure_topics
 from driftline.schemas import decode_alert, decode_retraining_request, decode_window_result
 
@@ -153,15 +154,35 @@ def test_worker_end_to_end_with_bad_input(
         )
         assert r.metrics["accuracy"] == expected / N_PER_WINDOW == acc
         assert (r.prediction_count, r.labelled_count, r.label_coverage) == (100, 100, 1.0)
-        # KS against the reference, BH-corrected over the window's features: scipy is the oracle
-        raw = {f: stats.ks_2samp(reference[j], features[w][f]) for j, f in enumerate(("x1", "x2"))}
-        adjusted = stats.false_discovery_control([raw["x1"].pvalue, raw["x2"].pvalue])
-        drift = {d.feature: d for d in r.drift if d.kind == "feature"}
+        # KS of the whole window against the reference, BH-corrected over the window's features
+        # (and the prediction test, which is constant here): scipy is the oracle. The test runs
+        # on counts over the profile's grid of 200 reference quantiles, which is exactly scipy's
+        # KS of the values discretised to that grid (asymptotic p-value at these sizes), and
+        # within the largest one-bin share of the raw KS statistic.
+        def on_grid(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+            return np.clip(np.searchsorted(grid, values, side="right") - 1, 0, grid.size - 2)
+
+        tests = {}
         for j, f in enumerate(("x1", "x2")):
+            grid = quantile_edges(reference[j], DEFAULT_GRID_BINS)
+            ref_bins, win_bins = on_grid(reference[j], grid), on_grid(np.asarray(features[w][f]), grid)
+            largest = max(np.bincount(ref_bins).max() / ref_bins.size,
+                          np.bincount(win_bins).max() / win_bins.size)
+            tests[f] = (stats.ks_2samp(ref_bins, win_bins, method="asymp"),
+                        stats.ks_2samp(reference[j], features[w][f]), largest)
+        drift = {d.feature: d for d in r.drift if d.kind == "feature"}
+        raw_p = [drift[f].raw_p_value for f in ("x1", "x2")]
+        assert raw_p == pytest.approx([tests[f][0].pvalue for f in ("x1", "x2")], rel=1e-9)
+        family = [d for d in r.drift if d.kind in ("feature", "prediction") and d.raw_p_value is not None]
+        corrected = stats.false_discovery_control([d.raw_p_value for d in family])
+        adjusted = {d.feature: q for d, q in zip(family, corrected, strict=True)}
+        for f in ("x1", "x2"):
+            binned, raw, largest_bin = tests[f]
             assert drift[f].test == "ks"
-            assert drift[f].statistic == pytest.approx(raw[f].statistic, abs=1e-12)
-            assert drift[f].p_value == pytest.approx(adjusted[j], rel=1e-9)
-            assert drift[f].drifted == bool(adjusted[j] < 0.05)
+            assert drift[f].statistic == pytest.approx(binned.statistic, abs=1e-12)
+            assert raw.statistic - largest_bin - 1e-12 <= drift[f].statistic <= raw.statistic + 1e-12
+            assert drift[f].p_value == pytest.approx(adjusted[f], rel=1e-9)
+            assert drift[f].drifted == bool(adjusted[f] < 0.05)
 
     alerts = [decode_alert(m.value()) for m in consume_all(kafka_settings, f"{p}alerts")]
     assert [(a.type, a.data.rule, a.data.window.start) for a in alerts] == [
