@@ -291,3 +291,13 @@ def test_join_input_written_before_score_vectors_still_decodes() -> None:
     assert isinstance(decoded, PredictionColumns) and decoded.class_scores is None
     assert PredictionBlock.from_wire(decoded).class_scores is None
     assert decode_join_input(msgspec.msgpack.encode(wire)) == wire
+
+
+def test_the_html_report_compares_a_multiclass_estimate_with_the_macro_average() -> None:
+    from driftline.apps.htmlreport import _realised_name
+
+    multiclass = {"estimated_precision", "estimated_precision.a", "precision.a", "precision.b",
+                  "precision_macro"}
+    assert _realised_name("precision", multiclass) == "precision_macro"
+    binary = {"estimated_precision", "precision.1", "precision_macro"}
+    assert _realised_name("precision", binary) == "precision.1"

@@ -404,10 +404,13 @@ def _performance(
 
 def _realised_name(metric: str, names: Iterable[str]) -> str | None:
     """The realised counterpart of ``estimated_<metric>``: the same name, else the positive
-    class's (``precision.1``), else the macro average."""
+    class's (``precision.1``), else the macro average. A multiclass model's (its windows carry
+    per-class estimates, ``estimated_precision.<class>``) is the macro average, which it estimates."""
     names = set(names)
     if metric in names:
         return metric
+    if f"{metric}_macro" in names and any(n.startswith(f"estimated_{metric}.") for n in names):
+        return f"{metric}_macro"
     for positive in ("1", "true", "True", "yes", "positive"):
         if f"{metric}.{positive}" in names:
             return f"{metric}.{positive}"
