@@ -519,7 +519,8 @@ def fold_predictions(
     """``agg.add_predictions(columns, idx, keys[idx], predictions[idx], scores[idx],
     class_scores[idx])`` for every ``(agg, idx)`` of ``parts`` (each aggregate once),
     bit-identically, with one batched sketch update per feature for all of them instead of one
-    per aggregate and feature (the multiclass score vectors fold per aggregate: integer sums).
+    per aggregate and feature (multiclass score vectors: one matrix and calibration per model,
+    then integer sums per aggregate).
 
     ``predictions`` is the batch's object array: category strings for classification models,
     floats for regression ones. A feature with both a numeric and a categorical column in the
