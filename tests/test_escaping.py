@@ -53,6 +53,7 @@ from driftline.schemas import (
     ms_to_rfc3339,
     retraining_request,
 )
+from driftline.schemas.results import SegmentContribution
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -164,6 +165,40 @@ def test_status_table_prints_one_row_per_model_with_visible_escapes(
     assert [mo["model_id"] for mo in document["models"]] == [MODEL, "plain"]
     assert document["models"][0]["firing_alerts"][0]["segment"] == SEGMENT
     assert not RAW_CONTROL.search(json.dumps(document))
+
+
+def test_status_worst_segments_show_hostile_segment_values_escaped(tmp_path: Path) -> None:
+    """The segment ranking names producer values (``dimension=value``): the table shows them as
+    escapes, one row per segment; the JSON keeps them exact."""
+    (dimension, value), = SEGMENT.items()
+    hostile = SegmentContribution(
+        dimension=dimension, value=value + "\x1b[2Jforged", metric="accuracy", observed=0.5,
+        baseline=0.9, labelled_share=0.5, contribution=0.2, low=0.1, high=0.3, share_of_change=1.0,
+        significant=True, support=300,
+    )
+    url = f"sqlite:///{tmp_path}/ranked.sqlite"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        factory = session_factory(engine)
+        with factory.begin() as s:
+            ranked = msgspec.structs.replace(_window("plain", "v1"), segments_ranked=[hostile])
+            record_window_result(s, ranked)
+        with factory() as s:
+            statuses = collect_status(s, NOW)
+        table = render_table(statuses)
+        shown = SEGMENT_SHOWN + "\\x1b[2Jforged"
+        assert table.endswith(
+            "WORST SEGMENTS (latest final window)\n"
+            f"MODEL  WINDOW END            SEGMENT{' ' * (len(shown) - 7)}  METRIC    OBSERVED  BASELINE"
+            "  CONTRIBUTION  SIGNIFICANT\n"
+            f"plain  2026-01-01 00:01:00Z  {shown}  accuracy     0.500     0.900         0.200  yes\n"
+        )
+        assert not RAW_CONTROL.search(table)
+        segment = status_json(statuses, NOW)["models"][0]["worst_segments"]["segments"][0]
+        assert (segment["dimension"], segment["value"]) == (dimension, value + "\x1b[2Jforged")
+    finally:
+        engine.dispose()
 
 
 # ---- the other tables and error messages of the command line -----------------------------------

@@ -32,7 +32,7 @@ from driftline.apps.htmlreport import build_report, chart_windows, render_report
 from driftline.platform.store import make_engine, record_alert, record_window_result, session_factory, upgrade
 from driftline.platform.store.models import WindowResultRow
 from driftline.schemas import AlertData, DriftTest, Window, WindowResult, alert_event, ms_to_rfc3339
-from driftline.schemas.results import FeatureQuality, OnlineDetection
+from driftline.schemas.results import FeatureQuality, OnlineDetection, SegmentContribution
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -358,6 +358,59 @@ def test_page_sections_and_data(sessions: sessionmaker[Session]) -> None:
     data = own[: own.index("/* driftline */")]  # markup and chart data, not the page's own script
     assert "NaN" not in data and "Infinity" not in data
     assert f'data-plots-expected="{len(figs)}"' in page
+
+
+def _ranked(segment: str, contribution: float | None, significant: bool) -> SegmentContribution:
+    dimension, value = segment.split("=", 1)
+    return SegmentContribution(
+        dimension=dimension, value=value, metric="accuracy",
+        observed=None if contribution is None else 0.9 - 2 * contribution, baseline=0.9,
+        labelled_share=0.5, contribution=contribution,
+        low=None if contribution is None else contribution - 0.02,
+        high=None if contribution is None else contribution + 0.02,
+        share_of_change=None, significant=significant, support=0 if contribution is None else 250,
+    )
+
+
+def test_worst_segments_read_the_stored_ranking(tmp_path: Path) -> None:
+    """The section shows the latest final window's stored ranking (not the newer provisional
+    window's, which has none) and counts first places over the range; a hostile segment value
+    stays text."""
+    rankings = {
+        0: [_ranked("region=EU", 0.1, True), _ranked("plan=pro", 0.01, False)],
+        1: [_ranked("plan=pro", 0.05, False), _ranked("region=EU", 0.02, False)],
+        2: [
+            _ranked("region=EU", 0.15, True),
+            _ranked(f"evil={EVIL}", 0.125, True),
+            _ranked("plan=pro", None, False),
+        ],
+    }
+    url = f"sqlite:///{tmp_path}/ranked.sqlite"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        factory = session_factory(engine)
+        with factory.begin() as s:
+            for i, ranked in rankings.items():
+                record_window_result(
+                    s, msgspec.structs.replace(_window(i, "final", 0.8, 1.0, []), segments_ranked=ranked)
+                )
+            record_window_result(s, _window(3, "provisional", 0.7, 0.5, []))
+        with factory() as s:
+            page = build_report(s, "fraud", now_ms=T0 + 10 * MINUTE)
+    finally:
+        engine.dispose()
+    assert "Latest final window (ending 2026-01-01 00:03:00)" in page
+    assert _rows(page, "ranked-segments") == [
+        ["region=EU", "accuracy", "0.6", "0.9", "0.15", "[0.13, 0.17]", "yes", "250"],
+        [escape(f"evil={EVIL}"), "accuracy", "0.65", "0.9", "0.125", "[0.105, 0.145]", "yes", "250"],
+        ["plan=pro", "accuracy", "-", "0.9", "-", "-", "no", "0"],
+    ]
+    assert _rows(page, "often-worst-segments") == [
+        ["region=EU", "accuracy", "2", "2", "2026-01-01 00:03:00"],
+        ["plan=pro", "accuracy", "1", "0", "2026-01-01 00:02:00"],
+    ]
+    assert EVIL not in _own(page)
 
 
 def test_two_versions_in_the_same_windows_are_both_drawn() -> None:

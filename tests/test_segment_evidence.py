@@ -302,3 +302,37 @@ def test_the_retraining_request_names_the_worst_segments_of_its_alert() -> None:
     assert params["worst_segment"] == "channel=ios"
     names = [f"{s['dimension']}={s['value']}" for s in alert.evidence["segments"]]
     assert params["worst_segments"] == ",".join(names)
+
+
+def test_status_and_the_html_report_show_the_ranking_the_alert_named(tmp_path) -> None:
+    """Issue 17 item 1, end to end: the results stored as the history sink stores them, then
+    ``driftline status`` names the alert's top 3 (ios first) and the HTML report ranks the
+    same segments for the latest final window."""
+    from driftline.apps.htmlreport import build_report
+    from driftline.apps.status import collect_status, status_json
+    from driftline.platform.store import make_engine, record_window_result, session_factory, upgrade
+
+    catalog, _, preds, labels = _stream(seed=5)
+    evaluations = _run(catalog, preds, labels, n_partitions=1)
+    (alert,) = _firing(_model_final(evaluations, T0 + W))
+    url = f"sqlite:///{tmp_path}/ranked.sqlite"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        sessions = session_factory(engine)
+        with sessions.begin() as s:
+            for e in evaluations:
+                record_window_result(s, e.result)
+        with sessions() as s:
+            now = T0 + 3 * W
+            (model,) = status_json(collect_status(s, now), now)["models"]
+            page = build_report(s, "m", now_ms=now)
+    finally:
+        engine.dispose()
+    worst = model["worst_segments"]
+    assert worst["window_end_ms"] == T0 + 2 * W
+    assert worst["segments"] == alert.evidence["segments"]
+    assert (worst["segments"][0]["dimension"], worst["segments"][0]["value"]) == ("channel", "ios")
+    ranked = page[page.index('<table id="ranked-segments"') :]
+    first_row = ranked[ranked.index("<tbody><tr>") :]
+    assert first_row.startswith("<tbody><tr><td>channel=ios</td><td>accuracy</td>")

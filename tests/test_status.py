@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,7 +31,7 @@ from driftline.platform.store import (
     upgrade,
 )
 from driftline.schemas import AlertData, DriftTest, Window, WindowResult, alert_event, ms_to_rfc3339
-from driftline.schemas.results import OnlineDetection
+from driftline.schemas.results import OnlineDetection, SegmentContribution
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -50,6 +51,7 @@ def _window(
     drifted: tuple[bool, bool] | None = (True, False),
     coverage: float | None = 1.0,
     online: tuple[OnlineDetection, ...] = (),
+    ranked: tuple[SegmentContribution, ...] = (),
 ) -> WindowResult:
     drift = (
         []
@@ -82,7 +84,34 @@ def _window(
         reference="ref",
         data_quality={},
         online=list(online),
+        segments_ranked=list(ranked),
     )
+
+
+def _contribution(
+    segment: str, observed: float | None, contribution: float | None, significant: bool, support: int
+) -> SegmentContribution:
+    dimension, value = segment.split("=")
+    return SegmentContribution(
+        dimension=dimension, value=value, metric="accuracy", observed=observed, baseline=0.85,
+        labelled_share=support / 600, contribution=contribution,
+        low=None if contribution is None else contribution - 0.05,
+        high=None if contribution is None else contribution + 0.05,
+        share_of_change=None if contribution is None else contribution / 0.2375,
+        significant=significant, support=support,
+    )
+
+
+#: fraud's latest final window's ranking, worst first as detectors/segments.py stores it; only
+#: the first three are shown
+RANKED = (
+    _contribution("region=EU", 0.4, 0.225, True, 300),
+    _contribution("plan=pro", 0.7, 0.045, False, 180),
+    _contribution("channel=web", None, None, False, 0),
+    _contribution("region=US", 0.84, 0.001, False, 120),
+)
+#: an older final window's ranking, which status must not show
+OLDER = _contribution("region=APAC", 0.5, 0.1, True, 90)
 
 
 def _alert(model: str, rule: str, status: str, end_ms: int, fired_ms: int) -> None:
@@ -115,9 +144,10 @@ def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
         # fraud: the final row of the newest whole-model window wins over its provisional row,
         # over older windows and over a newer per-segment window
         for r in (
-            _window("fraud", T0, "final", {"accuracy": 0.9}),
+            _window("fraud", T0, "final", {"accuracy": 0.9}, ranked=(OLDER,)),
             _window("fraud", T0 + MINUTE, "provisional", {"accuracy": 0.7}, coverage=0.5),
-            _window("fraud", T0 + MINUTE, "final", {"accuracy": 0.6125, "f1": None}, online=DETECTIONS),
+            _window("fraud", T0 + MINUTE, "final", {"accuracy": 0.6125, "f1": None}, online=DETECTIONS,
+                    ranked=RANKED),
             _window("fraud", T0 + 2 * MINUTE, "final", {"accuracy": 0.1}, segment={"channel": "web"}),
             # prices: regression, only provisional so far, no drift tests, NaN-free rmse
             _window("prices", T0, "provisional", {"rmse": 12.5, "mae": 9.0}, drifted=None, coverage=None),
@@ -151,6 +181,12 @@ FIRING ALERTS
 MODEL  RULE          SEVERITY  SEGMENT      SINCE
 fraud  accuracy-low  critical  -            2026-01-01 00:01:00Z
 fraud  drift         warning   channel=web  2026-01-01 00:02:00Z
+
+WORST SEGMENTS (latest final window)
+MODEL  WINDOW END            SEGMENT      METRIC    OBSERVED  BASELINE  CONTRIBUTION  SIGNIFICANT
+fraud  2026-01-01 00:02:00Z  region=EU    accuracy     0.400     0.850         0.225  yes
+fraud  2026-01-01 00:02:00Z  plan=pro     accuracy     0.700     0.850         0.045  no
+fraud  2026-01-01 00:02:00Z  channel=web  accuracy         -     0.850             -  no
 """
 
 
@@ -206,6 +242,23 @@ EXPECTED_JSON = {
                 ],
             },
             "lag_ms": 5_000,
+            # the first three of the newest final window's ranking (not the older window's APAC)
+            "worst_segments": {
+                "window_end": "2026-01-01T00:02:00.000Z",
+                "window_end_ms": T0 + 2 * MINUTE,
+                "model_version": "v1",
+                "segments": [
+                    {"dimension": "region", "value": "EU", "metric": "accuracy", "observed": 0.4,
+                     "baseline": 0.85, "labelled_share": 0.5, "contribution": 0.225,
+                     "low": pytest.approx(0.175), "high": pytest.approx(0.275),
+                     "share_of_change": pytest.approx(0.225 / 0.2375), "significant": True,
+                     "support": 300},
+                    msgspec.to_builtins(RANKED[1]),
+                    {"dimension": "channel", "value": "web", "metric": "accuracy", "observed": None,
+                     "baseline": 0.85, "labelled_share": 0.0, "contribution": None, "low": None,
+                     "high": None, "share_of_change": None, "significant": False, "support": 0},
+                ],
+            },
             "firing_alerts": [
                 {
                     "dedup_key": "fraud-accuracy-low",
@@ -225,7 +278,8 @@ EXPECTED_JSON = {
                 },
             ],
         },
-        {"model_id": "idle", "last_window": None, "lag_ms": None, "firing_alerts": []},
+        {"model_id": "idle", "last_window": None, "lag_ms": None, "worst_segments": None,
+         "firing_alerts": []},
         {
             "model_id": "prices",
             "last_window": {
@@ -244,6 +298,7 @@ EXPECTED_JSON = {
                 "online_detections": [],
             },
             "lag_ms": 65_000,
+            "worst_segments": None,  # no final window yet: the ranking needs labels
             "firing_alerts": [],
         },
     ],
@@ -255,6 +310,42 @@ def test_json(sessions: sessionmaker[Session]) -> None:
         document = status_json(collect_status(s, NOW), NOW)
     assert document == EXPECTED_JSON
     assert json.loads(json.dumps(document, allow_nan=False)) == EXPECTED_JSON
+
+
+def test_worst_segments_come_from_the_latest_final_window(tmp_path: Path) -> None:
+    """A provisional window newer than the final one is the ``last_window``, but the ranking
+    (it needs labels) is the final one's; a final window with no ranking (stored before
+    revision 0005, or nothing labelled) says so with an empty list and no table section."""
+    url = f"sqlite:///{tmp_path}/final.sqlite"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        factory = session_factory(engine)
+        with factory.begin() as s:
+            record_window_result(s, _window("fraud", T0, "final", {"accuracy": 0.7}, ranked=RANKED[3:]))
+            record_window_result(s, _window("fraud", T0 + MINUTE, "provisional", {"accuracy": 0.6}))
+            record_window_result(s, _window("plain", T0, "final", {"accuracy": 0.9}))
+        with factory() as s:
+            statuses = collect_status(s, NOW)
+        document = status_json(statuses, NOW)
+        fraud, plain = document["models"]
+        assert fraud["last_window"]["phase"] == "provisional"
+        assert fraud["worst_segments"] == {
+            "window_end": "2026-01-01T00:01:00.000Z",
+            "window_end_ms": T0 + MINUTE,
+            "model_version": "v1",
+            "segments": [msgspec.to_builtins(RANKED[3])],
+        }
+        assert plain["worst_segments"]["segments"] == []
+        table = render_table(statuses)
+        assert table.endswith(
+            "WORST SEGMENTS (latest final window)\n"
+            "MODEL  WINDOW END            SEGMENT    METRIC    OBSERVED  BASELINE  CONTRIBUTION"
+            "  SIGNIFICANT\n"
+            "fraud  2026-01-01 00:01:00Z  region=US  accuracy     0.840     0.850         0.001  no\n"
+        )
+    finally:
+        engine.dispose()
 
 
 def _get(url: str) -> tuple[int, str, dict[str, object]]:

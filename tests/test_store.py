@@ -74,7 +74,7 @@ from driftline.schemas import (
     ms_to_rfc3339,
 )
 from driftline.schemas.cloudevents import RetrainingRequest, alert_event, retraining_request
-from driftline.schemas.results import OnlineDetection
+from driftline.schemas.results import OnlineDetection, SegmentContribution
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -248,10 +248,10 @@ def test_migrate_up_down_up(db_url: str) -> None:
     assert current_revision(db_url) is None
     assert tables() == set()
     upgrade(db_url)
-    assert current_revision(db_url) == head_revision() == "0004"
+    assert current_revision(db_url) == head_revision() == "0005"
     assert tables() == TABLES
     upgrade(db_url)  # already at head: a no-op, not an error
-    assert current_revision(db_url) == "0004"
+    assert current_revision(db_url) == "0005"
     downgrade(db_url, "base")
     assert current_revision(db_url) is None
     assert tables() == set()
@@ -260,7 +260,8 @@ def test_migrate_up_down_up(db_url: str) -> None:
 
 
 def test_window_rows_from_before_0002_read_back_without_detections(db_url: str) -> None:
-    """0002 adds ``online`` to window results; rows written at 0001 get an empty list."""
+    """0002 adds ``online`` to window results, 0005 ``segments_ranked``; rows written at 0001
+    get empty lists (and 0003's intervals an empty mapping)."""
     upgrade(db_url, "0001")
     engine = make_engine(db_url)
     try:
@@ -292,6 +293,7 @@ def test_window_rows_from_before_0002_read_back_without_detections(db_url: str) 
         with session_factory(engine)() as session:
             (result,) = window_history(session, "churn")
         assert result.online == [] and result.prediction_count == 100
+        assert (result.segments_ranked, result.intervals, result.interval_level) == ([], {}, None)
     finally:
         engine.dispose()
 
@@ -413,6 +415,31 @@ def test_estimate_intervals_round_trip(sessions: sessionmaker[Session]) -> None:
     assert got == [with_band, _result(60_000)]
     assert (got[0].intervals, got[0].interval_level) == ({"estimated_accuracy": [0.75, 0.85]}, 0.95)
     assert (got[1].intervals, got[1].interval_level) == ({}, None)
+
+
+def test_segment_ranking_round_trip(sessions: sessionmaker[Session]) -> None:
+    """Revision 0005: a final window's segment ranking is kept, worst first, every field exact
+    (``driftline status`` and the HTML report read it back)."""
+    ranked = [
+        SegmentContribution(
+            dimension="region", value="EU", metric="accuracy", observed=0.6, baseline=0.9,
+            labelled_share=0.5, contribution=0.15, low=0.05, high=0.25, share_of_change=0.75,
+            significant=True, support=200,
+        ),
+        SegmentContribution(
+            dimension="plan", value="pro", metric="accuracy", observed=None, baseline=0.8,
+            labelled_share=0.0, contribution=None, low=None, high=None, share_of_change=None,
+            significant=False, support=0,
+        ),
+    ]
+    with_ranking = msgspec.structs.replace(_result(0, phase="final"), segments_ranked=ranked)
+    with sessions.begin() as s:
+        record_window_result(s, with_ranking)
+        record_window_result(s, _result(60_000))
+    with sessions() as s:
+        got = window_history(s, "churn")
+    assert got == [with_ranking, _result(60_000)]
+    assert got[0].segments_ranked == ranked and got[1].segments_ranked == []
 
 
 def test_non_finite_metrics_are_stored_as_null(sessions: sessionmaker[Session]) -> None:

@@ -14,7 +14,9 @@ reports already know. What the page shows, per model, version and segment:
   tests as a sortable table (statistic, raw and corrected p-value, effect size, verdict), and
   reference-versus-window distributions for the drifted features (on demand for the rest);
 - data quality, online detections, alerts with their evidence, retraining requests, and the
-  worst segments.
+  worst segments: the stored ranking (``WindowResult.segments_ranked``) of the latest final
+  window and the segment ranked worst most often over the page's range, then each segment
+  slice's own metric.
 
 Fields newer than a stored result (distribution summaries, raw p-values, effect sizes,
 intervals) are shown when present and left out, said so, when absent. Every producer string
@@ -863,6 +865,63 @@ def _key_metric(windows: Iterable[Mapping[str, Any]]) -> str | None:
     return next((m for m in ("accuracy", "rmse", "mae", "estimated_accuracy") if m in names), None)
 
 
+_RANKED_HEADERS = (
+    "segment", "metric", "observed", "baseline", "contribution", "interval", "significant", "support"
+)
+
+
+def _ranked_segments(whole: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The ranking the alerts and the replay report name, read back as stored (worst first,
+    ``detectors/segments.py``): the latest final window's in full, then per segment how many
+    of the range's ranked windows it came first in (ties: the most recent first place wins)."""
+    ranked = [w for w in whole if w.get("phase") == "final" and w.get("segments_ranked")]
+    if not ranked:
+        return ['<p class="empty">no segment ranking stored for these windows (final ones only)</p>']
+
+    def name(c: Mapping[str, Any]) -> str:
+        return f"{c['dimension']}={c['value']}"
+
+    latest = ranked[-1]
+    rows = [
+        [
+            name(c),
+            c["metric"],
+            (_fmt(c.get("observed")), _num(c.get("observed")) or ""),
+            (_fmt(c.get("baseline")), _num(c.get("baseline")) or ""),
+            (_fmt(c.get("contribution")), _num(c.get("contribution")) or ""),
+            "-" if _num(c.get("low")) is None else f"[{_fmt(c['low'])}, {_fmt(c.get('high'))}]",
+            "yes" if c.get("significant") else "no",
+            c.get("support", ""),
+        ]
+        for c in latest["segments_ranked"]
+    ]
+    first: dict[tuple[str, str], list[Any]] = {}  # (segment, metric) -> [count, significant, last end]
+    for w in ranked:
+        top = w["segments_ranked"][0]
+        got = first.setdefault((name(top), top["metric"]), [0, 0, 0])
+        got[0] += 1
+        got[1] += bool(top.get("significant"))
+        got[2] = w["window_end_ms"]
+    often = sorted(first.items(), key=lambda kv: (-kv[1][0], -kv[1][2], kv[0]))
+    return [
+        f"<h3>Latest final window (ending {_h(_time(latest['window_end_ms']))}): segments by their "
+        "contribution to the model's change, worst first</h3>",
+        _table(
+            "ranked-segments",
+            _RANKED_HEADERS,
+            rows,
+            sortable=True,
+        ),
+        f"<h3>Ranked worst most often ({len(ranked)} final windows with a ranking)</h3>",
+        _table(
+            "often-worst-segments",
+            ["segment", "metric", "windows ranked worst", "of them significant", "last (window end)"],
+            [[seg, metric, n, sig, _time(end)] for (seg, metric), (n, sig, end) in often],
+        ),
+        "<h3>Segment slices</h3>",
+    ]
+
+
 def _worst_segments(slices: Mapping[str, list[dict[str, Any]]]) -> str:
     metric = _key_metric(w for ws in slices.values() for w in ws)
     rows = []
@@ -1041,7 +1100,7 @@ def render_report(
         ("alerts", "Alerts", [_alerts(marks)]),
         ("retraining", "Retraining requests", [_retraining(requests)]),
         ("versions", "Model versions", [_versions(history)]),
-        ("segments", "Worst segments", [_worst_segments(slices)]),
+        ("segments", "Worst segments", [*_ranked_segments(whole), _worst_segments(slices)]),
     ]
     body = "\n".join(
         f'<section id="{sid}"><h2>{_h(heading)}</h2>\n' + "\n".join(parts) + "</section>"

@@ -4,7 +4,9 @@ Per model: the latest whole-model window (its key metric, label coverage, volume
 verdict and drifted features), the alerts firing now, and the lag between now and the end of
 that window. The lag is the number to watch: a stalled worker, a stuck input partition and a
 dead history sink all show up as a growing lag long before anyone misses a chart. Below them:
-the notifications given up in the last day, the pages nobody got.
+the segments that did the latest final window the most harm (the ranking the alerts and the
+replay report name, read from the store), and the notifications given up in the last day, the
+pages nobody got.
 
 One function collects (:func:`collect_status`), two render (:func:`render_table` for a
 terminal, :func:`status_json` for machines), and :func:`make_status_server` serves the JSON
@@ -51,6 +53,8 @@ KEY_METRICS = ("accuracy", "rmse")
 MAX_ALERTS_PER_MODEL = 1000
 #: how far back ``status`` reports notifications given up
 GIVEN_UP_LOOKBACK_MS = 24 * 3600 * 1000
+#: how many of the latest final window's ranked segments are shown per model (worst first)
+TOP_SEGMENTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,11 @@ class ModelStatus:
     firing: tuple[AlertSummary, ...] = field(default=())
     #: notifications about this model's alerts given up in the last GIVEN_UP_LOOKBACK_MS
     given_up: tuple[GivenUp, ...] = field(default=())
+    #: the latest *final* whole-model window (the ranking needs labels; None before one) and the
+    #: first TOP_SEGMENTS entries of its ``segments_ranked`` (``SegmentContribution`` fields)
+    final_window_end_ms: int | None = None
+    final_model_version: str | None = None
+    worst_segments: tuple[dict[str, Any], ...] = ()
 
 
 def _finite(value: float | None) -> float | None:
@@ -97,12 +106,15 @@ def _key_metric(metrics: dict[str, Any]) -> tuple[str | None, float | None]:
     return None, None
 
 
-def _latest_window(session: Session, model_id: str) -> WindowResultRow | None:
+def _latest_window(session: Session, model_id: str, *, final: bool = False) -> WindowResultRow | None:
     # Newest window first; for the same window ``final`` sorts before ``provisional``, the
     # better-informed row; the version breaks ties deterministically (a canary beside a champion).
+    where = [WindowResultRow.model_id == model_id, WindowResultRow.segment == ""]
+    if final:
+        where.append(WindowResultRow.phase == "final")
     return session.scalar(
         select(WindowResultRow)
-        .where(WindowResultRow.model_id == model_id, WindowResultRow.segment == "")
+        .where(*where)
         .order_by(
             WindowResultRow.window_start_ms.desc(),
             WindowResultRow.phase,
@@ -137,6 +149,7 @@ def collect_status(session: Session, now_ms: int | None = None) -> list[ModelSta
             out.append(ModelStatus(model_id, firing=firing, given_up=given_up))
             continue
         metric, value = _key_metric(row.metrics)
+        final = row if row.phase == "final" else _latest_window(session, model_id, final=True)
         drifted = tuple(sorted({t["feature"] for t in row.drift if t.get("drifted")}))
         out.append(
             ModelStatus(
@@ -156,9 +169,21 @@ def collect_status(session: Session, now_ms: int | None = None) -> list[ModelSta
                 lag_ms=now - row.window_end_ms,
                 firing=firing,
                 given_up=given_up,
+                final_window_end_ms=None if final is None else final.window_end_ms,
+                final_model_version=None if final is None else final.model_version,
+                worst_segments=() if final is None else _worst_segments(final.segments_ranked),
             )
         )
     return out
+
+
+def _worst_segments(ranked: list[dict[str, Any]] | None) -> tuple[dict[str, Any], ...]:
+    """The stored ranking is worst first already (``detectors/segments.py``); non-finite numbers
+    become None so the JSON stays strict. Rows stored before revision 0005 hold []."""
+    return tuple(
+        {k: _finite(v) if isinstance(v, float) else v for k, v in entry.items()}
+        for entry in (ranked or [])[:TOP_SEGMENTS]
+    )
 
 
 # ---- rendering ----------------------------------------------------------------------------------
@@ -259,6 +284,26 @@ def render_table(statuses: Sequence[ModelStatus]) -> str:
             for model_id, a in alerts
         ]
         lines += _align(rows, ("MODEL", "RULE", "SEVERITY", "SEGMENT", "SINCE"), set())
+    worst = [(s, seg) for s in statuses for seg in s.worst_segments]
+    if worst:
+        lines += ["", "WORST SEGMENTS (latest final window)"]
+        worst_rows = [
+            (
+                s.model_id,
+                _window_end(s.final_window_end_ms),
+                f"{seg['dimension']}={seg['value']}",
+                seg["metric"],
+                _fmt(seg["observed"]),
+                _fmt(seg["baseline"]),
+                _fmt(seg["contribution"]),
+                "yes" if seg["significant"] else "no",
+            )
+            for s, seg in worst
+        ]
+        worst_headers = (
+            "MODEL", "WINDOW END", "SEGMENT", "METRIC", "OBSERVED", "BASELINE", "CONTRIBUTION", "SIGNIFICANT"
+        )
+        lines += _align(worst_rows, worst_headers, {"OBSERVED", "BASELINE", "CONTRIBUTION"})
     lost = [(s.model_id, g) for s in statuses for g in s.given_up]
     if lost:
         lines += ["", "NOTIFICATIONS GIVEN UP (last 24h)"]
@@ -309,6 +354,14 @@ def status_json(statuses: Sequence[ModelStatus], now_ms: int) -> dict[str, Any]:
                 "model_id": s.model_id,
                 "last_window": window,
                 "lag_ms": s.lag_ms,
+                "worst_segments": None
+                if s.final_window_end_ms is None
+                else {
+                    "window_end": when(s.final_window_end_ms),
+                    "window_end_ms": s.final_window_end_ms,
+                    "model_version": s.final_model_version,
+                    "segments": [dict(seg) for seg in s.worst_segments],
+                },
                 "firing_alerts": [
                     {
                         "dedup_key": a.dedup_key,

@@ -125,6 +125,8 @@ class WindowResultRow(Base):
     #: the label-free estimates' intervals, metric -> [low, high] (revision 0003; older rows: {})
     intervals: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'"))
     interval_level: Mapped[float | None] = mapped_column(Float)
+    #: the final whole-model window's segment ranking, worst first (revision 0005; older rows: [])
+    segments_ranked: Mapped[list[Any]] = mapped_column(server_default=text("'[]'"))
 
 
 class AlertRow(Base):

@@ -34,7 +34,13 @@ from driftline.platform.store.models import (
     WindowResultRow,
 )
 from driftline.schemas import AlertEvent, RetrainingRequest
-from driftline.schemas.results import DriftTest, FeatureQuality, OnlineDetection, WindowResult
+from driftline.schemas.results import (
+    DriftTest,
+    FeatureQuality,
+    OnlineDetection,
+    SegmentContribution,
+    WindowResult,
+)
 from driftline.schemas.timefmt import ms_to_rfc3339, rfc3339_to_ms
 from driftline.schemas.windows import parse_segment_key, segment_key
 
@@ -211,6 +217,7 @@ def record_window_result(session: Session, result: WindowResult, *, now_ms: int 
         "online": msgspec.to_builtins(result.online),
         "intervals": {k: list(v) for k, v in result.intervals.items()},
         "interval_level": result.interval_level,
+        "segments_ranked": msgspec.to_builtins(result.segments_ranked),
         "recorded_ms": _now_ms() if now_ms is None else now_ms,
     }
     key = ["model_id", "model_version", "segment", "window_start_ms", "phase"]
@@ -245,6 +252,7 @@ def _window_result(row: WindowResultRow) -> WindowResult:
         online=msgspec.convert(row.online, list[OnlineDetection]),
         intervals=msgspec.convert(row.intervals or {}, dict[str, list[float]]),
         interval_level=row.interval_level,
+        segments_ranked=msgspec.convert(row.segments_ranked or [], list[SegmentContribution]),
     )
 
 
