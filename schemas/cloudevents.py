@@ -22,6 +22,8 @@ from typing import Annotated, Any, Final, Literal, TypeAlias
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from driftline.schemas.results import SegmentContribution
+
 SPEC_VERSION: Final = "1.0"
 DEFAULT_SOURCE: Final = "/driftline/worker"
 ALERT_FIRING: Final = "io.driftline.alert.firing"
@@ -158,6 +160,10 @@ class Trigger(msgspec.Struct, kw_only=True):
     comparison: Literal["<", "<=", ">", ">="] | None = None
     metrics: dict[str, MetricEvidence] = {}
     drifted_features: list[FeatureDriftEvidence] = []
+    #: the whole model's segment values that contributed most to the change, worst first (at
+    #: most 3): the alert's own ranking for a labelled metric, else the window's ranking of the
+    #: headline metric; empty when unknown (segment slices, label-free or unranked windows)
+    worst_segments: list[SegmentContribution] = []
 
 
 class Baseline(msgspec.Struct, kw_only=True):

@@ -446,6 +446,7 @@ class Evaluator:
                             reference_window=self._reference_window(model_id, model_version, segment, ref),
                             history=self.inputs,
                             label_free=label_free,
+                            worst_segments=[] if label_free else _worst_segments(evidence, result),
                         )
                         requests.append(retraining_request(request, source=self.source))
         return alerts, requests
@@ -605,6 +606,15 @@ def _evidence(rule: Rule, result: WindowResult) -> dict[str, Any]:
         )
         evidence["features"] = drift_evidence(result.drift)  # ranked by effect, with the numbers
     return evidence
+
+
+def _worst_segments(evidence: Mapping[str, Any], result: WindowResult) -> list[SegmentContribution]:
+    """The segments a retraining request names, worst first: those of the alert's evidence
+    (ranked on its own metric), else the window's ranking of the headline metric. Both are
+    label-based, so only final windows have them; a label-free rule's alert has neither."""
+    if "segments" in evidence:
+        return msgspec.convert(evidence["segments"], list[SegmentContribution])
+    return list(result.segments_ranked[:EVIDENCE_SEGMENTS])
 
 
 def _request_evidence(result: WindowResult, *, label_free: bool) -> dict[str, Any]:

@@ -7,7 +7,8 @@ version 1 fields; this module adds what only the evaluation knows (docs/retraini
   :class:`InputHistory` of the model version's final windows (per window the input offsets the
   join recorded, streams/positions.py, and its prediction and label counts);
 - ``trigger``: the rule, the alert's dedup key, and the window's metrics with their baselines
-  and drifted features with their effect sizes;
+  and drifted features with their effect sizes, and the worst segments (``worst_segments``,
+  from the alert's evidence or the window's ``segments_ranked``);
 - ``action`` (the rule's), ``baseline`` (the reference value a new model must beat),
   ``lineage`` (the model's ``registry`` configuration) and ``parameters``: the same as flat
   strings, which Argo, Kubeflow and Airflow pass through without parsing JSON.
@@ -39,7 +40,7 @@ from driftline.schemas import (
     Trigger,
     Window,
 )
-from driftline.schemas.results import WindowResult
+from driftline.schemas.results import SegmentContribution, WindowResult
 from driftline.schemas.timefmt import ms_to_rfc3339, rfc3339_to_ms
 from driftline.streams.positions import InputPositions, split_source
 
@@ -126,8 +127,10 @@ def version_two(
     reference_window: Window | None,
     history: InputHistory,
     label_free: bool,
+    worst_segments: Sequence[SegmentContribution] = (),
 ) -> RetrainingRequestData:
-    """The version 2 request for a version 1 ``data`` that ``alert`` (of ``rule``) raised."""
+    """The version 2 request for a version 1 ``data`` that ``alert`` (of ``rule``) raised;
+    ``worst_segments`` are the segments to name in its trigger, worst first."""
     suggested = data.suggested_training_range
     training = history.covering(
         data.model_id, data.model_version, rfc3339_to_ms(suggested.start), rfc3339_to_ms(suggested.end)
@@ -164,6 +167,7 @@ def version_two(
         comparison=alert.comparison,
         metrics=metrics,
         drifted_features=drifted,
+        worst_segments=list(worst_segments),
     )
     baseline = None
     metric = rule.metric if rule.metric in baselines else _primary(baselines)
@@ -226,6 +230,10 @@ def workflow_parameters(data: RetrainingRequestData) -> dict[str, str]:
         p["metric"] = data.trigger.metric
         if data.trigger.segment:
             p["segment"] = ",".join(f"{k}={v}" for k, v in sorted(data.trigger.segment.items()))
+        if data.trigger.worst_segments:
+            worst = data.trigger.worst_segments[0]
+            p["worst_segment"] = f"{worst.dimension}={worst.value}"
+            p["worst_segments"] = ",".join(f"{s.dimension}={s.value}" for s in data.trigger.worst_segments)
     if data.lineage is not None:
         for key in ("registry_uri", "registered_model", "alias", "run_id"):
             value = getattr(data.lineage, key)

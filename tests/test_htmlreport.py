@@ -520,3 +520,42 @@ def test_report_command_writes_the_page_since_a_time(
     accuracy = next(t for t in _figures(page)["eager"]["metric-accuracy"]["data"] if t["name"] == "accuracy")
     assert accuracy["x"][0] == ms_to_rfc3339(T0 + MINUTE + 30_000)  # window 0 is before --since
     assert len(accuracy["y"]) == 3
+
+
+def test_the_page_lists_the_model_versions_with_their_requests_and_acknowledgements(tmp_path: Path) -> None:
+    """The golden replay (fraud drifts and asks for retraining) in a store, a trainer's
+    acknowledgement, and a v2 seen after it: the page's version table, from the raw report."""
+    from driftline.platform.store import acknowledge_retraining_request, touch_model
+    from driftline.schemas import rfc3339_to_ms
+    from driftline.streams.sink import ingest_report
+
+    report = json.loads((Path(__file__).parent / "data" / "replay-golden.json").read_text())
+    request = report["retraining_requests"][0]["data"]
+    end = rfc3339_to_ms(request["window"]["end"])
+    url = f"sqlite:///{tmp_path}/versions.sqlite"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with session_factory(engine).begin() as s:
+            ingest_report(report, s)
+            acknowledge_retraining_request(s, request["idempotency_key"], "trainers", now_ms=end + 5)
+            touch_model(s, "fraud", "v2", end + 600_000, None)
+            page = build_report(s, "fraud", now_ms=end)
+    finally:
+        engine.dispose()
+    finals = [
+        w
+        for w in report["windows"]
+        if w["model_id"] == "fraud" and not w["segment"] and w["phase"] == "final"
+    ]
+    fired = {a["data"]["dedup_key"] for a in report["alerts"] if a["data"]["model_id"] == "fraud"}
+    v1, v2 = _rows(page, "versions")
+    assert v1[0] == "v1" and v1[3:7] == [
+        str(len(finals)),
+        str(sum(w["prediction_count"] for w in finals)),
+        str(sum(w["labelled_count"] for w in finals)),
+        str(len(fired)),
+    ]
+    assert v1[7] == f"retrain after {ms_to_rfc3339(end)[:19].replace('T', ' ')}: handled by trainers, then v2"
+    assert v2[0] == "v2" and v2[1] == v2[2] == ms_to_rfc3339(end + 600_000)[:19].replace("T", " ")
+    assert v2[3:] == ["0", "0", "0", "0", "none"]

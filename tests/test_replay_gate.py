@@ -18,6 +18,7 @@ from pathlib import Path
 import junitparser
 import pytest
 import yaml
+from scipy import stats
 
 from driftline.alerting.rules import DEFAULT_RULES, Rule
 from driftline.apps.gate import DRIFT_CASE, RETRAINING_CASE, GateOptions, failed, judge, junit_xml
@@ -122,6 +123,47 @@ def test_fail_on_error_passes_a_stationary_stream(tmp_path: Path) -> None:
     cases = _junit_cases(junit)
     assert cases and all(case.is_passed for case in cases.values())
     assert ("driftline.fraud-detector", RETRAINING_CASE) in cases
+
+
+def _first_and_last_window_x1(traffic) -> tuple[list[float], list[float]]:
+    t0 = traffic.predictions[0]["timestamp"]
+    last = max(row["timestamp"] for row in traffic.predictions) // WINDOW_MS * WINDOW_MS
+    first = [r["features"]["x1"] for r in traffic.predictions if r["timestamp"] < t0 + WINDOW_MS]
+    final = [r["features"]["x1"] for r in traffic.predictions if r["timestamp"] >= last]
+    return first, final
+
+
+def test_fail_on_drift_fails_a_drifted_stream_through_the_command_line(tmp_path: Path) -> None:
+    # four windows; x1 shifts by 1.5 standard deviations from the third on
+    traffic = simulate(4800, events_per_s=20.0, feature_drift_at=0.5, seed=5)
+    junit = tmp_path / "gate.xml"
+    done, report = _run(tmp_path, traffic, "--fail-on-drift", "--junit", str(junit))
+
+    # the oracle: scipy's two-sample KS test on the raw events sees the shift
+    first, final = _first_and_last_window_x1(traffic)
+    assert stats.ks_2samp(first, final).pvalue < 1e-12
+    assert done.returncode == 1, done.stdout + done.stderr[-2000:]
+    drifted = [w for w in report["windows"] if w["dataset_drift"]]
+    t0 = traffic.predictions[0]["timestamp"] // WINDOW_MS * WINDOW_MS
+    # only windows after the shift (from the third) drift; the last one always does
+    assert drifted and all(rfc3339_to_ms(w["window_start"]) >= t0 + 2 * WINDOW_MS for w in drifted)
+    assert any(rfc3339_to_ms(w["window_start"]) == t0 + 3 * WINDOW_MS and not w["segment"] for w in drifted)
+    printed = [x for x in done.stdout.splitlines() if x.startswith("  FAIL ")]
+    assert len(printed) == len(drifted)
+    assert all("dataset drift in fraud-detector v1" in x and "x1" in x for x in printed)
+    cases = _junit_cases(junit)
+    assert not cases[("driftline.fraud-detector", DRIFT_CASE)].is_passed
+
+
+def test_fail_on_drift_passes_a_stationary_stream_through_the_command_line(tmp_path: Path) -> None:
+    traffic = simulate(4800, events_per_s=20.0, seed=5)
+    done, report = _run(tmp_path, traffic, "--fail-on-drift")
+
+    first, final = _first_and_last_window_x1(traffic)
+    assert stats.ks_2samp(first, final).pvalue > 0.01
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert report["windows"] and not [w for w in report["windows"] if w["dataset_drift"]]
+    assert "gate passed" in done.stdout
 
 
 def test_bad_severity_is_a_usage_error(tmp_path: Path) -> None:

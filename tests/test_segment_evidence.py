@@ -10,6 +10,8 @@ ranking is the same with one or two join partitions and across a restart of ever
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgspec
 import numpy as np
 import pytest
@@ -56,7 +58,7 @@ def _events(rng, n: int, t0: int, ios_accuracy: float):
     return preds, labels
 
 
-def _catalog(rng) -> tuple[ModelCatalog, list]:
+def _catalog(rng, rule: Rule = RULE) -> tuple[ModelCatalog, list]:
     ref_preds, ref_labels = _events(rng, 3000, T0 - 10 * W, ios_accuracy=0.9)
     rows = [
         {
@@ -67,13 +69,13 @@ def _catalog(rng) -> tuple[ModelCatalog, list]:
         }
         for p, g in zip(ref_preds, ref_labels, strict=True)
     ]
-    cfg = ModelConfig(window_ms=W, grace_ms=1_000, label_horizon_ms=2_000, online_detectors=(), rules=(RULE,))
+    cfg = ModelConfig(window_ms=W, grace_ms=1_000, label_horizon_ms=2_000, online_detectors=(), rules=(rule,))
     return ModelCatalog(Config(defaults=cfg, models={"m": cfg}), build_profiles(rows, "m", cfg)), rows
 
 
-def _stream(seed: int, ios_accuracy: float = 0.6):
+def _stream(seed: int, ios_accuracy: float = 0.6, rule: Rule = RULE):
     rng = np.random.default_rng(seed)
-    catalog, rows = _catalog(rng)
+    catalog, rows = _catalog(rng, rule)
     before = _events(rng, N, T0, ios_accuracy=0.9)
     after = _events(rng, N, T0 + W, ios_accuracy=ios_accuracy)
     return catalog, rows, before[0] + after[0], before[1] + after[1]
@@ -282,6 +284,24 @@ def test_a_regression_model_ranks_segments_by_mae_where_higher_is_worse() -> Non
     assert first.baseline == pytest.approx(ref_mae, rel=1e-9)
     assert first.contribution == pytest.approx((mae - ref_mae) / 3, rel=1e-9) and first.contribution > 0
     assert (first.low, first.high, first.significant) == (None, None, False)
+
+
+def test_the_retraining_request_names_the_worst_segments_of_its_alert() -> None:
+    # the same stream with a rule that asks for retraining: the v2 request's trigger carries
+    # the alert's top 3 segments, worst first, and the flat parameters name ios
+    rule = dataclasses.replace(RULE, retrain=True)
+    catalog, _, preds, labels = _stream(seed=5, rule=rule)
+    bad = _model_final(_run(catalog, preds, labels, n_partitions=1), T0 + W)
+    (alert,) = _firing(bad)
+    (request,) = bad.requests
+    trigger = request.data.trigger
+    assert trigger is not None
+    assert [msgspec.to_builtins(s) for s in trigger.worst_segments] == alert.evidence["segments"]
+    assert (trigger.worst_segments[0].dimension, trigger.worst_segments[0].value) == ("channel", "ios")
+    params = request.data.parameters
+    assert params["worst_segment"] == "channel=ios"
+    names = [f"{s['dimension']}={s['value']}" for s in alert.evidence["segments"]]
+    assert params["worst_segments"] == ",".join(names)
 
 
 def test_status_and_the_html_report_show_the_ranking_the_alert_named(tmp_path) -> None:

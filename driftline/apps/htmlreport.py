@@ -44,7 +44,8 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from driftline.platform.store import list_alerts, list_retraining_requests
+from driftline.platform.store import list_alerts, list_retraining_requests, version_history
+from driftline.platform.store.history import VersionHistory
 from driftline.platform.store.models import AlertTransition, WindowResultRow
 from driftline.platform.store.repository import _window_result
 from driftline.schemas import ms_to_rfc3339
@@ -195,7 +196,8 @@ def build_report(
     marks = alert_marks(session, model_id, since_ms)
     requests = _requests(session, model_id, since_ms)
     generated = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    return render_report(model_id, windows, marks, generated_ms=generated, requests=requests)
+    history = version_history(session, model_id)
+    return render_report(model_id, windows, marks, generated_ms=generated, requests=requests, history=history)
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -818,6 +820,49 @@ def _retraining(requests: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+def _versions(history: Sequence[VersionHistory]) -> str:
+    """The model's version history (as ``driftline models show`` prints it): every version ever
+    seen, not only those of the page's windows, with its requests and who acknowledged them."""
+    if not history:
+        return '<p class="empty">no version history in the store</p>'
+
+    def requests(h: VersionHistory) -> str:
+        return "; ".join(
+            f"{r['action']} after {_time(r['window_end_ms'])}: "
+            + (
+                ", ".join(f"{a['outcome']} by {a['consumer']}" for a in r["acknowledged"])
+                or "not acknowledged"
+            )
+            + (f", then {r['next_version']}" if r["next_version"] else "")
+            for r in h.requests
+        )
+
+    rows = [
+        [
+            h.model_version,
+            (_time(h.first_seen_ms), h.first_seen_ms),
+            (_time(h.last_seen_ms), h.last_seen_ms),
+            h.windows,
+            h.predictions,
+            h.labelled,
+            len(h.alerts),
+            requests(h) or "none",
+        ]
+        for h in history
+    ]
+    headers = [
+        "version",
+        "first seen",
+        "last seen",
+        "windows",
+        "predictions",
+        "labelled",
+        "alerts",
+        "requests",
+    ]
+    return _table("versions", headers, rows)
+
+
 def _key_metric(windows: Iterable[Mapping[str, Any]]) -> str | None:
     names = {n for w in windows for n in (w.get("metrics") or {})}
     return next((m for m in ("accuracy", "rmse", "mae", "estimated_accuracy") if m in names), None)
@@ -992,9 +1037,11 @@ def render_report(
     *,
     generated_ms: int,
     requests: Sequence[Mapping[str, Any]] = (),
+    history: Sequence[VersionHistory] = (),
 ) -> str:
     """The page for already loaded data (``windows``: contract structs or dicts, any order, any
-    segment; ``requests``: retraining requests as :func:`build_report` loads them)."""
+    segment; ``requests``: retraining requests as :func:`build_report` loads them; ``history``:
+    the model's versions, platform/store/history.py)."""
     all_windows = [_as_dict(w) for w in windows]
     segments = sorted({_slice_key(w) for w in all_windows})
     slices = {s: chart_windows(all_windows, s) for s in segments}
@@ -1055,6 +1102,7 @@ def render_report(
         ("online", "Online detections (error stream)", [_online(whole)]),
         ("alerts", "Alerts", [_alerts(marks)]),
         ("retraining", "Retraining requests", [_retraining(requests)]),
+        ("versions", "Model versions", [_versions(history)]),
         ("segments", "Worst segments", [*_ranked_segments(whole), _worst_segments(slices)]),
     ]
     body = "\n".join(
