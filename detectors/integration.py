@@ -41,6 +41,8 @@ from typing import Any
 
 from scipy import stats
 
+from driftline.detectors.vocabulary import HEALTH_EVENTS
+
 __all__ = [
     "HEALTH_EVENTS",
     "HealthEvent",
@@ -53,20 +55,6 @@ __all__ = [
     "volume_band",
 ]
 
-#: every kind of :class:`HealthEvent` (listed again in ``detectors/vocabulary.py``)
-HEALTH_EVENTS = (
-    "no_predictions",
-    "predictions_resumed",
-    "volume_low",
-    "volume_high",
-    "label_coverage_low",
-    "label_coverage_falling",
-    "label_lag_high",
-    "feature_missing",
-    "new_feature",
-    "type_change",
-)
-
 
 @dataclass(frozen=True, slots=True)
 class HealthEvent:
@@ -78,6 +66,10 @@ class HealthEvent:
     detail: dict[str, Any] = field(default_factory=dict)
     #: the first offending event's position (schema changes), else None
     position: Any = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in HEALTH_EVENTS:  # the names live in detectors/vocabulary.py
+            raise ValueError(f"unknown health event kind {self.kind!r}: one of {sorted(HEALTH_EVENTS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -67,7 +67,7 @@ ONLINE_DETECTORS = frozenset({"adwin", "page_hinkley", "kswin", "ddm", "eddm", "
 
 #: multivariate drift methods (``driftline.detectors.multivariate``)
 MULTIVARIATE_METHODS = frozenset({"pca_reconstruction"})
-#: kinds of integration-health events (``driftline.detectors.integration.HEALTH_EVENTS``)
+#: kinds of integration-health events (:class:`driftline.detectors.integration.HealthEvent`)
 HEALTH_EVENTS = frozenset(
     {
         "no_predictions",
