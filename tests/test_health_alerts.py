@@ -10,12 +10,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 
 from driftline.platform.config import Config, HealthConfig, ModelConfig, config_from_mapping
 from driftline.schemas import AlertEvent
-from driftline.schemas.timefmt import ms_to_rfc3339
 from driftline.streams.catalog import ModelCatalog, build_profiles
 from driftline.streams.evaluation import Evaluator
 from driftline.streams.ingest import CONTROL_HEADER, END_OF_INPUT, Router
@@ -37,6 +37,8 @@ class Run:
     #: start), before its first result
     fired_before: dict[str, int]
     first_result_at: dict[tuple[str, int], int]
+    #: every message the merger was given, in order (to replay it into a restored merger)
+    inputs: list[Any]
 
     def named(self, rule: str, status: str = "firing") -> list[tuple[dict[str, str], int, int]]:
         """(segment, window start, window end) relative to T0, of the alerts of ``rule``."""
@@ -99,8 +101,10 @@ def _pipeline(
     fired: dict[str, int] = {}
     results: dict[tuple[str, int], int] = {}
     step = [0]
+    inputs: list[Any] = []
 
     def merge(message: Any) -> None:
+        inputs.append(message)
         got = merger.add(message)
         step[0] += 1
         for a in got.alerts:
@@ -127,7 +131,7 @@ def _pipeline(
     deliver(router.route("ground_truth", body, GT, 0, 0, wall_ms=WALL))
     deliver(router.route("predictions", None, PRED, 0, offset, [(CONTROL_HEADER, END_OF_INPUT)]))
     deliver(router.route("ground_truth", None, GT, 0, 1, [(CONTROL_HEADER, END_OF_INPUT)]))
-    return Run(alerts, merger, fired, results)
+    return Run(alerts, merger, fired, results, inputs)
 
 
 def _traffic(
@@ -153,7 +157,8 @@ def _traffic(
             batch.append(_prediction(i, ts, channel))
             share = (labelled or {}).get(w, 1.0)
             if j < share * n:
-                labels.append({"prediction_id": f"p{i}", "model_id": "m", "label": i % 3 % 2, "timestamp": ts + 50})
+                label = {"prediction_id": f"p{i}", "model_id": "m", "label": i % 3 % 2, "timestamp": ts + 50}
+                labels.append(label)
             i += 1
         if batch:
             messages.append(batch)
@@ -215,15 +220,19 @@ def test_a_silent_segment_value_is_named_at_its_nth_empty_window(enabled: bool) 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_volume_out_of_its_learnt_band_names_the_window_and_the_band(enabled: bool) -> None:
     """100 predictions a window; window 10 gets 400 (volume_high), window 12 gets 30
-    (volume_low); window 14, the last, is cut short by the end of the input and not judged. The band of window 10 is volume_band of its 10 past windows: all 100, so
+    (volume_low); window 14, the last, is cut short by the end of the input and not judged.
+    The band of window 10 is volume_band of its 10 past windows: all 100, so
     the Poisson floor at 100 (alpha 0.001): fires above 134, as scipy says."""
     from scipy import stats
 
     config = _config(volume_min_history=8, disable=() if enabled else ("volume-out-of-band",))
     messages, labels = _traffic(15, volume={10: 400, 12: 30})
     run = _pipeline(config, messages, labels)
-    model = [(a.data.status, _ms(a.data.window.start) - T0, a.data.observed, a.data.comparison, a.data.threshold)
-             for a in run.alerts if a.data.rule == "volume-out-of-band" and a.data.segment == {}]
+    model = [
+        (a.data.status, _ms(a.data.window.start) - T0, a.data.observed, a.data.comparison, a.data.threshold)
+        for a in run.alerts
+        if a.data.rule == "volume-out-of-band" and a.data.segment == {}
+    ]
     if not enabled:
         assert model == []
         return
@@ -387,7 +396,7 @@ def test_a_change_reported_twice_fires_once() -> None:
         ({"silence_window": 3}, "models.m.health: unknown keys ['silence_window']"),
         ({"disable": ["volume"]}, "models.m.health.disable[0] must be"),
         ({"volume_alpha": 0.7}, "models.m.health.volume_alpha must be a number in (0, 0.5), got 0.7"),
-        ({"volume_min_history": 60}, "models.m.health.volume_min_history (60) must be <= volume_history (48)"),
+        ({"volume_min_history": 60}, "health.volume_min_history (60) must be <= volume_history (48)"),
         ({"severity": "page"}, "models.m.health.severity must be"),
     ],
 )
@@ -404,15 +413,56 @@ def test_health_settings_of_defaults_and_models_combine_key_by_key() -> None:
     assert config.model("m").health == HealthConfig(silence_windows=5, volume_k=6.0)
 
 
-def test_health_state_survives_a_checkpoint_round_trip() -> None:
-    """A merger restored from its snapshot mid-outage fires the silence alert the
-    uninterrupted one fires, once."""
-    config = _config(silence_windows=3)
-    messages, labels = _traffic(10, silent={"ios": {3, 4, 5, 6}})
-    whole = _pipeline(config, messages, labels)
-    assert ms_to_rfc3339(T0 + 5 * W) in [a.data.window.start for a in whole.alerts]
-    snapshot = whole.merger.snapshot()
-    restored = WindowMerger(whole.merger.catalog, Evaluator(whole.merger.catalog), 2)
-    restored.restore(snapshot)
-    assert restored.health.to_dict() == whole.merger.health.to_dict()
-    assert restored.evaluator.tracker.to_dict() == whole.merger.evaluator.tracker.to_dict()
+@pytest.mark.parametrize("crash", [0.3, 0.5, 0.7])
+def test_a_restart_from_an_older_checkpoint_loses_and_duplicates_no_health_alert(crash: float) -> None:
+    """kill -9 semantics in process: the merger is checkpointed, goes on a while, dies; a new
+    one restores the checkpoint and re-reads the log from its offset (at-least-once). The
+    alerts emitted before and after the crash, deduplicated by event id (the store and the
+    outbox do so), are exactly the uninterrupted run's, in order: silence of a segment,
+    volume and a schema change, each spanning the crash for some crash point."""
+
+    def change(i: int, f: dict[str, Any]) -> None:
+        if i >= 93:
+            f.pop("kind")
+
+    config = _config(silence_windows=3, volume_min_history=3)
+    messages = []
+    for w in range(12):
+        n = 300 if w == 8 else 100
+        batch = []
+        for j in range(n):
+            channel = ("web", "ios")[j % 2]
+            if channel == "ios" and 3 <= w <= 6:
+                continue
+            i = w * 1000 + j
+            features: dict[str, Any] = {"x": float(j % 7), "kind": "ab"[j % 2]}
+            change(i if w >= 2 else 0, features)
+            batch.append(_prediction(i, T0 + w * W + j * (W // (n + 1)), channel, **features))
+        messages.append(batch)
+    whole = _pipeline(config, messages, [], reference=REFERENCE)
+    rules = {a.data.rule for a in whole.alerts}
+    assert {"no-predictions", "volume-out-of-band", "schema-change/feature_missing/kind"} <= rules
+    catalog = whole.merger.catalog
+    at = int(len(whole.inputs) * crash)
+    checkpoint_at = at // 2
+    first = WindowMerger(catalog, Evaluator(catalog), 2)
+    emitted: list[AlertEvent] = []
+    snapshot = b""
+    for k, message in enumerate(whole.inputs[:at]):
+        if k == checkpoint_at:
+            snapshot = first.snapshot()
+        emitted += first.add(message).alerts
+    second = WindowMerger(catalog, Evaluator(catalog), 2)
+    second.restore(snapshot)
+    for message in whole.inputs[checkpoint_at:]:
+        emitted += second.add(message).alerts
+    unique = list({a.id: a for a in emitted}.values())
+    assert [a.id for a in unique] == [a.id for a in whole.alerts]
+    assert [msgspec.to_builtins(a) for a in unique] == [msgspec.to_builtins(a) for a in whole.alerts]
+
+
+def test_every_health_event_kind_raises_exactly_one_alert() -> None:
+    from driftline.detectors.vocabulary import HEALTH_ALERTS, HEALTH_EVENTS
+
+    kinds = [k for ks in HEALTH_ALERTS.values() for k in ks]
+    assert sorted(kinds) == sorted(HEALTH_EVENTS)

@@ -50,7 +50,8 @@ def test_replay_names_the_silent_segment_window_and_the_schema_change_position(
                 {"prediction_id": f"p{n}", "model_id": "m", "model_version": "1", "timestamp": ts,
                  "features": features, "prediction": j % 2, "segments": {"channel": channel}}
             )
-            labels.append({"prediction_id": f"p{n}", "model_id": "m", "label": j % 3 % 2, "timestamp": ts + 100})
+            label = {"prediction_id": f"p{n}", "model_id": "m", "label": j % 3 % 2, "timestamp": ts + 100}
+            labels.append(label)
             index += 1
     reference = [
         {"prediction_id": f"r{i}", "model_id": "m", "features": {"x": float(i % 7), "kind": "ab"[i % 2]},
@@ -91,7 +92,8 @@ def test_replay_names_the_silent_segment_window_and_the_schema_change_position(
     assert rfc3339_to_ms(schema[0]["window"]["start"]) == T0 + 2 * W
     position = schema[0]["evidence"]["position"]
     assert position["topic"].endswith("predictions")
-    assert (position["partition"], position["offset"], position["prediction_id"]) == (0, line // 500, prediction_id)
+    where = (position["partition"], position["offset"], position["prediction_id"])
+    assert where == (0, line // 500, prediction_id)
     # the events with the new feature were scored, not dead-lettered
     assert out["dead_letter"]["total"] == 0
     assert sum(w["prediction_count"] for w in out["windows"] if not w["segment"]) == len(preds)
