@@ -30,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from driftline.alerting.lifecycle import AlertTracker
+from driftline.alerting.lifecycle import AlertTracker, dedup_key
 from driftline.alerting.rules import Rule
 from driftline.detectors.integration import HealthEvent, LabelWatch, SilenceWatch, VolumeWatch
 from driftline.detectors.vocabulary import HEALTH_ALERTS
@@ -383,6 +383,8 @@ class HealthAlerts:
         comparison: str,
         threshold: float,
     ) -> list[AlertEvent]:
+        if not fire and tracker.status(dedup_key(model_id, model_version, segment, rule_name)) == "ok":
+            return []  # nothing to resolve: no lifecycle state for every quiet slice and check
         severity: Any = p.severity  # checked against SEVERITIES by HealthConfig
         rule = Rule(name=rule_name, metric=metric, comparison=">=", threshold=1.0, severity=severity)
         found = tracker.observe(
