@@ -39,6 +39,9 @@ class Run:
     first_result_at: dict[tuple[str, int], int]
     #: every message the merger was given, in order (to replay it into a restored merger)
     inputs: list[Any]
+    #: how many records ingest dead-lettered, and how many predictions the join counted
+    dead: int = 0
+    predictions: int = 0
 
     def named(self, rule: str, status: str = "firing") -> list[tuple[dict[str, str], int, int]]:
         """(segment, window start, window end) relative to T0, of the alerts of ``rule``."""
@@ -102,6 +105,7 @@ def _pipeline(
     results: dict[tuple[str, int], int] = {}
     step = [0]
     inputs: list[Any] = []
+    dead = [0]
 
     def merge(message: Any) -> None:
         inputs.append(message)
@@ -121,17 +125,20 @@ def _pipeline(
                     merge(message)
             elif o.topic == router.partials_topic:
                 merge(decode_partials(o.value))
+            elif o.topic == router.dead_letter_topic:
+                dead[0] += 1
 
     offset = 0
     for batch in messages:
         body = orjson.dumps({"kind": "predictions", "events": batch})
         deliver(router.route("predictions", body, PRED, 0, offset, wall_ms=WALL))
         offset += 1
-    body = orjson.dumps({"kind": "ground_truth", "events": labels})
-    deliver(router.route("ground_truth", body, GT, 0, 0, wall_ms=WALL))
+    if labels:
+        body = orjson.dumps({"kind": "ground_truth", "events": labels})
+        deliver(router.route("ground_truth", body, GT, 0, 0, wall_ms=WALL))
     deliver(router.route("predictions", None, PRED, 0, offset, [(CONTROL_HEADER, END_OF_INPUT)]))
     deliver(router.route("ground_truth", None, GT, 0, 1, [(CONTROL_HEADER, END_OF_INPUT)]))
-    return Run(alerts, merger, fired, results, inputs)
+    return Run(alerts, merger, fired, results, inputs, dead[0], merger.counters.get("predictions", 0))
 
 
 def _traffic(
@@ -371,6 +378,7 @@ def test_a_type_change_is_one_alert_at_its_first_event_and_the_events_go_on(enab
     assert _schema_alerts(run) == [("schema-change/type_change/x", 1 * W, 2 * W, _pos(5, 57))]
     evidence = run.alerts[0].data.evidence
     assert (evidence["expected"], evidence["got"]) == (["number"], "string")
+    assert (run.dead, run.predictions) == (0, 200)
 
 
 def test_a_change_reported_twice_fires_once() -> None:
