@@ -241,7 +241,7 @@ def _consume_all(app: DriftlineApp, topics: dict[str, int], idle_s: float = 2.0)
             if msg is None or msg.error():
                 continue
             last = time.monotonic()
-            out[msg.topic()].append(msg)
+            out[msg.topic() or ""].append(msg)
     finally:
         consumer.close()
     return out
