@@ -370,8 +370,11 @@ class LabelWatch:
             run = list(past)
             # the fall must also be more than the counting noise of two windows allows at
             # ``alpha`` (normal approximation at this window's size): at 500 predictions and
-            # coverage 0.9, 4 falls of 0.05 in all happen by chance every few hundred windows
-            noise = self._z * math.sqrt(2 * run[0] * (1 - run[0]) / predictions)
+            # coverage 0.9, 4 falls of 0.05 in all happen by chance every few hundred windows.
+            # The noise is the expected coverage's when known: the run's first window is the
+            # highest by selection, and its own p(1 - p) understates the noise
+            p = run[0] if self.expected_coverage is None else self.expected_coverage
+            noise = self._z * math.sqrt(2 * p * (1 - p) / predictions)
             falling = all(b < a for a, b in itertools.pairwise(run))
             if falling and run[0] - run[-1] >= max(self.min_drop, noise):
                 events.append(
