@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any, Protocol, Self
@@ -221,7 +222,9 @@ class ExactSum:
         return f"ExactSum({self.value!r})"
 
     def to_json(self) -> list[str]:
-        return [format(self._scaled, "x"), repr(self._special)]
+        # "%x" spells what format(n, "x") does (a sign, no prefix), a third faster: a partial
+        # carries a score of these big integers
+        return ["%x" % self._scaled, repr(self._special)]  # noqa: UP031
 
     @classmethod
     def from_json(cls, d: Sequence[str]) -> ExactSum:
@@ -853,7 +856,9 @@ class NumericSketch:
         first[1:] = sorted_keys[1:] != sorted_keys[:-1]
         if not first.all():
             order = np.lexsort((av, ak))
-        self.sample_keys, self._sample_values = sorted_keys[first][:m], av[order][first][:m]
+        # copies, not views: a view of the first m would keep every candidate of the update
+        # alive (measured: 185 KB instead of 16 KB per feature of a 10,000-event window)
+        self.sample_keys, self._sample_values = sorted_keys[first][:m].copy(), av[order][first][:m].copy()
 
     def merge(self, other: NumericSketch) -> None:
         _check_same("edges", self.edges.tolist(), other.edges.tolist())
@@ -971,7 +976,8 @@ def _absorb_many(sketches: Sequence[NumericSketch], live: list[int], keys: np.nd
     for i in touched:
         a, b = int(bounds[i]), int(bounds[i + 1])
         b = min(b, a + sketches[i].sample_size)
-        sketches[i].sample_keys, sketches[i]._sample_values = kept_k[a:b], kept_v[a:b]
+        # copies: a view would keep the candidates of every sketch of the flush alive
+        sketches[i].sample_keys, sketches[i]._sample_values = kept_k[a:b].copy(), kept_v[a:b].copy()
 
 
 def _count_on_grids(sketches: Sequence[NumericSketch], live: list[int], v: np.ndarray, s: np.ndarray) -> None:
@@ -996,6 +1002,19 @@ def _count_on_grids(sketches: Sequence[NumericSketch], live: list[int], v: np.nd
         hist = hist.reshape(len(members), nb)
         for j, i in enumerate(members):
             sketches[i].grid_counts += hist[j]
+
+
+def _count_strings(values: np.ndarray) -> tuple[list[str], list[int]]:
+    """The distinct values of an object array as strings, sorted, and their counts: what
+    ``np.unique(values.astype(str), return_counts=True)`` gives, by hashing (one pass) instead
+    of sorting fixed-width unicode when every value is already a string. numpy's unicode drops
+    trailing NULs, so a string ending in one takes the numpy path, as does any non-string."""
+    counts = Counter(values.tolist())
+    if all(type(c) is str and not c.endswith("\x00") for c in counts):
+        cats = sorted(counts)
+        return cats, [counts[c] for c in cats]
+    uniq, cnt = np.unique(values.astype(str), return_counts=True)
+    return uniq.tolist(), cnt.tolist()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1032,8 +1051,7 @@ class CategoricalSketch:
         present = v[~missing]
         if present.size == 0:
             return
-        cats, cnt = np.unique(present.astype(str), return_counts=True)
-        self._add(cats.tolist(), cnt.tolist())
+        self._add(*_count_strings(present))
 
     @staticmethod
     def update_many(sketches: Sequence[CategoricalSketch], values: np.ndarray, seg: np.ndarray) -> None:
