@@ -479,20 +479,26 @@ def run(quick: bool, profile: Path | None = None) -> list[tuple[str, str, str]]:
 
 
 #: where a worker's samples go, by the innermost frame of a known home (numpy, msgspec and the
-#: like count for whoever called them); a stack through a checkpoint counts as checkpoints
-_HOMES = (("checkpoints", ("/platform/checkpoints.py", "snapshot (")),
-          ("driftline: join + sketches", ("/streams/join.py", "/detectors/", "/streams/columns.py",
-                                           "/streams/positions.py")),
-          ("driftline: ingest", ("/streams/ingest.py", "/streams/messages.py", "/schemas/")),
-          ("driftline: merge + evaluation", ("/streams/merge.py", "/streams/evaluation.py",
-                                              "/alerting/")),
-          ("driftline: agents, transport, other", ("/streams/", "/driftline/")),
-          ("aiokafka", ("/aiokafka/",)), ("faust + mode", ("/faust/", "/mode/")),
-          ("confluent-kafka", ("/confluent_kafka/",)), ("asyncio", ("/asyncio/",)))
+#: like count for whoever called them); a stack through a checkpoint counts as checkpoints, one
+#: that ends waiting in a selector or a condition as idle. py-spy names files relative to their
+#: package root (``streams/join.py``, ``aiokafka/consumer/fetcher.py``)
+_HOMES = (("checkpoints", ("platform/checkpoints.py", "snapshot (")),
+          ("driftline: join + sketches", ("streams/join.py", "detectors/", "streams/columns.py",
+                                           "streams/positions.py")),
+          ("driftline: ingest", ("streams/ingest.py", "streams/messages.py", "schemas/")),
+          ("driftline: merge + evaluation", ("streams/merge.py", "streams/evaluation.py", "alerting/")),
+          ("driftline: agents, transport, other", ("streams/", "driftline/", "platform/")),
+          ("aiokafka", ("aiokafka/",)), ("faust + mode", ("faust/", "mode/")),
+          ("confluent-kafka", ("confluent_kafka/",)), ("asyncio", ("asyncio/",)))
+_IDLE = ("select (", "Condition.wait (", "poll (")
+
+
+def _in(frame: str, mark: str) -> bool:
+    return (mark.endswith(" (") and mark in frame) or f"({mark}" in frame or f"/{mark}" in frame
 
 
 def time_by_home(raw: Path) -> list[tuple[str, float]]:
-    """Share of py-spy samples per home (see ``_HOMES``), from collapsed stacks with full paths."""
+    """Share of py-spy samples per home (see ``_HOMES``), from collapsed stacks."""
     shares: Counter[str] = Counter()
     total = 0
     for line in raw.read_text().splitlines():
@@ -500,12 +506,14 @@ def time_by_home(raw: Path) -> list[tuple[str, float]]:
         n = int(count)
         total += n
         frames = stack.split(";")
-        home = "other (idle, interpreter, libraries)"
-        if any(mark in f for f in frames for mark in _HOMES[0][1]):
+        home = "other (interpreter, libraries)"
+        if any(mark in frames[-1] for mark in _IDLE):
+            home = "idle (waiting in a selector or a lock)"
+        elif any(_in(f, mark) for f in frames for mark in _HOMES[0][1]):
             home = _HOMES[0][0]
         else:
             for frame in reversed(frames):
-                found = next((h for h, marks in _HOMES[1:] if any(m in frame for m in marks)), None)
+                found = next((h for h, marks in _HOMES[1:] if any(_in(frame, m) for m in marks)), None)
                 if found is not None:
                     home = found
                     break
