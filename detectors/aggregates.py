@@ -24,6 +24,7 @@ from driftline.detectors.buffers import from_buffer, to_buffer
 from driftline.detectors.calibration import Calibrator, MulticlassCalibrator
 from driftline.detectors.categories import NULL, category_string, category_strings
 from driftline.detectors.loss_model import LossModel
+from driftline.detectors.multivariate import FeatureEncoding, MomentSketch, encode_columns
 from driftline.detectors.sketches import (
     CalibratedScores,
     CategoricalSketch,
@@ -78,6 +79,9 @@ class AggregateSpec:
     #: the reference's classes and class-probability map (multiclass with per-class scores
     #: and labels); None: no multiclass estimates (the classes are not known up front)
     class_calibrator: MulticlassCalibrator | None = None
+    #: the reference's encodings of the features multivariate drift reads (the model's
+    #: ``multivariate: true``); None: windows keep no moments
+    moment_encodings: tuple[FeatureEncoding, ...] | None = None
 
     def kind_of(self, feature: str) -> str | None:
         """The declared kind of ``feature`` ("numeric"/"categorical"), None when undeclared."""
@@ -283,6 +287,9 @@ class WindowAggregate:
         #: input, bounded and mergeable like every other part (see :meth:`error_stream`)
         self.error_sample = NumericSketch(_NO_EDGES, spec.sample_size)
         self.error_time = NumericSketch(_NO_EDGES, spec.sample_size)
+        #: n, Σ z and Σ z zᵀ of the encoded features, exact: the window's multivariate drift
+        encodings = spec.moment_encodings
+        self.moments = MomentSketch(len(encodings)) if encodings else None
 
     def _parts(self) -> dict[str, Mergeable | None]:
         """The optional prediction/label/outcome sketches by wire name, present or None by
@@ -305,6 +312,7 @@ class WindowAggregate:
             "loss_bins": self.loss_bins,
             "error_sample": self.error_sample,
             "error_time": self.error_time,
+            "moments": self.moments,
         }
 
     # -- sketch factories: same spec -> same edges and pins on every partition ----------
@@ -373,6 +381,8 @@ class WindowAggregate:
         if self.class_probabilities is not None and class_scores is not None:
             assert spec.class_calibrator is not None
             self._add_class_rows(*_class_rows(spec.class_calibrator, predictions, class_scores))
+        if self.moments is not None and spec.moment_encodings is not None:
+            self.moments.update(encode_columns(spec.moment_encodings, columns, idx))
 
     def _add_class_rows(self, pred: np.ndarray, raw: np.ndarray, q: np.ndarray) -> None:
         """Fold scored rows (predicted class index, raw and calibrated vectors) by predicted class."""
@@ -503,6 +513,8 @@ class WindowAggregate:
         agg.loss_bins = _load(agg.loss_bins, d, "loss_bins")
         agg.error_sample = _load(agg.error_sample, d, "error_sample")
         agg.error_time = _load(agg.error_time, d, "error_time")
+        # partials and checkpoints written before moments have none: the sketch starts empty
+        agg.moments = _load(agg.moments, d, "moments")
         return agg
 
 
@@ -612,6 +624,56 @@ def fold_predictions(
                 pos = np.minimum(np.searchsorted(at, where), at.size - 1)  # and among the scored
                 take = pos[at[pos] == where]  # in idx's order, as add_predictions takes them
                 agg._add_class_rows(c_pred[take], c_raw[take], c_q[take])
+    _fold_moments(parts, columns, fold_groups)
+
+
+def _fold_moments(
+    parts: Sequence[tuple[WindowAggregate, np.ndarray]],
+    columns: FeatureColumns,
+    fold_groups: np.ndarray | None,
+) -> None:
+    """The moment sketches of :func:`fold_predictions`: per model (one encodings object), its
+    rows are encoded once for all its slices, and the exact sums are folded once per fold
+    group (the join's window keys: a segment combination) and merged, as integer additions,
+    into every slice holding that group. So the per-event cost does not grow with the number
+    of segment dimensions; sums are exact, so this equals one update per slice bit for bit.
+    A part whose rows are not whole groups (or without ``fold_groups``) folds its own rows."""
+    by_model: dict[int, list[tuple[WindowAggregate, np.ndarray]]] = {}
+    for agg, idx in parts:
+        if agg.moments is not None and agg.spec.moment_encodings is not None and idx.size:
+            by_model.setdefault(id(agg.spec.moment_encodings), []).append((agg, idx))
+    for slices in by_model.values():
+        encodings = slices[0][0].spec.moment_encodings
+        assert encodings is not None
+        union = np.unique(np.concatenate([idx for _, idx in slices]))
+        z = encode_columns(encodings, columns, union)
+        direct: list[tuple[WindowAggregate, np.ndarray]] = []
+        grouped: list[tuple[WindowAggregate, np.ndarray]] = []
+        if fold_groups is None:
+            direct = slices
+        else:
+            group_of = fold_groups[union]
+            keys, inverse, sizes = np.unique(group_of, return_inverse=True, return_counts=True)
+            for agg, idx in slices:
+                mine = np.unique(fold_groups[idx])
+                whole = int(sizes[np.searchsorted(keys, mine)].sum()) == idx.size
+                (grouped if whole else direct).append((agg, mine if whole else idx))
+            if grouped:
+                temps = [MomentSketch(len(encodings)) for _ in range(keys.size)]
+                MomentSketch.update_many(temps, z, inverse.ravel())
+                for agg, mine in grouped:
+                    assert agg.moments is not None
+                    for g in np.searchsorted(keys, mine).tolist():
+                        agg.moments.merge(temps[g])
+        if direct:
+            sizes_direct = [int(idx.size) for _, idx in direct]
+            rows = np.concatenate([idx for _, idx in direct])
+            seg = np.repeat(np.arange(len(direct), dtype=np.int64), sizes_direct)
+            MomentSketch.update_many(
+                [agg.moments for agg, _ in direct],  # type: ignore[misc]
+                z[np.searchsorted(union, rows)],
+                seg,
+            )
 
 
 def _class_rows(

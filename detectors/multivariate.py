@@ -64,18 +64,22 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
 
-from driftline.detectors.aggregates import FeatureColumns, feature_columns
 from driftline.detectors.categories import NULL, category_strings
+
+if TYPE_CHECKING:  # aggregates folds these sketches, so it imports this module, not the reverse
+    from driftline.detectors.aggregates import FeatureColumns
 
 __all__ = [
     "FeatureEncoding",
     "MomentSketch",
     "ReconstructionModel",
     "ReconstructionResult",
+    "encode",
+    "encode_columns",
     "fit_reconstruction",
     "fit_reconstruction_rows",
 ]
@@ -115,6 +119,27 @@ class _ExactVector:
             v = np.where(finite, v, 0.0)
         for start in range(0, v.shape[1], _EXACT_ROWS):
             self._add_chunk(v[:, start : start + _EXACT_ROWS])
+
+    @staticmethod
+    def add_many(targets: Sequence[_ExactVector], columns: np.ndarray, seg: np.ndarray) -> None:
+        """``targets[s].add(columns[:, seg == s])`` for every ``s``, with one ``frexp`` and two
+        ``bincount`` a chunk for all of them: the same exact integers, so the same sums."""
+        if not targets:
+            return
+        k = len(targets[0].scaled)
+        v = np.asarray(columns, dtype=np.float64)
+        seg = np.asarray(seg, dtype=np.int64)
+        if v.ndim != 2 or v.shape != (k, seg.size):
+            raise ValueError(f"expected a ({k}, {seg.size}) array, got {v.shape}")
+        finite = np.isfinite(v)
+        if not finite.all():
+            with np.errstate(invalid="ignore"):
+                for s in np.unique(seg[~finite.all(axis=0)]).tolist():
+                    part = v[:, seg == s]
+                    targets[s].special += np.where(np.isfinite(part), 0.0, part).sum(axis=1)
+            v = np.where(finite, v, 0.0)
+        for start in range(0, v.shape[1], _EXACT_ROWS):
+            _add_chunk_many(targets, v[:, start : start + _EXACT_ROWS], seg[start : start + _EXACT_ROWS])
 
     def _add_chunk(self, v: np.ndarray) -> None:
         # Each value is m * 2**(e - 53) with a 53-bit integer m = hi * 2**26 + lo, split in
@@ -171,6 +196,39 @@ class _ExactVector:
         return [Fraction(s, 1 << _SHIFT) for s in self.scaled]
 
 
+def _add_chunk_many(targets: Sequence[_ExactVector], v: np.ndarray, seg: np.ndarray) -> None:
+    """:meth:`_ExactVector._add_chunk` with a target per column of ``v`` (``seg``): the
+    bincount index is (target, sum, exponent block)."""
+    k = v.shape[0]
+    if v.size == 0:
+        return
+    mant, exp = np.frexp(v)
+    hi = np.floor(mant * 2.0**27)
+    lo = mant * 2.0**53 - hi * 2.0**26
+    e = exp + _MIN_EXP
+    block = e >> 3
+    scale = _POW2[e & 7]
+    hi *= scale
+    lo *= scale
+    first = int(block.min())
+    width = int(block.max()) - first + 1
+    cells = k * width
+    idx = (
+        (block - first).astype(np.int64)
+        + width * np.arange(k, dtype=np.int64)[:, None]
+        + cells * seg[None, :]
+    )
+    flat_idx = idx.ravel()
+    size = cells * len(targets)
+    hi_sums = np.bincount(flat_idx, weights=hi.ravel(), minlength=size)
+    lo_sums = np.bincount(flat_idx, weights=lo.ravel(), minlength=size)
+    for flat in np.flatnonzero((hi_sums != 0) | (lo_sums != 0)).tolist():
+        target, rest = divmod(flat, cells)
+        col, b = divmod(rest, width)
+        shift = ((b + first) << 3) - _MIN_EXP - 53 + _SHIFT
+        targets[target].scaled[col] += (int(hi_sums[flat]) << (shift + 26)) + (int(lo_sums[flat]) << shift)
+
+
 class MomentSketch:
     """``n``, ``Σ z`` and ``Σ z zᵀ`` (upper triangle) of encoded rows: the mergeable state of
     one window slice for :class:`ReconstructionModel`. Bounded by ``d (d + 3) / 2`` exact sums.
@@ -201,6 +259,32 @@ class MomentSketch:
             with np.errstate(over="ignore"):  # an overflowing product is kept apart, as inf
                 self._cross.add(block[i] * block[j])  # each product is the same float wherever
         self.n += z.shape[0]
+
+    @classmethod
+    def update_many(cls, sketches: Sequence[MomentSketch], z: np.ndarray, seg: np.ndarray) -> None:
+        """``sketches[s].update(z[seg == s])`` for every ``s``, bit-identically, with one pass of
+        products and exact sums over all rows (the join's fold of a flush)."""
+        if not sketches:
+            return
+        d = sketches[0].d
+        z = np.asarray(z, dtype=np.float64)
+        seg = np.asarray(seg, dtype=np.int64)
+        if z.ndim != 2 or z.shape[1] != d or seg.shape != (z.shape[0],):
+            raise ValueError(f"expected a (rows, {d}) matrix and a segment per row, got {z.shape}, {seg.shape}")
+        if any(s.d != d for s in sketches):
+            raise ValueError("cannot fold into sketches of different d")
+        i, j = np.triu_indices(d)
+        sums = [s._sums for s in sketches]
+        cross = [s._cross for s in sketches]
+        for start in range(0, z.shape[0], _CHUNK_ROWS):
+            block = np.ascontiguousarray(z[start : start + _CHUNK_ROWS].T)
+            part = seg[start : start + _CHUNK_ROWS]
+            _ExactVector.add_many(sums, block, part)
+            with np.errstate(over="ignore"):
+                _ExactVector.add_many(cross, block[i] * block[j], part)
+        counts = np.bincount(seg, minlength=len(sketches)).tolist()
+        for sketch, c in zip(sketches, counts, strict=True):
+            sketch.n += int(c)
 
     def merge(self, other: MomentSketch) -> None:
         if other.d != self.d:
@@ -361,32 +445,12 @@ class ReconstructionModel:
         return np.eye(w.shape[1]) - w.T @ w
 
     def encode(self, columns: Mapping[str, np.ndarray], n: int | None = None) -> np.ndarray:
-        """Rows of standardised encoded features, in :attr:`features` order. A feature absent
-        from ``columns`` counts as missing in every row (imputed, so standardised to ~0);
-        ``n`` gives the row count when no column is there to say it."""
-        sizes = {len(np.asarray(v)) for v in columns.values()} | ({n} if n is not None else set())
-        if len(sizes) > 1:
-            raise ValueError(f"columns of different lengths: {sorted(sizes)}")
-        n = sizes.pop() if sizes else 0
-        out = np.empty((n, len(self.encodings)))
-        for c, enc in enumerate(self.encodings):
-            if enc.name in columns:
-                values = np.asarray(columns[enc.name])
-            elif enc.kind == "categorical":
-                values = np.full(n, None, dtype=object)
-            else:
-                values = np.full(n, math.nan)
-            out[:, c] = enc.encode(values)
-        return out
+        """Rows of standardised encoded features, in :attr:`features` order (:func:`encode`)."""
+        return encode(self.encodings, columns, n)
 
     def encode_columns(self, columns: FeatureColumns, idx: np.ndarray | None = None) -> np.ndarray:
-        """:meth:`encode` on the join's typed columns (the rows at ``idx``, default all): a
-        numeric feature's non-numbers and a categorical feature's non-categories are missing,
-        as in the window's sketches; a categorical feature sent as numbers is spelt as the
-        profile spells it (``category_string``)."""
-        rows = np.arange(columns.size) if idx is None else idx
-        kinds = {e.name: e.kind for e in self.encodings}
-        return self.encode(_typed(columns, kinds, rows), n=int(rows.size))
+        """:func:`encode_columns` with this model's encodings."""
+        return encode_columns(self.encodings, columns, idx)
 
     def new_sketch(self) -> MomentSketch:
         return MomentSketch(len(self.encodings))
@@ -463,18 +527,60 @@ class ReconstructionModel:
         )
 
 
+def encode(
+    encodings: Sequence[FeatureEncoding], columns: Mapping[str, np.ndarray], n: int | None = None
+) -> np.ndarray:
+    """Rows of standardised encoded features, in ``encodings`` order. A feature absent from
+    ``columns`` counts as missing in every row (imputed, so standardised to ~0); ``n`` gives
+    the row count when no column is there to say it."""
+    sizes = {len(np.asarray(v)) for v in columns.values()} | ({n} if n is not None else set())
+    if len(sizes) > 1:
+        raise ValueError(f"columns of different lengths: {sorted(sizes)}")
+    n = sizes.pop() if sizes else 0
+    out = np.empty((n, len(encodings)))
+    for c, enc in enumerate(encodings):
+        if enc.name in columns:
+            values = np.asarray(columns[enc.name])
+        elif enc.kind == "categorical":
+            values = np.full(n, None, dtype=object)
+        else:
+            values = np.full(n, math.nan)
+        out[:, c] = enc.encode(values)
+    return out
+
+
+def encode_columns(
+    encodings: Sequence[FeatureEncoding], columns: FeatureColumns, idx: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`encode` on the join's typed columns (the rows at ``idx``, default all): a numeric
+    feature's non-numbers are missing, as in the window's sketches; a categorical feature
+    takes a row's category, else its number spelt as the profile spells it
+    (``category_string``), so each row's encoding depends on that row alone."""
+    rows = np.arange(columns.size) if idx is None else idx
+    kinds = {e.name: e.kind for e in encodings}
+    return encode(encodings, _typed(columns, kinds, rows), n=int(rows.size))
+
+
 def _typed(columns: FeatureColumns, kinds: Mapping[str, Kind], rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Each feature's values at ``rows`` as its kind reads them (see ``encode_columns``)."""
+    """Each feature's values at ``rows`` as its kind reads them (see ``encode_columns``).
+
+    A row's encoding depends on that row alone, never on the batch it came in: a categorical
+    feature takes a row's category, else its number spelt as a category. (Reading numbers as
+    missing whenever some other row of the batch sent text would make a window's moments
+    depend on how its events were split over partitions and flushes, and they must not.)"""
     picked: dict[str, np.ndarray] = {}
     for name, kind in kinds.items():
         if kind == "numeric":
             if name in columns.numeric:
                 picked[name] = columns.numeric[name][rows]
-        elif name in columns.categorical:
-            picked[name] = columns.categorical[name][rows]
-        elif name in columns.numeric:
+            continue
+        text = columns.categorical[name][rows] if name in columns.categorical else None
+        if name in columns.numeric:
             values = columns.numeric[name][rows]
-            picked[name] = category_strings([None if np.isnan(v) else float(v) for v in values.tolist()])
+            spelt = category_strings([None if np.isnan(v) else float(v) for v in values.tolist()])
+            picked[name] = spelt if text is None else np.where(np.equal(text, NULL), spelt, text)
+        elif text is not None:
+            picked[name] = text
     return picked
 
 
@@ -483,6 +589,8 @@ def fit_reconstruction_rows(
 ) -> ReconstructionModel:
     """:func:`fit_reconstruction` on reference rows' feature dicts (what a profile is built
     from), typed as the join types a window's events, so reference and windows agree."""
+    from driftline.detectors.aggregates import feature_columns
+
     columns = feature_columns(features)
     picked = _typed(columns, kinds, np.arange(columns.size))
     for name, kind in kinds.items():  # a feature no row has is missing throughout
@@ -546,8 +654,15 @@ def fit_reconstruction(
     threshold: Threshold = "sampling",
     chunk_size: int | None = None,
     min_n: int = 30,
+    encodings: Sequence[FeatureEncoding] | None = None,
 ) -> ReconstructionModel:
     """Fit encodings, PCA and band on reference columns (``kinds`` names the features used).
+
+    ``encodings`` (another model's, in the order of their names) are kept instead of fitted:
+    a segment's model encodes as its whole model does, so one encoded row (and one moment
+    sketch fold) serves every slice of a window, and the segment's PCA and band are fitted on
+    its own rows in those coordinates (their mean need not be 0: errors use uncentred moments
+    on both sides, so the reference error and the windows' agree).
 
     The PCA is an eigen-decomposition of the reference's covariance, itself read from the
     reference's :class:`MomentSketch`: the same sums a window keeps. ``chunk_size`` also fits
@@ -560,7 +675,12 @@ def fit_reconstruction(
     missing = [f for f in names if f not in columns]
     if missing:
         raise ValueError(f"reference has no column for {missing}")
-    encodings = tuple(_encoding(f, kinds[f], np.asarray(columns[f])) for f in names)
+    if encodings is None:
+        encodings = tuple(_encoding(f, kinds[f], np.asarray(columns[f])) for f in names)
+    else:
+        encodings = tuple(encodings)
+        if [e.name for e in encodings] != names or any(e.kind != kinds[e.name] for e in encodings):
+            raise ValueError(f"the given encodings are not those of {names} as {dict(kinds)}")
     z = np.column_stack([e.encode(np.asarray(columns[e.name])) for e in encodings])
     n = z.shape[0]
     if n < 2 * len(names):

@@ -45,6 +45,7 @@ from driftline.detectors.estimation import estimate_binary, estimate_class_proba
 from driftline.detectors.hashing import stable_keys
 from driftline.detectors.loss_model import LossModel, fit_loss_model
 from driftline.detectors.metrics import classification_metrics, regression_metrics
+from driftline.detectors.multivariate import FeatureEncoding, ReconstructionModel, fit_reconstruction_rows
 from driftline.detectors.sketches import (
     CalibratedScores,
     CategoricalSketch,
@@ -180,6 +181,9 @@ class ReferenceProfile:
     #: the classes and class-probability map fitted on the reference (multiclass models with
     #: per-class ``scores`` and labels)
     class_calibrator: MulticlassCalibrator | None = None
+    #: the PCA and band of multivariate drift fitted on the reference rows (when asked for,
+    #: ``build_profile(multivariate=True)``), with the encodings the windows' moments use
+    reconstruction: ReconstructionModel | None = None
 
     def get(self, name: str) -> FeatureProfile:
         """A feature's profile; ``"prediction"``/``"label"`` name those unless a feature is so named."""
@@ -202,6 +206,7 @@ class ReferenceProfile:
             "calibrator": None if self.calibrator is None else self.calibrator.to_dict(),
             "loss_model": None if self.loss_model is None else self.loss_model.to_dict(),
             "class_calibrator": None if self.class_calibrator is None else self.class_calibrator.to_dict(),
+            "reconstruction": None if self.reconstruction is None else self.reconstruction.to_dict(),
         }
 
     @classmethod
@@ -216,7 +221,10 @@ class ReferenceProfile:
                    None if d.get("loss_model") is None else LossModel.from_dict(d["loss_model"]),
                    # profiles written before multiclass estimates have none: no estimates
                    None if d.get("class_calibrator") is None
-                   else MulticlassCalibrator.from_dict(d["class_calibrator"]))
+                   else MulticlassCalibrator.from_dict(d["class_calibrator"]),
+                   # profiles written before multivariate drift have none
+                   None if d.get("reconstruction") is None
+                   else ReconstructionModel.from_dict(d["reconstruction"]))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ReferenceProfile) and _json_eq(self.to_dict(), other.to_dict())
@@ -286,6 +294,8 @@ def build_profile(
     calibration: str = "auto",
     grid_bins: int = DEFAULT_GRID_BINS,
     grids: Mapping[str, np.ndarray] | None = None,
+    multivariate: bool = False,
+    encodings: tuple[FeatureEncoding, ...] | None = None,
 ) -> ReferenceProfile:
     """Profile rows that are flat dicts or PredictionEvent-shaped (features nested under
     ``features_key``). Types are inferred per column and overridable by ``feature_types``
@@ -298,7 +308,12 @@ def build_profile(
 
     Numeric features also count on a fine grid of ``grid_bins`` quantiles (0: none), or on
     the given ``grids`` (a segment's profile counts on its model's grid, which its windows use).
-    Predictions and labels are not gridded: their numeric tests use samples."""
+    Predictions and labels are not gridded: their numeric tests use samples.
+
+    ``multivariate`` also fits the reconstruction-error model (:mod:`~driftline.detectors.
+    multivariate`) on every profiled feature (a categorical one with no value is left out), or
+    on the features of the given ``encodings`` (a segment's profile encodes as its model's);
+    a reference it cannot be fitted on raises ``ValueError`` saying why."""
     types = dict(feature_types or {})
     if task is not None:
         target_kind = "numeric" if task == "regression" else "categorical"
@@ -310,11 +325,14 @@ def build_profile(
     ids: list[str] = []
     scores: list[float] = []
     vectors: list[Mapping[str, Any] | None] = []
+    feature_rows: list[Mapping[str, Any]] = []
     n = 0
     for n, row in enumerate(rows, start=1):  # offline build: a loop over rows is fine here
         nested = row.get(features_key)
         feats = nested if isinstance(nested, Mapping) else {
             k: v for k, v in row.items() if k not in _META_KEYS and k not in (prediction_key, label_key)}
+        if multivariate:
+            feature_rows.append(feats)
         for name in columns.keys() - feats.keys():
             columns[name].append(None)
         for name, v in feats.items():
@@ -365,8 +383,16 @@ def build_profile(
         class_calibrator = _fit_classes(vectors, labels, calibration)
     if class_calibrator is not None and has_pred:
         metrics.update(_own_class_estimates(preds, vectors, class_calibrator))
+    reconstruction = None
+    if multivariate:
+        if encodings is not None:
+            kinds = {e.name: e.kind for e in encodings}
+        else:
+            kinds = {name: f.kind for name, f in features.items()
+                     if f.kind == "numeric" or f.n > 0}
+        reconstruction = fit_reconstruction_rows(feature_rows, kinds, encodings=encodings)  # type: ignore[arg-type]
     return ReferenceProfile(model_id, model_version, features, prediction, label, metrics, n, calibrator,
-                            loss_model, class_calibrator)
+                            loss_model, class_calibrator, reconstruction)
 
 
 def _fit_classes(

@@ -85,7 +85,7 @@ HEALTH_EVENTS = frozenset(
 #: values the root-cause detectors give a window (multivariate drift, attribution drift).
 #: Not in :data:`METRICS` yet: a name joins it when ``streams/evaluation.py`` computes it,
 #: since ``tests/test_vocabulary.py`` checks every listed metric is produced.
-ROOT_CAUSE_METRICS = frozenset({"multivariate_error", "multivariate_drift", "attribution_ndcg"})
+ROOT_CAUSE_METRICS = frozenset({"attribution_ndcg"})
 
 #: metrics that are a share of labelled events, for which Wilson intervals hold
 #: (``driftline.streams.ranking``)
@@ -144,6 +144,10 @@ METRICS = frozenset(
         # CUSUM of per-window drift evidence (detectors/sequential.py): what the default drift
         # rule watches, so false alerts are bounded per month rather than per window
         "drift_cusum",
+        # multivariate drift (models with ``multivariate: true``): the window's mean squared
+        # reconstruction error, and 1 when it is outside the reference's band
+        "multivariate_error",
+        "multivariate_drift",
     }
 )
 #: (prefix, free part, suffix): a name ``prefix + anything + suffix``
@@ -164,7 +168,8 @@ METRIC_FAMILIES: tuple[tuple[str, str, str], ...] = (
 #: label-free metrics are complete when a window's predictions are (provisional phase); the
 #: others need labels and are judged when the window is final
 LABEL_FREE_METRICS = frozenset(
-    {"dataset_drift", "drift_share", "drifted_features", "drift_cusum", "prediction_count"}
+    {"dataset_drift", "drift_share", "drifted_features", "drift_cusum", "prediction_count",
+     "multivariate_error", "multivariate_drift"}
 )
 _LABEL_FREE_PREFIXES = ("drift.", "missing_rate.", "type_error_rate.", "out_of_range_rate.", "estimated_")
 

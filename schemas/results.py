@@ -16,6 +16,7 @@ __all__ = [
     "DriftKind",
     "DriftTest",
     "FeatureQuality",
+    "MultivariateDrift",
     "OnlineDetection",
     "SegmentContribution",
     "WindowResult",
@@ -119,6 +120,33 @@ class SegmentContribution(msgspec.Struct, kw_only=True):
     support: int
 
 
+class MultivariateDrift(msgspec.Struct, kw_only=True):
+    """Multivariate drift of one window slice (``detectors/multivariate.py``): the mean squared
+    error of reconstructing the window's standardised, encoded features from the principal
+    components of the reference, against the band the reference's own errors give a window of
+    this size. It sees a change in how features move together that no per-feature test sees.
+
+    ``drifted`` when ``error`` leaves [``lower``, ``threshold``] (and ``n`` is at least the
+    model's minimum); ``exceedance`` is ``(error - reference_error) / (threshold -
+    reference_error)``: 0 at the reference, 1 at the threshold. ``contributions`` split
+    ``error`` by feature; ``drivers`` are the features whose share rose above the reference's,
+    largest rise first (empty unless drifted). ``error`` and the band are None for an empty
+    window."""
+
+    method: str
+    error: float | None
+    lower: float | None
+    threshold: float | None
+    reference_error: float
+    exceedance: float | None
+    drifted: bool
+    n: int
+    n_components: int
+    features: list[str]
+    contributions: dict[str, float | None]
+    drivers: list[str]
+
+
 class WindowResult(msgspec.Struct, kw_only=True):
     """The evaluation of one window slice. ``phase`` is ``provisional`` when event time passed
     the window's end plus grace (label-free results complete, labels may still come) and
@@ -151,6 +179,9 @@ class WindowResult(msgspec.Struct, kw_only=True):
     #: the model's headline metric (``detectors.vocabulary.SEGMENT_RANKING_METRIC``), worst
     #: first; empty for segment slices and until the window is final (it needs labels)
     segments_ranked: list[SegmentContribution] = []
+    #: multivariate drift, for models with ``multivariate: true`` (None otherwise, and for a
+    #: segment whose reference had too few rows to fit it)
+    multivariate: MultivariateDrift | None = None
 
 
 _decoder = msgspec.json.Decoder(WindowResult)

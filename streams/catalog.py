@@ -26,7 +26,12 @@ def build_profiles(
     whole population (a slice defined by ``channel=web`` always differs from all channels)."""
     from driftline.detectors.profile import build_profile
 
-    def profile(subset: Sequence[Mapping[str, Any]], grids: Mapping[str, Any] | None = None) -> Any:
+    def profile(
+        subset: Sequence[Mapping[str, Any]],
+        grids: Mapping[str, Any] | None = None,
+        multivariate: bool = False,
+        encodings: Any = None,
+    ) -> Any:
         return build_profile(
             subset,
             model_id=model_id,
@@ -35,9 +40,19 @@ def build_profiles(
             feature_types=dict(cfg.feature_types) or None,
             positive_label=cfg.positive_label,
             grids=grids,
+            multivariate=multivariate,
+            encodings=encodings,
         )
 
-    whole = profile(rows)
+    try:
+        whole = profile(rows, multivariate=cfg.multivariate)
+    except ValueError as exc:
+        if not cfg.multivariate:
+            raise
+        raise ValueError(
+            f"models.{model_id}.multivariate: the reference cannot fit multivariate drift: {exc}; "
+            "give a reference with more rows or varying features, or set multivariate: false"
+        ) from exc
     # a segment slice's windows count on the model's grid (one spec per model), so its
     # reference must count on that grid too for the whole-window tests to compare bin for bin
     model_grids = {
@@ -48,8 +63,15 @@ def build_profiles(
     for row in rows:
         for dim, value in (row.get("segments") or {}).items():
             by_segment.setdefault(f"{dim}={value}", []).append(row)
+    # a segment's PCA is fitted in its model's encoding: the windows keep one encoding a model
+    encodings = whole.reconstruction.encodings if whole.reconstruction is not None else None
     for segment, subset in sorted(by_segment.items()):
-        out[(model_id, segment)] = profile(subset, model_grids)
+        try:
+            out[(model_id, segment)] = profile(subset, model_grids, encodings is not None, encodings)
+        except ValueError:
+            # too few rows of the segment to fit its own PCA: its slices get no multivariate
+            # result (the whole model's slice still sees their rows)
+            out[(model_id, segment)] = profile(subset, model_grids)
     return out
 
 
@@ -81,7 +103,15 @@ def spec_from_profile(cfg: ModelConfig, profile: Any | None) -> AggregateSpec:
         loss_model=None if profile is None else getattr(profile, "loss_model", None),
         numeric_grids=grids,
         class_calibrator=None if profile is None else getattr(profile, "class_calibrator", None),
+        moment_encodings=_moment_encodings(cfg, profile),
     )
+
+
+def _moment_encodings(cfg: ModelConfig, profile: Any | None) -> Any:
+    """What the windows' moment sketches encode by: the reference's, when the model asks for
+    multivariate drift (its profile then has them, see :meth:`ModelCatalog.check`)."""
+    model = None if profile is None or not cfg.multivariate else getattr(profile, "reconstruction", None)
+    return None if model is None else model.encodings
 
 
 class ModelCatalog:
@@ -110,6 +140,25 @@ class ModelCatalog:
         self._sources.update(sources or {})
         self._specs: dict[str, AggregateSpec] = {}
         self._admitted: set[str] = set(config.models)
+        self.check()
+
+    def check(self) -> None:
+        """Refuse, at start-up, a model that asks for what its references cannot give."""
+        for model_id, cfg in self.config.models.items():
+            if not cfg.multivariate:
+                continue
+            profile = self.profiles.get((model_id, ""))
+            if profile is None:
+                raise ValueError(
+                    f"models.{model_id}.multivariate: true needs a reference profile (set "
+                    f"models.{model_id}.reference: PATH, or replay --reference), or set multivariate: false"
+                )
+            if getattr(profile, "reconstruction", None) is None:
+                raise ValueError(
+                    f"models.{model_id}.multivariate: true, but the reference profile of {model_id} has "
+                    "no multivariate model: build it with multivariate: true in the model's config "
+                    "(driftline baseline create reads it), or set multivariate: false"
+                )
 
     @classmethod
     def load(

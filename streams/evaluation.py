@@ -44,7 +44,7 @@ from driftline.detectors.sequential import DriftCusum, window_evidence
 from driftline.detectors.vocabulary import SEGMENT_RANKING_METRIC, is_label_free
 from driftline.platform.config import ModelConfig
 from driftline.schemas import AlertEvent, RetrainingRequest, Window, alert_event, retraining_request
-from driftline.schemas.results import OnlineDetection, SegmentContribution, WindowResult
+from driftline.schemas.results import MultivariateDrift, OnlineDetection, SegmentContribution, WindowResult
 from driftline.schemas.timefmt import ms_to_rfc3339
 from driftline.schemas.windows import Phase, parse_segment_key, segment_key
 from driftline.streams.catalog import ModelCatalog
@@ -336,6 +336,7 @@ class Evaluator:
             ],
             intervals={k: [lo, hi] for k, (lo, hi) in sorted(found.intervals.items())},
             interval_level=found.interval_level,
+            multivariate=found.multivariate,
         )
         return Pending(
             cfg, model_id, model_version, segment, start, end, values, agg, ref, result, phase,
@@ -412,6 +413,8 @@ class Evaluator:
                 top = _ranked(rule, *segments)[:EVIDENCE_SEGMENTS]
                 if top:  # worst first
                     evidence["segments"] = [msgspec.to_builtins(c) for c in top]
+            if segments is not None and segments[1] and "multivariate" in evidence:
+                _multivariate_segments(evidence["multivariate"], segments[1])
             fired = self.tracker.observe(
                 rule,
                 model_id=model_id,
@@ -581,6 +584,7 @@ def metric_values(
             values[f"{prefix}.p_value"] = d.p_value
     for kind in online:
         values[f"online.{kind}.detections"] = float(sum(d.detector == kind for d in detections))
+    values.update(_multivariate_values(found))
     for name, q in found.quality.items():
         values[f"missing_rate.{name}"] = q.missing_rate
         values[f"type_error_rate.{name}"] = q.type_error_rate
@@ -605,7 +609,49 @@ def _evidence(rule: Rule, result: WindowResult) -> dict[str, Any]:
             d.feature for d in result.drift if d.drifted and d.kind == "feature"
         )
         evidence["features"] = drift_evidence(result.drift)  # ranked by effect, with the numbers
+    if rule.metric.startswith("multivariate") and result.multivariate is not None:
+        evidence["multivariate"] = _multivariate_evidence(result.multivariate)
     return evidence
+
+
+# -- multivariate drift (detectors/multivariate.py) -------------------------------------------
+def _multivariate_values(found: Comparison) -> dict[str, float]:
+    """``multivariate_error`` and ``multivariate_drift`` (1/0) of a window that has them."""
+    mv = found.multivariate
+    if mv is None or mv.error is None:
+        return {}
+    return {"multivariate_error": mv.error, "multivariate_drift": 1.0 if mv.drifted else 0.0}
+
+
+def _multivariate_evidence(mv: MultivariateDrift) -> dict[str, Any]:
+    """What a multivariate alert shows: the error against its band, and the features that
+    drive it, each with its share of the error (largest rise over the reference first)."""
+    return {
+        "error": mv.error,
+        "threshold": mv.threshold,
+        "reference_error": mv.reference_error,
+        "exceedance": mv.exceedance,
+        "drivers": [{"feature": f, "contribution": mv.contributions.get(f)} for f in mv.drivers],
+    }
+
+
+def _multivariate_segments(evidence: dict[str, Any], segments: Sequence[Pending]) -> None:
+    """The segment slices of the same window whose own multivariate signal fired, largest
+    exceedance first (then by key), each with its drivers: where the joint shift is. Label-free,
+    so it is there at the provisional phase, as the alert is."""
+    fired = [
+        s for s in segments
+        if s.result.multivariate is not None and s.result.multivariate.drifted
+    ]
+    fired.sort(key=lambda s: (-(s.result.multivariate.exceedance or 0.0), s.segment))  # type: ignore[union-attr]
+    evidence["segments"] = [
+        {
+            "segment": s.segment,
+            "exceedance": s.result.multivariate.exceedance,  # type: ignore[union-attr]
+            "drivers": list(s.result.multivariate.drivers),  # type: ignore[union-attr]
+        }
+        for s in fired[:EVIDENCE_SEGMENTS]
+    ]
 
 
 def _worst_segments(evidence: Mapping[str, Any], result: WindowResult) -> list[SegmentContribution]:

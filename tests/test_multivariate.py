@@ -251,12 +251,12 @@ def test_the_joins_typed_columns_encode_as_the_rows_do() -> None:
     events = [
         {"amount": 1.5, "colour": "red", "code": 2, "x": 0.1},
         {"amount": "oops", "colour": None, "code": 3, "x": 0.2},  # a type error and a null: missing
-        {"amount": 0.5, "colour": 7, "code": 1},  # x absent, colour a number
+        {"amount": 0.5, "colour": 7, "code": 1},  # x absent, colour a number: an unseen "7"
     ]
     expected = model.encode(
         {
             "amount": np.array([1.5, np.nan, 0.5]),
-            "colour": np.array(["red", None, None], dtype=object),
+            "colour": np.array(["red", None, "7"], dtype=object),
             "code": np.array(["2", "3", "1"], dtype=object),
             "x": np.array([0.1, 0.2, np.nan]),
         }
@@ -266,6 +266,9 @@ def test_the_joins_typed_columns_encode_as_the_rows_do() -> None:
         model.encode_columns(feature_columns(events), np.array([2, 0])), expected[[2, 0]]
     )
     assert model.encode_columns(feature_columns([{"other": 1}])).shape == (1, 4)
+    # a row encodes alike whatever else its batch holds (a partition or flush of its own)
+    for i, event in enumerate(events):
+        np.testing.assert_array_equal(model.encode_columns(feature_columns([event])), expected[[i]])
 
 
 def test_exact_sums_hold_over_the_whole_float_range() -> None:

@@ -136,6 +136,7 @@ def _evaluations(task: str) -> list:
         label_horizon_ms=2_000,
         positive_label="1",
         online_detectors=tuple(sorted(ONLINE_DETECTORS)) if task != "regression" else ("adwin",),
+        multivariate=task == "binary",
     )
     config = Config(defaults=cfg, models={"m": cfg})
     rows = [

@@ -82,6 +82,10 @@ class ModelConfig:
     #: the model's registry reference, copied into retraining requests as their lineage
     #: (keys in REGISTRY_KEYS; the registered version is the events' ``model_version``)
     registry: Mapping[str, str] = field(default_factory=dict)
+    #: multivariate drift (PCA reconstruction error, docs/detectors.md): off by default, since
+    #: its moment sketch costs about as much again as the rest of a window's fold
+    #: (benchmarks/root_cause_cost.py); needs a reference profile
+    multivariate: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in ("binary", "multiclass", "regression"):
@@ -113,6 +117,8 @@ class ModelConfig:
             raise ValueError(f"registry: unknown keys {unknown_registry}; allowed: {list(REGISTRY_KEYS)}")
         if len(set(self.online_detectors)) != len(self.online_detectors):
             raise ValueError("online_detectors lists a detector twice")
+        if not isinstance(self.multivariate, bool):
+            raise ValueError(f"multivariate must be true or false, not {self.multivariate!r}")
 
     @property
     def classes(self) -> tuple[str, str] | None:
@@ -247,6 +253,7 @@ _MODEL_KEYS = {
     "rules": "rules",
     "online_detectors": "online_detectors",
     "registry": "registry",
+    "multivariate": "multivariate",
 }
 #: a model's ``registry`` keys: tracking/registry URI, registered model name, alias, source run
 REGISTRY_KEYS = ("uri", "name", "alias", "run_id")
