@@ -33,13 +33,13 @@ from driftline.detectors.estimation import (
     multiclass_estimation_errors,
 )
 from driftline.detectors.loss_model import estimate_regression
-from driftline.detectors.multivariate import ReconstructionModel
 from driftline.detectors.metrics import (
     classification_metrics,
     probability_metrics,
     ranking_metrics,
     regression_metrics,
 )
+from driftline.detectors.multivariate import ReconstructionModel
 from driftline.detectors.sketches import CategoricalSketch, NumericSketch, bin_index
 from driftline.detectors.summaries import categorical_summary, coarse_cuts, numeric_summary
 from driftline.schemas.results import (

@@ -270,7 +270,7 @@ class MomentSketch:
         z = np.asarray(z, dtype=np.float64)
         seg = np.asarray(seg, dtype=np.int64)
         if z.ndim != 2 or z.shape[1] != d or seg.shape != (z.shape[0],):
-            raise ValueError(f"expected a (rows, {d}) matrix and a segment per row, got {z.shape}, {seg.shape}")
+            raise ValueError(f"expected a (rows, {d}) matrix and a segment per row: {z.shape}, {seg.shape}")
         if any(s.d != d for s in sketches):
             raise ValueError("cannot fold into sketches of different d")
         i, j = np.triu_indices(d)

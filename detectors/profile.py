@@ -45,7 +45,12 @@ from driftline.detectors.estimation import estimate_binary, estimate_class_proba
 from driftline.detectors.hashing import stable_keys
 from driftline.detectors.loss_model import LossModel, fit_loss_model
 from driftline.detectors.metrics import classification_metrics, regression_metrics
-from driftline.detectors.multivariate import FeatureEncoding, ReconstructionModel, fit_reconstruction_rows
+from driftline.detectors.multivariate import (
+    FeatureEncoding,
+    Kind,
+    ReconstructionModel,
+    fit_reconstruction_rows,
+)
 from driftline.detectors.sketches import (
     CalibratedScores,
     CategoricalSketch,
@@ -385,12 +390,13 @@ def build_profile(
         metrics.update(_own_class_estimates(preds, vectors, class_calibrator))
     reconstruction = None
     if multivariate:
+        kinds: dict[str, Kind]
         if encodings is not None:
             kinds = {e.name: e.kind for e in encodings}
         else:
-            kinds = {name: f.kind for name, f in features.items()
-                     if f.kind == "numeric" or f.n > 0}
-        reconstruction = fit_reconstruction_rows(feature_rows, kinds, encodings=encodings)  # type: ignore[arg-type]
+            kinds = {name: "numeric" if f.kind == "numeric" else "categorical"
+                     for name, f in features.items() if f.kind == "numeric" or f.n > 0}
+        reconstruction = fit_reconstruction_rows(feature_rows, kinds, encodings=encodings)
     return ReferenceProfile(model_id, model_version, features, prediction, label, metrics, n, calibrator,
                             loss_model, class_calibrator, reconstruction)
 

@@ -170,7 +170,8 @@ def test_a_joint_shift_in_one_segment_is_named_by_segment_and_features_and_by_no
     # a window's verdict is a test at alpha = 0.05 (BH over the features): the slices holding
     # the joint shift drift no more often than stationary ones would (3 sigma over the trials)
     rate = univariate_fired / univariate_verdicts
-    assert rate <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / univariate_verdicts), (univariate_fired, univariate_verdicts)
+    bound = 0.05 + 3 * np.sqrt(0.05 * 0.95 / univariate_verdicts)
+    assert rate <= bound, (univariate_fired, univariate_verdicts)
 
 
 def _check_exact(catalog: ModelCatalog, windows, closed, br_result) -> None:

@@ -199,7 +199,19 @@ def test_rule_from_dict_missing_and_not_a_mapping() -> None:
 
 def test_default_rules() -> None:
     by_name = {r.name: r for r in DEFAULT_RULES}
-    assert list(by_name) == ["dataset-drift", "accuracy-drop", "estimated-accuracy-drop", "accuracy-floor"]
+    assert list(by_name) == [
+        "dataset-drift",
+        "multivariate-drift",
+        "accuracy-drop",
+        "estimated-accuracy-drop",
+        "accuracy-floor",
+    ]
+
+    joint = by_name["multivariate-drift"]  # silent unless the model keeps moments
+    assert (joint.metric, joint.comparison, joint.threshold) == ("multivariate_drift", ">=", 1.0)
+    assert joint.for_windows == 2
+    assert (joint.severity, joint.retrain, joint.min_samples) == ("warning", False, 100)
+    assert joint.breached(1.0) and not joint.breached(0.0)
 
     drift = by_name["dataset-drift"]
     from driftline.detectors.sequential import CUSUM_H
