@@ -18,7 +18,14 @@ from driftline.apps.simulate import simulate, write_jsonl
 GOLDEN = Path(__file__).parent / "data" / "replay-golden.json"
 CONFIG = {
     "defaults": {"window": "60s", "grace": "10s", "label_horizon": "30s"},
-    "models": {"churn": {"task": "binary", "drift_tests": {"amount": "psi"}, "reference": "r.jsonl"}},
+    "models": {
+        "churn": {
+            "task": "binary",
+            "drift_tests": {"amount": "psi"},
+            "reference": "r.jsonl",
+            "multivariate": True,
+        }
+    },
 }
 
 
