@@ -82,6 +82,8 @@ class Reference:
     numeric_grid_counts: dict[str, np.ndarray] = field(default_factory=dict)
     numeric_moments: dict[str, tuple[int, float, float]] = field(default_factory=dict)
     summaries: dict[str, DistributionSummary] = field(default_factory=dict)
+    #: mean |attribution| per feature (None: the reference carried no attributions)
+    attributions: dict[str, float] | None = None
 
     @classmethod
     def from_aggregate(
@@ -105,6 +107,8 @@ class Reference:
             ref.prediction_counts = dict(agg.prediction_cat.counts)
         if agg.prediction_num is not None:
             ref.prediction_sample = agg.prediction_num.sample_values.copy()
+        if agg.attributions:
+            ref.attributions = agg.attributions.means()
         return ref
 
     @classmethod
@@ -138,6 +142,9 @@ class Reference:
                 else:
                     ref.label_counts = counts
         ref.metrics = {k: float(v) for k, v in (profile.metrics or {}).items()}
+        attributions = getattr(profile, "attributions", None)
+        if attributions:
+            ref.attributions = dict(attributions)
         return ref
 
 

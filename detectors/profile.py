@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from driftline.detectors.attribution import AttributionSums
 from driftline.detectors.calibration import (
     Calibrator,
     MulticlassCalibrator,
@@ -75,7 +76,7 @@ DEFAULT_GRID_BINS = 200
 DEFAULT_SAMPLE = 20_000
 # top-level keys of a flat row that are event metadata, not features
 _META_KEYS = frozenset({"prediction_id", "model_id", "model_version", "timestamp", "scores", "score",
-                        "segments", "schema_version"})
+                        "segments", "schema_version", "attributions"})
 
 
 def _num(x: float) -> float | None:
@@ -180,6 +181,9 @@ class ReferenceProfile:
     #: the classes and class-probability map fitted on the reference (multiclass models with
     #: per-class ``scores`` and labels)
     class_calibrator: MulticlassCalibrator | None = None
+    #: mean |attribution| per feature over the rows that carried ``attributions`` (None when
+    #: none did): the relevance a window's attribution ranking is scored against
+    attributions: dict[str, float] | None = None
 
     def get(self, name: str) -> FeatureProfile:
         """A feature's profile; ``"prediction"``/``"label"`` name those unless a feature is so named."""
@@ -191,7 +195,7 @@ class ReferenceProfile:
         return special
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "model_id": self.model_id,
             "model_version": self.model_version,
             "n_rows": self.n_rows,
@@ -203,6 +207,9 @@ class ReferenceProfile:
             "loss_model": None if self.loss_model is None else self.loss_model.to_dict(),
             "class_calibrator": None if self.class_calibrator is None else self.class_calibrator.to_dict(),
         }
+        if self.attributions is not None:  # absent, not null: profiles without stay as they were
+            out["attributions"] = dict(sorted(self.attributions.items()))
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ReferenceProfile:
@@ -216,7 +223,9 @@ class ReferenceProfile:
                    None if d.get("loss_model") is None else LossModel.from_dict(d["loss_model"]),
                    # profiles written before multiclass estimates have none: no estimates
                    None if d.get("class_calibrator") is None
-                   else MulticlassCalibrator.from_dict(d["class_calibrator"]))
+                   else MulticlassCalibrator.from_dict(d["class_calibrator"]),
+                   None if d.get("attributions") is None
+                   else {str(k): float(v) for k, v in d["attributions"].items()})
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ReferenceProfile) and _json_eq(self.to_dict(), other.to_dict())
@@ -310,6 +319,7 @@ def build_profile(
     ids: list[str] = []
     scores: list[float] = []
     vectors: list[Mapping[str, Any] | None] = []
+    attributed: dict[str, list[float]] = {}
     n = 0
     for n, row in enumerate(rows, start=1):  # offline build: a loop over rows is fine here
         nested = row.get(features_key)
@@ -324,7 +334,11 @@ def build_profile(
         ids.append(str(row.get("prediction_id", n - 1)))
         scores.append(_score(row, positive_label))
         vectors.append(row["scores"] if isinstance(row.get("scores"), Mapping) else None)
+        _add_attributions(attributed, row.get("attributions"))
     keys = stable_keys(ids)
+    attributions = AttributionSums()
+    for name, values in sorted(attributed.items()):
+        attributions.update(name, np.array(values, dtype=np.float64))
 
     given = dict(grids or {})
 
@@ -366,7 +380,18 @@ def build_profile(
     if class_calibrator is not None and has_pred:
         metrics.update(_own_class_estimates(preds, vectors, class_calibrator))
     return ReferenceProfile(model_id, model_version, features, prediction, label, metrics, n, calibrator,
-                            loss_model, class_calibrator)
+                            loss_model, class_calibrator, attributions.means() if attributions else None)
+
+
+def _add_attributions(columns: dict[str, list[float]], given: Any) -> None:
+    """One row's attributions, per feature; summed as a window sums them (exactly), so a
+    window of the reference's own rows has the reference's means to the bit. Non-numbers
+    are skipped (ingest would dead-letter such an event)."""
+    if not isinstance(given, Mapping):
+        return
+    for name, value in given.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            columns.setdefault(str(name), []).append(float(value))
 
 
 def _fit_classes(

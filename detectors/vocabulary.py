@@ -28,6 +28,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "CORRECTIONS",
+    "DEFAULT_ATTRIBUTION_THRESHOLD",
     "DRIFT_TESTS",
     "HEALTH_EVENTS",
     "LABEL_FREE_METRICS",
@@ -82,10 +83,13 @@ HEALTH_EVENTS = frozenset(
         "type_change",
     }
 )
-#: values the root-cause detectors give a window (multivariate drift, attribution drift).
+#: values the root-cause detectors give a window (multivariate drift).
 #: Not in :data:`METRICS` yet: a name joins it when ``streams/evaluation.py`` computes it,
 #: since ``tests/test_vocabulary.py`` checks every listed metric is produced.
-ROOT_CAUSE_METRICS = frozenset({"multivariate_error", "multivariate_drift", "attribution_ndcg"})
+ROOT_CAUSE_METRICS = frozenset({"multivariate_error", "multivariate_drift"})
+#: the nDCG below which a window's attribution ranking has drifted (``attribution_drift``):
+#: SageMaker Clarify's violation threshold; ``ModelConfig.attribution_threshold`` overrides it
+DEFAULT_ATTRIBUTION_THRESHOLD = 0.9
 
 #: metrics that are a share of labelled events, for which Wilson intervals hold
 #: (``driftline.streams.ranking``)
@@ -144,6 +148,10 @@ METRICS = frozenset(
         # CUSUM of per-window drift evidence (detectors/sequential.py): what the default drift
         # rule watches, so false alerts are bounded per month rather than per window
         "drift_cusum",
+        # feature attribution drift (detectors/attribution.py), when events carry attributions
+        # and the reference has them: the nDCG, and 1/0 for "below attribution_threshold"
+        "attribution_ndcg",
+        "attribution_drift",
     }
 )
 #: (prefix, free part, suffix): a name ``prefix + anything + suffix``
@@ -164,7 +172,8 @@ METRIC_FAMILIES: tuple[tuple[str, str, str], ...] = (
 #: label-free metrics are complete when a window's predictions are (provisional phase); the
 #: others need labels and are judged when the window is final
 LABEL_FREE_METRICS = frozenset(
-    {"dataset_drift", "drift_share", "drifted_features", "drift_cusum", "prediction_count"}
+    {"dataset_drift", "drift_share", "drifted_features", "drift_cusum", "prediction_count",
+     "attribution_ndcg", "attribution_drift"}
 )
 _LABEL_FREE_PREFIXES = ("drift.", "missing_rate.", "type_error_rate.", "out_of_range_rate.", "estimated_")
 
