@@ -97,7 +97,9 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
     ``scale-out``: six partitions everywhere, A and B share them and both run to the end:
     two workers give the report one worker gives."""
     partitions = 6 if mode == "scale-out" else 0
-    traffic = simulate(60_000, events_per_s=100, feature_drift_at=0.5, concept_drift_at=0.75, seed=21)
+    traffic = simulate(
+        60_000, events_per_s=100, feature_drift_at=0.5, concept_drift_at=0.75, seed=21, attributions=True
+    )
     pred, gt = tmp_path / "p.jsonl", tmp_path / "g.jsonl"
     write_jsonl(traffic.predictions, pred)
     with open(pred, "ab") as fh:  # a few bad lines: dead-lettered once each, even across the crash
@@ -190,4 +192,6 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
     assert clean_report["counters"]["predictions"] == 60_000
     assert clean_report["dead_letter"]["total"] == 3
     assert clean_report["alerts"], "the scenario must raise alerts, or the comparison proves little"
+    # attribution sums ride in the window state too: judged against the bootstrapped reference
+    assert sum(w["attribution"] is not None for w in clean_report["windows"]) > 10
     assert _comparable(crash_report) == _comparable(clean_report)
