@@ -279,3 +279,20 @@ def test_bad_attributions_are_dead_lettered_with_a_reason_and_counted_and_the_re
                 features={"a": 1.0},
                 attributions={"a": value},
             )
+
+
+def test_the_reference_profile_keeps_the_mean_absolute_attributions_and_round_trips() -> None:
+    from driftline.detectors.profile import ReferenceProfile, build_profile
+
+    rows = [
+        {"x": float(i), "prediction": 1, "attributions": {"x": (-1.0) ** i * 0.1 * i, "y": 0.5}}
+        for i in range(10)
+    ]
+    rows.append({"x": 3.0, "prediction": 0})  # a row without attributions counts for none
+    p = build_profile(rows, model_id="m", model_version="1")
+    assert "attributions" not in p.features  # a flat row's attributions are not a feature
+    assert p.attributions == {"x": pytest.approx(0.45, rel=1e-15), "y": 0.5}
+    assert ReferenceProfile.from_dict(orjson.loads(orjson.dumps(p.to_dict()))) == p
+    assert ReferenceProfile.from_dict(p.to_dict()).attributions == p.attributions
+    plain = build_profile([{"x": 1.0, "prediction": 1}], model_id="m", model_version="1")
+    assert plain.attributions is None and "attributions" not in plain.to_dict()
