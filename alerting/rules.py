@@ -315,4 +315,18 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         for_windows=1,
         severity="critical",
     ),
+    # Feature attribution drift: the model now leans on other features than it did on the
+    # reference (nDCG of the ranking of mean |attribution| below the model's
+    # attribution_threshold, 0.9 as SageMaker Clarify). Label-free, so often the first sign of
+    # a broken feature pipeline; a warning, since a new ranking is not always a worse model.
+    # Silent for models whose events (or reference) carry no attributions.
+    Rule(
+        name="attribution-drift",
+        metric="attribution_drift",
+        comparison=">=",
+        threshold=1.0,
+        min_samples=100,
+        for_windows=1,
+        severity="warning",
+    ),
 )

@@ -20,6 +20,7 @@ from typing import Any, Literal, Self, TypeVar, overload
 
 import numpy as np
 
+from driftline.detectors.attribution import AttributionSums
 from driftline.detectors.buffers import from_buffer, to_buffer
 from driftline.detectors.calibration import Calibrator, MulticlassCalibrator
 from driftline.detectors.categories import NULL, category_string, category_strings
@@ -46,6 +47,7 @@ __all__ = [
     "WindowAggregate",
     "class_score_matrix",
     "feature_columns",
+    "fold_attributions",
     "fold_outcomes",
     "fold_predictions",
 ]
@@ -290,6 +292,9 @@ class WindowAggregate:
         #: n, Σ z and Σ z zᵀ of the encoded features, exact: the window's multivariate drift
         encodings = spec.moment_encodings
         self.moments = MomentSketch(len(encodings)) if encodings else None
+        #: per feature, the count and exact sum of |attribution| (events that carry
+        #: ``attributions``); None until one does, so windows without any cost nothing
+        self.attributions: AttributionSums | None = None
 
     def _parts(self) -> dict[str, Mergeable | None]:
         """The optional prediction/label/outcome sketches by wire name, present or None by
@@ -466,6 +471,10 @@ class WindowAggregate:
             self.type_errors[name] = self.type_errors.get(name, 0) + count
         for name, count in other.present.items():
             self.present[name] = self.present.get(name, 0) + count
+        if other.attributions is not None:
+            if self.attributions is None:
+                self.attributions = AttributionSums()
+            self.attributions.merge(other.attributions)
         theirs = other._parts()
         for name, mine in self._parts().items():
             if mine is not None:
@@ -485,6 +494,8 @@ class WindowAggregate:
         }
         for name, part in self._parts().items():
             out[name] = None if part is None else part.to_dict()
+        if self.attributions is not None:  # absent, not null: payloads without stay as they were
+            out["attributions"] = self.attributions.to_dict()
         return out
 
     @classmethod
@@ -515,6 +526,8 @@ class WindowAggregate:
         agg.error_time = _load(agg.error_time, d, "error_time")
         # partials and checkpoints written before moments have none: the sketch starts empty
         agg.moments = _load(agg.moments, d, "moments")
+        if d.get("attributions") is not None:
+            agg.attributions = AttributionSums.from_dict(d["attributions"])
         return agg
 
 
@@ -674,6 +687,26 @@ def _fold_moments(
                 z[np.searchsorted(union, rows)],
                 seg,
             )
+
+
+def fold_attributions(
+    parts: Sequence[tuple[WindowAggregate, np.ndarray]], attributions: Mapping[str, np.ndarray]
+) -> None:
+    """Fold the rows at ``idx`` of each feature's attribution column (NaN: that event sent
+    none for it) into every ``(agg, idx)`` of ``parts``, one exact-sum pass per feature for all
+    of them. An aggregate gets its :class:`AttributionSums` with its first attribution, so one
+    whose events carried none stays without, however its events were batched."""
+    if not parts or not attributions:
+        return
+    sizes = [int(idx.size) for _, idx in parts]
+    rows = np.concatenate([idx for _, idx in parts])
+    seg = np.repeat(np.arange(len(parts), dtype=np.int64), sizes)
+    sums = [agg.attributions or AttributionSums() for agg, _ in parts]
+    for name in sorted(attributions):
+        AttributionSums.update_many(sums, name, attributions[name], seg, rows)
+    for (agg, _), got in zip(parts, sums, strict=True):
+        if got:
+            agg.attributions = got
 
 
 def _class_rows(

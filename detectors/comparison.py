@@ -92,6 +92,8 @@ class Reference:
     #: the PCA and band of multivariate drift fitted on the reference (a profile's; never a
     #: bootstrapped reference's, which has no rows to calibrate the band on)
     reconstruction: ReconstructionModel | None = None
+    #: mean |attribution| per feature (None: the reference carried no attributions)
+    attributions: dict[str, float] | None = None
 
     @classmethod
     def from_aggregate(
@@ -115,6 +117,8 @@ class Reference:
             ref.prediction_counts = dict(agg.prediction_cat.counts)
         if agg.prediction_num is not None:
             ref.prediction_sample = agg.prediction_num.sample_values.copy()
+        if agg.attributions:
+            ref.attributions = agg.attributions.means()
         return ref
 
     @classmethod
@@ -149,6 +153,9 @@ class Reference:
                     ref.label_counts = counts
         ref.metrics = {k: float(v) for k, v in (profile.metrics or {}).items()}
         ref.reconstruction = getattr(profile, "reconstruction", None)
+        attributions = getattr(profile, "attributions", None)
+        if attributions:
+            ref.attributions = dict(attributions)
         return ref
 
 

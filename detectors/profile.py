@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from driftline.detectors.attribution import AttributionSums
 from driftline.detectors.calibration import (
     Calibrator,
     MulticlassCalibrator,
@@ -81,7 +82,7 @@ DEFAULT_GRID_BINS = 200
 DEFAULT_SAMPLE = 20_000
 # top-level keys of a flat row that are event metadata, not features
 _META_KEYS = frozenset({"prediction_id", "model_id", "model_version", "timestamp", "scores", "score",
-                        "segments", "schema_version"})
+                        "segments", "schema_version", "attributions"})
 
 
 def _num(x: float) -> float | None:
@@ -189,6 +190,9 @@ class ReferenceProfile:
     #: the PCA and band of multivariate drift fitted on the reference rows (when asked for,
     #: ``build_profile(multivariate=True)``), with the encodings the windows' moments use
     reconstruction: ReconstructionModel | None = None
+    #: mean |attribution| per feature over the rows that carried ``attributions`` (None when
+    #: none did): the relevance a window's attribution ranking is scored against
+    attributions: dict[str, float] | None = None
 
     def get(self, name: str) -> FeatureProfile:
         """A feature's profile; ``"prediction"``/``"label"`` name those unless a feature is so named."""
@@ -200,7 +204,7 @@ class ReferenceProfile:
         return special
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "model_id": self.model_id,
             "model_version": self.model_version,
             "n_rows": self.n_rows,
@@ -213,6 +217,9 @@ class ReferenceProfile:
             "class_calibrator": None if self.class_calibrator is None else self.class_calibrator.to_dict(),
             "reconstruction": None if self.reconstruction is None else self.reconstruction.to_dict(),
         }
+        if self.attributions is not None:  # absent, not null: profiles without stay as they were
+            out["attributions"] = dict(sorted(self.attributions.items()))
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ReferenceProfile:
@@ -229,7 +236,9 @@ class ReferenceProfile:
                    else MulticlassCalibrator.from_dict(d["class_calibrator"]),
                    # profiles written before multivariate drift have none
                    None if d.get("reconstruction") is None
-                   else ReconstructionModel.from_dict(d["reconstruction"]))
+                   else ReconstructionModel.from_dict(d["reconstruction"]),
+                   None if d.get("attributions") is None
+                   else {str(k): float(v) for k, v in d["attributions"].items()})
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ReferenceProfile) and _json_eq(self.to_dict(), other.to_dict())
@@ -331,6 +340,7 @@ def build_profile(
     scores: list[float] = []
     vectors: list[Mapping[str, Any] | None] = []
     feature_rows: list[Mapping[str, Any]] = []
+    attributed: dict[str, list[float]] = {}
     n = 0
     for n, row in enumerate(rows, start=1):  # offline build: a loop over rows is fine here
         nested = row.get(features_key)
@@ -347,7 +357,11 @@ def build_profile(
         ids.append(str(row.get("prediction_id", n - 1)))
         scores.append(_score(row, positive_label))
         vectors.append(row["scores"] if isinstance(row.get("scores"), Mapping) else None)
+        _add_attributions(attributed, row.get("attributions"))
     keys = stable_keys(ids)
+    attributions = AttributionSums()
+    for name, values in sorted(attributed.items()):
+        attributions.update(name, np.array(values, dtype=np.float64))
 
     given = dict(grids or {})
 
@@ -398,7 +412,19 @@ def build_profile(
                      for name, f in features.items() if f.kind == "numeric" or f.n > 0}
         reconstruction = fit_reconstruction_rows(feature_rows, kinds, encodings=encodings)
     return ReferenceProfile(model_id, model_version, features, prediction, label, metrics, n, calibrator,
-                            loss_model, class_calibrator, reconstruction)
+                            loss_model, class_calibrator, reconstruction,
+                            attributions.means() if attributions else None)
+
+
+def _add_attributions(columns: dict[str, list[float]], given: Any) -> None:
+    """One row's attributions, per feature; summed as a window sums them (exactly), so a
+    window of the reference's own rows has the reference's means to the bit. Non-numbers
+    are skipped (ingest would dead-letter such an event)."""
+    if not isinstance(given, Mapping):
+        return
+    for name, value in given.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            columns.setdefault(str(name), []).append(float(value))
 
 
 def _fit_classes(

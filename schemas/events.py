@@ -12,6 +12,7 @@ Unknown fields are ignored so producers can add fields before readers learn them
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Final, Literal
 
@@ -93,6 +94,25 @@ def _normalise_timestamp(ts: int | str) -> int:
     return ms
 
 
+#: the message a bad ``attributions`` raises with; the decoder maps it (and any other failure
+#: under ``$.attributions``) to the dead-letter reason ``invalid_attribution``
+INVALID_ATTRIBUTION_MESSAGE: Final = "Invalid attributions"
+
+
+def _check_attributions(event: PredictionEvent) -> None:
+    """Attributions are the model's account of *its* features: one naming a feature the event
+    does not carry is a producer joining the wrong explanation to a prediction, and would rank
+    a feature nobody can look at. Non-finite values cannot come from JSON (the decoder refuses
+    them), but can from a Python producer, and would turn a window's mean into NaN."""
+    attributions = event.attributions
+    assert attributions is not None
+    if not attributions.keys() <= event.features.keys():
+        unknown = sorted(attributions.keys() - event.features.keys())[:3]
+        raise ValueError(f"{INVALID_ATTRIBUTION_MESSAGE}: not features of the event {unknown}")
+    if not all(map(math.isfinite, attributions.values())):
+        raise ValueError(f"{INVALID_ATTRIBUTION_MESSAGE}: values must be finite numbers")
+
+
 def _post_init_event(event: PredictionEvent | GroundTruthEvent) -> None:
     # Kept to two cheap checks on the common path (int timestamp, version "1.0"): this runs once
     # per event and Python-level work here is the largest cost of a batch decode after parsing.
@@ -120,9 +140,27 @@ class PredictionEvent(msgspec.Struct, kw_only=True, gc=False):
     score: float | None = None
     segments: Annotated[dict[str, str], Meta(max_length=MAX_SEGMENTS)] | None = None
     schema_version: SchemaVersion = SCHEMA_VERSION
+    # Each feature's contribution to this prediction (e.g. SHAP values): optional, and only
+    # checked when present, so events without it pay one comparison.
+    attributions: (
+        Annotated[
+            dict[FeatureName, float],
+            Meta(
+                max_length=MAX_FEATURES,
+                description=(
+                    "Optional: each feature's contribution to this prediction (e.g. SHAP values), "
+                    "finite numbers keyed by names that appear in features. Windows compare the "
+                    "ranking of mean absolute attribution with the reference's (nDCG)."
+                ),
+            ),
+        ]
+        | None
+    ) = None
 
     def __post_init__(self) -> None:
         _post_init_event(self)
+        if self.attributions is not None:
+            _check_attributions(self)
 
 
 # ``timestamp`` is when the label became known; performance is attributed to the prediction's

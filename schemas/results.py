@@ -12,6 +12,8 @@ from typing import Literal
 import msgspec
 
 __all__ = [
+    "AttributionDriftResult",
+    "AttributionFeature",
     "DistributionSummary",
     "DriftKind",
     "DriftTest",
@@ -147,6 +149,35 @@ class MultivariateDrift(msgspec.Struct, kw_only=True):
     drivers: list[str]
 
 
+class AttributionFeature(msgspec.Struct, kw_only=True):
+    """One feature's mean absolute attribution in the window and in the reference, and its
+    rank by it on each side (1 = the feature the model leans on most; a feature one side never
+    attributed counts 0 there). ``rank_change`` is ``reference_rank - window_rank``: positive
+    when the model leans on the feature more than it did. ``count`` is how many of the
+    window's events sent an attribution for it."""
+
+    feature: str
+    window: float
+    reference: float
+    window_rank: int
+    reference_rank: int
+    rank_change: int
+    count: int
+
+
+class AttributionDriftResult(msgspec.Struct, kw_only=True):
+    """Feature attribution drift (``detectors/attribution.py``): the nDCG of the window's
+    ranking of mean |attribution| with the reference's means as relevance, and ``drifted``
+    when it is below ``threshold`` (the model's ``attribution_threshold``, 0.9 by default as
+    SageMaker Clarify). ``features`` lists every attributed feature, those whose rank moved
+    most first (then by reference rank)."""
+
+    ndcg: float
+    threshold: float
+    drifted: bool
+    features: list[AttributionFeature]
+
+
 class WindowResult(msgspec.Struct, kw_only=True):
     """The evaluation of one window slice. ``phase`` is ``provisional`` when event time passed
     the window's end plus grace (label-free results complete, labels may still come) and
@@ -182,6 +213,9 @@ class WindowResult(msgspec.Struct, kw_only=True):
     #: multivariate drift, for models with ``multivariate: true`` (None otherwise, and for a
     #: segment whose reference had too few rows to fit it)
     multivariate: MultivariateDrift | None = None
+    #: attribution drift, when the window's events carried ``attributions`` and its reference
+    #: has them too; None otherwise
+    attribution: AttributionDriftResult | None = None
 
 
 _decoder = msgspec.json.Decoder(WindowResult)

@@ -76,6 +76,19 @@ def _vectors(
     return [d if kept[e.model_id] else None for e, d in zip(events, dicts, strict=True)]
 
 
+def _attribution_columns(events: Sequence[PredictionEvent]) -> dict[str, np.ndarray] | None:
+    """Per attributed feature, each event's attribution (NaN where it sent none); None when
+    no event sent ``attributions``, which is all a block without them pays."""
+    dicts = [e.attributions for e in events]
+    if dicts.count(None) == len(dicts):
+        return None
+    names = sorted(set().union(*(d for d in dicts if d)))
+    return {
+        name: np.array([d.get(name) if d else None for d in dicts], dtype=np.float64)  # None -> NaN
+        for name in names
+    }
+
+
 def row_offsets(message: PredictionColumns | LabelColumns) -> np.ndarray | None:
     """The source offset of each row of a block, or None when all are at ``message.offset``."""
     return None if message.row_offsets is None else from_buffer(message.row_offsets, "<i8", np.int64)
@@ -96,6 +109,9 @@ class PredictionBlock:
     #: each event's per-class probabilities (``PredictionEvent.scores``, None where it sent
     #: none), carried for multiclass estimates; None when no event of the block sent any
     class_scores: list[dict[str, float] | None] | None = None
+    #: per attributed feature, each event's ``attributions`` entry (float64, NaN where none);
+    #: None when no event of the block sent any
+    attributions: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -147,6 +163,7 @@ class PredictionBlock:
             scores=scores,
             features=feature_columns([e.features for e in events]),
             class_scores=_vectors(events, dicts, keeps_vectors) if has_dicts else None,
+            attributions=_attribution_columns(events),
         )
 
     def by_model(self) -> list[tuple[str, np.ndarray | None]]:
@@ -171,6 +188,7 @@ class PredictionBlock:
             self.scores[idx],
             self.features.take(idx),
             None if self.class_scores is None else pick(self.class_scores, idx),
+            None if self.attributions is None else {k: v[idx] for k, v in self.attributions.items()},
         )
 
     def to_wire(
@@ -190,6 +208,9 @@ class PredictionBlock:
             scores=to_buffer(self.scores, "<f8"),
             features=self.features.to_wire(),
             class_scores=self.class_scores,
+            attributions=None
+            if self.attributions is None
+            else {k: to_buffer(v, "<f8") for k, v in self.attributions.items()},
         )
 
     @classmethod
@@ -205,6 +226,9 @@ class PredictionBlock:
             scores=from_buffer(m.scores, "<f8", np.float64),
             features=FeatureColumns.from_wire(m.features, n),
             class_scores=m.class_scores,
+            attributions=None
+            if m.attributions is None
+            else {k: from_buffer(v, "<f8", np.float64) for k, v in m.attributions.items()},
         )
 
 

@@ -29,6 +29,7 @@ from driftline.alerting.lifecycle import AlertTracker
 from driftline.alerting.retraining import RetrainingPolicy
 from driftline.alerting.rules import Rule
 from driftline.detectors.aggregates import WindowAggregate
+from driftline.detectors.attribution import attribution_drift
 from driftline.detectors.comparison import (
     Comparison,
     Reference,
@@ -44,7 +45,14 @@ from driftline.detectors.sequential import DriftCusum, window_evidence
 from driftline.detectors.vocabulary import SEGMENT_RANKING_METRIC, is_label_free
 from driftline.platform.config import ModelConfig
 from driftline.schemas import AlertEvent, RetrainingRequest, Window, alert_event, retraining_request
-from driftline.schemas.results import MultivariateDrift, OnlineDetection, SegmentContribution, WindowResult
+from driftline.schemas.results import (
+    AttributionDriftResult,
+    AttributionFeature,
+    MultivariateDrift,
+    OnlineDetection,
+    SegmentContribution,
+    WindowResult,
+)
 from driftline.schemas.timefmt import ms_to_rfc3339
 from driftline.schemas.windows import Phase, parse_segment_key, segment_key
 from driftline.streams.catalog import ModelCatalog
@@ -56,6 +64,8 @@ __all__ = ["Evaluation", "Evaluator", "Pending", "metric_values", "online_kinds"
 
 #: how many ranked segments an alert's evidence names
 EVIDENCE_SEGMENTS = 3
+#: how many features an attribution-drift alert's evidence names (those that moved most)
+EVIDENCE_ATTRIBUTIONS = 3
 
 
 @dataclass(slots=True)
@@ -303,6 +313,10 @@ class Evaluator:
             s = cusum.observe(start, window_evidence(found.drift))
             if s is not None:
                 values["drift_cusum"] = s
+        attribution = _attribution(ref, agg, cfg)
+        if attribution is not None:
+            values["attribution_ndcg"] = attribution.ndcg
+            values["attribution_drift"] = 1.0 if attribution.drifted else 0.0
         n = agg.n_predictions
         coverage = agg.n_labelled / n if n else None
         seg = parse_segment_key(segment)
@@ -337,6 +351,7 @@ class Evaluator:
             intervals={k: [lo, hi] for k, (lo, hi) in sorted(found.intervals.items())},
             interval_level=found.interval_level,
             multivariate=found.multivariate,
+            attribution=attribution,
         )
         return Pending(
             cfg, model_id, model_version, segment, start, end, values, agg, ref, result, phase,
@@ -553,6 +568,35 @@ def _ranked(rule: Rule, model: Pending, segments: Sequence[Pending]) -> list[Seg
     return contributions(rule.metric, ranked)
 
 
+def _attribution(
+    ref: Reference | None, agg: WindowAggregate, cfg: ModelConfig
+) -> AttributionDriftResult | None:
+    """The window's attribution drift against its reference: None unless both carry
+    attributions (a model that sends none, or a reference without, has nothing to compare)."""
+    if ref is None or not ref.attributions or not agg.attributions:
+        return None
+    window = agg.attributions.means()
+    found = attribution_drift(ref.attributions, window, threshold=cfg.attribution_threshold)
+    counts = agg.attributions.counts
+    return AttributionDriftResult(
+        ndcg=found.ndcg,
+        threshold=found.threshold,
+        drifted=found.alert,
+        features=[
+            AttributionFeature(
+                feature=f,
+                window=window.get(f, 0.0),
+                reference=float(ref.attributions.get(f, 0.0)),
+                window_rank=w,
+                reference_rank=r,
+                rank_change=r - w,
+                count=counts.get(f, 0),
+            )
+            for f, r, w in found.ranks()
+        ],
+    )
+
+
 def _merged(base: WindowAggregate | None, agg: WindowAggregate) -> WindowAggregate:
     if base is None:
         base = WindowAggregate(agg.spec)
@@ -611,6 +655,14 @@ def _evidence(rule: Rule, result: WindowResult) -> dict[str, Any]:
         evidence["features"] = drift_evidence(result.drift)  # ranked by effect, with the numbers
     if rule.metric.startswith("multivariate") and result.multivariate is not None:
         evidence["multivariate"] = _multivariate_evidence(result.multivariate)
+    if rule.metric.startswith("attribution_") and result.attribution is not None:
+        a = result.attribution
+        evidence["attribution"] = {
+            "ndcg": a.ndcg,
+            "threshold": a.threshold,
+            # the features whose rank moved most, with both sides' mean |attribution|
+            "moved": [msgspec.to_builtins(f) for f in a.features[:EVIDENCE_ATTRIBUTIONS] if f.rank_change],
+        }
     return evidence
 
 

@@ -34,7 +34,13 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from driftline.detectors.aggregates import FeatureColumns, WindowAggregate, fold_outcomes, fold_predictions
+from driftline.detectors.aggregates import (
+    FeatureColumns,
+    WindowAggregate,
+    fold_attributions,
+    fold_outcomes,
+    fold_predictions,
+)
 from driftline.detectors.categories import category_strings
 from driftline.schemas import GroundTruthEvent, PredictionEvent
 from driftline.schemas.windows import (
@@ -169,6 +175,8 @@ class JoinPartition:
         ] = []
         self._pending_outcomes: list[_OutcomeChunk] = []
         self._pending_count = 0
+        #: the accepted blocks that carried ``attributions``: (window ids, columns) each
+        self._pending_attributions: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         #: input offsets per open window, for retraining requests (streams/positions.py)
         self.positions = WindowPositions()
 
@@ -431,6 +439,8 @@ class JoinPartition:
         self._pending_predictions.append(
             (block.features, wids, block.keys, predictions, block.scores, block.class_scores))
         self._pending_count += len(ids)
+        if block.attributions is not None:
+            self._pending_attributions.append((wids, block.attributions))
         if self._early:
             self._meet_early_labels(ids, parts)
         if self._pending_count >= FLUSH_EVENTS:
@@ -553,6 +563,24 @@ class JoinPartition:
             fold_predictions(parts, columns, keys, preds, scores, fold_groups=wids, class_scores=class_scores)
         if outcomes:
             self._add_outcomes(outcomes)
+        attributed, self._pending_attributions = self._pending_attributions, []
+        if attributed:
+            self._add_attributions(attributed)
+
+    def _add_attributions(self, pending: list[tuple[np.ndarray, dict[str, np.ndarray]]]) -> None:
+        """Fold the held-back blocks' attributions into the slices their rows belong to, as
+        one batch (a block without some feature reads as NaN there: no attribution sent)."""
+        wids = pending[0][0] if len(pending) == 1 else np.concatenate([w for w, _ in pending])
+        if len(pending) == 1:
+            columns = pending[0][1]
+        else:
+            names = sorted(set().union(*(a for _, a in pending)))
+            columns = {
+                name: np.concatenate([a.get(name, np.full(w.size, np.nan)) for w, a in pending])
+                for name in names
+            }
+        parts, _ = self._slice_rows(wids)
+        fold_attributions(parts, columns)
 
     def _slice_rows(
         self, wids: np.ndarray

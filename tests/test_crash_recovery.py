@@ -107,7 +107,9 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
     references). ``scale-out``: six partitions everywhere, A and B share them and both run to
     the end: two workers give the report one worker gives."""
     partitions = 6 if mode == "scale-out" else 0
-    traffic = simulate(60_000, events_per_s=100, feature_drift_at=0.5, concept_drift_at=0.75, seed=21)
+    traffic = simulate(
+        60_000, events_per_s=100, feature_drift_at=0.5, concept_drift_at=0.75, seed=21, attributions=True
+    )
     # one channel falls silent in windows 6-9 (of 30 s): integration-health alerts (silence of a
     # segment value, its volume) whose state lives in the merge checkpoint, to be neither lost
     # nor repeated across the crash
@@ -220,6 +222,8 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
     assert ("no-predictions", "firing") in health and ("no-predictions", "resolved") in health
     assert clean_report["dead_letter"]["total"] == 3
     assert clean_report["alerts"], "the scenario must raise alerts, or the comparison proves little"
+    # attribution sums ride in the window state too: judged against the bootstrapped reference
+    assert sum(w["attribution"] is not None for w in clean_report["windows"]) > 10
     assert _comparable(crash_report) == _comparable(clean_report)
     if mode == "restart":  # the moments were there to lose
         assert any(w.get("multivariate") for w in clean_report["windows"])

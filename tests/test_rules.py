@@ -205,6 +205,7 @@ def test_default_rules() -> None:
         "accuracy-drop",
         "estimated-accuracy-drop",
         "accuracy-floor",
+        "attribution-drift",
     ]
 
     joint = by_name["multivariate-drift"]  # silent unless the model keeps moments
@@ -253,6 +254,11 @@ def test_default_rules() -> None:
         False,
     )
     assert floor.retrain is False
+
+    attribution = by_name["attribution-drift"]  # the verdict against ModelConfig.attribution_threshold
+    assert (attribution.metric, attribution.comparison) == ("attribution_drift", ">=")
+    assert attribution.threshold == 1.0
+    assert (attribution.severity, attribution.retrain, attribution.for_windows) == ("warning", False, 1)
     # Every default survives a trip through config parsing unchanged.
     for rule in DEFAULT_RULES:
         d = {name: getattr(rule, name) for name in rule.__slots__}  # type: ignore[attr-defined]

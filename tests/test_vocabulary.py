@@ -125,6 +125,7 @@ def _evaluations(task: str) -> list:
                 features={"x": x, "colour": ["red", "blue"][i % 2], "gap": None if i % 5 else 1.0},
                 prediction=prediction,
                 segments={"channel": ["web", "app"][i % 2]},
+                attributions={"x": x, "colour": 0.1},
                 **extra,
             )
         )
@@ -145,6 +146,7 @@ def _evaluations(task: str) -> list:
             "prediction": e.prediction,
             "label": g.label,
             "segments": dict(e.segments),
+            "attributions": dict(e.attributions),
         }
         for e, g in zip(preds[:300], labels[:300], strict=True)
     ]

@@ -24,6 +24,7 @@ import yaml
 from driftline.alerting.rules import DEFAULT_RULES, SEVERITIES, Rule, rule_from_dict
 from driftline.detectors.vocabulary import (
     CORRECTIONS,
+    DEFAULT_ATTRIBUTION_THRESHOLD,
     DRIFT_TESTS,
     HEALTH_ALERTS,
     ONLINE_DETECTORS,
@@ -173,6 +174,9 @@ class ModelConfig:
     #: the model's registry reference, copied into retraining requests as their lineage
     #: (keys in REGISTRY_KEYS; the registered version is the events' ``model_version``)
     registry: Mapping[str, str] = field(default_factory=dict)
+    #: attribution drift below this nDCG of the window's attribution ranking against the
+    #: reference's (``attribution_drift``, which a default rule watches); in (0, 1]
+    attribution_threshold: float = DEFAULT_ATTRIBUTION_THRESHOLD
     #: integration-health alerts (silence, volume, labels, schema changes)
     health: HealthConfig = field(default_factory=HealthConfig)
     #: multivariate drift (PCA reconstruction error, docs/detectors.md): off by default, since
@@ -208,6 +212,12 @@ class ModelConfig:
         unknown_registry = sorted(set(self.registry) - set(REGISTRY_KEYS))
         if unknown_registry:
             raise ValueError(f"registry: unknown keys {unknown_registry}; allowed: {list(REGISTRY_KEYS)}")
+        threshold = self.attribution_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold <= 1:
+            raise ValueError(
+                f"attribution_threshold must be a number in (0, 1] (an nDCG; 0.9 is SageMaker "
+                f"Clarify's), not {threshold!r}"
+            )
         if len(set(self.online_detectors)) != len(self.online_detectors):
             raise ValueError("online_detectors lists a detector twice")
         if not isinstance(self.multivariate, bool):
@@ -346,6 +356,7 @@ _MODEL_KEYS = {
     "rules": "rules",
     "online_detectors": "online_detectors",
     "registry": "registry",
+    "attribution_threshold": "attribution_threshold",
     "health": "health",
     "multivariate": "multivariate",
 }
