@@ -8,9 +8,11 @@ These tests drive the real Evaluator against a real SQLite store, with an inject
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from driftline.apps.commands.baseline_cli import baseline_document
 from driftline.detectors.aggregates import WindowAggregate
@@ -46,7 +48,10 @@ def _window(catalog: ModelCatalog, rows: list[dict], start: int) -> WindowAggreg
     return agg
 
 
-def test_a_stored_profile_is_used_without_a_restart_within_the_refresh_interval(tmp_path: Path) -> None:
+def test_a_stored_profile_is_used_without_a_restart_within_the_refresh_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=StoredProfiles.__module__)
     g = np.random.default_rng(16)
     cfg = ModelConfig(window_ms=WINDOW_MS, online_detectors=())
     config = Config(models={MODEL: cfg})
@@ -86,6 +91,9 @@ def test_a_stored_profile_is_used_without_a_restart_within_the_refresh_interval(
     after = [judge(w) for w in range(3, 8)]
     name = "store:mlflow:models:/fraud@champion [2025-12-31T23:50:00.000Z]"
     assert [r for r, _ in after] == [name] * 5
+    # its first use says so, and what it takes precedence over
+    assert f"'fraud' version '2': judged against the stored reference profile {name}" in caplog.text
+    assert "precedence over reference files and bootstrapping" in caplog.text
     assert not any("firing" in kinds for _, kinds in after)
     assert any("resolved" in kinds for _, kinds in after)  # the old alert ends, not lingers
     # the CUSUM starts again with the new reference: evidence against the old one is not carried
@@ -98,3 +106,12 @@ def test_a_stored_profile_is_used_without_a_restart_within_the_refresh_interval(
     )
     assert other.result.reference == "file:old.jsonl"
     stored.close()
+
+
+def test_reference_refresh_is_a_positive_duration() -> None:
+    from driftline.platform.config import config_from_mapping
+
+    assert config_from_mapping({"reference_refresh": "5s"}).reference_refresh_ms == 5_000
+    assert Config().reference_refresh_ms == 30_000
+    with pytest.raises(ValueError, match="reference_refresh must be a positive duration"):
+        config_from_mapping({"reference_refresh": "0s"})
