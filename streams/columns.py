@@ -78,6 +78,9 @@ def _vectors(
     return [d if kept[e.model_id] else None for e, d in zip(events, dicts, strict=True)]
 
 
+_NO_REGISTRY: RegistryRef = (None, None, None, None)
+
+
 def _registries(events: Sequence[PredictionEvent]) -> tuple[list[RegistryRef | None], np.ndarray] | None:
     """The events' ``registry`` fields dictionary-encoded (distinct values, None among them
     when some events gave none, and each event's index), or None when no event gave one: the
@@ -85,13 +88,11 @@ def _registries(events: Sequence[PredictionEvent]) -> tuple[list[RegistryRef | N
     regs = [e.registry for e in events]
     if regs.count(None) == len(regs):
         return None
-    refs: list[RegistryRef | None] = [
-        None if r is None or (r.uri, r.name, r.alias, r.run_id) == (None, None, None, None)
-        else (r.uri, r.name, r.alias, r.run_id)
-        for r in regs
-    ]
+    refs = [None if r is None else (r.uri, r.name, r.alias, r.run_id) for r in regs]
     distinct, index = _index(refs)
-    return (distinct, index) if distinct != [None] else None
+    # an empty ``registry: {}`` says nothing: the same as none (a rare value, fixed once here)
+    known: list[RegistryRef | None] = [None if v == _NO_REGISTRY else v for v in distinct]
+    return (known, index) if any(v is not None for v in known) else None
 
 
 def row_offsets(message: PredictionColumns | LabelColumns) -> np.ndarray | None:

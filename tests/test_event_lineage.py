@@ -72,6 +72,8 @@ def test_a_good_registry_decodes_and_absent_costs_nothing_on_the_block() -> None
     block = PredictionBlock.from_events([plain, plain], lambda _: "1")
     assert block.registry is None and block.registries is None
     assert block.to_wire("p:0", 0, 0).registries is None
+    empty = PredictionEvent(prediction_id="c", model_id="m", timestamp=T0, prediction=1, registry=Registry())
+    assert PredictionBlock.from_events([plain, empty], lambda _: "1").registries is None  # {} says nothing
     assert SCHEMA_VERSION == "1.0"  # an optional field: a minor addition, no new major
 
 
