@@ -115,3 +115,26 @@ def test_reference_refresh_is_a_positive_duration() -> None:
     assert Config().reference_refresh_ms == 30_000
     with pytest.raises(ValueError, match="reference_refresh must be a positive duration"):
         config_from_mapping({"reference_refresh": "0s"})
+
+
+def test_the_worker_start_up_line_states_the_reference_precedence(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from driftline.apps.cli import _summary
+    from driftline.platform.kafka import TopicNames, settings_for
+
+    config = Config(models={MODEL: ModelConfig()})
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    args = SimpleNamespace(no_checkpoints=False, metrics_port=0, health_port=0, stall_after=120.0)
+    stored = StoredProfiles(url, refresh_s=config.reference_refresh_ms / 1000)
+    app = SimpleNamespace(
+        config=config,
+        topics=TopicNames.from_config(config),
+        settings=settings_for(config, {}),
+        catalog=ModelCatalog(config, stored=stored),
+    )
+    assert _summary(app, args).endswith(
+        "; references: a version's profile in the store (re-read every 30 s), else the configured "
+        "reference file, else bootstrapped from the version's first windows"
+    )
+    stored.close()
