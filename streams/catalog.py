@@ -136,6 +136,8 @@ class StoredProfiles:
         self._held: dict[tuple[str, str], StoredProfile] = {}
         self._read_at: float | None = None
         self._failing = False
+        #: profiles that could not be read or parsed: not tried again for every window
+        self._unreadable: set[tuple[str, str, int]] = set()
 
     def get(self, model_id: str, version: str) -> StoredProfile | None:
         now = self._clock()
@@ -146,8 +148,9 @@ class StoredProfiles:
         if created is None:
             return None
         held = self._held.get((model_id, version))
-        if held is None or held.created_ms != created:
-            held = self._load(model_id, version) or held
+        stale = held is None or held.created_ms != created
+        if stale and (model_id, version, created) not in self._unreadable:
+            held = self._load(model_id, version, created) or held
         return held
 
     def _refresh(self) -> None:
@@ -171,7 +174,7 @@ class StoredProfiles:
         self._failing = False
         self._newest = {(str(m), str(v)): int(c) for m, v, c in rows if v != "*"}
 
-    def _load(self, model_id: str, version: str) -> StoredProfile | None:
+    def _load(self, model_id: str, version: str, newest: int) -> StoredProfile | None:
         from sqlalchemy import select
         from sqlalchemy.exc import SQLAlchemyError
 
@@ -186,8 +189,9 @@ class StoredProfiles:
                     .order_by(p.created_ms.desc(), p.id.desc())
                     .limit(1)
                 ).first()
-        except SQLAlchemyError as exc:
+        except SQLAlchemyError as exc:  # tried again at the next refresh
             log.warning("stored reference profile of %r version %r: unreadable (%s)", model_id, version, exc)
+            self._newest.pop((model_id, version), None)
             return None
         if row is None:
             return None
@@ -197,6 +201,7 @@ class StoredProfiles:
             segments = doc.get("segments") or {}
             profiles.update({str(k): ReferenceProfile.from_dict(v) for k, v in segments.items()})
         except (KeyError, TypeError, ValueError) as exc:
+            self._unreadable.add((model_id, version, newest))
             log.error(
                 "stored reference profile of %r version %r (%s) is unreadable (%s): not used",
                 model_id, version, source, exc,

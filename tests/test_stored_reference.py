@@ -138,3 +138,30 @@ def test_the_worker_start_up_line_states_the_reference_precedence(tmp_path: Path
         "reference file, else bootstrapped from the version's first windows"
     )
     stored.close()
+
+
+def test_an_unreadable_stored_profile_is_logged_once_and_the_file_reference_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    g = np.random.default_rng(3)
+    cfg = ModelConfig(window_ms=WINDOW_MS, online_detectors=())
+    config = Config(models={MODEL: cfg})
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with session_factory(engine).begin() as session:
+        save_profile(session, {"stale": True}, MODEL, "2", "hand-made", 1_767_225_000_000)
+    engine.dispose()
+    stored = StoredProfiles(url, refresh_s=0.0)  # re-read the index before every window
+    old = build_profiles(_rows(g, 0.0, 500), MODEL, cfg)
+    catalog = ModelCatalog(config, old, sources={MODEL: "file:old.jsonl"}, stored=stored)
+    ev = Evaluator(catalog)
+    for w in range(3):
+        start = T0 + w * WINDOW_MS
+        e = ev.evaluate(
+            MODEL, "2", "", start, start + WINDOW_MS, _window(catalog, _rows(g, 0.0, 200), start),
+            "provisional", judge_label_free=True,
+        )
+        assert e.result.reference == "file:old.jsonl"
+    assert caplog.text.count("is unreadable") == 1
+    stored.close()
