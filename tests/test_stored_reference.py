@@ -165,3 +165,30 @@ def test_an_unreadable_stored_profile_is_logged_once_and_the_file_reference_kept
         assert e.result.reference == "file:old.jsonl"
     assert caplog.text.count("is unreadable") == 1
     stored.close()
+
+
+def test_a_segment_slice_uses_its_segment_of_the_stored_baseline_else_what_it_had(tmp_path: Path) -> None:
+    g = np.random.default_rng(4)
+    cfg = ModelConfig(window_ms=WINDOW_MS, online_detectors=())
+    config = Config(models={MODEL: cfg})
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    upgrade(url)
+    rows = [dict(r, segments={"channel": "web"}) for r in _rows(g, 0.0, 500)]
+    engine = make_engine(url)
+    with session_factory(engine).begin() as session:
+        doc = baseline_document(rows, MODEL, "2", cfg)
+        save_profile(session, doc, MODEL, "2", "follow", 1_767_225_000_000)
+    engine.dispose()
+    stored = StoredProfiles(url)
+    catalog = ModelCatalog(config, build_profiles(rows, MODEL, cfg), sources={MODEL: "file:f"}, stored=stored)
+    ev = Evaluator(catalog)
+    refs = {}
+    for segment in ("", "channel=web", "channel=app"):
+        e = ev.evaluate(
+            MODEL, "2", segment, T0, T0 + WINDOW_MS, _window(catalog, _rows(g, 0.0, 200), T0),
+            "provisional", judge_label_free=True,
+        )
+        refs[segment] = e.result.reference
+    name = "store:follow [2025-12-31T23:50:00.000Z]"
+    assert refs == {"": name, "channel=web": name, "channel=app": "none (bootstrapping)"}
+    stored.close()
