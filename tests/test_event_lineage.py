@@ -84,7 +84,7 @@ def _catalog() -> ModelCatalog:
 def test_conflicting_registries_in_one_window_resolve_alike_whatever_the_split() -> None:
     """One window's events name three run ids; the latest event time (two events at it, one
     with an alias) and the greatest of those wins, for every split over two join partitions
-    and every order, after the partials travel the wire and merge."""
+    and every order, across a checkpoint, after the partials travel the wire and merge."""
     a = Registry(name="fraud", run_id="run-a")
     b = Registry(name="fraud", run_id="run-b")
     c = Registry(name="fraud", alias="champion", run_id="run-a")
@@ -106,8 +106,12 @@ def test_conflicting_registries_in_one_window_resolve_alike_whatever_the_split()
                 joins[part].add_prediction_block(
                     PredictionBlock.from_wire(decode_join_input(encode_internal(wire))),  # type: ignore[arg-type]
                 )
+            restored = []
+            for p, jp in enumerate(joins):  # the lineage kept so far survives a checkpoint
+                restored.append(JoinPartition(p, catalog, prediction_sources=["p:0"], label_sources=[]))
+                restored[-1].restore(jp.snapshot())
             partials = [
-                p for jp in joins for p in jp.end_source("p:0") if p.phase == "final" and p.segment == ""
+                p for jp in restored for p in jp.end_source("p:0") if p.phase == "final" and p.segment == ""
             ]
             merged = {
                 start: InputPositions.merged(
