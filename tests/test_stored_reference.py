@@ -192,3 +192,19 @@ def test_a_segment_slice_uses_its_segment_of_the_stored_baseline_else_what_it_ha
     name = "store:follow [2025-12-31T23:50:00.000Z]"
     assert refs == {"": name, "channel=web": name, "channel=app": "none (bootstrapping)"}
     stored.close()
+
+
+def test_replay_refuses_a_store_url_its_external_workers_would_ignore(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from driftline.apps.cli import main
+
+    for name in ("p.jsonl", "g.jsonl"):
+        (tmp_path / name).write_text("")
+    code = main([
+        "replay", "--predictions", str(tmp_path / "p.jsonl"), "--ground-truth", str(tmp_path / "g.jsonl"),
+        "--report", str(tmp_path / "r.json"), "--broker", "127.0.0.1:1", "--external-workers",
+        "--store-url", f"sqlite:///{tmp_path / 's.sqlite'}",
+    ])
+    assert code == 2
+    assert "--store-url has no effect with --external-workers" in capsys.readouterr().err

@@ -296,6 +296,11 @@ def replay(
     against it, as a worker does (streams/catalog.py); the store is read, never written, and
     only once, at the first window of each version, so a replay stays a function of its input.
     """
+    if external_workers and store_url is not None:  # never a setting silently ignored
+        raise ValueError(
+            "--store-url has no effect with --external-workers: those workers read the stored "
+            "profiles of their own store_url; drop one of the two"
+        )
     pred_lines = read_lines(predictions)
     label_lines = read_lines(ground_truth)
     run = uuid.uuid4().hex[:8]
