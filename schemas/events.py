@@ -74,6 +74,11 @@ ModelId = Annotated[str, Meta(min_length=1, max_length=128)]
 ModelVersion = Annotated[str, Meta(min_length=1, max_length=128)]
 FeatureName = Annotated[str, Meta(max_length=256)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
+# Registry strings end up in retraining requests, workflow parameters and terminal output:
+# no control characters (they could forge log lines or break a workflow engine's templating).
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+RegistryText = Annotated[str, Meta(min_length=1, max_length=256, pattern=_PRINTABLE)]
+RegistryUri = Annotated[str, Meta(min_length=1, max_length=1024, pattern=r"^[^\x00-\x20\x7f]+$")]
 
 
 def check_schema_version(version: str) -> None:
@@ -123,6 +128,18 @@ def _post_init_event(event: PredictionEvent | GroundTruthEvent) -> None:
         check_schema_version(event.schema_version)
 
 
+class Registry(msgspec.Struct, kw_only=True, gc=False):
+    """Where the model that made this prediction is registered (e.g. MLflow): the same keys as
+    the model's ``registry`` configuration. Optional; retraining requests carry it as their
+    lineage (docs/retraining.md says how it combines with the configuration). The registered
+    version is the event's ``model_version``."""
+
+    uri: RegistryUri | None = None
+    name: RegistryText | None = None
+    alias: Annotated[str, Meta(min_length=1, max_length=128, pattern=_PRINTABLE)] | None = None
+    run_id: Annotated[str, Meta(min_length=1, max_length=128, pattern=_PRINTABLE)] | None = None
+
+
 # Struct docstrings become the JSON Schema ``description`` that producers read, so they speak
 # to producers; implementation notes live in comments. ``gc=False``: events hold only scalars
 # and flat dicts, so they cannot form reference cycles, and untracked a 100k-event batch does
@@ -139,6 +156,7 @@ class PredictionEvent(msgspec.Struct, kw_only=True, gc=False):
     scores: dict[str, Probability] | None = None
     score: float | None = None
     segments: Annotated[dict[str, str], Meta(max_length=MAX_SEGMENTS)] | None = None
+    registry: Registry | None = None
     schema_version: SchemaVersion = SCHEMA_VERSION
     # Each feature's contribution to this prediction (e.g. SHAP values): optional, and only
     # checked when present, so events without it pay one comparison.

@@ -159,6 +159,10 @@ class Evaluator:
         self._online: dict[tuple[str, str, str], _OnlineSlice] = {}
         #: per slice, the CUSUM of drift evidence that the default drift rule watches
         self._cusum: dict[tuple[str, str, str], DriftCusum] = {}
+        #: per model version and segment, its profile from the store (source, reference)
+        self._stored_refs: dict[tuple[str, str, str], Reference] = {}
+        #: per slice, the source of the reference its last window was judged against
+        self._judged_against: dict[tuple[str, str, str], str] = {}
 
     # -- references ----------------------------------------------------------------------
     def reference(self, model_id: str, model_version: str, segment: str = "") -> Reference | None:
@@ -175,6 +179,19 @@ class Evaluator:
             return ref
         boot = self._bootstrap.get((model_id, model_version, segment))
         return None if boot is None else boot.reference
+
+    def _stored_reference(self, model_id: str, model_version: str, segment: str) -> Reference | None:
+        """The slice's profile in the version's stored baseline (None: the store has none for
+        the version, or none for this segment, which then keeps the reference it would have)."""
+        found = self.catalog.stored_profile(model_id, model_version)
+        profile = None if found is None else found.profiles.get(segment)
+        if found is None or profile is None:
+            return None
+        key = (model_id, model_version, segment)
+        ref = self._stored_refs.get(key)
+        if ref is None or ref.source != found.name:
+            ref = self._stored_refs[key] = Reference.from_profile(profile, found.name)
+        return ref
 
     def _learn(self, key: tuple[str, str, str], start: int, agg: WindowAggregate, phase: Phase) -> None:
         """Fold one of a slice's first windows into its bootstrapped reference."""
@@ -293,9 +310,11 @@ class Evaluator:
         """Compute one window slice's result and values (references, drift, online detectors,
         CUSUM, the input history), without judging its rules."""
         cfg = self.catalog.model(model_id)
-        if self.catalog.has_reference(model_id):
+        # a version's profile in the store comes first (streams/catalog.py)
+        ref = self._stored_reference(model_id, model_version, segment)
+        if ref is None and self.catalog.has_reference(model_id):
             ref = self.reference(model_id, model_version, segment)
-        else:
+        elif ref is None:
             key = (model_id, model_version, segment)
             self._learn(key, start, agg, phase)
             boot = self._bootstrap[key]
@@ -303,6 +322,11 @@ class Evaluator:
             # reference was complete when such a window became final depends on how partitions'
             # progress interleaved, and results must not
             ref = None if start in boot.windows else boot.reference
+        slice_key = (model_id, model_version, segment)
+        if ref is not None and self._judged_against.setdefault(slice_key, ref.source) != ref.source:
+            # rebaselined: evidence gathered against the old reference is not evidence against this one
+            self._judged_against[slice_key] = ref.source
+            self._cusum.pop(slice_key, None)
         found = compare(agg, ref, _policy(cfg))
         detections: list[Detection] = []
         if phase == "final":
@@ -505,7 +529,12 @@ class Evaluator:
                     "outcomes": None if boot.outcomes is None else boot.outcomes.to_dict(),
                 }
             )
-        return {**self.to_dict(), "bootstrap": boots, "inputs": self.inputs.to_wire()}
+        return {
+            **self.to_dict(),
+            "bootstrap": boots,
+            "inputs": self.inputs.to_wire(),
+            "judged_against": [[m, v, s, src] for (m, v, s), src in sorted(self._judged_against.items())],
+        }
 
     def restore(self, data: Mapping[str, Any]) -> None:
         self.tracker = AlertTracker.from_dict(data["tracker"])
@@ -517,6 +546,10 @@ class Evaluator:
         # absent from snapshots written before the CUSUM existed: its slices start at 0
         self._cusum = {
             (str(m), str(v), str(s)): DriftCusum.from_dict(c) for m, v, s, c in data.get("cusum", [])
+        }
+        # absent before stored profiles: the first window after the restore sets it
+        self._judged_against = {
+            (str(m), str(v), str(s)): str(src) for m, v, s, src in data.get("judged_against", [])
         }
         self._bootstrap = {}
         for item in data["bootstrap"]:

@@ -420,6 +420,8 @@ class JoinPartition:
         if at is not None:
             offsets = at[1] if accepted.size == n else at[1][accepted]
             self.positions.add_rows("predictions", self._window_of, wids, at[0], offsets)
+        if block.registry is not None and block.registries is not None:  # events' lineage
+            self.positions.add_lineage(self._window_of, wids, block.times, block.registry, block.registries)
         wid_list = wids.tolist()
         ids, predictions = block.ids, block.predictions
         scores, keys, times = block.scores.tolist(), block.keys.tolist(), block.times.tolist()

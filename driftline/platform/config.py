@@ -309,6 +309,9 @@ class Config:
     #: how often a worker checkpoints each join and merge partition's state (and only then
     #: acks, so commits follow): longer means less work in steady state, more replay after a crash
     checkpoint_interval_ms: int = 10_000
+    #: how often a worker re-reads which model versions have a reference profile in the
+    #: store (``driftline models follow`` records them): the longest a rebaseline waits
+    reference_refresh_ms: int = 30_000
     defaults: ModelConfig = field(default_factory=ModelConfig)
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
     store_url: str = "sqlite:///driftline.sqlite"
@@ -437,6 +440,7 @@ _TOP_KEYS = {
     "watermark_outliers",
     "max_event_time_jump",
     "checkpoint_interval",
+    "reference_refresh",
     "defaults",
     "models",
     "store_url",
@@ -494,6 +498,12 @@ def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path | None = None)
         kwargs["max_future_skew_ms"] = parse_duration_ms(raw["max_future_skew"])
     if "checkpoint_interval" in raw:
         kwargs["checkpoint_interval_ms"] = parse_duration_ms(raw["checkpoint_interval"])
+    if "reference_refresh" in raw:
+        kwargs["reference_refresh_ms"] = parse_duration_ms(raw["reference_refresh"])
+        if kwargs["reference_refresh_ms"] <= 0:
+            raise ValueError(
+                f"reference_refresh must be a positive duration (e.g. 30s), not {raw['reference_refresh']!r}"
+            )
     if "cloudevents" in raw:
         kwargs["cloudevents"] = _cloudevents_config(raw["cloudevents"])
     return Config(**kwargs)
