@@ -31,6 +31,7 @@ from driftline.detectors.sketches import (
     CategoricalSketch,
     ClassProbabilitySums,
     ClassRankings,
+    ClassScoreHistograms,
     ConfusionCounts,
     ExpectedConfusion,
     Mergeable,
@@ -281,6 +282,9 @@ class WindowAggregate:
                                     if spec.task == "multiclass" and classes else None)
         #: the same vectors one-vs-rest by raw-score bin per class: expected ROC AUC per class
         self.class_rankings = ClassRankings(len(classes)) if spec.task == "multiclass" and classes else None
+        #: the labelled events' raw vectors one-vs-rest by score bin: realised ROC AUC per class
+        self.class_histograms = (ClassScoreHistograms(len(classes))
+                                 if spec.task == "multiclass" and classes else None)
         #: regression predictions counted on the loss model's bins: label-free MAE and RMSE
         self.loss_bins = (NumericSketch(np.array(spec.loss_model.edges), 0)
                           if regression and spec.loss_model is not None else None)
@@ -314,6 +318,7 @@ class WindowAggregate:
             "calibrated": self.calibrated,
             "class_probabilities": self.class_probabilities,
             "class_rankings": self.class_rankings,
+            "class_histograms": self.class_histograms,
             "loss_bins": self.loss_bins,
             "error_sample": self.error_sample,
             "error_time": self.error_time,
@@ -397,6 +402,18 @@ class WindowAggregate:
             if self.class_rankings is not None:
                 self.class_rankings.update(pred, raw, q)
 
+    def _add_class_labels(self, labels: np.ndarray,
+                          class_scores: Sequence[Mapping[str, float] | None]) -> None:
+        """Labelled rows with a score vector into the per-class histograms (rows whose label is
+        missing are left out: their class is unknown, as they are outside scikit-learn's view)."""
+        assert self.class_histograms is not None and self.spec.class_calibrator is not None
+        known = np.flatnonzero(np.not_equal(labels, NULL))
+        if not known.size:
+            return
+        cal = self.spec.class_calibrator
+        raw = class_score_matrix([class_scores[i] for i in known.tolist()], cal.classes)
+        self.class_histograms.update(cal.index_of(np.asarray(labels, dtype=object)[known].tolist()), raw)
+
     def _type_error(self, name: str, count: int) -> None:
         if count:
             self.type_errors[name] = self.type_errors.get(name, 0) + count
@@ -408,11 +425,13 @@ class WindowAggregate:
         scores: np.ndarray,
         keys: np.ndarray,
         times: np.ndarray | None = None,
+        class_scores: Sequence[Mapping[str, float] | None] | None = None,
     ) -> None:
         """Fold joined (prediction, label) pairs in: these are the window's labelled outcomes.
 
         ``times`` are the predictions' event times (ms); without them the error sample is not
-        kept (the online detectors need the order of events, not just their set)."""
+        kept (the online detectors need the order of events, not just their set).
+        ``class_scores`` are the predictions' score vectors (multiclass: realised ROC AUC)."""
         self.n_labelled += int(labels.size)
         if self.regression is not None and self.label_num is not None:
             y = labels.astype(np.float64)
@@ -429,6 +448,8 @@ class WindowAggregate:
             self._add_errors(wrong, keys, times)
         self.confusion.update(labels, predictions)
         self.label_cat.update(labels)
+        if self.class_histograms is not None and class_scores is not None:
+            self._add_class_labels(labels, class_scores)
         if self.probability is not None and self.score_histogram is not None:
             has_score = ~np.isnan(scores)
             if has_score.any():
@@ -521,6 +542,7 @@ class WindowAggregate:
         # partials written before multiclass estimates have none: the sketch starts empty
         agg.class_probabilities = _load(agg.class_probabilities, d, "class_probabilities")
         agg.class_rankings = _load(agg.class_rankings, d, "class_rankings")
+        agg.class_histograms = _load(agg.class_histograms, d, "class_histograms")
         agg.loss_bins = _load(agg.loss_bins, d, "loss_bins")
         agg.error_sample = _load(agg.error_sample, d, "error_sample")
         agg.error_time = _load(agg.error_time, d, "error_time")
@@ -788,11 +810,12 @@ def fold_outcomes(
     scores: np.ndarray,
     keys: np.ndarray,
     times: np.ndarray | None = None,
+    class_scores: Sequence[Mapping[str, float] | None] | None = None,
 ) -> None:
-    """``agg.add_outcomes(predictions[idx], labels[idx], scores[idx], keys[idx], times[idx])``
-    for every ``(agg, idx)`` of ``parts`` (each aggregate once), bit-identically, with batched
-    sketch updates. ``predictions`` and ``labels`` are object arrays: category strings for
-    classification models, floats for regression ones."""
+    """``agg.add_outcomes(predictions[idx], labels[idx], scores[idx], keys[idx], times[idx],
+    class_scores[idx])`` for every ``(agg, idx)`` of ``parts`` (each aggregate once),
+    bit-identically, with batched sketch updates. ``predictions`` and ``labels`` are object
+    arrays: category strings for classification models, floats for regression ones."""
     if not parts:
         return
     aggs = [agg for agg, _ in parts]
@@ -825,6 +848,8 @@ def fold_outcomes(
         for i in classes:
             a, b = bounds[i], bounds[i + 1]
             aggs[i].confusion.update(labs[a:b], preds[a:b])  # type: ignore[union-attr]
+            if aggs[i].class_histograms is not None and class_scores is not None:
+                aggs[i]._add_class_labels(labs[a:b], [class_scores[r] for r in rows[a:b].tolist()])
         CategoricalSketch.update_many([aggs[i].label_cat for i in classes], lab, local)  # type: ignore[misc]
         binary = [i for i in classes
                   if aggs[i].probability is not None and aggs[i].score_histogram is not None]

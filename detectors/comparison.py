@@ -34,6 +34,7 @@ from driftline.detectors.estimation import (
 )
 from driftline.detectors.loss_model import estimate_regression
 from driftline.detectors.metrics import (
+    class_ranking_metrics,
     classification_metrics,
     probability_metrics,
     ranking_metrics,
@@ -257,6 +258,8 @@ def _performance(agg: WindowAggregate) -> tuple[dict[str, float], dict[str, tupl
         out.update(probability_metrics(agg.probability))
     if agg.score_histogram is not None and agg.probability is not None and agg.probability.n:
         out.update(ranking_metrics(agg.score_histogram))
+    if agg.class_histograms is not None and classes is not None:
+        out.update(class_ranking_metrics(agg.class_histograms, classes.classes))
     if agg.spec.task == "multiclass":
         out.update(multiclass_estimation_errors(out, out))
         return out, intervals

@@ -171,7 +171,10 @@ METRIC_FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("support.", "<class>", ""),
     # a multiclass model's per-class estimates and their errors once labelled
     *((f"estimated_{m}.", "<class>", "") for m in ("precision", "recall", "f1", "roc_auc")),
-    *((f"estimation_error_{m}.", "<class>", "") for m in ("precision", "recall", "f1")),
+    *((f"estimation_error_{m}.", "<class>", "") for m in ("precision", "recall", "f1", "roc_auc")),
+    # a multiclass model's realised one-vs-rest ROC AUC per class (``roc_auc`` is the macro mean)
+    ("roc_auc.", "<class>", ""),
+    ("roc_auc_error_bound.", "<class>", ""),
     ("drift.", "<feature>", ".statistic"),
     ("drift.", "<feature>", ".p_value"),
     ("missing_rate.", "<feature>", ""),

@@ -259,7 +259,7 @@ class JoinPartition:
             self._wkey_due.append((final_time, wid))
         if d["v"] == 3:
             self._entries = {
-                m: {pid: tuple(e) for pid, e in es.items()}
+                m: {pid: _entry(e) for pid, e in es.items()}
                 for m, es in d["entries"].items()
             }
             self._labelled = {m: set(pids) for m, pids in d["labelled"].items()}
@@ -425,7 +425,10 @@ class JoinPartition:
         wid_list = wids.tolist()
         ids, predictions = block.ids, block.predictions
         scores, keys, times = block.scores.tolist(), block.keys.tolist(), block.times.tolist()
-        rows = zip(wid_list, predictions, scores, keys, times, strict=True)
+        rows: Iterable[_Entry] = zip(wid_list, predictions, scores, keys, times, strict=True)
+        if block.class_scores is not None:  # a multiclass score vector rides with its entry
+            rows = [row if vec is None else (*row, _vector(vec))
+                    for row, vec in zip(rows, block.class_scores, strict=True)]
         parts = block.by_model()
         if len(parts) == 1:
             self._entries.setdefault(parts[0][0], {}).update(zip(ids, rows, strict=True))
@@ -729,7 +732,8 @@ class JoinPartition:
         """Queue joined (prediction entry, label) pairs for :meth:`flush`, as columns."""
         if not joined:
             return
-        wids, predictions, scores, keys, times = zip(*joined, strict=True)
+        wids, predictions, scores, keys, times = zip(*(e[:5] for e in joined), strict=True)
+        vectors = [dict(e[5]) if len(e) > 5 else None for e in joined]
         self._pending_outcomes.append(
             (
                 np.array(wids, dtype=np.int64),
@@ -738,6 +742,7 @@ class JoinPartition:
                 np.array(scores, dtype=np.float64),
                 np.array(keys, dtype=np.uint64),
                 np.array(times, dtype=np.int64),
+                vectors if any(v is not None for v in vectors) else None,
             )
         )
         self.counters["joined"] += len(joined)
@@ -778,7 +783,7 @@ class JoinPartition:
 
     def _add_outcomes(self, chunks: list[_OutcomeChunk]) -> None:
         if len(chunks) == 1:
-            wids, predictions, labels, scores, keys, times = chunks[0]
+            wids, predictions, labels, scores, keys, times, vectors = chunks[0]
         else:
             wids = np.concatenate([c[0] for c in chunks])
             predictions = [v for c in chunks for v in c[1]]
@@ -786,10 +791,12 @@ class JoinPartition:
             scores = np.concatenate([c[3] for c in chunks])
             keys = np.concatenate([c[4] for c in chunks])
             times = np.concatenate([c[5] for c in chunks])
+            vectors = (None if all(c[6] is None for c in chunks)
+                       else [v for c in chunks for v in (c[6] or [None] * len(c[1]))])
         parts, regression = self._slice_rows(wids)
         preds, labs = self._values(predictions, regression), self._values(labels, regression)
         ts = times.astype(np.float64)  # exact below 2**53 ms
-        fold_outcomes(parts, preds, labs, scores, keys, ts)
+        fold_outcomes(parts, preds, labs, scores, keys, ts, class_scores=vectors)
 
     # -- closing windows -----------------------------------------------------------------
     def _advance(self) -> list[Partial]:
@@ -916,10 +923,24 @@ _At = tuple[str, np.ndarray]
 _Early = tuple[Any, ...]
 #: a window slice: (model, version, segment key, window start)
 _SliceKey = tuple[str, str, str, int]
-#: an in-flight prediction: (window id, prediction, score, stable key, event time)
-_Entry = tuple[int, object, float, int, int]
-#: joined outcomes as columns: window ids, predictions, labels, scores, keys, event times
-_OutcomeChunk = tuple[np.ndarray, list[object], list[object], np.ndarray, np.ndarray, np.ndarray]
+#: an in-flight prediction: (window id, prediction, score, stable key, event time), and for
+#: a multiclass prediction with a score vector its ((class, score), ...) pairs: realised ROC AUC
+#: needs the vector when the label comes. Pairs in a tuple, not a dict, so the entry stays a
+#: tuple of untracked objects the garbage collector skips
+_Entry = tuple[Any, ...]
+#: joined outcomes as columns: window ids, predictions, labels, scores, keys, event times,
+#: score vectors (None: no row has one)
+_OutcomeChunk = tuple[np.ndarray, list[object], list[object], np.ndarray, np.ndarray, np.ndarray,
+                      list[dict[str, float] | None] | None]
+
+
+def _vector(scores: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
+    return tuple((str(k), float(v)) for k, v in scores.items())
+
+
+def _entry(e: Sequence[Any]) -> _Entry:
+    """An entry as a checkpoint decodes it (lists for tuples), back in memory's shape."""
+    return tuple(e) if len(e) <= 5 else (*e[:5], tuple((str(c), float(v)) for c, v in e[5]))
 
 
 def _at_offset(at: tuple[str, int] | None, n: int) -> _At | None:
