@@ -10,6 +10,7 @@ on its topics: window results, alerts, retraining requests and dead-letter recor
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import threading
 import time
@@ -38,7 +39,7 @@ from driftline.schemas.deadletter import (
     reason_of,
 )
 from driftline.streams.app import END_OF_RESULTS, FINAL_WINDOWS_HEADER, MERGE_PARTITION_HEADER, DriftlineApp
-from driftline.streams.catalog import ModelCatalog, build_profiles
+from driftline.streams.catalog import ModelCatalog, StoredProfiles, build_profiles
 from driftline.streams.ingest import CONTROL_HEADER, END_OF_INPUT
 
 __all__ = [
@@ -222,14 +223,18 @@ def collect_results(app: DriftlineApp, done: threading.Event, sink: dict[str, An
         done.set()
 
 
-def _consume_all(app: DriftlineApp, topic: str, partitions: int, idle_s: float = 2.0) -> list[Any]:
+def _consume_all(app: DriftlineApp, topics: dict[str, int], idle_s: float = 2.0) -> dict[str, list[Any]]:
+    """Every record of ``topics`` (name -> partitions), read by one consumer until it has been
+    idle for ``idle_s``. One consumer for all of them, so a report waits out one idle window,
+    not one per topic; "until idle" and not "until the high watermark" because the embedded
+    broker reports high watermarks short (../shared/BROKER-NOTES.md)."""
     consumer = Consumer(
         confluent_config(
             app.settings, group_id=f"driftline-replay-{uuid.uuid4().hex}", enable_auto_commit=False
         )
     )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    out = []
+    consumer.assign([TopicPartition(t, p, 0) for t, n in topics.items() for p in range(n)])
+    out: dict[str, list[Any]] = {t: [] for t in topics}
     last = time.monotonic()
     try:
         while time.monotonic() - last < idle_s:
@@ -237,7 +242,7 @@ def _consume_all(app: DriftlineApp, topic: str, partitions: int, idle_s: float =
             if msg is None or msg.error():
                 continue
             last = time.monotonic()
-            out.append(msg)
+            out[msg.topic() or ""].append(msg)
     finally:
         consumer.close()
     return out
@@ -278,13 +283,24 @@ def replay(
     timeout_s: float = 900.0,
     loglevel: str = "WARNING",
     external_workers: bool = False,
+    store_url: str | None = None,
 ) -> ReplayReport:
     """Replay the two files and return the report (see docs/replay-report.md).
 
     With ``external_workers``, no worker runs here: the files are fed to the configured
     topics (``app_id`` and prefix as configured) and the report is built once the workers
     of that ``app_id``, wherever they run, have finished every window. That is how a replay
-    is spread over several workers, or survives one of them being killed."""
+    is spread over several workers, or survives one of them being killed.
+
+    With ``store_url``, model versions that have a reference profile in that store are judged
+    against it, as a worker does (streams/catalog.py); the store is read, never written, and
+    only once, at the first window of each version, so a replay stays a function of its input.
+    """
+    if external_workers and store_url is not None:  # never a setting silently ignored
+        raise ValueError(
+            "--store-url has no effect with --external-workers: those workers read the stored "
+            "profiles of their own store_url; drop one of the two"
+        )
     pred_lines = read_lines(predictions)
     label_lines = read_lines(ground_truth)
     run = uuid.uuid4().hex[:8]
@@ -306,7 +322,10 @@ def replay(
     )
     try:
         profiles = _load_reference(str(reference), config, _model_ids(pred_lines)) if reference else {}
-        catalog = ModelCatalog.load(config, extra_profiles=profiles, extra_source=f"file:{reference}")
+        stored = None if store_url is None else StoredProfiles(store_url, refresh_s=math.inf)
+        catalog = ModelCatalog.load(
+            config, extra_profiles=profiles, extra_source=f"file:{reference}", stored=stored
+        )
         app = DriftlineApp(
             config,
             catalog,
@@ -361,15 +380,14 @@ def _report(app: DriftlineApp, sink: dict[str, Any]) -> ReplayReport:
             continue
         seen.add(key)
         report.windows.append(msgspec.to_builtins(r))
-    c = app.config.topics
-    alerts = _consume_all(app, app.topics.alerts, c.alerts)
-    report.alerts = _unique(alerts, decode_alert)
-    requests = _consume_all(app, app.topics.retraining, c.retraining)
-    report.retraining_requests = _unique(requests, decode_retraining_request)
+    c, t = app.config.topics, app.topics
+    read = _consume_all(app, {t.alerts: c.alerts, t.retraining: c.retraining, t.dead_letter: c.dead_letter})
+    report.alerts = _unique(read[t.alerts], decode_alert)
+    report.retraining_requests = _unique(read[t.retraining], decode_retraining_request)
     # one record per rejected event: an input message re-read after a restart is dead-lettered
     # again, so records are keyed by where the event came from
     unique: dict[tuple, str] = {}
-    for m in _consume_all(app, app.topics.dead_letter, c.dead_letter, idle_s=1.0):
+    for m in read[t.dead_letter]:
         h = record_headers(m)
         where = tuple(h.get(k) for k in _WHERE_HEADERS)
         unique[where] = reason_of(h)
