@@ -11,6 +11,7 @@ import copy
 import numpy as np
 import pytest
 
+import driftline.detectors.sketches as sketches_module
 from driftline.detectors.aggregates import (
     AggregateSpec,
     WindowAggregate,
@@ -20,8 +21,11 @@ from driftline.detectors.aggregates import (
 )
 from driftline.detectors.calibration import fit_calibrator
 from driftline.detectors.loss_model import fit_loss_model
+from driftline.detectors.multivariate import fit_reconstruction_rows
 from driftline.detectors.sketches import (
+    CalibratedScores,
     CategoricalSketch,
+    ConfusionCounts,
     ExactSum,
     ExpectedConfusion,
     NumericSketch,
@@ -120,6 +124,64 @@ def test_exact_sums_and_small_sketches_update_many_is_repeated_update(seed: int)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+def test_calibrated_scores_update_many_is_repeated_update(seed: int) -> None:
+    """Onto sketches that already hold data (the cells are added in place), with NaN raw
+    scores and NaN probabilities skipped, scores at 0 and 1, and empty segments."""
+    rng = np.random.default_rng(seed)
+    count, n, n_bins = int(rng.integers(1, 9)), int(rng.integers(0, 400)), int(rng.choice([1, 7, 400]))
+    s = _segments(rng, n, count)
+    pos = rng.random(n) < 0.4
+    raw = rng.random(n) ** rng.choice([1.0, 8.0])
+    raw[rng.random(n) < 0.05] = rng.choice([0.0, 1.0])
+    raw[rng.random(n) < 0.05] = np.nan
+    q = rng.random(n)
+    q[rng.random(n) < 0.05] = np.nan
+    batched, oracle = [], []
+    for _ in range(count):
+        m = int(rng.integers(0, 30))
+        start = (rng.random(m) < 0.5, rng.random(m), rng.random(m))
+        a, b = CalibratedScores(n_bins), CalibratedScores(n_bins)
+        a.update(*start)
+        b.update(*start)
+        batched.append(a)
+        oracle.append(b)
+    CalibratedScores.update_many(batched, pos, raw, q, s)
+    for i in range(count):
+        oracle[i].update(pos[s == i], raw[s == i], q[s == i])
+        assert batched[i] == oracle[i] and batched[i].to_dict() == oracle[i].to_dict()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_confusion_update_many_is_repeated_update(seed: int) -> None:
+    """Onto sketches that hold none, some, all or other labels than the batch (each grows to
+    the union in sorted order), with empty segments; and past the table bound."""
+    rng = np.random.default_rng(seed)
+    count, n = int(rng.integers(1, 9)), int(rng.integers(0, 400))
+    s = _segments(rng, n, count)
+    pool = np.array(["0", "1", "b", "a", "zz", "10"], dtype=object)
+    width = int(rng.integers(1, pool.size + 1))
+    t, p = pool[rng.integers(0, width, n)], pool[rng.integers(0, width, n)]
+    batched, oracle = [], []
+    for _ in range(count):
+        a, b = ConfusionCounts(), ConfusionCounts()
+        m = int(rng.integers(0, 6))
+        start = (pool[rng.integers(0, pool.size, m)], pool[rng.integers(0, pool.size, m)])
+        a.update(*start)
+        b.update(*start)
+        batched.append(a)
+        oracle.append(b)
+    if seed % 4 == 0:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(sketches_module, "_CONFUSION_TABLE_MAX", 0)
+            ConfusionCounts.update_many(batched, t, p, s)
+    else:
+        ConfusionCounts.update_many(batched, t, p, s)
+    for i in range(count):
+        oracle[i].update(t[s == i], p[s == i])
+        assert batched[i] == oracle[i] and batched[i].to_dict() == oracle[i].to_dict()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_categorical_update_many_is_repeated_update(seed: int) -> None:
     rng = np.random.default_rng(seed)
     count, n = int(rng.integers(1, 9)), int(rng.integers(0, 400))
@@ -155,10 +217,14 @@ def _fitted_specs(rng: np.random.Generator) -> tuple[AggregateSpec, AggregateSpe
     assert loss_model is not None
     grid = np.quantile(rng.normal(size=5000), np.linspace(0, 1, 41))
     grids = {"x": grid, "declared": np.linspace(-1, 6, 9)}
+    # multivariate drift's encodings (each model its own), read from mixed and declared columns
+    kinds = {"x": "numeric", "c": "categorical", "mixed": "categorical", "declared": "numeric"}
+    moments = [fit_reconstruction_rows(_rows(rng, 400), kinds).encodings for _ in range(2)]
     binary = AggregateSpec(task="binary", numeric_edges={"declared": np.array([0.0, 5.0])},
-                           sample_size=20, numeric_grids=grids, calibrator=calibrator)
+                           sample_size=20, numeric_grids=grids, calibrator=calibrator,
+                           moment_encodings=moments[0])
     regression = AggregateSpec(task="regression", categories={"declared": ("a",)}, sample_size=20,
-                               numeric_grids={"x": grid}, loss_model=loss_model)
+                               numeric_grids={"x": grid}, loss_model=loss_model, moment_encodings=moments[1])
     return binary, regression
 
 
@@ -208,6 +274,8 @@ def test_fold_predictions_and_outcomes_are_one_add_per_group(seed: int, fitted: 
     fold_predictions(parts, columns, keys, predictions, scores, fold_groups=groups)
     fold_outcomes(parts, predictions, labels, scores, keys, times)
     assert [a.to_dict() for a in batched] == [o.to_dict() for o in oracle]
+    if fitted:  # the moments were folded (once per group, merged into the slices)
+        assert sum(a.moments.n for a in batched if a.moments is not None) == sum(p[1].size for p in parts)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
