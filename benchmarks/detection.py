@@ -245,8 +245,8 @@ def estimation_rows(quick: bool = False) -> list[list[str]]:
 
 HEADER = """# Drift detection: false alerts per 30 days and detection delays (issue 14)
 
-Generated, this whole file, by `.venv/bin/python benchmarks/detection.py > benchmarks/DETECTION.md`
-(seed 14, defaults): in process on the pure evaluation with the real `Evaluator` and the
+Generated, this whole file, by `.venv/bin/python benchmarks/detection.py{args} > benchmarks/DETECTION.md`:
+in process on the pure evaluation with the real `Evaluator` and the
 default configuration (BH across features and predictions per window; the `dataset-drift`
 rule on `drift_cusum >= 3`, the largest of one CUSUM per feature and prediction entry on a
 common scale, its threshold spent so the model's slices and statistics together expect at most
@@ -310,10 +310,16 @@ def main(argv: list[str] | None = None) -> int:
         args.days, args.trials = 3.0, 20
     t0 = time.perf_counter()
     rows: list[list[str]] = []
+
+    def add(row: list[str]) -> None:
+        """Keep a row, and show it as it comes (a long run that fails later keeps its rows)."""
+        rows.append(row)
+        print("| " + " | ".join(row) + " |", file=sys.stderr, flush=True)
+
     for segmented in (False, True):
         s = stationary(args.days, args.references, args.seed, segmented)
         slices = 1 + sum(len(v) for v in DIMENSIONS.values()) if segmented else 1
-        rows.append([f"stationary, {slices} slice(s)", "false drift alerts / model / 30 days",
+        add([f"stationary, {slices} slice(s)", "false drift alerts / model / 30 days",
                      f"{s['alerts_per_30d']:.2f}",
                      f"{s['alerts']} in {s['windows']} windows ({s['windows'] / WINDOWS_PER_DAY:.0f} days, "
                      f"{args.references} references); per-window verdict set in "
@@ -327,16 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for label, change in scenarios:
         within3, median, found = _summary(delays(change, args.trials, args.references, args.seed))
-        rows.append([label, "share found within 3 windows", within3,
+        add([label, "share found within 3 windows", within3,
                      f"median delay {median} window(s); found within 10: {found}"])
     for kind, n in online_false(args.days, args.seed).items():
-        rows.append([f"stationary error stream, {kind}", "false online detections / slice / 30 days",
+        add([f"stationary error stream, {kind}", "false online detections / slice / 30 days",
                      f"{n:.1f}",
                      f"{EVENTS} labelled events a window, error rate 0.1"])
-    for row in rows:  # progress, so a long run that fails later still shows what it measured
-        print("| " + " | ".join(row) + " |", file=sys.stderr, flush=True)
     rows.extend(estimation_rows(args.quick))
-    print(HEADER)
+    print(HEADER.replace("{args}", "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))))
     print(f"Seed {args.seed}, {EVENTS} predictions a 5-minute window, {args.days:g} days per stationary run, "
           f"{args.trials} trials per shift ({time.perf_counter() - t0:.0f} s).\n")
     print("| scenario | measure | value | detail |")

@@ -155,7 +155,9 @@ class DriftCusum:
     last_start: int | None = None
 
     def update(self, z: Mapping[str, float], h: float) -> float:
-        self.h = h
+        # a budget smaller than Siegmund's run length at h = 0 (a window of days) spends h = 0:
+        # any evidence over k alerts, reported large but finite
+        self.h = h = max(h, 1e-9)
         cap = 2.0 * h
         for key, zi in z.items():
             self.values[key] = min(cap, max(0.0, self.values.get(key, 0.0) + zi - self.k))
@@ -163,7 +165,7 @@ class DriftCusum:
         return self.value
 
     def normalised(self, s: float) -> float:
-        return CUSUM_H * s / self.h if self.h > 0 else (math.inf if s > 0 else 0.0)
+        return CUSUM_H * s / self.h
 
     def observe(self, start: int, z: Mapping[str, float], h: float) -> float | None:
         """Feed the window starting at ``start``; an older window than the last fed returns None

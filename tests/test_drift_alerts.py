@@ -12,7 +12,7 @@ stream's path (``WindowAggregate.add_predictions``, ``compare``, ``Evaluator``),
 * under no drift each statistic's evidence is no larger than N(0, 1) in the upper tail, which
   is what carries the run length of N(0, 1) increments over to the pipeline;
 * a 0.2 sigma shift of one feature alerts within 3 windows in >= 95 % of trials, and the
-  category change of Jensen-Shannon distance 0.05 in >= 70 % (the 95 % target is not met:
+  category change of Jensen-Shannon distance 0.05 in >= 80 % (the 95 % target is not met:
   an xfail that turns into a failure once it is);
 * alert evidence names the statistics whose CUSUM crossed; the statistics are fed once per
   window (re-evaluations and restores add nothing).
@@ -174,13 +174,15 @@ def category_change_found() -> float:
 
 
 def test_a_category_change_alerts_within_three_windows_in_most_trials(category_change_found: float) -> None:
-    """What the per-statistic CUSUMs reach (about 0.75 by resampling; the single CUSUM of
-    Simes-combined evidence reached 0.58 in the benchmark and 0.56 here): at least 0.70 of 90
-    trials, whose binomial standard deviation at 0.75 is 0.05."""
-    assert category_change_found >= 0.70
+    """What the per-statistic CUSUMs reach: 0.93 of these 90 trials (0.78 of the 40 of another
+    seed and pair of references: the share depends on the reference draw), where the single
+    CUSUM of Simes-combined evidence they replace reached 0.68 of the same trials (checked by
+    running this on that code) and 0.58 in the benchmark. At least 0.80 tells the two apart
+    by about 2.5 binomial standard deviations either side."""
+    assert category_change_found >= 0.80
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 2 target not met (about 0.78): docs/detectors.md")
+@pytest.mark.xfail(strict=True, reason="issue 14 item 2 target not met (0.93 here): docs/detectors.md")
 def test_a_category_change_alerts_within_three_windows_in_95_percent(category_change_found: float) -> None:
     assert category_change_found >= 0.95
 
