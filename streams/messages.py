@@ -26,6 +26,7 @@ from driftline.schemas import GroundTruthEvent, PredictionEvent
 __all__ = [
     "EndOfInput",
     "FeatureWire",
+    "HealthFinding",
     "JoinInput",
     "LabelBatch",
     "LabelColumns",
@@ -96,6 +97,14 @@ class PredictionColumns(msgspec.Struct, tag="P", gc=False):
     #: each row's per-class probabilities (None where it sent none), for multiclass estimates;
     #: None when no row sent any (and in messages written before multiclass estimates)
     class_scores: list[dict[str, float] | None] | None = None
+    #: per attributed feature, each row's attribution (float64 bytes, NaN where a row sent
+    #: none); None when no row sent ``attributions`` (and in messages written before them)
+    attributions: dict[str, bytes] | None = None
+    #: the distinct ``registry`` values ([uri, name, alias, run_id], None for rows without
+    #: one) and each row's index into them (uint32); None when no row sent one (and in
+    #: messages written before event lineage)
+    registries: list[list[str | None] | None] | None = None
+    registry: bytes | None = None
 
 
 class LabelColumns(msgspec.Struct, tag="L", gc=False):
@@ -168,7 +177,27 @@ class Progress(msgspec.Struct, tag="g"):
     seq: int = 0
 
 
-PartialsMessage = Partial | Progress
+class HealthFinding(msgspec.Struct, tag="h"):
+    """A schema change ingest found in a model version's events, sent to the merge partition
+    that owns the model: that partition's alert lifecycle (checkpointed) raises it once per
+    change per model version, however many ingest partitions, workers or restarts report it.
+
+    ``kind`` is a schema-change kind of ``HEALTH_EVENTS``; the position is the first
+    offending event's (its input topic, partition and offset) in this ingest's share."""
+
+    model_id: str
+    model_version: str
+    kind: str
+    feature: str
+    window_start: int
+    topic: str
+    partition: int
+    offset: int
+    prediction_id: str
+    detail: dict[str, Any]
+
+
+PartialsMessage = Partial | Progress | HealthFinding
 
 _encoder = msgspec.msgpack.Encoder()
 _join_decoder = msgspec.msgpack.Decoder(JoinInput)
