@@ -337,7 +337,9 @@ def wasserstein_binned(edges: np.ndarray, ref_counts: np.ndarray, cur_counts: np
     total = np.abs(a) + np.abs(b)
     with np.errstate(invalid="ignore", divide="ignore"):
         crossing = np.where(total > 0, (a * a + b * b) / (2.0 * total), 0.0)
-    area = float(np.sum(width * np.where(same, total / 2.0, crossing)))
+    # math.fsum, not np.sum: numpy's SIMD pairwise sum rounds differently by CPU, and this
+    # number must be the same on every worker's machine (and in the golden replay)
+    area = math.fsum((width * np.where(same, total / 2.0, crossing)).tolist())
     if scale > 0:
         return area / scale
     return 0.0 if area == 0 else math.inf

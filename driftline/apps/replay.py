@@ -222,14 +222,18 @@ def collect_results(app: DriftlineApp, done: threading.Event, sink: dict[str, An
         done.set()
 
 
-def _consume_all(app: DriftlineApp, topic: str, partitions: int, idle_s: float = 2.0) -> list[Any]:
+def _consume_all(app: DriftlineApp, topics: dict[str, int], idle_s: float = 2.0) -> dict[str, list[Any]]:
+    """Every record of ``topics`` (name -> partitions), read by one consumer until it has been
+    idle for ``idle_s``. One consumer for all of them, so a report waits out one idle window,
+    not one per topic; "until idle" and not "until the high watermark" because the embedded
+    broker reports high watermarks short (../shared/BROKER-NOTES.md)."""
     consumer = Consumer(
         confluent_config(
             app.settings, group_id=f"driftline-replay-{uuid.uuid4().hex}", enable_auto_commit=False
         )
     )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    out = []
+    consumer.assign([TopicPartition(t, p, 0) for t, n in topics.items() for p in range(n)])
+    out: dict[str, list[Any]] = {t: [] for t in topics}
     last = time.monotonic()
     try:
         while time.monotonic() - last < idle_s:
@@ -237,7 +241,7 @@ def _consume_all(app: DriftlineApp, topic: str, partitions: int, idle_s: float =
             if msg is None or msg.error():
                 continue
             last = time.monotonic()
-            out.append(msg)
+            out[msg.topic() or ""].append(msg)
     finally:
         consumer.close()
     return out
@@ -361,15 +365,14 @@ def _report(app: DriftlineApp, sink: dict[str, Any]) -> ReplayReport:
             continue
         seen.add(key)
         report.windows.append(msgspec.to_builtins(r))
-    c = app.config.topics
-    alerts = _consume_all(app, app.topics.alerts, c.alerts)
-    report.alerts = _unique(alerts, decode_alert)
-    requests = _consume_all(app, app.topics.retraining, c.retraining)
-    report.retraining_requests = _unique(requests, decode_retraining_request)
+    c, t = app.config.topics, app.topics
+    read = _consume_all(app, {t.alerts: c.alerts, t.retraining: c.retraining, t.dead_letter: c.dead_letter})
+    report.alerts = _unique(read[t.alerts], decode_alert)
+    report.retraining_requests = _unique(read[t.retraining], decode_retraining_request)
     # one record per rejected event: an input message re-read after a restart is dead-lettered
     # again, so records are keyed by where the event came from
     unique: dict[tuple, str] = {}
-    for m in _consume_all(app, app.topics.dead_letter, c.dead_letter, idle_s=1.0):
+    for m in read[t.dead_letter]:
         h = record_headers(m)
         where = tuple(h.get(k) for k in _WHERE_HEADERS)
         unique[where] = reason_of(h)

@@ -15,21 +15,19 @@ read-only over HTTP for dashboards and probes.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftline.platform.health import Verdict
+from driftline.platform.jsonhttp import JsonHandler, JsonServer
 from driftline.platform.store import GivenUp, given_up_notifications, list_alerts, segment_key
 from driftline.platform.store.models import Model, WindowResultRow
 from driftline.platform.text import printable
@@ -401,7 +399,7 @@ def status_json(statuses: Sequence[ModelStatus], now_ms: int) -> dict[str, Any]:
 
 
 # ---- HTTP ---------------------------------------------------------------------------------------
-class StatusServer(ThreadingHTTPServer):
+class StatusServer(JsonServer):
     """Read-only JSON over HTTP: ``GET /status`` and ``GET /healthz``; nothing else.
 
     Every request opens its own short session, so the answer is as fresh as the store and a
@@ -411,7 +409,7 @@ class StatusServer(ThreadingHTTPServer):
     waiting.
     """
 
-    daemon_threads = True
+    thread_name = "driftline-status"
 
     def __init__(
         self,
@@ -455,42 +453,27 @@ class StatusServer(ThreadingHTTPServer):
                 body["status"] = "workers unhealthy"
         return ok and verdict.healthy, body
 
-    def start(self) -> threading.Thread:
-        """Serve on a daemon thread (for tests and embedding); stop with ``shutdown()``."""
-        thread = threading.Thread(target=self.serve_forever, name="driftline-status", daemon=True)
-        thread.start()
-        return thread
 
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: StatusServer
     server_version = "driftline-status"
+    label = "status server"
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/status":
             try:
-                self._send(HTTPStatus.OK, self.server.status())
+                self.send_json(HTTPStatus.OK, self.server.status())
             except Exception:
                 log.exception("status server: could not read the store")
-                self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "store unavailable"})
+                self.send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "store unavailable"})
         elif path == "/healthz":
             ok, body = self.server.health()
-            self._send(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, body)
+            self.send_json(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, body)
         else:
-            self._send(HTTPStatus.NOT_FOUND, {"error": "not found", "endpoints": ["/status", "/healthz"]})
+            self.send_json(HTTPStatus.NOT_FOUND, {"error": "not found", "endpoints": ["/status", "/healthz"]})
 
-    def _send(self, status: HTTPStatus, body: dict[str, Any]) -> None:
-        data = json.dumps(body, allow_nan=False).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("status server: " + format, *args)
 
 
 def make_status_server(

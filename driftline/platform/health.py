@@ -15,15 +15,15 @@ as ``GET /healthz`` for probes and supervisors. Nothing here talks to Kafka.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from driftline.platform.jsonhttp import JsonHandler, JsonServer
 
 __all__ = ["HealthServer", "PartitionProgress", "Probe", "ProgressTracker", "Verdict", "judge"]
 
@@ -185,46 +185,30 @@ def judge(
     return Verdict(not reasons, tuple(reasons), fatal, partitions)
 
 
-class HealthServer(ThreadingHTTPServer):
+class HealthServer(JsonServer):
     """``GET /healthz``: 200 with ``{"status": "ok"}`` or 503 with the reasons; nothing else.
     ``check`` is called per request, so the answer is as fresh as the last probe."""
 
-    daemon_threads = True
+    thread_name = "driftline-health"
 
     def __init__(self, address: tuple[str, int], check: Callable[[], Verdict]) -> None:
         self.check = check
         super().__init__(address, _Handler)
 
-    def start(self) -> threading.Thread:
-        """Serve on a daemon thread; stop with ``shutdown()``."""
-        thread = threading.Thread(target=self.serve_forever, name="driftline-health", daemon=True)
-        thread.start()
-        return thread
 
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: HealthServer
     server_version = "driftline-health"
+    label = "health server"
 
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] != "/healthz":
-            self._send(HTTPStatus.NOT_FOUND, {"error": "not found", "endpoints": ["/healthz"]})
+            self.send_json(HTTPStatus.NOT_FOUND, {"error": "not found", "endpoints": ["/healthz"]})
             return
         try:
             verdict = self.server.check()
         except Exception:  # a broken check must read as unhealthy, not as a dropped connection
             log.exception("health check failed")
             verdict = Verdict(False, ("the health check itself failed (see the worker's log)",))
-        self._send(HTTPStatus.OK if verdict.healthy else HTTPStatus.SERVICE_UNAVAILABLE, verdict.document())
-
-    def _send(self, status: HTTPStatus, body: dict[str, Any]) -> None:
-        data = json.dumps(body, allow_nan=False).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("health server: " + format, *args)
+        status = HTTPStatus.OK if verdict.healthy else HTTPStatus.SERVICE_UNAVAILABLE
+        self.send_json(status, verdict.document())
