@@ -6,6 +6,9 @@ of ``d`` features and ``d (d + 1) / 2`` products folded into exact sums. The bas
 same process and interleaved round by round, is what a slice already does with the same batch:
 ``WindowAggregate.add_predictions`` (one sketch per feature, bottom-k samples, exact sums).
 
+The same baseline prices ingest's schema-change check (``column_schema_changes``) on the
+batch's columns, which ingest builds anyway, against a reference schema of the same features.
+
     .venv/bin/python benchmarks/root_cause_cost.py [--rows 16384] [--features 8 20] [--rounds 7]
 """
 
@@ -20,6 +23,7 @@ import numpy as np
 
 from driftline.detectors.aggregates import AggregateSpec, WindowAggregate, feature_columns
 from driftline.detectors.hashing import stable_keys
+from driftline.detectors.integration import column_schema_changes
 from driftline.detectors.multivariate import fit_reconstruction
 
 
@@ -71,12 +75,24 @@ def measure(rows: int, d: int, rounds: int) -> dict[str, float]:
     def moments() -> None:
         model.new_sketch().update(model.encode_columns(columns, idx))
 
-    base, extra = [], []
-    for _ in range(rounds):  # interleaved, so load on the shared box hits both alike
+    types = {"numeric": frozenset({"number"}), "categorical": frozenset({"string", "boolean"})}
+    expected = {f: types[kinds[f]] for f in names}
+    starts = np.zeros(rows, dtype=np.int64)
+
+    def schema() -> None:
+        assert column_schema_changes(expected, columns, batch, starts, lambda i: i) == []
+
+    base, extra, check = [], [], []
+    for _ in range(rounds):  # interleaved, so load on the shared box hits all alike
         base.append(_time(fold))
         extra.append(_time(moments))
+        check.append(_time(schema))
     ratios = [e / b for e, b in zip(extra, base, strict=True)]
+    schema_ratios = [c / b for c, b in zip(check, base, strict=True)]
     return {
+        "schema_us_per_event": statistics.median(check) / rows * 1e6,
+        "schema_ratio_median": statistics.median(schema_ratios),
+        "schema_ratio_max": max(schema_ratios),
         "fold_us_per_event": statistics.median(base) / rows * 1e6,
         "moments_us_per_event": statistics.median(extra) / rows * 1e6,
         "ratio_min": min(ratios),
@@ -93,12 +109,18 @@ def main() -> None:
     args = parser.parse_args()
     print("| features | fold µs/event | moments µs/event | moments / fold (min, median, max) |")
     print("|---:|---:|---:|---|")
-    for d in args.features:
-        m = measure(args.rows, d, args.rounds)
+    found = [(d, measure(args.rows, d, args.rounds)) for d in args.features]
+    for d, m in found:
         print(
             f"| {d} | {m['fold_us_per_event']:.2f} | {m['moments_us_per_event']:.2f} | "
             f"{m['ratio_min']:.2f}, {m['ratio_median']:.2f}, {m['ratio_max']:.2f} |"
         )
+    print()
+    print("| features | schema check µs/event | schema check / fold (median, max) |")
+    print("|---:|---:|---|")
+    for d, m in found:
+        ratios = f"{m['schema_ratio_median']:.3f}, {m['schema_ratio_max']:.3f}"
+        print(f"| {d} | {m['schema_us_per_event']:.3f} | {ratios} |")
 
 
 if __name__ == "__main__":

@@ -35,12 +35,14 @@ from __future__ import annotations
 import itertools
 import statistics
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from scipy import stats
 
+from driftline.detectors.aggregates import FeatureColumns
 from driftline.detectors.vocabulary import HEALTH_EVENTS
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "LabelWatch",
     "SilenceWatch",
     "VolumeWatch",
+    "column_schema_changes",
     "json_type",
     "schema_changes",
     "schema_of",
@@ -194,6 +197,17 @@ class VolumeWatch:
             past.append(count)
         return events
 
+    def keys(self) -> set[str]:
+        """The keys watched (every key ever shown with a count)."""
+        return set(self._counts)
+
+    def band(self, key: str) -> tuple[float, float] | None:
+        """The band the next window of ``key`` is judged by (None: too few past windows)."""
+        past = self._counts.get(key, ())
+        if len(past) < self.min_history:
+            return None
+        return volume_band(list(past), k=self.k, alpha=self.alpha)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "history": self.history,
@@ -286,6 +300,10 @@ class LabelWatch:
                 )
         return events
 
+    def trend_judged(self, key: str) -> bool:
+        """Whether the last update of ``key`` judged the trend (it has ``trend_windows + 1`` windows)."""
+        return len(self._coverage.get(key, ())) == self.trend_windows + 1
+
     def to_dict(self) -> dict[str, Any]:
         return {"coverage": {k: list(v) for k, v in self._coverage.items()}}
 
@@ -363,3 +381,62 @@ def schema_changes(
             detail |= {"expected": sorted(expected[feature]), "got": seen[change]}
         events.append(HealthEvent(kind, feature, window_start_ms, detail, positions[first[change]]))
     return events
+
+
+def column_schema_changes(
+    expected: Mapping[str, frozenset[str]],
+    columns: FeatureColumns,
+    rows: Sequence[Mapping[str, Any]],
+    window_starts: np.ndarray,
+    position: Callable[[int], Any],
+) -> list[HealthEvent]:
+    """:func:`schema_changes` on a batch already split into columns (ingest's), at the cost of
+    a few array passes per feature: only rows whose value is null or absent are looked at one
+    by one (to tell an absent key from a null), and only for the features that have some.
+
+    ``rows[i]`` is event i's features, ``window_starts[i]`` its window's start and
+    ``position(i)`` its position; each event is named at its first offending row.
+    """
+    n = columns.size
+    if n == 0:
+        return []
+    found: list[tuple[int, str, str, int, dict[str, Any]]] = []
+    names = set(columns.present)
+    for feature in sorted(names - set(expected)):
+        present = np.flatnonzero(columns.present[feature])
+        at = [int(present[0])] if present.size else [i for i, r in enumerate(rows) if feature in r]
+        if at:
+            found.append((at[0], "new_feature", feature, max(int(present.size), 1), {}))
+    for feature in sorted(expected):
+        if feature not in names:
+            found.append((0, "feature_missing", feature, n, {}))
+            continue
+        gaps = np.flatnonzero(~columns.present[feature])
+        absent = [int(i) for i in gaps.tolist() if feature not in rows[int(i)]]
+        if absent:
+            found.append((absent[0], "feature_missing", feature, len(absent), {}))
+        allowed = expected[feature]
+        if not allowed:
+            continue
+        wrong = np.zeros(n, dtype=bool)
+        if "number" not in allowed and feature in columns.numeric_mask:
+            wrong |= columns.numeric_mask[feature]
+        if not allowed & {"string", "boolean"} and feature in columns.categorical_mask:
+            wrong |= columns.categorical_mask[feature]
+        bad = np.flatnonzero(wrong)
+        if bad.size:
+            first = int(bad[0])
+            got = json_type(rows[first][feature])
+            found.append(
+                (first, "type_change", feature, int(bad.size), {"expected": sorted(allowed), "got": got})
+            )
+    return [
+        HealthEvent(
+            kind,
+            feature,
+            int(window_starts[row]),
+            {"events": count, "share": count / n, **detail},
+            position(row),
+        )
+        for row, kind, feature, count, detail in sorted(found, key=lambda f: (f[0], f[1], f[2]))
+    ]

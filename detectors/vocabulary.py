@@ -29,6 +29,7 @@ from collections.abc import Iterable
 __all__ = [
     "CORRECTIONS",
     "DRIFT_TESTS",
+    "HEALTH_ALERTS",
     "HEALTH_EVENTS",
     "LABEL_FREE_METRICS",
     "METRICS",
@@ -82,6 +83,17 @@ HEALTH_EVENTS = frozenset(
         "type_change",
     }
 )
+#: the alerts integration-health events raise, by alert name (a rule name of its own, and the
+#: name ``health.disable`` takes): each event kind belongs to exactly one, whose first kind
+#: fires it and whose ``predictions_resumed`` resolves it (``streams/integration_health.py``)
+HEALTH_ALERTS: dict[str, tuple[str, ...]] = {
+    "no-predictions": ("no_predictions", "predictions_resumed"),
+    "volume-out-of-band": ("volume_low", "volume_high"),
+    "label-coverage-low": ("label_coverage_low",),
+    "label-coverage-falling": ("label_coverage_falling",),
+    "label-lag-high": ("label_lag_high",),
+    "schema-change": ("feature_missing", "new_feature", "type_change"),
+}
 #: values the root-cause detectors give a window (multivariate drift, attribution drift).
 #: Not in :data:`METRICS` yet: a name joins it when ``streams/evaluation.py`` computes it,
 #: since ``tests/test_vocabulary.py`` checks every listed metric is produced.

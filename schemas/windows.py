@@ -45,6 +45,7 @@ __all__ = [
     "due_phase_at",
     "early_label_expiry",
     "final_at",
+    "last_provisional_start",
     "parse_segment_key",
     "provisional_at",
     "segment_key",
@@ -79,6 +80,16 @@ class HasWindowShape(Protocol):
 def window_start(t: T, window_ms: T | int) -> T:
     """The start of the window holding event time ``t`` (scalars or arrays)."""
     return t - t % window_ms
+
+
+def last_provisional_start(watermark: int, window_ms: int, grace_ms: int) -> int:
+    """The start of the newest window whose predictions are complete at ``watermark``
+    (``provisional_at(end) <= watermark``), whether or not anything arrived in it.
+
+    >>> last_provisional_start(125_000, 60_000, 5_000)
+    60000
+    """
+    return window_start(watermark - grace_ms - window_ms, window_ms)
 
 
 def provisional_at(end: T, grace_ms: T | int) -> T:

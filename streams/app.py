@@ -29,7 +29,7 @@ from driftline.platform.checkpoints import CheckpointStore
 from driftline.platform.config import Config
 from driftline.platform.health import ProgressTracker
 from driftline.platform.kafka import KafkaSettings, TopicNames, settings_for
-from driftline.schemas import encode, kafka_record
+from driftline.schemas import AlertEvent, encode, kafka_record
 from driftline.schemas.deadletter import SOURCE_TOPIC_HEADER, Reason, dead_letter_headers, reason_of
 from driftline.streams.catalog import ModelCatalog
 from driftline.streams.evaluation import Evaluation, Evaluator
@@ -378,6 +378,7 @@ class DriftlineApp:
                 out.append(Outgoing(self.topics.retraining, value, key=key, headers=headers))
             if self.on_evaluation is not None:
                 self.on_evaluation(evaluation)
+        out.extend(self._health_records(result.alerts))
         metrics.observe_progress(merger.counters, merger.watermark, models)
         if result.ended:
             # on every results partition, after this partition's results there: a reader that
@@ -393,6 +394,16 @@ class DriftlineApp:
                 for p in range(self.config.topics.results)
             )
         await self._send(out)
+
+    def _health_records(self, alerts: Iterable[AlertEvent]) -> list[Outgoing]:
+        """Integration-health alerts (streams/integration_health.py), as every other alert."""
+        out = []
+        for alert in alerts:
+            metrics.ALERTS_EMITTED.labels(alert.data.status, alert.data.severity).inc()
+            value, headers = kafka_record(alert, self.config.cloudevents.alerts)
+            key = alert.data.dedup_key.encode()
+            out.append(Outgoing(self.topics.alerts, value, key=key, headers=headers))
+        return out
 
     # -- plumbing --------------------------------------------------------------------------
     async def _send(self, records: Iterable[Outgoing]) -> None:

@@ -28,7 +28,8 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from driftline.detectors.hashing import stable_keys
+from driftline.detectors.hashing import partition_for, stable_keys
+from driftline.detectors.integration import column_schema_changes
 from driftline.platform.config import Config, ModelConfig
 from driftline.platform.kafka import TopicNames
 from driftline.schemas import (
@@ -40,10 +41,10 @@ from driftline.schemas import (
     encode,
 )
 from driftline.schemas.deadletter import Reason, dead_letter_headers
-from driftline.schemas.windows import MIN_WATERMARK, closing_epoch, window_shapes
+from driftline.schemas.windows import MIN_WATERMARK, closing_epoch, window_shapes, window_start
 from driftline.streams.catalog import ModelCatalog
 from driftline.streams.columns import LabelBlock, PredictionBlock, groups
-from driftline.streams.messages import EndOfInput, Tick, encode_internal
+from driftline.streams.messages import EndOfInput, HealthFinding, Tick, encode_internal
 
 __all__ = [
     "CONTROL_HEADER",
@@ -200,6 +201,12 @@ class Router:
         self.join_partitions = join_partitions
         topics = TopicNames.from_config(config)
         self.join_topic, self.dead_letter_topic = topics.join, topics.dead_letter
+        self.partials_topic = topics.partials
+        #: per model, the JSON types each reference feature had (None: no reference to check)
+        self._schemas: dict[str, dict[str, frozenset[str]] | None] = {}
+        #: schema changes this router has reported, (model, version, kind, feature): once each
+        #: (a restart or another worker reports again; the merge partition's lifecycle dedups)
+        self._schema_seen: set[tuple[str, str, str, str]] = set()
         self.consumed: dict[str, int] = defaultdict(int)
         self.invalid: dict[tuple[str, str], int] = defaultdict(int)
         self._wm: dict[str, int] = {}
@@ -424,7 +431,9 @@ class Router:
             )
             if unscored.keys() - self._warned_unscored:
                 self._warn_unscored(unscored)
+            findings = self._schema_findings(source, offset, events, block, rows)  # type: ignore[arg-type]
         else:
+            findings = []
             block = LabelBlock.from_events(events)  # type: ignore[arg-type]  # labels, by kind
         out: list[Outgoing] = []
         touched: set[int] = set()
@@ -441,6 +450,96 @@ class Router:
         was_idle = source in self._idle
         self._idle.discard(source)
         out.extend(self._ticks(source, touched, force=was_idle))
+        return findings + out
+
+    # -- schema changes ----------------------------------------------------------------------
+    def _schema(self, model_id: str) -> dict[str, frozenset[str]] | None:
+        """The reference's features and the JSON types a value of each may have: numbers for a
+        numeric feature, strings and booleans for a categorical one, anything for a feature
+        ``feature_types`` declares categorical (its codes may be numbers). None without a
+        reference profile (a bootstrapped reference has no schema to hold events to) or with
+        ``schema-change`` disabled."""
+        if model_id not in self._schemas:
+            cfg = self.catalog.model(model_id)
+            profile = self.catalog.profile(model_id)
+            schema = None
+            if profile is not None and cfg.health.enabled("schema-change"):
+                schema = {}
+                for name, feature in profile.features.items():
+                    if feature.kind == "numeric":
+                        schema[name] = frozenset({"number"})
+                    elif cfg.feature_types.get(name) == "categorical":
+                        schema[name] = frozenset()
+                    else:
+                        schema[name] = frozenset({"string", "boolean"})
+            self._schemas[model_id] = schema
+        return self._schemas[model_id]
+
+    def _schema_findings(
+        self,
+        source: str,
+        offset: int,
+        events: Sequence[PredictionEvent],
+        block: PredictionBlock,
+        rows: np.ndarray | None,
+    ) -> list[Outgoing]:
+        """Schema changes in a block of valid predictions, each sent once to the merge
+        partition of its model with the first offending event's position. Valid events go on
+        to the join whatever their schema: a new or missing feature is news, not bad input
+        (a value the contract refuses was dead-lettered by the decoder already)."""
+        versions = [(m, v) for m, v, _ in block.groups]
+        if not any(self._schema(m) is not None for m, _ in versions):
+            return []
+        distinct = list(dict.fromkeys(versions))
+        if len(distinct) == 1:
+            parts: list[tuple[int, np.ndarray | None]] = [(0, None)]
+        else:
+            of_group = np.array([distinct.index(x) for x in versions], dtype=np.int64)
+            parts = list(groups(of_group[block.group]))
+        topic, _, partition = source.rpartition(":")
+        out: list[Outgoing] = []
+        for i, idx in parts:
+            model_id, version = distinct[i]
+            schema = self._schema(model_id)
+            if schema is None:
+                continue
+            share = block if idx is None else block.take(idx)
+            picked = list(events) if idx is None else [events[j] for j in idx.tolist()]
+            cfg = self.catalog.model(model_id)
+            offsets = rows if idx is None or rows is None else rows[idx]
+
+            def position(row: int, picked: list[PredictionEvent] = picked, offsets: Any = offsets) -> Any:
+                at = offset if offsets is None else int(offsets[row])
+                return (at, picked[row].prediction_id)
+
+            found = column_schema_changes(
+                schema,
+                share.features,
+                [e.features for e in picked],
+                window_start(share.times, cfg.window_ms),
+                position,
+            )
+            for e in found:
+                seen = (model_id, version, e.kind, e.key)
+                if seen in self._schema_seen:
+                    continue
+                self._schema_seen.add(seen)
+                at, prediction_id = e.position
+                finding = HealthFinding(
+                    model_id=model_id,
+                    model_version=version,
+                    kind=e.kind,
+                    feature=e.key,
+                    window_start=e.window_start_ms,
+                    topic=topic,
+                    partition=int(partition),
+                    offset=at,
+                    prediction_id=prediction_id,
+                    detail=dict(e.detail),
+                )
+                target = int(partition_for([model_id], self.config.topics.partials)[0])
+                body = encode_internal(finding)
+                out.append(Outgoing(self.partials_topic, body, key=model_id.encode(), partition=target))
         return out
 
     def _advance(self, source: str, times: np.ndarray) -> int:

@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 import msgspec
 
 from driftline.detectors.aggregates import WindowAggregate
-from driftline.schemas.windows import MIN_WATERMARK, due_phase, final_at
+from driftline.detectors.integration import HealthEvent
+from driftline.schemas import AlertEvent
+from driftline.schemas.windows import MAX_WATERMARK, MIN_WATERMARK, due_phase, final_at
 from driftline.streams.catalog import ModelCatalog
 from driftline.streams.evaluation import Evaluation, Evaluator, Pending
-from driftline.streams.messages import Partial, PartialsMessage, Progress
+from driftline.streams.integration_health import HealthAlerts, HealthMonitor
+from driftline.streams.messages import HealthFinding, Partial, PartialsMessage, Progress
 from driftline.streams.positions import InputPositions
 
 __all__ = ["MergeOutput", "WindowMerger"]
@@ -38,6 +41,9 @@ _Key = tuple[str, str, str, int]  # model_id, model_version, segment, window_sta
 class MergeOutput:
     evaluations: list[Evaluation] = field(default_factory=list)
     ended: bool = False
+    #: integration-health alerts (streams/integration_health.py): about windows and events,
+    #: not about one evaluated slice, so not inside an evaluation
+    alerts: list[AlertEvent] = field(default_factory=list)
 
 
 class WindowMerger:
@@ -63,6 +69,39 @@ class WindowMerger:
         self.finalised = 0
         #: the next window-partials offset this state has not yet applied (for checkpoints)
         self.next_offset = 0
+        #: the watermark when every input ended (a bounded replay): later windows were cut short
+        self.input_cut: int | None = None
+        self._init_health()
+
+    # -- integration health ----------------------------------------------------------------
+    def _init_health(self) -> None:
+        """Integration health of the models this partition owns; its alerts go through the
+        evaluator's alert tracker, so they share its checkpoint (below) and dedup keys."""
+        catalog = self.catalog
+        self.health = HealthMonitor(
+            lambda m: catalog.model(m).window_ms,
+            lambda m: catalog.model(m).label_horizon_ms,
+            lambda m: catalog.model(m).health,
+        )
+        self.health_alerts = HealthAlerts(lambda m: catalog.model(m).health, source=self.evaluator.source)
+
+    def _health(self, evaluations: list[Evaluation], cut_after: int | None) -> list[AlertEvent]:
+        verdicts = self.health.judge([e.result for e in evaluations], cut_after=cut_after)
+        # windows nothing arrived in, up to where event time (or a bounded input) got
+        reached = self.watermark if cut_after is None else min(self.watermark, cut_after)
+        verdicts += self.health.advance(reached, lambda m: self.catalog.model(m).grace_ms)
+        return self.health_alerts.alerts(self.evaluator.tracker, verdicts, self.health.window_ms)
+
+    def _finding(self, f: HealthFinding) -> MergeOutput:
+        position = {
+            "topic": f.topic, "partition": f.partition, "offset": f.offset, "prediction_id": f.prediction_id
+        }
+        event = HealthEvent(f.kind, f.feature, f.window_start, dict(f.detail), position)
+        window_ms = self.catalog.model(f.model_id).window_ms
+        tracker = self.evaluator.tracker
+        return MergeOutput(
+            alerts=self.health_alerts.schema_change(tracker, f.model_id, f.model_version, event, window_ms)
+        )
 
     # -- checkpoints -------------------------------------------------------------------
     def snapshot(self) -> bytes:
@@ -89,6 +128,8 @@ class WindowMerger:
                 "provisional_done": [list(k) for k in self._provisional_done],
                 "finalised": self.finalised,
                 "evaluator": self.evaluator.snapshot(),
+                "health": self.health.to_dict(),
+                "input_cut": self.input_cut,
             }
         )
 
@@ -112,6 +153,10 @@ class WindowMerger:
         self._provisional_done = {_key(k) for k in d["provisional_done"]}
         self.finalised = d.get("finalised", 0)
         self.evaluator.restore(d["evaluator"])
+        self._init_health()
+        self.input_cut = d.get("input_cut")
+        if d.get("health") is not None:  # absent in checkpoints from before health alerts
+            self.health.restore(d["health"])
 
     @property
     def counters(self) -> dict[str, int]:
@@ -131,6 +176,8 @@ class WindowMerger:
                     self._partials[key][message.join_partition] = message
                 self._ends[key] = message.window_end
             return MergeOutput()
+        if isinstance(message, HealthFinding):
+            return self._finding(message)
         return self._progress_to(message)
 
     def _already_closed(self, key: _Key, end: int) -> bool:
@@ -153,9 +200,13 @@ class WindowMerger:
         wm = min(self._progress.get(p, MIN_WATERMARK) for p in parts)
         fwm = min(self._final_progress.get(p, MIN_WATERMARK) for p in parts)
         if wm > self.watermark or fwm > self.final_watermark:
+            if wm >= MAX_WATERMARK > self.watermark:
+                # windows the end of a bounded input closes early were cut short, not quiet
+                self.input_cut = self.watermark
             self.watermark = max(wm, self.watermark)
             self.final_watermark = max(fwm, self.final_watermark)
             out.evaluations = self._close(self.watermark, self.final_watermark)
+            out.alerts = self._health(out.evaluations, self.input_cut)
         if len(self._ended) >= self.n_join_partitions and not self.ended:
             self.ended = True
             out.ended = True

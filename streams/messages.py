@@ -26,6 +26,7 @@ from driftline.schemas import GroundTruthEvent, PredictionEvent
 __all__ = [
     "EndOfInput",
     "FeatureWire",
+    "HealthFinding",
     "JoinInput",
     "LabelBatch",
     "LabelColumns",
@@ -168,7 +169,27 @@ class Progress(msgspec.Struct, tag="g"):
     seq: int = 0
 
 
-PartialsMessage = Partial | Progress
+class HealthFinding(msgspec.Struct, tag="h"):
+    """A schema change ingest found in a model version's events, sent to the merge partition
+    that owns the model: that partition's alert lifecycle (checkpointed) raises it once per
+    change per model version, however many ingest partitions, workers or restarts report it.
+
+    ``kind`` is a schema-change kind of ``HEALTH_EVENTS``; the position is the first
+    offending event's (its input topic, partition and offset) in this ingest's share."""
+
+    model_id: str
+    model_version: str
+    kind: str
+    feature: str
+    window_start: int
+    topic: str
+    partition: int
+    offset: int
+    prediction_id: str
+    detail: dict[str, Any]
+
+
+PartialsMessage = Partial | Progress | HealthFinding
 
 _encoder = msgspec.msgpack.Encoder()
 _join_decoder = msgspec.msgpack.Decoder(JoinInput)

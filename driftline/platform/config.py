@@ -21,10 +21,11 @@ from typing import Any, Literal
 
 import yaml
 
-from driftline.alerting.rules import DEFAULT_RULES, Rule, rule_from_dict
+from driftline.alerting.rules import DEFAULT_RULES, SEVERITIES, Rule, rule_from_dict
 from driftline.detectors.vocabulary import (
     CORRECTIONS,
     DRIFT_TESTS,
+    HEALTH_ALERTS,
     ONLINE_DETECTORS,
     check_metric,
     check_name,
@@ -49,6 +50,96 @@ def parse_duration_ms(value: str | int | float) -> int:
         raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 30s, 5m, 2h, 1d)")
     number, unit = match.groups()
     return round(float(number) * _UNIT_MS[unit or "s"])
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    """Thresholds of a model's integration-health alerts (``health:`` in a model's settings;
+    docs/alerting.md). Checked here, so a bad value stops the worker at start-up with its key."""
+
+    #: alert names of :data:`~driftline.detectors.vocabulary.HEALTH_ALERTS` not raised
+    disable: tuple[str, ...] = ()
+    severity: str = "warning"
+    #: ``no-predictions``: this many consecutive windows without a prediction for the model
+    #: (or a segment value it had predictions for)
+    silence_windows: int = 3
+    #: ``volume-out-of-band``: the band is learnt from up to ``volume_history`` past windows,
+    #: judged from ``volume_min_history`` on: median ± ``volume_k`` robust sd, at least the
+    #: Poisson ``volume_alpha`` quantiles
+    volume_history: int = 48
+    volume_min_history: int = 8
+    volume_k: float = 4.0
+    volume_alpha: float = 0.001
+    #: ``label-coverage-low``: labelled below the binomial ``coverage_alpha`` quantile at the
+    #: median coverage of the slice's past ``coverage_min_history``+ final windows, and more
+    #: than ``coverage_tolerance`` below it
+    coverage_alpha: float = 0.001
+    coverage_min_history: int = 4
+    coverage_tolerance: float = 0.02
+    #: ``label-coverage-falling``: coverage lower in each of ``trend_windows`` windows than in
+    #: the one before, by ``min_drop`` in all
+    trend_windows: int = 4
+    min_drop: float = 0.05
+
+    def __post_init__(self) -> None:
+        for i, name in enumerate(self.disable):
+            check_name(name, HEALTH_ALERTS, f"disable[{i}]")
+        check_name(self.severity, SEVERITIES, "severity")
+        for key, low in (
+            ("silence_windows", 1),
+            ("volume_history", 1),
+            ("volume_min_history", 1),
+            ("coverage_min_history", 1),
+            ("trend_windows", 1),
+        ):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
+        if self.volume_min_history > self.volume_history:
+            raise ValueError(
+                f"volume_min_history ({self.volume_min_history}) must be <= volume_history "
+                f"({self.volume_history}): the band could never be judged"
+            )
+        for key in ("volume_alpha", "coverage_alpha"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 0.5:
+                raise ValueError(f"{key} must be a number in (0, 0.5), got {value!r}")
+        for key in ("volume_k", "coverage_tolerance", "min_drop"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e6:
+                raise ValueError(f"{key} must be a number >= 0, got {value!r}")
+        if self.coverage_tolerance > 1 or self.min_drop > 1:
+            raise ValueError("coverage_tolerance and min_drop are shares of predictions: at most 1")
+
+    def enabled(self, alert: str) -> bool:
+        return alert not in self.disable
+
+
+def health_config(raw: Any, where: str, base: HealthConfig | None = None) -> HealthConfig:
+    """A model's ``health:`` mapping over ``base`` (the defaults'), strictly: an unknown key
+    is a typo, not a default."""
+    base = base or HealthConfig()
+    if raw is None:
+        return base
+    if isinstance(raw, HealthConfig):
+        return raw
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where}: must be a mapping, got {raw!r}")
+    allowed = sorted(HealthConfig.__dataclass_fields__)
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; allowed: {allowed}")
+    values = {name: getattr(base, name) for name in allowed} | dict(raw)
+    if "disable" in raw:
+        d = values["disable"]
+        values["disable"] = (d,) if isinstance(d, str) else tuple(str(v) for v in (d or ()))
+    for key in ("volume_k", "volume_alpha", "coverage_alpha", "coverage_tolerance", "min_drop"):
+        if isinstance(values.get(key), int) and not isinstance(values[key], bool):
+            values[key] = float(values[key])
+    try:
+        return HealthConfig(**values)
+    except ValueError as exc:
+        raise ValueError(f"{where}.{exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +173,8 @@ class ModelConfig:
     #: the model's registry reference, copied into retraining requests as their lineage
     #: (keys in REGISTRY_KEYS; the registered version is the events' ``model_version``)
     registry: Mapping[str, str] = field(default_factory=dict)
+    #: integration-health alerts (silence, volume, labels, schema changes)
+    health: HealthConfig = field(default_factory=HealthConfig)
 
     def __post_init__(self) -> None:
         if self.task not in ("binary", "multiclass", "regression"):
@@ -247,6 +340,7 @@ _MODEL_KEYS = {
     "rules": "rules",
     "online_detectors": "online_detectors",
     "registry": "registry",
+    "health": "health",
 }
 #: a model's ``registry`` keys: tracking/registry URI, registered model name, alias, source run
 REGISTRY_KEYS = ("uri", "name", "alias", "run_id")
@@ -268,6 +362,8 @@ def _model_config(raw: Mapping[str, Any], base: ModelConfig, where: str) -> Mode
             value = str(value)
         elif key == "online_detectors":
             value = (value,) if isinstance(value, str) else tuple(str(v) for v in (value or ()))
+        elif key == "health":
+            value = health_config(value, f"{where}.health", base.health)
         elif key in ("drift_tests", "feature_types", "registry"):
             if not isinstance(value or {}, Mapping):
                 raise ValueError(f"{where}.{key}: must be a mapping, got {value!r}")
