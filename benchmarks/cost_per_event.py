@@ -48,6 +48,9 @@ class Case:
     features: int
     dimensions: int
     models: int
+    #: every prediction carries ``attributions`` for every feature (issue 17): their extra
+    #: cost per event is this case's ratio over the same case without
+    attributions: bool = False
 
 
 BASELINE = Case("1 model, 1 dimension, 4 features (baseline)", 4, 1, 1)
@@ -59,6 +62,8 @@ CASES = (
     Case("3 segment dimensions (27 combinations)", 4, 3, 1),
     Case("10 models", 4, 1, 10),
     Case("100 models", 4, 1, 100),
+    Case("4 features, with attributions", 4, 1, 1, attributions=True),
+    Case("20 features, with attributions", 20, 1, 1, attributions=True),
 )
 _EXTRA_DIMENSIONS = (("region", ("eu", "us", "apac")), ("tier", ("free", "pro", "team")))
 
@@ -66,7 +71,7 @@ _EXTRA_DIMENSIONS = (("region", ("eu", "us", "apac")), ("tier", ("free", "pro", 
 def case_traffic(case: Case, n: int) -> Traffic:
     """The simulator's traffic (4 features, segments by ``channel``), reshaped to ``case``:
     extra numeric features, 0 to 3 segment dimensions, models round robin."""
-    base = simulate(n, events_per_s=100.0, label_delay_ms=5_000, seed=1)
+    base = simulate(n, events_per_s=100.0, label_delay_ms=5_000, seed=1, attributions=case.attributions)
     rng = np.random.default_rng(7)
     extra = np.round(rng.normal(0.0, 1.0, (n, max(case.features - 4, 0))), 6).tolist()
     dims = rng.integers(0, 3, (n, len(_EXTRA_DIMENSIONS))).tolist()
@@ -77,6 +82,8 @@ def case_traffic(case: Case, n: int) -> Traffic:
         row["model_id"] = model
         if extra[i]:
             row["features"].update({f"f{j:03d}": v for j, v in enumerate(extra[i])})
+            if case.attributions:
+                row["attributions"].update({f"f{j:03d}": 0.1 * v for j, v in enumerate(extra[i])})
         if case.dimensions == 0:
             row["segments"] = {}
         else:  # channel, then region and tier as far as asked

@@ -20,15 +20,18 @@ from typing import Any, Literal, Self, TypeVar, overload
 
 import numpy as np
 
+from driftline.detectors.attribution import AttributionSums
 from driftline.detectors.buffers import from_buffer, to_buffer
 from driftline.detectors.calibration import Calibrator, MulticlassCalibrator
 from driftline.detectors.categories import NULL, category_string, category_strings
 from driftline.detectors.loss_model import LossModel
+from driftline.detectors.multivariate import FeatureEncoding, MomentSketch, encode_columns
 from driftline.detectors.sketches import (
     CalibratedScores,
     CategoricalSketch,
     ClassProbabilitySums,
     ClassRankings,
+    ClassScoreHistograms,
     ConfusionCounts,
     ExpectedConfusion,
     Mergeable,
@@ -45,6 +48,7 @@ __all__ = [
     "WindowAggregate",
     "class_score_matrix",
     "feature_columns",
+    "fold_attributions",
     "fold_outcomes",
     "fold_predictions",
 ]
@@ -78,6 +82,9 @@ class AggregateSpec:
     #: the reference's classes and class-probability map (multiclass with per-class scores
     #: and labels); None: no multiclass estimates (the classes are not known up front)
     class_calibrator: MulticlassCalibrator | None = None
+    #: the reference's encodings of the features multivariate drift reads (the model's
+    #: ``multivariate: true``); None: windows keep no moments
+    moment_encodings: tuple[FeatureEncoding, ...] | None = None
 
     def kind_of(self, feature: str) -> str | None:
         """The declared kind of ``feature`` ("numeric"/"categorical"), None when undeclared."""
@@ -275,6 +282,9 @@ class WindowAggregate:
                                     if spec.task == "multiclass" and classes else None)
         #: the same vectors one-vs-rest by raw-score bin per class: expected ROC AUC per class
         self.class_rankings = ClassRankings(len(classes)) if spec.task == "multiclass" and classes else None
+        #: the labelled events' raw vectors one-vs-rest by score bin: realised ROC AUC per class
+        self.class_histograms = (ClassScoreHistograms(len(classes))
+                                 if spec.task == "multiclass" and classes else None)
         #: regression predictions counted on the loss model's bins: label-free MAE and RMSE
         self.loss_bins = (NumericSketch(np.array(spec.loss_model.edges), 0)
                           if regression and spec.loss_model is not None else None)
@@ -283,6 +293,12 @@ class WindowAggregate:
         #: input, bounded and mergeable like every other part (see :meth:`error_stream`)
         self.error_sample = NumericSketch(_NO_EDGES, spec.sample_size)
         self.error_time = NumericSketch(_NO_EDGES, spec.sample_size)
+        #: n, Σ z and Σ z zᵀ of the encoded features, exact: the window's multivariate drift
+        encodings = spec.moment_encodings
+        self.moments = MomentSketch(len(encodings)) if encodings else None
+        #: per feature, the count and exact sum of |attribution| (events that carry
+        #: ``attributions``); None until one does, so windows without any cost nothing
+        self.attributions: AttributionSums | None = None
 
     def _parts(self) -> dict[str, Mergeable | None]:
         """The optional prediction/label/outcome sketches by wire name, present or None by
@@ -302,9 +318,11 @@ class WindowAggregate:
             "calibrated": self.calibrated,
             "class_probabilities": self.class_probabilities,
             "class_rankings": self.class_rankings,
+            "class_histograms": self.class_histograms,
             "loss_bins": self.loss_bins,
             "error_sample": self.error_sample,
             "error_time": self.error_time,
+            "moments": self.moments,
         }
 
     # -- sketch factories: same spec -> same edges and pins on every partition ----------
@@ -373,6 +391,8 @@ class WindowAggregate:
         if self.class_probabilities is not None and class_scores is not None:
             assert spec.class_calibrator is not None
             self._add_class_rows(*_class_rows(spec.class_calibrator, predictions, class_scores))
+        if self.moments is not None and spec.moment_encodings is not None:
+            self.moments.update(encode_columns(spec.moment_encodings, columns, idx))
 
     def _add_class_rows(self, pred: np.ndarray, raw: np.ndarray, q: np.ndarray) -> None:
         """Fold scored rows (predicted class index, raw and calibrated vectors) by predicted class."""
@@ -381,6 +401,18 @@ class WindowAggregate:
             self.class_probabilities.update(pred, q)
             if self.class_rankings is not None:
                 self.class_rankings.update(pred, raw, q)
+
+    def _add_class_labels(self, labels: np.ndarray,
+                          class_scores: Sequence[Mapping[str, float] | None]) -> None:
+        """Labelled rows with a score vector into the per-class histograms (rows whose label is
+        missing are left out: their class is unknown, as they are outside scikit-learn's view)."""
+        assert self.class_histograms is not None and self.spec.class_calibrator is not None
+        known = np.flatnonzero(np.not_equal(labels, NULL))
+        if not known.size:
+            return
+        cal = self.spec.class_calibrator
+        raw = class_score_matrix([class_scores[i] for i in known.tolist()], cal.classes)
+        self.class_histograms.update(cal.index_of(np.asarray(labels, dtype=object)[known].tolist()), raw)
 
     def _type_error(self, name: str, count: int) -> None:
         if count:
@@ -393,11 +425,13 @@ class WindowAggregate:
         scores: np.ndarray,
         keys: np.ndarray,
         times: np.ndarray | None = None,
+        class_scores: Sequence[Mapping[str, float] | None] | None = None,
     ) -> None:
         """Fold joined (prediction, label) pairs in: these are the window's labelled outcomes.
 
         ``times`` are the predictions' event times (ms); without them the error sample is not
-        kept (the online detectors need the order of events, not just their set)."""
+        kept (the online detectors need the order of events, not just their set).
+        ``class_scores`` are the predictions' score vectors (multiclass: realised ROC AUC)."""
         self.n_labelled += int(labels.size)
         if self.regression is not None and self.label_num is not None:
             y = labels.astype(np.float64)
@@ -414,6 +448,8 @@ class WindowAggregate:
             self._add_errors(wrong, keys, times)
         self.confusion.update(labels, predictions)
         self.label_cat.update(labels)
+        if self.class_histograms is not None and class_scores is not None:
+            self._add_class_labels(labels, class_scores)
         if self.probability is not None and self.score_histogram is not None:
             has_score = ~np.isnan(scores)
             if has_score.any():
@@ -456,6 +492,10 @@ class WindowAggregate:
             self.type_errors[name] = self.type_errors.get(name, 0) + count
         for name, count in other.present.items():
             self.present[name] = self.present.get(name, 0) + count
+        if other.attributions is not None:
+            if self.attributions is None:
+                self.attributions = AttributionSums()
+            self.attributions.merge(other.attributions)
         theirs = other._parts()
         for name, mine in self._parts().items():
             if mine is not None:
@@ -475,6 +515,8 @@ class WindowAggregate:
         }
         for name, part in self._parts().items():
             out[name] = None if part is None else part.to_dict()
+        if self.attributions is not None:  # absent, not null: payloads without stay as they were
+            out["attributions"] = self.attributions.to_dict()
         return out
 
     @classmethod
@@ -500,9 +542,14 @@ class WindowAggregate:
         # partials written before multiclass estimates have none: the sketch starts empty
         agg.class_probabilities = _load(agg.class_probabilities, d, "class_probabilities")
         agg.class_rankings = _load(agg.class_rankings, d, "class_rankings")
+        agg.class_histograms = _load(agg.class_histograms, d, "class_histograms")
         agg.loss_bins = _load(agg.loss_bins, d, "loss_bins")
         agg.error_sample = _load(agg.error_sample, d, "error_sample")
         agg.error_time = _load(agg.error_time, d, "error_time")
+        # partials and checkpoints written before moments have none: the sketch starts empty
+        agg.moments = _load(agg.moments, d, "moments")
+        if d.get("attributions") is not None:
+            agg.attributions = AttributionSums.from_dict(d["attributions"])
         return agg
 
 
@@ -612,6 +659,76 @@ def fold_predictions(
                 pos = np.minimum(np.searchsorted(at, where), at.size - 1)  # and among the scored
                 take = pos[at[pos] == where]  # in idx's order, as add_predictions takes them
                 agg._add_class_rows(c_pred[take], c_raw[take], c_q[take])
+    _fold_moments(parts, columns, fold_groups)
+
+
+def _fold_moments(
+    parts: Sequence[tuple[WindowAggregate, np.ndarray]],
+    columns: FeatureColumns,
+    fold_groups: np.ndarray | None,
+) -> None:
+    """The moment sketches of :func:`fold_predictions`: per model (one encodings object), its
+    rows are encoded once for all its slices, and the exact sums are folded once per fold
+    group (the join's window keys: a segment combination) and merged, as integer additions,
+    into every slice holding that group. So the per-event cost does not grow with the number
+    of segment dimensions; sums are exact, so this equals one update per slice bit for bit.
+    A part whose rows are not whole groups (or without ``fold_groups``) folds its own rows."""
+    by_model: dict[int, list[tuple[WindowAggregate, np.ndarray]]] = {}
+    for agg, idx in parts:
+        if agg.moments is not None and agg.spec.moment_encodings is not None and idx.size:
+            by_model.setdefault(id(agg.spec.moment_encodings), []).append((agg, idx))
+    for slices in by_model.values():
+        encodings = slices[0][0].spec.moment_encodings
+        assert encodings is not None
+        union = np.unique(np.concatenate([idx for _, idx in slices]))
+        z = encode_columns(encodings, columns, union)
+        direct: list[tuple[WindowAggregate, np.ndarray]] = []
+        grouped: list[tuple[WindowAggregate, np.ndarray]] = []
+        if fold_groups is None:
+            direct = slices
+        else:
+            group_of = fold_groups[union]
+            keys, inverse, sizes = np.unique(group_of, return_inverse=True, return_counts=True)
+            for agg, idx in slices:
+                mine = np.unique(fold_groups[idx])
+                whole = int(sizes[np.searchsorted(keys, mine)].sum()) == idx.size
+                (grouped if whole else direct).append((agg, mine if whole else idx))
+            if grouped:
+                temps = [MomentSketch(len(encodings)) for _ in range(keys.size)]
+                MomentSketch.update_many(temps, z, inverse.ravel())
+                for agg, mine in grouped:
+                    assert agg.moments is not None
+                    for g in np.searchsorted(keys, mine).tolist():
+                        agg.moments.merge(temps[g])
+        if direct:
+            sizes_direct = [int(idx.size) for _, idx in direct]
+            rows = np.concatenate([idx for _, idx in direct])
+            seg = np.repeat(np.arange(len(direct), dtype=np.int64), sizes_direct)
+            MomentSketch.update_many(
+                [agg.moments for agg, _ in direct],  # type: ignore[misc]
+                z[np.searchsorted(union, rows)],
+                seg,
+            )
+
+
+def fold_attributions(
+    parts: Sequence[tuple[WindowAggregate, np.ndarray]], attributions: Mapping[str, np.ndarray]
+) -> None:
+    """Fold the rows at ``idx`` of each feature's attribution column (NaN: that event sent
+    none for it) into every ``(agg, idx)`` of ``parts``, one exact-sum pass per feature for all
+    of them. An aggregate gets its :class:`AttributionSums` with its first attribution, so one
+    whose events carried none stays without, however its events were batched."""
+    if not parts or not attributions:
+        return
+    sizes = [int(idx.size) for _, idx in parts]
+    rows = np.concatenate([idx for _, idx in parts])
+    seg = np.repeat(np.arange(len(parts), dtype=np.int64), sizes)
+    sums = [agg.attributions or AttributionSums() for agg, _ in parts]
+    for name in sorted(attributions):
+        AttributionSums.update_many(sums, name, attributions[name], seg, rows)
+    for (agg, _), got in zip(parts, sums, strict=True):
+        if got:
+            agg.attributions = got
 
 
 def _class_rows(
@@ -693,11 +810,12 @@ def fold_outcomes(
     scores: np.ndarray,
     keys: np.ndarray,
     times: np.ndarray | None = None,
+    class_scores: Sequence[Mapping[str, float] | None] | None = None,
 ) -> None:
-    """``agg.add_outcomes(predictions[idx], labels[idx], scores[idx], keys[idx], times[idx])``
-    for every ``(agg, idx)`` of ``parts`` (each aggregate once), bit-identically, with batched
-    sketch updates. ``predictions`` and ``labels`` are object arrays: category strings for
-    classification models, floats for regression ones."""
+    """``agg.add_outcomes(predictions[idx], labels[idx], scores[idx], keys[idx], times[idx],
+    class_scores[idx])`` for every ``(agg, idx)`` of ``parts`` (each aggregate once),
+    bit-identically, with batched sketch updates. ``predictions`` and ``labels`` are object
+    arrays: category strings for classification models, floats for regression ones."""
     if not parts:
         return
     aggs = [agg for agg, _ in parts]
@@ -730,6 +848,8 @@ def fold_outcomes(
         for i in classes:
             a, b = bounds[i], bounds[i + 1]
             aggs[i].confusion.update(labs[a:b], preds[a:b])  # type: ignore[union-attr]
+            if aggs[i].class_histograms is not None and class_scores is not None:
+                aggs[i]._add_class_labels(labs[a:b], [class_scores[r] for r in rows[a:b].tolist()])
         CategoricalSketch.update_many([aggs[i].label_cat for i in classes], lab, local)  # type: ignore[misc]
         binary = [i for i in classes
                   if aggs[i].probability is not None and aggs[i].score_histogram is not None]

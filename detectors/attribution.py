@@ -27,18 +27,16 @@ sum of ``|attribution|``, so the mean is bit-identical however the window was sp
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
 
 from driftline.detectors.sketches import ExactSum
+from driftline.detectors.vocabulary import DEFAULT_ATTRIBUTION_THRESHOLD as DEFAULT_THRESHOLD
 
 __all__ = ["AttributionDrift", "AttributionSums", "attribution_drift", "ndcg"]
-
-#: SageMaker Clarify's violation threshold
-DEFAULT_THRESHOLD = 0.9
 
 
 def _dcg(gains: np.ndarray, scores: np.ndarray, k: int | None) -> float:
@@ -90,6 +88,13 @@ class AttributionDrift:
     #: features whose rank changed: (feature, reference rank, window rank), 1-based
     moved: list[tuple[str, int, int]]
 
+    def ranks(self) -> list[tuple[str, int, int]]:
+        """Every feature as (feature, reference rank, window rank), those whose rank moved
+        most first, then by reference rank: the order an alert names them in."""
+        where = {f: i + 1 for i, f in enumerate(self.window_ranking)}
+        ranks = [(f, i + 1, where[f]) for i, f in enumerate(self.reference_ranking)]
+        return sorted(ranks, key=lambda r: (-abs(r[1] - r[2]), r[1]))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "ndcg": self.ndcg,
@@ -133,10 +138,36 @@ class AttributionSums:
         self.sums: dict[str, ExactSum] = {}
 
     def update(self, feature: str, values: np.ndarray) -> None:
+        """Fold one feature's attributions in; NaN means "this event sent none for it"."""
         v = np.abs(np.asarray(values, dtype=np.float64))
         v = v[np.isfinite(v)]
+        if not v.size:  # no entry for a feature never attributed: the state does not depend
+            return  # on how the events without one were batched
         self.counts[feature] = self.counts.get(feature, 0) + int(v.size)
         self.sums.setdefault(feature, ExactSum()).add(v)
+
+    @staticmethod
+    def update_many(
+        sums: Sequence[AttributionSums], feature: str, values: np.ndarray, seg: np.ndarray, rows: np.ndarray
+    ) -> None:
+        """``sums[i].update(feature, values[rows[seg == i]])`` for every ``i`` (``seg``
+        non-decreasing), bit-identically: one pass over the feature's column for all of them
+        (the join folds a window's model slice and its segment slices at once)."""
+        v = np.abs(np.asarray(values, dtype=np.float64)[rows])
+        ok = np.isfinite(v)
+        s = seg[ok]
+        counts = np.bincount(s, minlength=len(sums)).tolist()
+        targets = [
+            t.sums.setdefault(feature, ExactSum()) if c else ExactSum()
+            for t, c in zip(sums, counts, strict=True)
+        ]
+        for t, c in zip(sums, counts, strict=True):
+            if c:
+                t.counts[feature] = t.counts.get(feature, 0) + c
+        ExactSum.add_segments(targets, v[ok], s)
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)
 
     def merge(self, other: AttributionSums) -> None:
         for f, c in other.counts.items():

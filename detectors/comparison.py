@@ -34,14 +34,22 @@ from driftline.detectors.estimation import (
 )
 from driftline.detectors.loss_model import estimate_regression
 from driftline.detectors.metrics import (
+    class_ranking_metrics,
     classification_metrics,
     probability_metrics,
     ranking_metrics,
     regression_metrics,
 )
+from driftline.detectors.multivariate import ReconstructionModel
 from driftline.detectors.sketches import CategoricalSketch, NumericSketch, bin_index
 from driftline.detectors.summaries import categorical_summary, coarse_cuts, numeric_summary
-from driftline.schemas.results import DistributionSummary, DriftKind, DriftTest, FeatureQuality
+from driftline.schemas.results import (
+    DistributionSummary,
+    DriftKind,
+    DriftTest,
+    FeatureQuality,
+    MultivariateDrift,
+)
 
 __all__ = ["Comparison", "Reference", "TestPolicy", "compare", "drift_evidence", "finite", "performance"]
 
@@ -82,6 +90,11 @@ class Reference:
     numeric_grid_counts: dict[str, np.ndarray] = field(default_factory=dict)
     numeric_moments: dict[str, tuple[int, float, float]] = field(default_factory=dict)
     summaries: dict[str, DistributionSummary] = field(default_factory=dict)
+    #: the PCA and band of multivariate drift fitted on the reference (a profile's; never a
+    #: bootstrapped reference's, which has no rows to calibrate the band on)
+    reconstruction: ReconstructionModel | None = None
+    #: mean |attribution| per feature (None: the reference carried no attributions)
+    attributions: dict[str, float] | None = None
 
     @classmethod
     def from_aggregate(
@@ -105,6 +118,8 @@ class Reference:
             ref.prediction_counts = dict(agg.prediction_cat.counts)
         if agg.prediction_num is not None:
             ref.prediction_sample = agg.prediction_num.sample_values.copy()
+        if agg.attributions:
+            ref.attributions = agg.attributions.means()
         return ref
 
     @classmethod
@@ -138,6 +153,10 @@ class Reference:
                 else:
                     ref.label_counts = counts
         ref.metrics = {k: float(v) for k, v in (profile.metrics or {}).items()}
+        ref.reconstruction = getattr(profile, "reconstruction", None)
+        attributions = getattr(profile, "attributions", None)
+        if attributions:
+            ref.attributions = dict(attributions)
         return ref
 
 
@@ -156,6 +175,8 @@ class Comparison:
     #: intervals of the label-free estimates (metric name -> (low, high)) at ``interval_level``
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     interval_level: float | None = None
+    #: the window's multivariate drift, when it keeps moments and its reference fitted a PCA
+    multivariate: MultivariateDrift | None = None
 
 
 def compare(window: WindowAggregate, reference: Reference | None, policy: TestPolicy) -> Comparison:
@@ -169,7 +190,34 @@ def compare(window: WindowAggregate, reference: Reference | None, policy: TestPo
         dataset = share > 0 if policy.share <= 0 else share >= policy.share
     metrics, intervals = _performance(window)
     return Comparison(metrics, drift, share, dataset, _quality(window, reference), intervals,
-                      DEFAULT_LEVEL if intervals else None)
+                      DEFAULT_LEVEL if intervals else None, _multivariate(window, reference))
+
+
+def _multivariate(window: WindowAggregate, reference: Reference | None) -> MultivariateDrift | None:
+    """The window's reconstruction error against its reference's band. Both sides must read
+    the same features in the same encoding (a segment's model is fitted in its model's)."""
+    model = None if reference is None else reference.reconstruction
+    moments = window.moments
+    encodings = window.spec.moment_encodings
+    if model is None or moments is None or encodings is None or model.encodings != encodings:
+        return None
+    found = model.evaluate(moments)
+    spread = found.upper - found.reference_error
+    exceedance = (found.error - found.reference_error) / spread if spread > 0 else math.nan
+    return MultivariateDrift(
+        method="pca_reconstruction",
+        error=finite(found.error),
+        lower=finite(found.lower),
+        threshold=finite(found.upper),
+        reference_error=found.reference_error,
+        exceedance=finite(exceedance),
+        drifted=found.alert,
+        n=found.n,
+        n_components=model.n_components,
+        features=model.features,
+        contributions={f: finite(v) for f, v in found.contributions.items()},
+        drivers=list(found.drivers),
+    )
 
 
 def performance(agg: WindowAggregate) -> dict[str, float]:
@@ -210,6 +258,8 @@ def _performance(agg: WindowAggregate) -> tuple[dict[str, float], dict[str, tupl
         out.update(probability_metrics(agg.probability))
     if agg.score_histogram is not None and agg.probability is not None and agg.probability.n:
         out.update(ranking_metrics(agg.score_histogram))
+    if agg.class_histograms is not None and classes is not None:
+        out.update(class_ranking_metrics(agg.class_histograms, classes.classes))
     if agg.spec.task == "multiclass":
         out.update(multiclass_estimation_errors(out, out))
         return out, intervals

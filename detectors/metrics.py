@@ -16,12 +16,25 @@ except the ranking metrics, which are exact for the *binned* scores and carry an
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
-from driftline.detectors.sketches import ConfusionCounts, ProbabilitySums, RegressionSums, ScoreHistogram
+from driftline.detectors.sketches import (
+    ClassScoreHistograms,
+    ConfusionCounts,
+    ProbabilitySums,
+    RegressionSums,
+    ScoreHistogram,
+)
 
-__all__ = ["classification_metrics", "probability_metrics", "ranking_metrics", "regression_metrics"]
+__all__ = [
+    "class_ranking_metrics",
+    "classification_metrics",
+    "probability_metrics",
+    "ranking_metrics",
+    "regression_metrics",
+]
 
 _NAN = math.nan
 
@@ -116,6 +129,33 @@ def ranking_metrics(h: ScoreHistogram) -> dict[str, float]:
     hi = (tb + pb) / (tb + fb + pb)
     lo = (tb + 1.0) / (tb + fb + 1.0 + nb)
     out["pr_auc_error_bound"] = float(np.sum(pb * (hi - lo)) / P)
+    return out
+
+
+def class_ranking_metrics(ch: ClassScoreHistograms, classes: Sequence[str]) -> dict[str, float]:
+    """A multiclass model's one-vs-rest ROC AUC per class (``roc_auc.<class>``, with
+    ``roc_auc_error_bound.<class>``) and their macro mean (``roc_auc``, ``roc_auc_error_bound``).
+
+    Each class's value is :func:`ranking_metrics` on that class's histogram: exactly
+    ``roc_auc_score(y == k, bin of score k)``, and within its bound of ``roc_auc_score(y == k,
+    score k)``. The macro mean is over the classes whose ROC AUC is defined (labels of that class
+    and of another in the window), so when every class is labelled it is scikit-learn's
+    ``roc_auc_score(y, scores, multi_class="ovr", average="macro")`` on the binned scores, and
+    within the mean of the bounds (itself a bound: the mean of errors is at most the mean of their
+    sizes) of it on the raw ones. NaN when no class's ROC AUC is defined."""
+    if len(classes) != len(ch.parts):
+        raise ValueError("one class name per part of the sketch")
+    out: dict[str, float] = {}
+    values, bounds = [], []
+    for c, part in zip(classes, ch.parts, strict=True):
+        one = ranking_metrics(part)
+        out[f"roc_auc.{c}"] = one["roc_auc"]
+        out[f"roc_auc_error_bound.{c}"] = one["roc_auc_error_bound"]
+        if math.isfinite(one["roc_auc"]):
+            values.append(one["roc_auc"])
+            bounds.append(one["roc_auc_error_bound"])
+    out["roc_auc"] = float(np.mean(values)) if values else _NAN
+    out["roc_auc_error_bound"] = float(np.mean(bounds)) if bounds else _NAN
     return out
 
 

@@ -24,13 +24,16 @@ Departures from NannyML, and why:
 
 - the error is the *squared* Euclidean norm (NannyML averages the norm). Its mean is a
   function of second moments; the mean of a norm is not, and would need the rows;
-- the threshold scales with the window's size: ``mean ± k · sd_row · sqrt(1/n + 1/n_ref)``,
-  with the mean and per-row standard deviation of the reference's own errors (NannyML's
-  "sampling error" term, plus the reference's own sampling noise, since every window is judged
-  against the same reference mean), and a Cornish-Fisher correction for the skew of a mean of
+- the threshold scales with the window's size: ``mean ± k · sd_row · sqrt(1/n + 2/n_ref)``,
+  with the mean and per-row standard deviation of the reference's own errors, each row's
+  error taken under a PCA fitted on the other folds of the reference (a PCA reconstructs the
+  rows it was fitted on too well: calibrated in sample, independent features alarmed on 9 %
+  of stationary windows of 2000 rows), NannyML's "sampling error" term plus the reference's
+  own sampling noise, twice (the held-out estimate's and the full fit's, see
+  :data:`REFERENCE_TERM`), and a Cornish-Fisher correction for the skew of a mean of
   squared errors (``k ± (k² - 1) · skew_row / (6 sqrt(n))``): per-row errors are far from
   normal (a skewed feature in the residual gives a skewness of 6), and without it a 3-sigma
-  band false-alarmed on 1.2 % of stationary windows instead of 0.3 %
+  band false-alarmed on 1.2 % of stationary windows instead of 0.3 % (now 0.15 %)
   (``tests/test_multivariate.py``). Windows and segments differ in size by orders of
   magnitude, and one band calibrated on reference chunks of one size is too tight for a small
   segment and too loose for a busy hour. NannyML's rule (reference chunks, mean ± 3 sd of
@@ -64,18 +67,22 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
 
-from driftline.detectors.aggregates import FeatureColumns, feature_columns
 from driftline.detectors.categories import NULL, category_strings
+
+if TYPE_CHECKING:  # aggregates folds these sketches, so it imports this module, not the reverse
+    from driftline.detectors.aggregates import FeatureColumns
 
 __all__ = [
     "FeatureEncoding",
     "MomentSketch",
     "ReconstructionModel",
     "ReconstructionResult",
+    "encode",
+    "encode_columns",
     "fit_reconstruction",
     "fit_reconstruction_rows",
 ]
@@ -115,6 +122,27 @@ class _ExactVector:
             v = np.where(finite, v, 0.0)
         for start in range(0, v.shape[1], _EXACT_ROWS):
             self._add_chunk(v[:, start : start + _EXACT_ROWS])
+
+    @staticmethod
+    def add_many(targets: Sequence[_ExactVector], columns: np.ndarray, seg: np.ndarray) -> None:
+        """``targets[s].add(columns[:, seg == s])`` for every ``s``, with one ``frexp`` and two
+        ``bincount`` a chunk for all of them: the same exact integers, so the same sums."""
+        if not targets:
+            return
+        k = len(targets[0].scaled)
+        v = np.asarray(columns, dtype=np.float64)
+        seg = np.asarray(seg, dtype=np.int64)
+        if v.ndim != 2 or v.shape != (k, seg.size):
+            raise ValueError(f"expected a ({k}, {seg.size}) array, got {v.shape}")
+        finite = np.isfinite(v)
+        if not finite.all():
+            with np.errstate(invalid="ignore"):
+                for s in np.unique(seg[~finite.all(axis=0)]).tolist():
+                    part = v[:, seg == s]
+                    targets[s].special += np.where(np.isfinite(part), 0.0, part).sum(axis=1)
+            v = np.where(finite, v, 0.0)
+        for start in range(0, v.shape[1], _EXACT_ROWS):
+            _add_chunk_many(targets, v[:, start : start + _EXACT_ROWS], seg[start : start + _EXACT_ROWS])
 
     def _add_chunk(self, v: np.ndarray) -> None:
         # Each value is m * 2**(e - 53) with a 53-bit integer m = hi * 2**26 + lo, split in
@@ -171,6 +199,39 @@ class _ExactVector:
         return [Fraction(s, 1 << _SHIFT) for s in self.scaled]
 
 
+def _add_chunk_many(targets: Sequence[_ExactVector], v: np.ndarray, seg: np.ndarray) -> None:
+    """:meth:`_ExactVector._add_chunk` with a target per column of ``v`` (``seg``): the
+    bincount index is (target, sum, exponent block)."""
+    k = v.shape[0]
+    if v.size == 0:
+        return
+    mant, exp = np.frexp(v)
+    hi = np.floor(mant * 2.0**27)
+    lo = mant * 2.0**53 - hi * 2.0**26
+    e = exp + _MIN_EXP
+    block = e >> 3
+    scale = _POW2[e & 7]
+    hi *= scale
+    lo *= scale
+    first = int(block.min())
+    width = int(block.max()) - first + 1
+    cells = k * width
+    idx = (
+        (block - first).astype(np.int64)
+        + width * np.arange(k, dtype=np.int64)[:, None]
+        + cells * seg[None, :]
+    )
+    flat_idx = idx.ravel()
+    size = cells * len(targets)
+    hi_sums = np.bincount(flat_idx, weights=hi.ravel(), minlength=size)
+    lo_sums = np.bincount(flat_idx, weights=lo.ravel(), minlength=size)
+    for flat in np.flatnonzero((hi_sums != 0) | (lo_sums != 0)).tolist():
+        target, rest = divmod(flat, cells)
+        col, b = divmod(rest, width)
+        shift = ((b + first) << 3) - _MIN_EXP - 53 + _SHIFT
+        targets[target].scaled[col] += (int(hi_sums[flat]) << (shift + 26)) + (int(lo_sums[flat]) << shift)
+
+
 class MomentSketch:
     """``n``, ``Σ z`` and ``Σ z zᵀ`` (upper triangle) of encoded rows: the mergeable state of
     one window slice for :class:`ReconstructionModel`. Bounded by ``d (d + 3) / 2`` exact sums.
@@ -201,6 +262,32 @@ class MomentSketch:
             with np.errstate(over="ignore"):  # an overflowing product is kept apart, as inf
                 self._cross.add(block[i] * block[j])  # each product is the same float wherever
         self.n += z.shape[0]
+
+    @classmethod
+    def update_many(cls, sketches: Sequence[MomentSketch], z: np.ndarray, seg: np.ndarray) -> None:
+        """``sketches[s].update(z[seg == s])`` for every ``s``, bit-identically, with one pass of
+        products and exact sums over all rows (the join's fold of a flush)."""
+        if not sketches:
+            return
+        d = sketches[0].d
+        z = np.asarray(z, dtype=np.float64)
+        seg = np.asarray(seg, dtype=np.int64)
+        if z.ndim != 2 or z.shape[1] != d or seg.shape != (z.shape[0],):
+            raise ValueError(f"expected a (rows, {d}) matrix and a segment per row: {z.shape}, {seg.shape}")
+        if any(s.d != d for s in sketches):
+            raise ValueError("cannot fold into sketches of different d")
+        i, j = np.triu_indices(d)
+        sums = [s._sums for s in sketches]
+        cross = [s._cross for s in sketches]
+        for start in range(0, z.shape[0], _CHUNK_ROWS):
+            block = np.ascontiguousarray(z[start : start + _CHUNK_ROWS].T)
+            part = seg[start : start + _CHUNK_ROWS]
+            _ExactVector.add_many(sums, block, part)
+            with np.errstate(over="ignore"):
+                _ExactVector.add_many(cross, block[i] * block[j], part)
+        counts = np.bincount(seg, minlength=len(sketches)).tolist()
+        for sketch, c in zip(sketches, counts, strict=True):
+            sketch.n += int(c)
 
     def merge(self, other: MomentSketch) -> None:
         if other.d != self.d:
@@ -361,32 +448,12 @@ class ReconstructionModel:
         return np.eye(w.shape[1]) - w.T @ w
 
     def encode(self, columns: Mapping[str, np.ndarray], n: int | None = None) -> np.ndarray:
-        """Rows of standardised encoded features, in :attr:`features` order. A feature absent
-        from ``columns`` counts as missing in every row (imputed, so standardised to ~0);
-        ``n`` gives the row count when no column is there to say it."""
-        sizes = {len(np.asarray(v)) for v in columns.values()} | ({n} if n is not None else set())
-        if len(sizes) > 1:
-            raise ValueError(f"columns of different lengths: {sorted(sizes)}")
-        n = sizes.pop() if sizes else 0
-        out = np.empty((n, len(self.encodings)))
-        for c, enc in enumerate(self.encodings):
-            if enc.name in columns:
-                values = np.asarray(columns[enc.name])
-            elif enc.kind == "categorical":
-                values = np.full(n, None, dtype=object)
-            else:
-                values = np.full(n, math.nan)
-            out[:, c] = enc.encode(values)
-        return out
+        """Rows of standardised encoded features, in :attr:`features` order (:func:`encode`)."""
+        return encode(self.encodings, columns, n)
 
     def encode_columns(self, columns: FeatureColumns, idx: np.ndarray | None = None) -> np.ndarray:
-        """:meth:`encode` on the join's typed columns (the rows at ``idx``, default all): a
-        numeric feature's non-numbers and a categorical feature's non-categories are missing,
-        as in the window's sketches; a categorical feature sent as numbers is spelt as the
-        profile spells it (``category_string``)."""
-        rows = np.arange(columns.size) if idx is None else idx
-        kinds = {e.name: e.kind for e in self.encodings}
-        return self.encode(_typed(columns, kinds, rows), n=int(rows.size))
+        """:func:`encode_columns` with this model's encodings."""
+        return encode_columns(self.encodings, columns, idx)
 
     def new_sketch(self) -> MomentSketch:
         return MomentSketch(len(self.encodings))
@@ -397,7 +464,7 @@ class ReconstructionModel:
             return self.chunk_band
         if n <= 0:
             return -math.inf, math.inf
-        sd = self.row_sd * math.sqrt(1 / n + 1 / self.n_reference)
+        sd = self.row_sd * math.sqrt(1 / n + REFERENCE_TERM / self.n_reference)
         skew = (self.k**2 - 1) * self.row_skew / (6 * math.sqrt(n))
         return self.reference_error - sd * max(self.k - skew, 0.0), self.reference_error + sd * (
             self.k + skew
@@ -463,18 +530,60 @@ class ReconstructionModel:
         )
 
 
+def encode(
+    encodings: Sequence[FeatureEncoding], columns: Mapping[str, np.ndarray], n: int | None = None
+) -> np.ndarray:
+    """Rows of standardised encoded features, in ``encodings`` order. A feature absent from
+    ``columns`` counts as missing in every row (imputed, so standardised to ~0); ``n`` gives
+    the row count when no column is there to say it."""
+    sizes = {len(np.asarray(v)) for v in columns.values()} | ({n} if n is not None else set())
+    if len(sizes) > 1:
+        raise ValueError(f"columns of different lengths: {sorted(sizes)}")
+    n = sizes.pop() if sizes else 0
+    out = np.empty((n, len(encodings)))
+    for c, enc in enumerate(encodings):
+        if enc.name in columns:
+            values = np.asarray(columns[enc.name])
+        elif enc.kind == "categorical":
+            values = np.full(n, None, dtype=object)
+        else:
+            values = np.full(n, math.nan)
+        out[:, c] = enc.encode(values)
+    return out
+
+
+def encode_columns(
+    encodings: Sequence[FeatureEncoding], columns: FeatureColumns, idx: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`encode` on the join's typed columns (the rows at ``idx``, default all): a numeric
+    feature's non-numbers are missing, as in the window's sketches; a categorical feature
+    takes a row's category, else its number spelt as the profile spells it
+    (``category_string``), so each row's encoding depends on that row alone."""
+    rows = np.arange(columns.size) if idx is None else idx
+    kinds = {e.name: e.kind for e in encodings}
+    return encode(encodings, _typed(columns, kinds, rows), n=int(rows.size))
+
+
 def _typed(columns: FeatureColumns, kinds: Mapping[str, Kind], rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Each feature's values at ``rows`` as its kind reads them (see ``encode_columns``)."""
+    """Each feature's values at ``rows`` as its kind reads them (see ``encode_columns``).
+
+    A row's encoding depends on that row alone, never on the batch it came in: a categorical
+    feature takes a row's category, else its number spelt as a category. (Reading numbers as
+    missing whenever some other row of the batch sent text would make a window's moments
+    depend on how its events were split over partitions and flushes, and they must not.)"""
     picked: dict[str, np.ndarray] = {}
     for name, kind in kinds.items():
         if kind == "numeric":
             if name in columns.numeric:
                 picked[name] = columns.numeric[name][rows]
-        elif name in columns.categorical:
-            picked[name] = columns.categorical[name][rows]
-        elif name in columns.numeric:
+            continue
+        text = columns.categorical[name][rows] if name in columns.categorical else None
+        if name in columns.numeric:
             values = columns.numeric[name][rows]
-            picked[name] = category_strings([None if np.isnan(v) else float(v) for v in values.tolist()])
+            spelt = category_strings([None if np.isnan(v) else float(v) for v in values.tolist()])
+            picked[name] = spelt if text is None else np.where(np.equal(text, NULL), spelt, text)
+        elif text is not None:
+            picked[name] = text
     return picked
 
 
@@ -483,6 +592,8 @@ def fit_reconstruction_rows(
 ) -> ReconstructionModel:
     """:func:`fit_reconstruction` on reference rows' feature dicts (what a profile is built
     from), typed as the join types a window's events, so reference and windows agree."""
+    from driftline.detectors.aggregates import feature_columns
+
     columns = feature_columns(features)
     picked = _typed(columns, kinds, np.arange(columns.size))
     for name, kind in kinds.items():  # a feature no row has is missing throughout
@@ -518,6 +629,54 @@ def _encoding(name: str, kind: Kind, values: np.ndarray) -> FeatureEncoding:
     return FeatureEncoding(name, kind, mean, sd if sd > 0 else 1.0, fill_value, freqs)
 
 
+#: folds of the reference's cross-fitted calibration (see :func:`_held_out_errors`)
+CALIBRATION_FOLDS = 5
+#: the reference's share of the band's variance, in units of ``row_sd² / n_reference``: the
+#: reference error is estimated on held-out rows, and the full PCA a window is judged by
+#: meets fresh data with its own sampling error of the same size, so the reference counts
+#: twice (with 1, stationary windows of 2000 rows against 4000 alarmed 1.4 % of the time
+#: instead of 0.27 %; tests/test_multivariate.py)
+REFERENCE_TERM = 2.0
+
+
+def _held_out_errors(z: np.ndarray, kept: int, *, restandardise: bool = True) -> np.ndarray:
+    """Each reference row's squared error under a PCA (``kept`` components) fitted on the
+    *other* folds (interleaved rows, :data:`CALIBRATION_FOLDS`).
+
+    Why not the rows' errors under the PCA fitted on all of them: a PCA reconstructs the rows
+    it was fitted on better than fresh ones, most when the spectrum is flat (independent
+    features): the dropped direction is the sample's least-variance one, whose variance is
+    biased low by about ``2 sqrt(d / n)`` (Marchenko-Pastur). With four independent features
+    and 4000 reference rows the in-sample reference error was 0.935, fresh windows' 1.003, and
+    stationary windows of 2000 rows alarmed 9 % of the time. Held-out rows are fresh for their
+    PCA, like a window for the full one (which is fitted on more rows, so the band is, if
+    anything, slightly wide)."""
+    n, d = z.shape
+    folds = np.arange(n) % CALIBRATION_FOLDS
+    errors = np.empty(n)
+    for f in range(CALIBRATION_FOLDS):
+        held = folds == f
+        # standardised again on the training folds alone (an affine map of the columns, as
+        # the encodings' own), else held-out rows are tied to the training ones through the
+        # shared scale: the training folds' low-variance direction is the held-out rows'
+        # high-variance one, and the held-out errors come out too high (2 % of stationary
+        # windows alarmed below the band with four independent features). Only where the
+        # encodings were fitted on these rows: a segment's are its model's, its rows are not
+        # centred in them, and its error counts their mean
+        zt, zh = z[~held], z[held]
+        if restandardise:
+            mean, sd = zt.mean(axis=0), zt.std(axis=0)
+            sd = np.where(sd > 0, sd, 1.0)
+            zt, zh = (zt - mean) / sd, (zh - mean) / sd
+        train = MomentSketch(d)
+        train.update(zt)
+        values, vectors = np.linalg.eigh(train.covariance())
+        w = vectors[:, np.argsort(values)[::-1][:kept]].T
+        residual = zh - (zh @ w.T) @ w
+        errors[held] = np.einsum("ij,ij->i", residual, residual)
+    return errors
+
+
 def _skewness(x: np.ndarray) -> float:
     """Fisher's biased skewness (scipy.stats.skew's default); 0 for a constant."""
     d = x - x.mean()
@@ -546,8 +705,15 @@ def fit_reconstruction(
     threshold: Threshold = "sampling",
     chunk_size: int | None = None,
     min_n: int = 30,
+    encodings: Sequence[FeatureEncoding] | None = None,
 ) -> ReconstructionModel:
     """Fit encodings, PCA and band on reference columns (``kinds`` names the features used).
+
+    ``encodings`` (another model's, in the order of their names) are kept instead of fitted:
+    a segment's model encodes as its whole model does, so one encoded row (and one moment
+    sketch fold) serves every slice of a window, and the segment's PCA and band are fitted on
+    its own rows in those coordinates (their mean need not be 0: errors use uncentred moments
+    on both sides, so the reference error and the windows' agree).
 
     The PCA is an eigen-decomposition of the reference's covariance, itself read from the
     reference's :class:`MomentSketch`: the same sums a window keeps. ``chunk_size`` also fits
@@ -560,7 +726,13 @@ def fit_reconstruction(
     missing = [f for f in names if f not in columns]
     if missing:
         raise ValueError(f"reference has no column for {missing}")
-    encodings = tuple(_encoding(f, kinds[f], np.asarray(columns[f])) for f in names)
+    given = encodings
+    if encodings is None:
+        encodings = tuple(_encoding(f, kinds[f], np.asarray(columns[f])) for f in names)
+    else:
+        encodings = tuple(encodings)
+        if [e.name for e in encodings] != names or any(e.kind != kinds[e.name] for e in encodings):
+            raise ValueError(f"the given encodings are not those of {names} as {dict(kinds)}")
     z = np.column_stack([e.encode(np.asarray(columns[e.name])) for e in encodings])
     n = z.shape[0]
     if n < 2 * len(names):
@@ -575,21 +747,12 @@ def fit_reconstruction(
     if not values.sum() > 0:
         raise ValueError(f"no feature of {names} varies in the reference: nothing to reconstruct")
     kept = _n_components(values / values.sum(), variance)
-    model = ReconstructionModel(
-        encodings,
-        np.ascontiguousarray(vectors[:, :kept].T),
-        0.0,
-        0.0,
-        0.0,
-        n,
-        np.zeros(len(names)),
-        k,
-        threshold,
-        None,
-        min_n,
-    )
-    errors = model.row_errors(z)
-    r = model.residual
+    components = np.ascontiguousarray(vectors[:, :kept].T)
+    errors = _held_out_errors(z, kept, restandardise=given is None)
+    # the per-feature baseline of ``drivers`` is the reference's split under the very PCA a
+    # window is split by (the held-out folds' PCAs split it along other directions); its sum
+    # is the in-sample error, a little under ``reference_error``
+    r = np.eye(len(names)) - components.T @ components
     contributions = np.diag(r @ ref.second_moment() @ r)
     band = None
     if chunk_size is not None:
@@ -604,8 +767,8 @@ def fit_reconstruction(
         raise ValueError('threshold="chunks" needs chunk_size')
     return ReconstructionModel(
         encodings=encodings,
-        components=model.components,
-        reference_error=float(contributions.sum()),
+        components=components,
+        reference_error=float(errors.mean()),
         row_sd=float(errors.std(ddof=1)),
         row_skew=_skewness(errors),
         n_reference=n,

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from driftline.detectors.attribution import AttributionSums
 from driftline.detectors.calibration import (
     Calibrator,
     MulticlassCalibrator,
@@ -45,6 +46,12 @@ from driftline.detectors.estimation import estimate_binary, estimate_class_proba
 from driftline.detectors.hashing import stable_keys
 from driftline.detectors.loss_model import LossModel, fit_loss_model
 from driftline.detectors.metrics import classification_metrics, regression_metrics
+from driftline.detectors.multivariate import (
+    FeatureEncoding,
+    Kind,
+    ReconstructionModel,
+    fit_reconstruction_rows,
+)
 from driftline.detectors.sketches import (
     CalibratedScores,
     CategoricalSketch,
@@ -75,7 +82,7 @@ DEFAULT_GRID_BINS = 200
 DEFAULT_SAMPLE = 20_000
 # top-level keys of a flat row that are event metadata, not features
 _META_KEYS = frozenset({"prediction_id", "model_id", "model_version", "timestamp", "scores", "score",
-                        "segments", "schema_version"})
+                        "segments", "schema_version", "attributions"})
 
 
 def _num(x: float) -> float | None:
@@ -180,6 +187,12 @@ class ReferenceProfile:
     #: the classes and class-probability map fitted on the reference (multiclass models with
     #: per-class ``scores`` and labels)
     class_calibrator: MulticlassCalibrator | None = None
+    #: the PCA and band of multivariate drift fitted on the reference rows (when asked for,
+    #: ``build_profile(multivariate=True)``), with the encodings the windows' moments use
+    reconstruction: ReconstructionModel | None = None
+    #: mean |attribution| per feature over the rows that carried ``attributions`` (None when
+    #: none did): the relevance a window's attribution ranking is scored against
+    attributions: dict[str, float] | None = None
 
     def get(self, name: str) -> FeatureProfile:
         """A feature's profile; ``"prediction"``/``"label"`` name those unless a feature is so named."""
@@ -191,7 +204,7 @@ class ReferenceProfile:
         return special
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "model_id": self.model_id,
             "model_version": self.model_version,
             "n_rows": self.n_rows,
@@ -202,7 +215,11 @@ class ReferenceProfile:
             "calibrator": None if self.calibrator is None else self.calibrator.to_dict(),
             "loss_model": None if self.loss_model is None else self.loss_model.to_dict(),
             "class_calibrator": None if self.class_calibrator is None else self.class_calibrator.to_dict(),
+            "reconstruction": None if self.reconstruction is None else self.reconstruction.to_dict(),
         }
+        if self.attributions is not None:  # absent, not null: profiles without stay as they were
+            out["attributions"] = dict(sorted(self.attributions.items()))
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ReferenceProfile:
@@ -216,7 +233,12 @@ class ReferenceProfile:
                    None if d.get("loss_model") is None else LossModel.from_dict(d["loss_model"]),
                    # profiles written before multiclass estimates have none: no estimates
                    None if d.get("class_calibrator") is None
-                   else MulticlassCalibrator.from_dict(d["class_calibrator"]))
+                   else MulticlassCalibrator.from_dict(d["class_calibrator"]),
+                   # profiles written before multivariate drift have none
+                   None if d.get("reconstruction") is None
+                   else ReconstructionModel.from_dict(d["reconstruction"]),
+                   None if d.get("attributions") is None
+                   else {str(k): float(v) for k, v in d["attributions"].items()})
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ReferenceProfile) and _json_eq(self.to_dict(), other.to_dict())
@@ -286,6 +308,8 @@ def build_profile(
     calibration: str = "auto",
     grid_bins: int = DEFAULT_GRID_BINS,
     grids: Mapping[str, np.ndarray] | None = None,
+    multivariate: bool = False,
+    encodings: tuple[FeatureEncoding, ...] | None = None,
 ) -> ReferenceProfile:
     """Profile rows that are flat dicts or PredictionEvent-shaped (features nested under
     ``features_key``). Types are inferred per column and overridable by ``feature_types``
@@ -298,7 +322,12 @@ def build_profile(
 
     Numeric features also count on a fine grid of ``grid_bins`` quantiles (0: none), or on
     the given ``grids`` (a segment's profile counts on its model's grid, which its windows use).
-    Predictions and labels are not gridded: their numeric tests use samples."""
+    Predictions and labels are not gridded: their numeric tests use samples.
+
+    ``multivariate`` also fits the reconstruction-error model (:mod:`~driftline.detectors.
+    multivariate`) on every profiled feature (a categorical one with no value is left out), or
+    on the features of the given ``encodings`` (a segment's profile encodes as its model's);
+    a reference it cannot be fitted on raises ``ValueError`` saying why."""
     types = dict(feature_types or {})
     if task is not None:
         target_kind = "numeric" if task == "regression" else "categorical"
@@ -310,11 +339,15 @@ def build_profile(
     ids: list[str] = []
     scores: list[float] = []
     vectors: list[Mapping[str, Any] | None] = []
+    feature_rows: list[Mapping[str, Any]] = []
+    attributed: dict[str, list[float]] = {}
     n = 0
     for n, row in enumerate(rows, start=1):  # offline build: a loop over rows is fine here
         nested = row.get(features_key)
         feats = nested if isinstance(nested, Mapping) else {
             k: v for k, v in row.items() if k not in _META_KEYS and k not in (prediction_key, label_key)}
+        if multivariate:
+            feature_rows.append(feats)
         for name in columns.keys() - feats.keys():
             columns[name].append(None)
         for name, v in feats.items():
@@ -324,7 +357,11 @@ def build_profile(
         ids.append(str(row.get("prediction_id", n - 1)))
         scores.append(_score(row, positive_label))
         vectors.append(row["scores"] if isinstance(row.get("scores"), Mapping) else None)
+        _add_attributions(attributed, row.get("attributions"))
     keys = stable_keys(ids)
+    attributions = AttributionSums()
+    for name, values in sorted(attributed.items()):
+        attributions.update(name, np.array(values, dtype=np.float64))
 
     given = dict(grids or {})
 
@@ -365,8 +402,29 @@ def build_profile(
         class_calibrator = _fit_classes(vectors, labels, calibration)
     if class_calibrator is not None and has_pred:
         metrics.update(_own_class_estimates(preds, vectors, class_calibrator))
+    reconstruction = None
+    if multivariate:
+        kinds: dict[str, Kind]
+        if encodings is not None:
+            kinds = {e.name: e.kind for e in encodings}
+        else:
+            kinds = {name: "numeric" if f.kind == "numeric" else "categorical"
+                     for name, f in features.items() if f.kind == "numeric" or f.n > 0}
+        reconstruction = fit_reconstruction_rows(feature_rows, kinds, encodings=encodings)
     return ReferenceProfile(model_id, model_version, features, prediction, label, metrics, n, calibrator,
-                            loss_model, class_calibrator)
+                            loss_model, class_calibrator, reconstruction,
+                            attributions.means() if attributions else None)
+
+
+def _add_attributions(columns: dict[str, list[float]], given: Any) -> None:
+    """One row's attributions, per feature; summed as a window sums them (exactly), so a
+    window of the reference's own rows has the reference's means to the bit. Non-numbers
+    are skipped (ingest would dead-letter such an event)."""
+    if not isinstance(given, Mapping):
+        return
+    for name, value in given.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            columns.setdefault(str(name), []).append(float(value))
 
 
 def _fit_classes(

@@ -41,6 +41,7 @@ __all__ = [
     "CategoricalSketch",
     "ClassProbabilitySums",
     "ClassRankings",
+    "ClassScoreHistograms",
     "ConfusionCounts",
     "ExactSum",
     "ExpectedConfusion",
@@ -1278,20 +1279,117 @@ class ClassProbabilitySums:
 class ClassRankings:
     """One :class:`CalibratedScores` per class of a multiclass model, each fed one-vs-rest
     (predicted class k, class k's raw score, its calibrated q): the expected one-vs-rest ROC
-    AUC of every class. Merges, serialises and compares as its parts do."""
+    AUC of every class. Merges, serialises and compares as its parts do.
+
+    The macro mean's variance also needs how one event's label moves two classes' curves at
+    once (a label that is class k is not class l): ``pairs`` keeps, for every pair of classes
+    k < l, Σ q_k·q_l over the events in each (coarse bin of score k, coarse bin of score l),
+    on ``PAIR_BINS`` bins of the same logit range (each one ``n_bins / PAIR_BINS`` of the
+    parts' bins), fixed-point as the parts. ``pairs_n`` counts the events in it, so a merge
+    with a partial written before it is seen (its macro interval is then left out)."""
+
+    PAIR_BINS = 10
 
     def __init__(self, k: int, n_bins: int = 400) -> None:
         if k < 2:
             raise ValueError("a multiclass sketch needs at least 2 classes")
+        if n_bins % self.PAIR_BINS:
+            raise ValueError(f"n_bins must be a multiple of {self.PAIR_BINS}")
         self.parts = [CalibratedScores(n_bins) for _ in range(k)]
+        self.pairs_n = 0
+        self.pairs = np.zeros((k * (k - 1) // 2, self.PAIR_BINS, self.PAIR_BINS), dtype=np.int64)
+
+    def coarse(self, raw: np.ndarray) -> np.ndarray:
+        """Each score's pair bin: its part bin, ``n_bins / PAIR_BINS`` to one."""
+        part = self.parts[0]
+        return part.bins(raw) // (part.n_bins // self.PAIR_BINS)
 
     def update(self, predicted: np.ndarray, raw: np.ndarray, q: np.ndarray) -> None:
         """``predicted``: class indices (K: another label), ``raw`` and ``q``: (rows, K)."""
         pred = np.asarray(predicted, dtype=np.int64)
+        r = np.asarray(raw, dtype=np.float64)
+        p = np.asarray(q, dtype=np.float64)
         for k, part in enumerate(self.parts):
-            part.update(pred == k, raw[:, k], q[:, k])
+            part.update(pred == k, r[:, k], p[:, k])
+        ok = ~(np.isnan(r).any(axis=1) | np.isnan(p).any(axis=1))
+        r, p = r[ok], p[ok]
+        self.pairs_n += int(p.shape[0])
+        if not p.shape[0]:
+            return
+        cells = self.PAIR_BINS * self.PAIR_BINS
+        coarse = np.column_stack([self.coarse(r[:, k]) for k in range(len(self.parts))])
+        pair = 0
+        for k in range(len(self.parts)):
+            for m in range(k + 1, len(self.parts)):
+                cell = coarse[:, k] * self.PAIR_BINS + coarse[:, m]
+                w = np.rint(p[:, k] * p[:, m] * CalibratedScores._SCALE)
+                for start in range(0, w.size, CalibratedScores._CHUNK):
+                    part_rows = slice(start, start + CalibratedScores._CHUNK)
+                    self.pairs[pair] += np.bincount(cell[part_rows], weights=w[part_rows],
+                                                    minlength=cells).astype(np.int64).reshape(
+                        self.PAIR_BINS, self.PAIR_BINS)
+                pair += 1
+
+    def pair_sums(self) -> np.ndarray:
+        """Σ q_k q_l per (pair k < l in row-major order, bin of k, bin of l), as float64."""
+        return self.pairs / CalibratedScores._SCALE
 
     def merge(self, other: ClassRankings) -> None:
+        _check_same("classes", len(self.parts), len(other.parts))
+        for mine, theirs in zip(self.parts, other.parts, strict=True):
+            mine.merge(theirs)
+        self.pairs_n += other.pairs_n
+        self.pairs += other.pairs
+
+    def to_dict(self) -> dict[str, Any]:
+        cells = np.flatnonzero(self.pairs.ravel())  # sparse, as the parts
+        return {"parts": [p.to_dict() for p in self.parts], "pairs_n": self.pairs_n,
+                "pair_cells": cells.tolist(), "pairs": self.pairs.ravel()[cells].tolist()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        parts = [CalibratedScores.from_dict(p) for p in d["parts"]]
+        s = cls(len(parts), parts[0].n_bins)
+        s.parts = parts
+        if "pairs" in d:  # absent from partials written before the macro interval
+            s.pairs_n = int(d["pairs_n"])
+            s.pairs.ravel()[np.array(d["pair_cells"], dtype=np.int64)] = np.array(d["pairs"], dtype=np.int64)
+        return s
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ClassRankings):
+            return NotImplemented
+        return (self.parts == other.parts and self.pairs_n == other.pairs_n
+                and np.array_equal(self.pairs, other.pairs))
+
+    __hash__ = None  # type: ignore[assignment]  # unhashable (mutable); typeshed wants a method
+
+
+class ClassScoreHistograms:
+    """One :class:`ScoreHistogram` per class of a multiclass model, fed one-vs-rest with the
+    *labelled* events (class k's raw score; positive when the label is class k, a label outside
+    the reference's classes is a negative of every class): the realised one-vs-rest ROC AUC of
+    every class and their macro mean (:func:`~driftline.detectors.metrics.class_ranking_metrics`),
+    on the same 200 uniform score bins and with the same error bound as the binary model's.
+    Integer counts: merges are exact. Rows whose vector has a NaN are skipped."""
+
+    def __init__(self, k: int, n_bins: int = 200) -> None:
+        if k < 2:
+            raise ValueError("a multiclass sketch needs at least 2 classes")
+        self.parts = [ScoreHistogram(n_bins) for _ in range(k)]
+
+    def update(self, y_true: np.ndarray, raw: np.ndarray) -> None:
+        """``y_true``: each labelled row's class index (K: another label), ``raw``: (rows, K)."""
+        y = np.asarray(y_true, dtype=np.int64)
+        s = np.asarray(raw, dtype=np.float64)
+        if s.ndim != 2 or s.shape != (y.size, len(self.parts)):
+            raise ValueError(f"raw must be a (rows, {len(self.parts)}) matrix, one row per label")
+        ok = ~np.isnan(s).any(axis=1)
+        y, s = y[ok], s[ok]
+        for k, part in enumerate(self.parts):
+            part.update(y == k, s[:, k])
+
+    def merge(self, other: ClassScoreHistograms) -> None:
         _check_same("classes", len(self.parts), len(other.parts))
         for mine, theirs in zip(self.parts, other.parts, strict=True):
             mine.merge(theirs)
@@ -1301,13 +1399,13 @@ class ClassRankings:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Self:
-        parts = [CalibratedScores.from_dict(p) for p in d["parts"]]
+        parts = [ScoreHistogram.from_dict(p) for p in d["parts"]]
         s = cls(len(parts), parts[0].n_bins)
         s.parts = parts
         return s
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ClassRankings):
+        if not isinstance(other, ClassScoreHistograms):
             return NotImplemented
         return self.parts == other.parts
 

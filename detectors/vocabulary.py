@@ -28,6 +28,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "CORRECTIONS",
+    "DEFAULT_ATTRIBUTION_THRESHOLD",
     "DRIFT_TESTS",
     "HEALTH_ALERTS",
     "HEALTH_EVENTS",
@@ -37,7 +38,6 @@ __all__ = [
     "MULTIVARIATE_METHODS",
     "ONLINE_DETECTORS",
     "PROPORTION_METRICS",
-    "ROOT_CAUSE_METRICS",
     "SEGMENT_RANKING_METRIC",
     "check_metric",
     "check_name",
@@ -94,10 +94,9 @@ HEALTH_ALERTS: dict[str, tuple[str, ...]] = {
     "label-lag-high": ("label_lag_high",),
     "schema-change": ("feature_missing", "new_feature", "type_change"),
 }
-#: values the root-cause detectors give a window (multivariate drift, attribution drift).
-#: Not in :data:`METRICS` yet: a name joins it when ``streams/evaluation.py`` computes it,
-#: since ``tests/test_vocabulary.py`` checks every listed metric is produced.
-ROOT_CAUSE_METRICS = frozenset({"multivariate_error", "multivariate_drift", "attribution_ndcg"})
+#: the nDCG below which a window's attribution ranking has drifted (``attribution_drift``):
+#: SageMaker Clarify's violation threshold; ``ModelConfig.attribution_threshold`` overrides it
+DEFAULT_ATTRIBUTION_THRESHOLD = 0.9
 
 #: metrics that are a share of labelled events, for which Wilson intervals hold
 #: (``driftline.streams.ranking``)
@@ -156,6 +155,14 @@ METRICS = frozenset(
         # CUSUM of per-window drift evidence (detectors/sequential.py): what the default drift
         # rule watches, so false alerts are bounded per month rather than per window
         "drift_cusum",
+        # multivariate drift (models with ``multivariate: true``): the window's mean squared
+        # reconstruction error, and 1 when it is outside the reference's band
+        "multivariate_error",
+        "multivariate_drift",
+        # feature attribution drift (detectors/attribution.py), when events carry attributions
+        # and the reference has them: the nDCG, and 1/0 for "below attribution_threshold"
+        "attribution_ndcg",
+        "attribution_drift",
     }
 )
 #: (prefix, free part, suffix): a name ``prefix + anything + suffix``
@@ -164,7 +171,10 @@ METRIC_FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("support.", "<class>", ""),
     # a multiclass model's per-class estimates and their errors once labelled
     *((f"estimated_{m}.", "<class>", "") for m in ("precision", "recall", "f1", "roc_auc")),
-    *((f"estimation_error_{m}.", "<class>", "") for m in ("precision", "recall", "f1")),
+    *((f"estimation_error_{m}.", "<class>", "") for m in ("precision", "recall", "f1", "roc_auc")),
+    # a multiclass model's realised one-vs-rest ROC AUC per class (``roc_auc`` is the macro mean)
+    ("roc_auc.", "<class>", ""),
+    ("roc_auc_error_bound.", "<class>", ""),
     ("drift.", "<feature>", ".statistic"),
     ("drift.", "<feature>", ".p_value"),
     ("missing_rate.", "<feature>", ""),
@@ -176,7 +186,8 @@ METRIC_FAMILIES: tuple[tuple[str, str, str], ...] = (
 #: label-free metrics are complete when a window's predictions are (provisional phase); the
 #: others need labels and are judged when the window is final
 LABEL_FREE_METRICS = frozenset(
-    {"dataset_drift", "drift_share", "drifted_features", "drift_cusum", "prediction_count"}
+    {"dataset_drift", "drift_share", "drifted_features", "drift_cusum", "prediction_count",
+     "multivariate_error", "multivariate_drift", "attribution_ndcg", "attribution_drift"}
 )
 _LABEL_FREE_PREFIXES = ("drift.", "missing_rate.", "type_error_rate.", "out_of_range_rate.", "estimated_")
 

@@ -51,6 +51,7 @@ from driftline.schemas.events import (
     GroundTruthEvent,
     PredictionBatch,
     PredictionEvent,
+    Registry,
 )
 from driftline.schemas.results import (
     DistributionSummary,
@@ -88,6 +89,7 @@ __all__ = [
     "PredictionBatch",
     "PredictionEvent",
     "Reason",
+    "Registry",
     "Rejection",
     "RetrainingRequest",
     "RetrainingRequestData",

@@ -22,6 +22,7 @@ from msgspec import Meta
 
 from driftline.schemas.deadletter import Reason
 from driftline.schemas.events import (
+    INVALID_ATTRIBUTION_MESSAGE,
     MAX_BATCH_EVENTS,
     SCHEMA_VERSION,
     UNSUPPORTED_VERSION_MESSAGE,
@@ -320,6 +321,11 @@ def classify(exc: Exception, prefix: str = "$") -> tuple[Reason, str]:
         base = "Invalid enum value"  # msgspec quotes the offending value; details never echo payload
     if path == "$.kind":  # only envelopes have `kind`; any mismatch (value or type) is the same fault
         reason = Reason.WRONG_KIND
+    elif base.startswith(INVALID_ATTRIBUTION_MESSAGE):  # raised by __post_init__, on the object
+        path = path + ".attributions"
+        reason = Reason.INVALID_ATTRIBUTION
+    elif path.startswith("$.attributions"):  # a wrong type, a number out of range, too many:
+        reason = Reason.INVALID_ATTRIBUTION  # the prediction may be fine, its explanation is not
     elif base == "Invalid enum value":
         reason = Reason.INVALID_VALUE
     elif base.startswith("Object missing required field"):

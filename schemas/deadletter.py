@@ -54,6 +54,9 @@ class Reason(StrEnum):
     # not one of a binary model's two classes, not a number for a regression model
     INVALID_LABEL = "invalid_label"
     TASK_MISMATCH = "task_mismatch"
+    # ``attributions`` naming a feature the event does not carry, or not finite numbers
+    # (schemas/events.py); the prediction itself may be fine, but its explanation is not
+    INVALID_ATTRIBUTION = "invalid_attribution"
     # a message whose processing raised: a bug, kept out of the stream (streams/app.py)
     PROCESSING_ERROR = "processing_error"
 

@@ -12,6 +12,7 @@ Unknown fields are ignored so producers can add fields before readers learn them
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Final, Literal
 
@@ -73,6 +74,11 @@ ModelId = Annotated[str, Meta(min_length=1, max_length=128)]
 ModelVersion = Annotated[str, Meta(min_length=1, max_length=128)]
 FeatureName = Annotated[str, Meta(max_length=256)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
+# Registry strings end up in retraining requests, workflow parameters and terminal output:
+# no control characters (they could forge log lines or break a workflow engine's templating).
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+RegistryText = Annotated[str, Meta(min_length=1, max_length=256, pattern=_PRINTABLE)]
+RegistryUri = Annotated[str, Meta(min_length=1, max_length=1024, pattern=r"^[^\x00-\x20\x7f]+$")]
 
 
 def check_schema_version(version: str) -> None:
@@ -93,6 +99,25 @@ def _normalise_timestamp(ts: int | str) -> int:
     return ms
 
 
+#: the message a bad ``attributions`` raises with; the decoder maps it (and any other failure
+#: under ``$.attributions``) to the dead-letter reason ``invalid_attribution``
+INVALID_ATTRIBUTION_MESSAGE: Final = "Invalid attributions"
+
+
+def _check_attributions(event: PredictionEvent) -> None:
+    """Attributions are the model's account of *its* features: one naming a feature the event
+    does not carry is a producer joining the wrong explanation to a prediction, and would rank
+    a feature nobody can look at. Non-finite values cannot come from JSON (the decoder refuses
+    them), but can from a Python producer, and would turn a window's mean into NaN."""
+    attributions = event.attributions
+    assert attributions is not None
+    if not attributions.keys() <= event.features.keys():
+        unknown = sorted(attributions.keys() - event.features.keys())[:3]
+        raise ValueError(f"{INVALID_ATTRIBUTION_MESSAGE}: not features of the event {unknown}")
+    if not all(map(math.isfinite, attributions.values())):
+        raise ValueError(f"{INVALID_ATTRIBUTION_MESSAGE}: values must be finite numbers")
+
+
 def _post_init_event(event: PredictionEvent | GroundTruthEvent) -> None:
     # Kept to two cheap checks on the common path (int timestamp, version "1.0"): this runs once
     # per event and Python-level work here is the largest cost of a batch decode after parsing.
@@ -101,6 +126,18 @@ def _post_init_event(event: PredictionEvent | GroundTruthEvent) -> None:
         event.timestamp = _normalise_timestamp(ts)
     if event.schema_version != SCHEMA_VERSION:
         check_schema_version(event.schema_version)
+
+
+class Registry(msgspec.Struct, kw_only=True, gc=False):
+    """Where the model that made this prediction is registered (e.g. MLflow): the same keys as
+    the model's ``registry`` configuration. Optional; retraining requests carry it as their
+    lineage (docs/retraining.md says how it combines with the configuration). The registered
+    version is the event's ``model_version``."""
+
+    uri: RegistryUri | None = None
+    name: RegistryText | None = None
+    alias: Annotated[str, Meta(min_length=1, max_length=128, pattern=_PRINTABLE)] | None = None
+    run_id: Annotated[str, Meta(min_length=1, max_length=128, pattern=_PRINTABLE)] | None = None
 
 
 # Struct docstrings become the JSON Schema ``description`` that producers read, so they speak
@@ -119,10 +156,29 @@ class PredictionEvent(msgspec.Struct, kw_only=True, gc=False):
     scores: dict[str, Probability] | None = None
     score: float | None = None
     segments: Annotated[dict[str, str], Meta(max_length=MAX_SEGMENTS)] | None = None
+    registry: Registry | None = None
     schema_version: SchemaVersion = SCHEMA_VERSION
+    # Each feature's contribution to this prediction (e.g. SHAP values): optional, and only
+    # checked when present, so events without it pay one comparison.
+    attributions: (
+        Annotated[
+            dict[FeatureName, float],
+            Meta(
+                max_length=MAX_FEATURES,
+                description=(
+                    "Optional: each feature's contribution to this prediction (e.g. SHAP values), "
+                    "finite numbers keyed by names that appear in features. Windows compare the "
+                    "ranking of mean absolute attribution with the reference's (nDCG)."
+                ),
+            ),
+        ]
+        | None
+    ) = None
 
     def __post_init__(self) -> None:
         _post_init_event(self)
+        if self.attributions is not None:
+            _check_attributions(self)
 
 
 # ``timestamp`` is when the label became known; performance is attributed to the prediction's

@@ -12,10 +12,13 @@ from typing import Literal
 import msgspec
 
 __all__ = [
+    "AttributionDriftResult",
+    "AttributionFeature",
     "DistributionSummary",
     "DriftKind",
     "DriftTest",
     "FeatureQuality",
+    "MultivariateDrift",
     "OnlineDetection",
     "SegmentContribution",
     "WindowResult",
@@ -119,6 +122,62 @@ class SegmentContribution(msgspec.Struct, kw_only=True):
     support: int
 
 
+class MultivariateDrift(msgspec.Struct, kw_only=True):
+    """Multivariate drift of one window slice (``detectors/multivariate.py``): the mean squared
+    error of reconstructing the window's standardised, encoded features from the principal
+    components of the reference, against the band the reference's own errors give a window of
+    this size. It sees a change in how features move together that no per-feature test sees.
+
+    ``drifted`` when ``error`` leaves [``lower``, ``threshold``] (and ``n`` is at least the
+    model's minimum); ``exceedance`` is ``(error - reference_error) / (threshold -
+    reference_error)``: 0 at the reference, 1 at the threshold. ``contributions`` split
+    ``error`` by feature; ``drivers`` are the features whose share rose above the reference's,
+    largest rise first (empty unless drifted). ``error`` and the band are None for an empty
+    window."""
+
+    method: str
+    error: float | None
+    lower: float | None
+    threshold: float | None
+    reference_error: float
+    exceedance: float | None
+    drifted: bool
+    n: int
+    n_components: int
+    features: list[str]
+    contributions: dict[str, float | None]
+    drivers: list[str]
+
+
+class AttributionFeature(msgspec.Struct, kw_only=True):
+    """One feature's mean absolute attribution in the window and in the reference, and its
+    rank by it on each side (1 = the feature the model leans on most; a feature one side never
+    attributed counts 0 there). ``rank_change`` is ``reference_rank - window_rank``: positive
+    when the model leans on the feature more than it did. ``count`` is how many of the
+    window's events sent an attribution for it."""
+
+    feature: str
+    window: float
+    reference: float
+    window_rank: int
+    reference_rank: int
+    rank_change: int
+    count: int
+
+
+class AttributionDriftResult(msgspec.Struct, kw_only=True):
+    """Feature attribution drift (``detectors/attribution.py``): the nDCG of the window's
+    ranking of mean |attribution| with the reference's means as relevance, and ``drifted``
+    when it is below ``threshold`` (the model's ``attribution_threshold``, 0.9 by default as
+    SageMaker Clarify). ``features`` lists every attributed feature, those whose rank moved
+    most first (then by reference rank)."""
+
+    ndcg: float
+    threshold: float
+    drifted: bool
+    features: list[AttributionFeature]
+
+
 class WindowResult(msgspec.Struct, kw_only=True):
     """The evaluation of one window slice. ``phase`` is ``provisional`` when event time passed
     the window's end plus grace (label-free results complete, labels may still come) and
@@ -151,6 +210,12 @@ class WindowResult(msgspec.Struct, kw_only=True):
     #: the model's headline metric (``detectors.vocabulary.SEGMENT_RANKING_METRIC``), worst
     #: first; empty for segment slices and until the window is final (it needs labels)
     segments_ranked: list[SegmentContribution] = []
+    #: multivariate drift, for models with ``multivariate: true`` (None otherwise, and for a
+    #: segment whose reference had too few rows to fit it)
+    multivariate: MultivariateDrift | None = None
+    #: attribution drift, when the window's events carried ``attributions`` and its reference
+    #: has them too; None otherwise
+    attribution: AttributionDriftResult | None = None
 
 
 _decoder = msgspec.json.Decoder(WindowResult)

@@ -25,10 +25,12 @@ from driftline.detectors.hashing import stable_keys
 from driftline.schemas import GroundTruthEvent, PredictionEvent
 from driftline.streams.messages import LabelColumns, PredictionColumns
 
-__all__ = ["Group", "LabelBlock", "PredictionBlock", "groups", "pick", "row_offsets"]
+__all__ = ["Group", "LabelBlock", "PredictionBlock", "RegistryRef", "groups", "pick", "row_offsets"]
 
 #: (model id, model version, segments as sorted (dimension, value) pairs)
 Group = tuple[str, str, tuple[tuple[str, str], ...]]
+#: an event's ``registry`` as (uri, name, alias, run_id), None where it gave none
+RegistryRef = tuple[str | None, str | None, str | None, str | None]
 
 
 def pick(values: Sequence[Any], idx: np.ndarray) -> list[Any]:
@@ -76,6 +78,36 @@ def _vectors(
     return [d if kept[e.model_id] else None for e, d in zip(events, dicts, strict=True)]
 
 
+def _attribution_columns(events: Sequence[PredictionEvent]) -> dict[str, np.ndarray] | None:
+    """Per attributed feature, each event's attribution (NaN where it sent none); None when
+    no event sent ``attributions``, which is all a block without them pays."""
+    dicts = [e.attributions for e in events]
+    if dicts.count(None) == len(dicts):
+        return None
+    names = sorted(set().union(*(d for d in dicts if d)))
+    return {
+        name: np.array([d.get(name) if d else None for d in dicts], dtype=np.float64)  # None -> NaN
+        for name in names
+    }
+
+
+_NO_REGISTRY: RegistryRef = (None, None, None, None)
+
+
+def _registries(events: Sequence[PredictionEvent]) -> tuple[list[RegistryRef | None], np.ndarray] | None:
+    """The events' ``registry`` fields dictionary-encoded (distinct values, None among them
+    when some events gave none, and each event's index), or None when no event gave one: the
+    common case costs one attribute read per event."""
+    regs = [e.registry for e in events]
+    if regs.count(None) == len(regs):
+        return None
+    refs = [None if r is None else (r.uri, r.name, r.alias, r.run_id) for r in regs]
+    distinct, index = _index(refs)
+    # an empty ``registry: {}`` says nothing: the same as none (a rare value, fixed once here)
+    known: list[RegistryRef | None] = [None if v == _NO_REGISTRY else v for v in distinct]
+    return (known, index) if any(v is not None for v in known) else None
+
+
 def row_offsets(message: PredictionColumns | LabelColumns) -> np.ndarray | None:
     """The source offset of each row of a block, or None when all are at ``message.offset``."""
     return None if message.row_offsets is None else from_buffer(message.row_offsets, "<i8", np.int64)
@@ -96,6 +128,13 @@ class PredictionBlock:
     #: each event's per-class probabilities (``PredictionEvent.scores``, None where it sent
     #: none), carried for multiclass estimates; None when no event of the block sent any
     class_scores: list[dict[str, float] | None] | None = None
+    #: per attributed feature, each event's ``attributions`` entry (float64, NaN where none);
+    #: None when no event of the block sent any
+    attributions: dict[str, np.ndarray] | None = None
+    #: the distinct ``registry`` values of the block's events (None among them for events
+    #: without one) and each event's index into them (uint32); both None when no event sent one
+    registries: list[RegistryRef | None] | None = None
+    registry: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -137,6 +176,7 @@ class PredictionBlock:
                         scores[i] = p
                     elif unscored is not None:
                         unscored.setdefault(events[i].model_id, sorted(d))
+        registries = _registries(events)
         return cls(
             ids=ids,
             keys=stable_keys(ids) if keys is None else keys,
@@ -147,6 +187,9 @@ class PredictionBlock:
             scores=scores,
             features=feature_columns([e.features for e in events]),
             class_scores=_vectors(events, dicts, keeps_vectors) if has_dicts else None,
+            attributions=_attribution_columns(events),
+            registries=None if registries is None else registries[0],
+            registry=None if registries is None else registries[1],
         )
 
     def by_model(self) -> list[tuple[str, np.ndarray | None]]:
@@ -171,6 +214,9 @@ class PredictionBlock:
             self.scores[idx],
             self.features.take(idx),
             None if self.class_scores is None else pick(self.class_scores, idx),
+            None if self.attributions is None else {k: v[idx] for k, v in self.attributions.items()},
+            self.registries,
+            None if self.registry is None else self.registry[idx],
         )
 
     def to_wire(
@@ -190,6 +236,13 @@ class PredictionBlock:
             scores=to_buffer(self.scores, "<f8"),
             features=self.features.to_wire(),
             class_scores=self.class_scores,
+            attributions=None
+            if self.attributions is None
+            else {k: to_buffer(v, "<f8") for k, v in self.attributions.items()},
+            registries=None
+            if self.registries is None
+            else [None if r is None else list(r) for r in self.registries],
+            registry=None if self.registry is None else to_buffer(self.registry, "<u4"),
         )
 
     @classmethod
@@ -205,6 +258,13 @@ class PredictionBlock:
             scores=from_buffer(m.scores, "<f8", np.float64),
             features=FeatureColumns.from_wire(m.features, n),
             class_scores=m.class_scores,
+            attributions=None
+            if m.attributions is None
+            else {k: from_buffer(v, "<f8", np.float64) for k, v in m.attributions.items()},
+            registries=None
+            if m.registries is None or m.registry is None
+            else [None if r is None else (r[0], r[1], r[2], r[3]) for r in m.registries],
+            registry=None if m.registry is None else from_buffer(m.registry, "<u4", np.uint32),
         )
 
 

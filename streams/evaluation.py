@@ -29,6 +29,7 @@ from driftline.alerting.lifecycle import AlertTracker
 from driftline.alerting.retraining import RetrainingPolicy
 from driftline.alerting.rules import Rule
 from driftline.detectors.aggregates import WindowAggregate
+from driftline.detectors.attribution import attribution_drift
 from driftline.detectors.comparison import (
     Comparison,
     Reference,
@@ -44,7 +45,14 @@ from driftline.detectors.sequential import DriftCusum, window_evidence
 from driftline.detectors.vocabulary import SEGMENT_RANKING_METRIC, is_label_free
 from driftline.platform.config import ModelConfig
 from driftline.schemas import AlertEvent, RetrainingRequest, Window, alert_event, retraining_request
-from driftline.schemas.results import OnlineDetection, SegmentContribution, WindowResult
+from driftline.schemas.results import (
+    AttributionDriftResult,
+    AttributionFeature,
+    MultivariateDrift,
+    OnlineDetection,
+    SegmentContribution,
+    WindowResult,
+)
 from driftline.schemas.timefmt import ms_to_rfc3339
 from driftline.schemas.windows import Phase, parse_segment_key, segment_key
 from driftline.streams.catalog import ModelCatalog
@@ -56,6 +64,8 @@ __all__ = ["Evaluation", "Evaluator", "Pending", "metric_values", "online_kinds"
 
 #: how many ranked segments an alert's evidence names
 EVIDENCE_SEGMENTS = 3
+#: how many features an attribution-drift alert's evidence names (those that moved most)
+EVIDENCE_ATTRIBUTIONS = 3
 
 
 @dataclass(slots=True)
@@ -149,6 +159,10 @@ class Evaluator:
         self._online: dict[tuple[str, str, str], _OnlineSlice] = {}
         #: per slice, the CUSUM of drift evidence that the default drift rule watches
         self._cusum: dict[tuple[str, str, str], DriftCusum] = {}
+        #: per model version and segment, its profile from the store (source, reference)
+        self._stored_refs: dict[tuple[str, str, str], Reference] = {}
+        #: per slice, the source of the reference its last window was judged against
+        self._judged_against: dict[tuple[str, str, str], str] = {}
 
     # -- references ----------------------------------------------------------------------
     def reference(self, model_id: str, model_version: str, segment: str = "") -> Reference | None:
@@ -165,6 +179,19 @@ class Evaluator:
             return ref
         boot = self._bootstrap.get((model_id, model_version, segment))
         return None if boot is None else boot.reference
+
+    def _stored_reference(self, model_id: str, model_version: str, segment: str) -> Reference | None:
+        """The slice's profile in the version's stored baseline (None: the store has none for
+        the version, or none for this segment, which then keeps the reference it would have)."""
+        found = self.catalog.stored_profile(model_id, model_version)
+        profile = None if found is None else found.profiles.get(segment)
+        if found is None or profile is None:
+            return None
+        key = (model_id, model_version, segment)
+        ref = self._stored_refs.get(key)
+        if ref is None or ref.source != found.name:
+            ref = self._stored_refs[key] = Reference.from_profile(profile, found.name)
+        return ref
 
     def _learn(self, key: tuple[str, str, str], start: int, agg: WindowAggregate, phase: Phase) -> None:
         """Fold one of a slice's first windows into its bootstrapped reference."""
@@ -283,9 +310,11 @@ class Evaluator:
         """Compute one window slice's result and values (references, drift, online detectors,
         CUSUM, the input history), without judging its rules."""
         cfg = self.catalog.model(model_id)
-        if self.catalog.has_reference(model_id):
+        # a version's profile in the store comes first (streams/catalog.py)
+        ref = self._stored_reference(model_id, model_version, segment)
+        if ref is None and self.catalog.has_reference(model_id):
             ref = self.reference(model_id, model_version, segment)
-        else:
+        elif ref is None:
             key = (model_id, model_version, segment)
             self._learn(key, start, agg, phase)
             boot = self._bootstrap[key]
@@ -293,6 +322,11 @@ class Evaluator:
             # reference was complete when such a window became final depends on how partitions'
             # progress interleaved, and results must not
             ref = None if start in boot.windows else boot.reference
+        slice_key = (model_id, model_version, segment)
+        if ref is not None and self._judged_against.setdefault(slice_key, ref.source) != ref.source:
+            # rebaselined: evidence gathered against the old reference is not evidence against this one
+            self._judged_against[slice_key] = ref.source
+            self._cusum.pop(slice_key, None)
         found = compare(agg, ref, _policy(cfg))
         detections: list[Detection] = []
         if phase == "final":
@@ -303,6 +337,10 @@ class Evaluator:
             s = cusum.observe(start, window_evidence(found.drift))
             if s is not None:
                 values["drift_cusum"] = s
+        attribution = _attribution(ref, agg, cfg)
+        if attribution is not None:
+            values["attribution_ndcg"] = attribution.ndcg
+            values["attribution_drift"] = 1.0 if attribution.drifted else 0.0
         n = agg.n_predictions
         coverage = agg.n_labelled / n if n else None
         seg = parse_segment_key(segment)
@@ -336,6 +374,8 @@ class Evaluator:
             ],
             intervals={k: [lo, hi] for k, (lo, hi) in sorted(found.intervals.items())},
             interval_level=found.interval_level,
+            multivariate=found.multivariate,
+            attribution=attribution,
         )
         return Pending(
             cfg, model_id, model_version, segment, start, end, values, agg, ref, result, phase,
@@ -412,6 +452,8 @@ class Evaluator:
                 top = _ranked(rule, *segments)[:EVIDENCE_SEGMENTS]
                 if top:  # worst first
                     evidence["segments"] = [msgspec.to_builtins(c) for c in top]
+            if segments is not None and segments[1] and "multivariate" in evidence:
+                _multivariate_segments(evidence["multivariate"], segments[1])
             fired = self.tracker.observe(
                 rule,
                 model_id=model_id,
@@ -487,7 +529,12 @@ class Evaluator:
                     "outcomes": None if boot.outcomes is None else boot.outcomes.to_dict(),
                 }
             )
-        return {**self.to_dict(), "bootstrap": boots, "inputs": self.inputs.to_wire()}
+        return {
+            **self.to_dict(),
+            "bootstrap": boots,
+            "inputs": self.inputs.to_wire(),
+            "judged_against": [[m, v, s, src] for (m, v, s), src in sorted(self._judged_against.items())],
+        }
 
     def restore(self, data: Mapping[str, Any]) -> None:
         self.tracker = AlertTracker.from_dict(data["tracker"])
@@ -499,6 +546,10 @@ class Evaluator:
         # absent from snapshots written before the CUSUM existed: its slices start at 0
         self._cusum = {
             (str(m), str(v), str(s)): DriftCusum.from_dict(c) for m, v, s, c in data.get("cusum", [])
+        }
+        # absent before stored profiles: the first window after the restore sets it
+        self._judged_against = {
+            (str(m), str(v), str(s)): str(src) for m, v, s, src in data.get("judged_against", [])
         }
         self._bootstrap = {}
         for item in data["bootstrap"]:
@@ -550,6 +601,35 @@ def _ranked(rule: Rule, model: Pending, segments: Sequence[Pending]) -> list[Seg
     return contributions(rule.metric, ranked)
 
 
+def _attribution(
+    ref: Reference | None, agg: WindowAggregate, cfg: ModelConfig
+) -> AttributionDriftResult | None:
+    """The window's attribution drift against its reference: None unless both carry
+    attributions (a model that sends none, or a reference without, has nothing to compare)."""
+    if ref is None or not ref.attributions or not agg.attributions:
+        return None
+    window = agg.attributions.means()
+    found = attribution_drift(ref.attributions, window, threshold=cfg.attribution_threshold)
+    counts = agg.attributions.counts
+    return AttributionDriftResult(
+        ndcg=found.ndcg,
+        threshold=found.threshold,
+        drifted=found.alert,
+        features=[
+            AttributionFeature(
+                feature=f,
+                window=window.get(f, 0.0),
+                reference=float(ref.attributions.get(f, 0.0)),
+                window_rank=w,
+                reference_rank=r,
+                rank_change=r - w,
+                count=counts.get(f, 0),
+            )
+            for f, r, w in found.ranks()
+        ],
+    )
+
+
 def _merged(base: WindowAggregate | None, agg: WindowAggregate) -> WindowAggregate:
     if base is None:
         base = WindowAggregate(agg.spec)
@@ -581,6 +661,7 @@ def metric_values(
             values[f"{prefix}.p_value"] = d.p_value
     for kind in online:
         values[f"online.{kind}.detections"] = float(sum(d.detector == kind for d in detections))
+    values.update(_multivariate_values(found))
     for name, q in found.quality.items():
         values[f"missing_rate.{name}"] = q.missing_rate
         values[f"type_error_rate.{name}"] = q.type_error_rate
@@ -605,7 +686,57 @@ def _evidence(rule: Rule, result: WindowResult) -> dict[str, Any]:
             d.feature for d in result.drift if d.drifted and d.kind == "feature"
         )
         evidence["features"] = drift_evidence(result.drift)  # ranked by effect, with the numbers
+    if rule.metric.startswith("multivariate") and result.multivariate is not None:
+        evidence["multivariate"] = _multivariate_evidence(result.multivariate)
+    if rule.metric.startswith("attribution_") and result.attribution is not None:
+        a = result.attribution
+        evidence["attribution"] = {
+            "ndcg": a.ndcg,
+            "threshold": a.threshold,
+            # the features whose rank moved most, with both sides' mean |attribution|
+            "moved": [msgspec.to_builtins(f) for f in a.features[:EVIDENCE_ATTRIBUTIONS] if f.rank_change],
+        }
     return evidence
+
+
+# -- multivariate drift (detectors/multivariate.py) -------------------------------------------
+def _multivariate_values(found: Comparison) -> dict[str, float]:
+    """``multivariate_error`` and ``multivariate_drift`` (1/0) of a window that has them."""
+    mv = found.multivariate
+    if mv is None or mv.error is None:
+        return {}
+    return {"multivariate_error": mv.error, "multivariate_drift": 1.0 if mv.drifted else 0.0}
+
+
+def _multivariate_evidence(mv: MultivariateDrift) -> dict[str, Any]:
+    """What a multivariate alert shows: the error against its band, and the features that
+    drive it, each with its share of the error (largest rise over the reference first)."""
+    return {
+        "error": mv.error,
+        "threshold": mv.threshold,
+        "reference_error": mv.reference_error,
+        "exceedance": mv.exceedance,
+        "drivers": [{"feature": f, "contribution": mv.contributions.get(f)} for f in mv.drivers],
+    }
+
+
+def _multivariate_segments(evidence: dict[str, Any], segments: Sequence[Pending]) -> None:
+    """The segment slices of the same window whose own multivariate signal fired, largest
+    exceedance first (then by key), each with its drivers: where the joint shift is. Label-free,
+    so it is there at the provisional phase, as the alert is."""
+    fired = [
+        s for s in segments
+        if s.result.multivariate is not None and s.result.multivariate.drifted
+    ]
+    fired.sort(key=lambda s: (-(s.result.multivariate.exceedance or 0.0), s.segment))  # type: ignore[union-attr]
+    evidence["segments"] = [
+        {
+            "segment": s.segment,
+            "exceedance": s.result.multivariate.exceedance,  # type: ignore[union-attr]
+            "drivers": list(s.result.multivariate.drivers),  # type: ignore[union-attr]
+        }
+        for s in fired[:EVIDENCE_SEGMENTS]
+    ]
 
 
 def _worst_segments(evidence: Mapping[str, Any], result: WindowResult) -> list[SegmentContribution]:

@@ -39,7 +39,13 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from driftline.detectors.aggregates import FeatureColumns, WindowAggregate, fold_outcomes, fold_predictions
+from driftline.detectors.aggregates import (
+    FeatureColumns,
+    WindowAggregate,
+    fold_attributions,
+    fold_outcomes,
+    fold_predictions,
+)
 from driftline.detectors.categories import category_strings
 from driftline.schemas import GroundTruthEvent, PredictionEvent
 from driftline.schemas.windows import (
@@ -175,6 +181,8 @@ class JoinPartition:
         ] = []
         self._pending_outcomes: list[_OutcomeChunk] = []
         self._pending_count = 0
+        #: the accepted blocks that carried ``attributions``: (window ids, columns) each
+        self._pending_attributions: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         #: input offsets per open window, for retraining requests (streams/positions.py)
         self.positions = WindowPositions()
 
@@ -257,7 +265,7 @@ class JoinPartition:
             self._wkey_due.append((final_time, wid))
         if d["v"] == 3:
             self._entries = {
-                m: {pid: tuple(e) for pid, e in es.items()}
+                m: {pid: _entry(e) for pid, e in es.items()}
                 for m, es in d["entries"].items()
             }
             self._labelled = {m: set(pids) for m, pids in d["labelled"].items()}
@@ -426,10 +434,15 @@ class JoinPartition:
         if at is not None:
             offsets = at[1] if accepted.size == n else at[1][accepted]
             self.positions.add_rows("predictions", self._window_of, wids, at[0], offsets)
+        if block.registry is not None and block.registries is not None:  # events' lineage
+            self.positions.add_lineage(self._window_of, wids, block.times, block.registry, block.registries)
         wid_list = wids.tolist()
         ids, predictions = block.ids, block.predictions
         scores, keys, times = block.scores.tolist(), block.keys.tolist(), block.times.tolist()
-        rows = zip(wid_list, predictions, scores, keys, times, strict=True)
+        rows: Iterable[_Entry] = zip(wid_list, predictions, scores, keys, times, strict=True)
+        if block.class_scores is not None:  # a multiclass score vector rides with its entry
+            rows = [row if vec is None else (*row, _vector(vec))
+                    for row, vec in zip(rows, block.class_scores, strict=True)]
         parts = block.by_model()
         if len(parts) == 1:
             self._entries.setdefault(parts[0][0], {}).update(zip(ids, rows, strict=True))
@@ -445,6 +458,8 @@ class JoinPartition:
         self._pending_predictions.append(
             (block.features, wids, block.keys, predictions, block.scores, block.class_scores))
         self._pending_count += len(ids)
+        if block.attributions is not None:
+            self._pending_attributions.append((wids, block.attributions))
         if self._early:
             self._meet_early_labels(ids, parts)
         if self._pending_count >= FLUSH_EVENTS:
@@ -572,6 +587,24 @@ class JoinPartition:
             fold_predictions(parts, columns, keys, preds, scores, fold_groups=wids, class_scores=class_scores)
         if outcomes:
             self._add_outcomes(outcomes)
+        attributed, self._pending_attributions = self._pending_attributions, []
+        if attributed:
+            self._add_attributions(attributed)
+
+    def _add_attributions(self, pending: list[tuple[np.ndarray, dict[str, np.ndarray]]]) -> None:
+        """Fold the held-back blocks' attributions into the slices their rows belong to, as
+        one batch (a block without some feature reads as NaN there: no attribution sent)."""
+        wids = pending[0][0] if len(pending) == 1 else np.concatenate([w for w, _ in pending])
+        if len(pending) == 1:
+            columns = pending[0][1]
+        else:
+            names = sorted(set().union(*(a for _, a in pending)))
+            columns = {
+                name: np.concatenate([a.get(name, np.full(w.size, np.nan)) for w, a in pending])
+                for name in names
+            }
+        parts, _ = self._slice_rows(wids)
+        fold_attributions(parts, columns)
 
     def _slice_rows(
         self, wids: np.ndarray
@@ -740,7 +773,8 @@ class JoinPartition:
         """Queue joined (prediction entry, label) pairs for :meth:`flush`, as columns."""
         if not joined:
             return
-        wids, predictions, scores, keys, times = zip(*joined, strict=True)
+        wids, predictions, scores, keys, times = zip(*(e[:5] for e in joined), strict=True)
+        vectors = [dict(e[5]) if len(e) > 5 else None for e in joined]
         self._pending_outcomes.append(
             (
                 np.array(wids, dtype=np.int64),
@@ -749,6 +783,7 @@ class JoinPartition:
                 np.array(scores, dtype=np.float64),
                 np.array(keys, dtype=np.uint64),
                 np.array(times, dtype=np.int64),
+                vectors if any(v is not None for v in vectors) else None,
             )
         )
         self.counters["joined"] += len(joined)
@@ -792,7 +827,7 @@ class JoinPartition:
 
     def _add_outcomes(self, chunks: list[_OutcomeChunk]) -> None:
         if len(chunks) == 1:
-            wids, predictions, labels, scores, keys, times = chunks[0]
+            wids, predictions, labels, scores, keys, times, vectors = chunks[0]
         else:
             wids = np.concatenate([c[0] for c in chunks])
             predictions = [v for c in chunks for v in c[1]]
@@ -800,10 +835,12 @@ class JoinPartition:
             scores = np.concatenate([c[3] for c in chunks])
             keys = np.concatenate([c[4] for c in chunks])
             times = np.concatenate([c[5] for c in chunks])
+            vectors = (None if all(c[6] is None for c in chunks)
+                       else [v for c in chunks for v in (c[6] or [None] * len(c[1]))])
         parts, regression = self._slice_rows(wids)
         preds, labs = self._values(predictions, regression), self._values(labels, regression)
         ts = times.astype(np.float64)  # exact below 2**53 ms
-        fold_outcomes(parts, preds, labs, scores, keys, ts)
+        fold_outcomes(parts, preds, labs, scores, keys, ts, class_scores=vectors)
 
     # -- closing windows -----------------------------------------------------------------
     def _advance(self) -> list[Partial]:
@@ -931,10 +968,24 @@ _At = tuple[str, np.ndarray]
 _Early = tuple[Any, ...]
 #: a window slice: (model, version, segment key, window start)
 _SliceKey = tuple[str, str, str, int]
-#: an in-flight prediction: (window id, prediction, score, stable key, event time)
-_Entry = tuple[int, object, float, int, int]
-#: joined outcomes as columns: window ids, predictions, labels, scores, keys, event times
-_OutcomeChunk = tuple[np.ndarray, list[object], list[object], np.ndarray, np.ndarray, np.ndarray]
+#: an in-flight prediction: (window id, prediction, score, stable key, event time), and for
+#: a multiclass prediction with a score vector its ((class, score), ...) pairs: realised ROC AUC
+#: needs the vector when the label comes. Pairs in a tuple, not a dict, so the entry stays a
+#: tuple of untracked objects the garbage collector skips
+_Entry = tuple[Any, ...]
+#: joined outcomes as columns: window ids, predictions, labels, scores, keys, event times,
+#: score vectors (None: no row has one)
+_OutcomeChunk = tuple[np.ndarray, list[object], list[object], np.ndarray, np.ndarray, np.ndarray,
+                      list[dict[str, float] | None] | None]
+
+
+def _vector(scores: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
+    return tuple((str(k), float(v)) for k, v in scores.items())
+
+
+def _entry(e: Sequence[Any]) -> _Entry:
+    """An entry as a checkpoint decodes it (lists for tuples), back in memory's shape."""
+    return tuple(e) if len(e) <= 5 else (*e[:5], tuple((str(c), float(v)) for c, v in e[5]))
 
 
 def _at_offset(at: tuple[str, int] | None, n: int) -> _At | None:

@@ -97,6 +97,14 @@ class PredictionColumns(msgspec.Struct, tag="P", gc=False):
     #: each row's per-class probabilities (None where it sent none), for multiclass estimates;
     #: None when no row sent any (and in messages written before multiclass estimates)
     class_scores: list[dict[str, float] | None] | None = None
+    #: per attributed feature, each row's attribution (float64 bytes, NaN where a row sent
+    #: none); None when no row sent ``attributions`` (and in messages written before them)
+    attributions: dict[str, bytes] | None = None
+    #: the distinct ``registry`` values ([uri, name, alias, run_id], None for rows without
+    #: one) and each row's index into them (uint32); None when no row sent one (and in
+    #: messages written before event lineage)
+    registries: list[list[str | None] | None] | None = None
+    registry: bytes | None = None
 
 
 class LabelColumns(msgspec.Struct, tag="L", gc=False):

@@ -8,6 +8,12 @@ prediction. This aggregate rides beside the window aggregates, kept per (model, 
 window start) for the whole-model slice only (a segment's events are a subset of those), and
 merges by min and max, so it is independent of how records were split over join partitions.
 
+The same aggregate carries the window's **registry lineage** from the events' optional
+``registry`` field (``PredictionEvent.registry``): the value of the window's latest event (by
+event time) that sent one; events at that same time that disagree are ordered by (uri, name,
+alias, run_id), absent before present, and the greatest is kept. Latest-then-greatest is a
+max, so it merges like the offsets, whatever the partitioning and the order of arrival.
+
 Offsets are of the *input* topics (``predictions``, ``ground-truth``), as ingest saw them
 (:func:`driftline.streams.ingest.source_name` spells a source ``topic:partition``). The range
 of a partition is a cover: records of neighbouring windows may lie between its first and its
@@ -22,9 +28,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from driftline.streams.columns import groups
+from driftline.streams.columns import RegistryRef, groups
 
-__all__ = ["InputPositions", "WindowPositions", "split_source"]
+__all__ = ["InputPositions", "WindowPositions", "registry_order", "split_source"]
 
 Kind = Literal["predictions", "labels"]
 _KINDS: tuple[Kind, ...] = ("predictions", "labels")
@@ -40,13 +46,29 @@ def split_source(source: str) -> tuple[str, int]:
     return topic, int(partition)
 
 
-class InputPositions:
-    """First and last input offset per source, for predictions and for labels."""
+def registry_order(ref: RegistryRef) -> tuple[tuple[bool, str], ...]:
+    """The order among registry values at one event time: field by field, absent first."""
+    return tuple((v is not None, v or "") for v in ref)
 
-    __slots__ = ("ranges",)
+
+def _rank_key(ref: RegistryRef | None) -> tuple[bool, tuple[tuple[bool, str], ...]]:
+    return (False, ()) if ref is None else (True, registry_order(ref))
+
+
+class InputPositions:
+    """First and last input offset per source, for predictions and for labels, and the
+    registry lineage of the latest event that sent one (``(event time, value)``)."""
+
+    __slots__ = ("lineage", "ranges")
 
     def __init__(self) -> None:
         self.ranges: dict[Kind, dict[str, tuple[int, int]]] = {"predictions": {}, "labels": {}}
+        self.lineage: tuple[int, RegistryRef] | None = None
+
+    def add_lineage(self, time_ms: int, ref: RegistryRef) -> None:
+        held = self.lineage
+        if held is None or (time_ms, registry_order(ref)) > (held[0], registry_order(held[1])):
+            self.lineage = (time_ms, ref)
 
     def add(self, kind: Kind, source: str, first: int, last: int) -> None:
         held = self.ranges[kind].get(source)
@@ -58,13 +80,19 @@ class InputPositions:
         for kind in _KINDS:
             for source, (first, last) in other.ranges[kind].items():
                 self.add(kind, source, first, last)
+        if other.lineage is not None:
+            self.add_lineage(*other.lineage)
 
     def __bool__(self) -> bool:
-        return any(self.ranges[k] for k in _KINDS)
+        return self.lineage is not None or any(self.ranges[k] for k in _KINDS)
 
     def to_wire(self) -> dict[str, Any]:
-        """msgpack/JSON-safe: ``{kind: {source: [first, last]}}``, sources sorted."""
-        return {k: {s: list(r) for s, r in sorted(self.ranges[k].items())} for k in _KINDS}
+        """msgpack/JSON-safe: ``{kind: {source: [first, last]}}``, sources sorted, and
+        ``"lineage": [time, [uri, name, alias, run_id]]`` when an event sent one."""
+        out: dict[str, Any] = {k: {s: list(r) for s, r in sorted(self.ranges[k].items())} for k in _KINDS}
+        if self.lineage is not None:
+            out["lineage"] = [self.lineage[0], list(self.lineage[1])]
+        return out
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any] | None) -> InputPositions:
@@ -72,6 +100,10 @@ class InputPositions:
         for kind in _KINDS:
             for source, (first, last) in (data or {}).get(kind, {}).items():
                 out.add(kind, str(source), int(first), int(last))
+        lineage = (data or {}).get("lineage")  # absent before event lineage
+        if lineage is not None:
+            time_ms, (uri, name, alias, run_id) = lineage
+            out.lineage = (int(time_ms), (uri, name, alias, run_id))
         return out
 
     @classmethod
@@ -109,6 +141,31 @@ class WindowPositions:
         for wid, idx in groups(wids):
             rows = offsets[idx]
             self._at(window_of(wid)).add(kind, source, int(rows.min()), int(rows.max()))
+
+    def add_lineage(
+        self,
+        window_of: Callable[[int], WindowId],
+        wids: np.ndarray,
+        times: np.ndarray,
+        index: np.ndarray,
+        values: Sequence[RegistryRef | None],
+    ) -> None:
+        """Rows' registry values (``values[index[i]]``, None: row i sent none): per window,
+        the latest row's (see the module doc). Vectorised; only blocks with lineage get here."""
+        missing = [i for i, v in enumerate(values) if v is None]
+        rows = np.flatnonzero(~np.isin(index, missing)) if missing else np.arange(len(index))
+        if not rows.size:
+            return
+        order = sorted(range(len(values)), key=lambda i: _rank_key(values[i]))
+        rank = np.empty(len(values), dtype=np.int64)
+        rank[order] = np.arange(len(values))
+        for wid, idx in groups(wids[rows]):
+            at = rows[idx]
+            t = times[at]
+            latest = at[t == t.max()]
+            best = values[int(index[latest[np.argmax(rank[index[latest]])]])]
+            assert best is not None
+            self._at(window_of(wid)).add_lineage(int(t.max()), best)
 
     def add(self, kind: Kind, window: WindowId, source: str, offset: int) -> None:
         self._at(window).add(kind, source, offset, offset)

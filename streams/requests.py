@@ -10,7 +10,8 @@ version 1 fields; this module adds what only the evaluation knows (docs/retraini
   and drifted features with their effect sizes, and the worst segments (``worst_segments``,
   from the alert's evidence or the window's ``segments_ranked``);
 - ``action`` (the rule's), ``baseline`` (the reference value a new model must beat),
-  ``lineage`` (the model's ``registry`` configuration) and ``parameters``: the same as flat
+  ``lineage`` (the ``registry`` the model version's events sent, field by field, else the
+  model's ``registry`` configuration; see :meth:`InputHistory.lineage`) and ``parameters``: the same as flat
   strings, which Argo, Kubeflow and Airflow pass through without parsing JSON.
 
 Everything is a function of the windows, never of the wall clock, so a replay re-emits the
@@ -26,7 +27,7 @@ import msgspec
 
 from driftline.alerting.rules import Rule
 from driftline.detectors.comparison import Reference
-from driftline.platform.config import ModelConfig
+from driftline.platform.config import REGISTRY_KEYS, ModelConfig
 from driftline.schemas import (
     RETRAINING_SCHEMA_VERSION,
     AlertData,
@@ -42,6 +43,7 @@ from driftline.schemas import (
 )
 from driftline.schemas.results import SegmentContribution, WindowResult
 from driftline.schemas.timefmt import ms_to_rfc3339, rfc3339_to_ms
+from driftline.streams.columns import RegistryRef
 from driftline.streams.positions import InputPositions, split_source
 
 __all__ = ["InputHistory", "version_two", "workflow_parameters"]
@@ -96,6 +98,16 @@ class InputHistory:
             labelled_count=labelled,
             label_coverage=labelled / n if n else None,
         )
+
+    def lineage(self, model_id: str, version: str, start: int, end: int) -> RegistryRef | None:
+        """The ``registry`` of the latest event in [start, end) that sent one (ties at one
+        event time: the greatest, streams/positions.py), over the windows wholly inside it."""
+        found = InputPositions.merged(
+            InputPositions.from_wire(w[1])
+            for s, w in self._windows.get((model_id, version), {}).items()
+            if s >= start and w[0] <= end
+        ).lineage
+        return None if found is None else found[1]
 
     def to_wire(self) -> list[list[Any]]:
         return [
@@ -178,13 +190,17 @@ def version_two(
             reference=reference.source,
             reference_window=reference_window,
         )
-    registry = cfg.registry
+    # the events' registry wins field by field: the serving app knows what it loaded, while
+    # configuration is static and goes stale when an alias moves; it fills what events omit
+    seen = history.lineage(
+        data.model_id, data.model_version, rfc3339_to_ms(suggested.start), rfc3339_to_ms(suggested.end)
+    ) or (None, None, None, None)
+    uri, name, alias, run_id = (
+        value if value is not None else cfg.registry.get(key)
+        for key, value in zip(REGISTRY_KEYS, seen, strict=True)
+    )
     lineage = Lineage(
-        registry_uri=registry.get("uri"),
-        registered_model=registry.get("name"),
-        version=data.model_version,
-        alias=registry.get("alias"),
-        run_id=registry.get("run_id"),
+        registry_uri=uri, registered_model=name, version=data.model_version, alias=alias, run_id=run_id
     )
     out = msgspec.structs.replace(
         data,

@@ -18,12 +18,20 @@ from driftline.apps.simulate import simulate, write_jsonl
 GOLDEN = Path(__file__).parent / "data" / "replay-golden.json"
 CONFIG = {
     "defaults": {"window": "60s", "grace": "10s", "label_horizon": "30s"},
-    "models": {"churn": {"task": "binary", "drift_tests": {"amount": "psi"}, "reference": "r.jsonl"}},
+    "models": {
+        "churn": {
+            "task": "binary",
+            "drift_tests": {"amount": "psi"},
+            "reference": "r.jsonl",
+            "multivariate": True,
+        }
+    },
 }
 
 
 def write_corpus(folder: Path) -> tuple[Path, Path, Path, Path]:
-    """Two models over five windows each: one drifts in its features, then its concept."""
+    """Two models over five windows each: one drifts in its features, then its concept; the
+    other is stationary and sends attributions."""
     fraud = simulate(
         3000,
         model_id="fraud",
@@ -33,8 +41,10 @@ def write_corpus(folder: Path) -> tuple[Path, Path, Path, Path]:
         seed=3,
         id_prefix="f",
     )
-    churn = simulate(3000, model_id="churn", events_per_s=10, seed=4, id_prefix="c")
-    reference = simulate(4000, model_id="churn", events_per_s=10, seed=5, id_prefix="r")
+    # churn's events and reference carry attributions (SHAP values): its windows have an
+    # attribution section against the profile's means
+    churn = simulate(3000, model_id="churn", events_per_s=10, seed=4, id_prefix="c", attributions=True)
+    reference = simulate(4000, model_id="churn", events_per_s=10, seed=5, id_prefix="r", attributions=True)
     pred, gt, ref, cfg = (folder / n for n in ("p.jsonl", "g.jsonl", "r.jsonl", "cfg.yaml"))
     write_jsonl(sorted(fraud.predictions + churn.predictions, key=lambda r: r["timestamp"]), pred)
     write_jsonl(sorted(fraud.labels + churn.labels, key=lambda r: r["timestamp"]), gt)

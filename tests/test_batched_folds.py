@@ -20,6 +20,7 @@ from driftline.detectors.aggregates import (
 )
 from driftline.detectors.calibration import fit_calibrator
 from driftline.detectors.loss_model import fit_loss_model
+from driftline.detectors.multivariate import fit_reconstruction_rows
 from driftline.detectors.sketches import (
     CategoricalSketch,
     ExactSum,
@@ -155,10 +156,14 @@ def _fitted_specs(rng: np.random.Generator) -> tuple[AggregateSpec, AggregateSpe
     assert loss_model is not None
     grid = np.quantile(rng.normal(size=5000), np.linspace(0, 1, 41))
     grids = {"x": grid, "declared": np.linspace(-1, 6, 9)}
+    # multivariate drift's encodings (each model its own), read from mixed and declared columns
+    kinds = {"x": "numeric", "c": "categorical", "mixed": "categorical", "declared": "numeric"}
+    moments = [fit_reconstruction_rows(_rows(rng, 400), kinds).encodings for _ in range(2)]
     binary = AggregateSpec(task="binary", numeric_edges={"declared": np.array([0.0, 5.0])},
-                           sample_size=20, numeric_grids=grids, calibrator=calibrator)
+                           sample_size=20, numeric_grids=grids, calibrator=calibrator,
+                           moment_encodings=moments[0])
     regression = AggregateSpec(task="regression", categories={"declared": ("a",)}, sample_size=20,
-                               numeric_grids={"x": grid}, loss_model=loss_model)
+                               numeric_grids={"x": grid}, loss_model=loss_model, moment_encodings=moments[1])
     return binary, regression
 
 
@@ -208,6 +213,8 @@ def test_fold_predictions_and_outcomes_are_one_add_per_group(seed: int, fitted: 
     fold_predictions(parts, columns, keys, predictions, scores, fold_groups=groups)
     fold_outcomes(parts, predictions, labels, scores, keys, times)
     assert [a.to_dict() for a in batched] == [o.to_dict() for o in oracle]
+    if fitted:  # the moments were folded (once per group, merged into the slices)
+        assert sum(a.moments.n for a in batched if a.moments is not None) == sum(p[1].size for p in parts)
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -43,7 +43,14 @@ BAD_LINES = b'{"prediction_id": "broken"\n{"model_id": "fraud-detector"}\nnot js
 ROUND_MS = 2_000
 
 
-def _config(tmp_path: Path, name: str, kafka: KafkaSettings, prefix: str, partitions: int = 0) -> Path:
+def _config(
+    tmp_path: Path,
+    name: str,
+    kafka: KafkaSettings,
+    prefix: str,
+    partitions: int = 0,
+    models: dict | None = None,
+) -> Path:
     """Three input and four join partitions by default; ``partitions`` sets all of them."""
     store = f"sqlite:///{tmp_path}/{name}.sqlite"
     upgrade(store)
@@ -59,6 +66,7 @@ def _config(tmp_path: Path, name: str, kafka: KafkaSettings, prefix: str, partit
             "partials": 2,
         },
         "defaults": {"window": "30s", "grace": "5s", "label_horizon": "15s"},
+        "models": models or {},
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -200,15 +208,20 @@ def _comparable(report: dict, *, positions: bool = True) -> dict:
 def test_kill_9_loses_nothing_and_double_counts_nothing(
     mode: str, tmp_path: Path, kafka_settings: KafkaSettings, unique_prefix: str
 ) -> None:
-    """``restart``: A runs alone, is SIGKILLed, B starts. ``two-workers``: A and B share the
-    partitions from the start (one consumer group), A is SIGKILLed, B takes over.
-    ``scale-out``: six partitions everywhere, A and B share them and both run to the end:
-    two workers give the report one worker gives. ``foreign-partitioner``: as ``restart``, but
-    the events reach the input topics by two live producers, the producer helper and one with
-    another partitioner (:func:`_feed_with_two_partitioners`), so many land on partitions
-    other than their join partition's; the replay only adds the bad lines and ends the input."""
+    """``restart``: A runs alone, is SIGKILLed, B starts; its model has a reference profile
+    and ``multivariate: true``, so the windows' exact moment sums (and the results and alerts
+    read from them) must come through the crash too. ``two-workers``: A and B share the
+    partitions from the start (one consumer group), A is SIGKILLed, B takes over (bootstrapped
+    references). ``scale-out``: six partitions everywhere, A and B share them and both run to
+    the end: two workers give the report one worker gives. ``foreign-partitioner``: as
+    ``restart`` (bootstrapped references), but the events reach the input topics by two live
+    producers, the producer helper and one with another partitioner
+    (:func:`_feed_with_two_partitioners`), so many land on partitions other than their join
+    partition's; the replay only adds the bad lines and ends the input."""
     partitions = 6 if mode == "scale-out" else 0
-    traffic = simulate(60_000, events_per_s=100, feature_drift_at=0.5, concept_drift_at=0.75, seed=21)
+    traffic = simulate(
+        60_000, events_per_s=100, feature_drift_at=0.5, concept_drift_at=0.75, seed=21, attributions=True
+    )
     # one channel falls silent in windows 6-9 (of 30 s): integration-health alerts (silence of a
     # segment value, its volume) whose state lives in the merge checkpoint, to be neither lost
     # nor repeated across the crash
@@ -221,13 +234,21 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
     predictions = [p for p in traffic.predictions if p["prediction_id"] not in quiet]
     traffic = Traffic(predictions, [y for y in traffic.labels if y["prediction_id"] not in quiet])
     pred, gt = tmp_path / "p.jsonl", tmp_path / "g.jsonl"
+    models = None
+    if mode == "restart":
+        reference = simulate(5000, events_per_s=100, seed=22, id_prefix="r")
+        rows = [
+            {**r, "label": g["label"]} for r, g in zip(reference.predictions, reference.labels, strict=True)
+        ]
+        write_jsonl(rows, tmp_path / "reference.jsonl")
+        models = {"fraud-detector": {"reference": str(tmp_path / "reference.jsonl"), "multivariate": True}}
     write_jsonl(predictions, pred)
     with open(pred, "ab") as fh:  # a few bad lines: dead-lettered once each, even across the crash
         fh.write(BAD_LINES)
     write_jsonl(traffic.labels, gt)
 
     # the uninterrupted run
-    clean_cfg = _config(tmp_path, "clean", kafka_settings, unique_prefix, partitions)
+    clean_cfg = _config(tmp_path, "clean", kafka_settings, unique_prefix, partitions, models)
     clean = subprocess.run(
         [
             sys.executable,
@@ -251,7 +272,7 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
     assert clean.returncode == 0, clean.stderr.decode()[-3000:]
 
     # the crash run
-    cfg = _config(tmp_path, "crash", kafka_settings, unique_prefix, partitions)
+    cfg = _config(tmp_path, "crash", kafka_settings, unique_prefix, partitions, models)
     worker_args = ("worker", "--session-timeout", "6", "--idle-after", "600")
     ports = [free_loopback_port(), free_loopback_port()]
     a = _cli(cfg, *worker_args, "--metrics-port", str(ports[0]), log=tmp_path / "worker-a.log")
@@ -322,6 +343,10 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
     assert ("no-predictions", "firing") in health and ("no-predictions", "resolved") in health
     assert clean_report["dead_letter"]["total"] == 3
     assert clean_report["alerts"], "the scenario must raise alerts, or the comparison proves little"
+    # attribution sums ride in the window state too: judged against the bootstrapped reference
+    assert sum(w["attribution"] is not None for w in clean_report["windows"]) > 10
+    if mode == "restart":  # the moments were there to lose
+        assert any(w.get("multivariate") for w in clean_report["windows"])
     if mode != "foreign-partitioner":
         assert _comparable(crash_report) == _comparable(clean_report)
         return

@@ -342,7 +342,10 @@ def test_the_worker_start_up_line_shows_configured_model_ids_escaped() -> None:
 
     config = config_from_mapping({"app_id": "a", "models": {MODEL: {}}})
     app = SimpleNamespace(
-        config=config, topics=TopicNames.from_config(config), settings=settings_for(config, {})
+        config=config,
+        topics=TopicNames.from_config(config),
+        settings=settings_for(config, {}),
+        catalog=SimpleNamespace(stored=None),
     )
     args = SimpleNamespace(no_checkpoints=True, metrics_port=0, health_port=0, stall_after=120.0)
     line = _summary(app, args)

@@ -106,3 +106,70 @@ def test_request_in_challenger_out_and_a_moved_champion_rebaselines(tmp_path: Pa
     engine.dispose()
     assert lineage["2"]["alias"] == "champion" and "alias" not in lineage["1"]
     assert lineage["1"]["former_alias"] == "champion"
+
+
+def test_a_moved_champion_rebaselines_what_the_worker_judges_its_windows_against(tmp_path: Path) -> None:
+    """The stream of version 1 sits one sigma from the configured reference file: judged
+    against the file it drifts. The run behind version 1 logged the rows it saw; once
+    ``champion`` moves there and ``models follow`` records that profile, the same stream is
+    judged against it (replay, the worker's code path, reading the store): no alert, and
+    ``models show`` names the stored profile as the reference its windows were judged against."""
+    import numpy as np
+    import yaml
+    from replaying import replay_cli
+
+    g = np.random.default_rng(1616)
+    t0, window, n = 1_767_225_600_000, 60_000, 6 * 600
+
+    def rows(mean: float, count: int) -> list[dict]:
+        return [{"features": {"x": float(x)}, "prediction": int(x > mean), "label": int(x > mean)}
+                for x in g.normal(mean, 1.0, count)]
+
+    old = tmp_path / "old.jsonl"
+    old.write_text("".join(json.dumps(r) + "\n" for r in rows(0.0, 3000)))
+    pred, gt = tmp_path / "p.jsonl", tmp_path / "g.jsonl"
+    stream = rows(1.0, n)
+    pred.write_text("".join(
+        json.dumps({"prediction_id": f"e{i}", "model_id": "fraud", "model_version": "1",
+                    "timestamp": t0 + i * (6 * window // n), "features": r["features"],
+                    "prediction": r["prediction"]}) + "\n"
+        for i, r in enumerate(stream)
+    ))
+    gt.write_text("")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"models": {"fraud": {
+        "window": "60s", "grace": "5s", "label_horizon": "10s", "reference": str(old),
+        "online_detectors": [],
+    }}}))
+    store = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    upgrade(store)
+
+    # version 1 in a real MLflow registry, its run holding the rows it saw as its reference
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.create_experiment("fraud", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = client.create_run(experiment)
+    seen = tmp_path / "reference.jsonl"
+    seen.write_text("".join(json.dumps(r) + "\n" for r in rows(1.0, 3000)))
+    client.log_artifact(run.info.run_id, str(seen), "driftline")
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model("fraud")
+    client.create_model_version("fraud", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+
+    def alerts_and_references(name: str) -> tuple[list[dict], set[str]]:
+        report = replay_cli(cfg, pred, gt, tmp_path / name, "--store-url", store)
+        firing = [a for a in report["alerts"] if a["type"] == "io.driftline.alert.firing"]
+        return firing, {w["reference"] for w in report["windows"]}
+
+    firing, refs = alerts_and_references("before.json")
+    assert refs == {f"file:{old}"} and firing, "one sigma from the file's reference must alert"
+
+    client.set_registered_model_alias("fraud", "champion", "1")
+    follow = ("models", "follow", "fraud", "--alias", "champion", "--tracking-uri", uri, "--store-url", store)
+    assert "moved: rebaselined" in _driftline(*follow, cwd=tmp_path)
+    firing, refs = alerts_and_references("after.json")
+    assert len(refs) == 1 and next(iter(refs)).startswith("store:mlflow:models:/fraud@champion [")
+    assert firing == []
+    _driftline("history", "--from-report", str(tmp_path / "after.json"), "--store-url", store, cwd=tmp_path)
+    shown = _driftline("models", "show", "fraud", "--version", "1", "--store-url", store, cwd=tmp_path)
+    assert "reference   store:mlflow:models:/fraud@champion [" in shown

@@ -199,7 +199,20 @@ def test_rule_from_dict_missing_and_not_a_mapping() -> None:
 
 def test_default_rules() -> None:
     by_name = {r.name: r for r in DEFAULT_RULES}
-    assert list(by_name) == ["dataset-drift", "accuracy-drop", "estimated-accuracy-drop", "accuracy-floor"]
+    assert list(by_name) == [
+        "dataset-drift",
+        "multivariate-drift",
+        "accuracy-drop",
+        "estimated-accuracy-drop",
+        "accuracy-floor",
+        "attribution-drift",
+    ]
+
+    joint = by_name["multivariate-drift"]  # silent unless the model keeps moments
+    assert (joint.metric, joint.comparison, joint.threshold) == ("multivariate_drift", ">=", 1.0)
+    assert joint.for_windows == 2
+    assert (joint.severity, joint.retrain, joint.min_samples) == ("warning", False, 100)
+    assert joint.breached(1.0) and not joint.breached(0.0)
 
     drift = by_name["dataset-drift"]
     from driftline.detectors.sequential import CUSUM_H
@@ -241,6 +254,11 @@ def test_default_rules() -> None:
         False,
     )
     assert floor.retrain is False
+
+    attribution = by_name["attribution-drift"]  # the verdict against ModelConfig.attribution_threshold
+    assert (attribution.metric, attribution.comparison) == ("attribution_drift", ">=")
+    assert attribution.threshold == 1.0
+    assert (attribution.severity, attribution.retrain, attribution.for_windows) == ("warning", False, 1)
     # Every default survives a trip through config parsing unchanged.
     for rule in DEFAULT_RULES:
         d = {name: getattr(rule, name) for name in rule.__slots__}  # type: ignore[attr-defined]

@@ -125,6 +125,7 @@ def _evaluations(task: str) -> list:
                 features={"x": x, "colour": ["red", "blue"][i % 2], "gap": None if i % 5 else 1.0},
                 prediction=prediction,
                 segments={"channel": ["web", "app"][i % 2]},
+                attributions={"x": x, "colour": 0.1},
                 **extra,
             )
         )
@@ -136,6 +137,7 @@ def _evaluations(task: str) -> list:
         label_horizon_ms=2_000,
         positive_label="1",
         online_detectors=tuple(sorted(ONLINE_DETECTORS)) if task != "regression" else ("adwin",),
+        multivariate=task == "binary",
     )
     config = Config(defaults=cfg, models={"m": cfg})
     rows = [
@@ -144,6 +146,7 @@ def _evaluations(task: str) -> list:
             "prediction": e.prediction,
             "label": g.label,
             "segments": dict(e.segments),
+            "attributions": dict(e.attributions),
         }
         for e, g in zip(preds[:300], labels[:300], strict=True)
     ]

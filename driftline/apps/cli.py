@@ -41,12 +41,19 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     settings = settings_for(config)  # an incomplete security configuration stops here
     wait_for_broker(settings, timeout=args.connect_timeout)  # one line and exit 2, not a traceback
     checkpoints = None
+    catalog = None
     if not args.no_checkpoints:
         from driftline.platform.checkpoints import CheckpointStore
+        from driftline.streams.catalog import ModelCatalog, StoredProfiles
 
         checkpoints = CheckpointStore(config.store_url)
+        # versions' reference profiles in the store (driftline models follow) come first
+        catalog = ModelCatalog.load(
+            config, stored=StoredProfiles(config.store_url, refresh_s=config.reference_refresh_ms / 1000)
+        )
     app = DriftlineApp(
         config,
+        catalog,
         web_port=web_port(),
         idle_after_s=args.idle_after,
         session_timeout_s=args.session_timeout,
@@ -97,9 +104,16 @@ def _summary(app: Any, args: argparse.Namespace) -> str:
 
     stall = f"exit {EXIT_STALLED} after {args.stall_after:g} s without progress"
     watchdog = stall if args.stall_after else "off"
+    stored = app.catalog.stored
+    references = (
+        f"a version's profile in the store (re-read every {stored.refresh_s:g} s), else "
+        if stored is not None
+        else "(no store: --no-checkpoints) "
+    ) + "the configured reference file, else bootstrapped from the version's first windows"
     return printable(  # model ids and topic names come from the configuration file
         f"driftline worker {config.app_id}: Kafka {app.settings.describe()}; topics {topics}; "
-        f"store {store}; metrics {metrics}{health}; watchdog {watchdog}; models {models}{unknown}"
+        f"store {store}; metrics {metrics}{health}; watchdog {watchdog}; models {models}{unknown}; "
+        f"references: {references}"
     )
 
 
@@ -145,6 +159,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             loglevel=args.loglevel,
             external_workers=args.external_workers,
+            store_url=args.store_url,
         )
     except IncompleteReplay as exc:  # no report at all rather than one that looks complete
         print(f"driftline: replay: {exc}", file=sys.stderr)
@@ -242,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--ground-truth", required=True, help="JSONL file of ground-truth events")
     rp.add_argument("--reference", help="reference data (JSONL/CSV/Parquet) for drift tests")
     rp.add_argument("--broker", help="use this Kafka cluster instead of an embedded broker")
+    rp.add_argument(
+        "--store-url",
+        help="judge model versions against their reference profiles in this store (read, never written)",
+    )
     rp.add_argument("--report", required=True, help="where to write the JSON report")
     rp.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     rp.add_argument(

@@ -4,8 +4,10 @@ Teams promote a model by moving an alias (``champion``) to a new registered vers
 alias has moved since driftline last looked, the version it now names becomes the model's
 baseline: its reference is the ``driftline/reference.jsonl`` artifact of the version's run
 (as ``examples/mlflow_trainer.py`` logs it), profiled like ``driftline baseline create`` and
-stored as that version's reference profile, or, without such an artifact, bootstrapped from
-the version's first windows. Either way the move is recorded in the version history
+stored as that version's reference profile, which workers then judge the version's windows
+against (streams/catalog.py, ``StoredProfiles``, within ``reference_refresh``), or, without
+such an artifact, nothing is stored and the version keeps the configured reference file or
+bootstraps from its first windows. Either way the move is recorded in the version history
 (``driftline models show``): the version's lineage gets the alias, its run and where its
 reference came from, and the version that held the alias before loses it.
 

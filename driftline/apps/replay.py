@@ -10,6 +10,7 @@ on its topics: window results, alerts, retraining requests and dead-letter recor
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import threading
 import time
@@ -38,7 +39,7 @@ from driftline.schemas.deadletter import (
     reason_of,
 )
 from driftline.streams.app import END_OF_RESULTS, FINAL_WINDOWS_HEADER, MERGE_PARTITION_HEADER, DriftlineApp
-from driftline.streams.catalog import ModelCatalog, build_profiles
+from driftline.streams.catalog import ModelCatalog, StoredProfiles, build_profiles
 from driftline.streams.ingest import CONTROL_HEADER, END_OF_INPUT
 
 __all__ = [
@@ -282,13 +283,24 @@ def replay(
     timeout_s: float = 900.0,
     loglevel: str = "WARNING",
     external_workers: bool = False,
+    store_url: str | None = None,
 ) -> ReplayReport:
     """Replay the two files and return the report (see docs/replay-report.md).
 
     With ``external_workers``, no worker runs here: the files are fed to the configured
     topics (``app_id`` and prefix as configured) and the report is built once the workers
     of that ``app_id``, wherever they run, have finished every window. That is how a replay
-    is spread over several workers, or survives one of them being killed."""
+    is spread over several workers, or survives one of them being killed.
+
+    With ``store_url``, model versions that have a reference profile in that store are judged
+    against it, as a worker does (streams/catalog.py); the store is read, never written, and
+    only once, at the first window of each version, so a replay stays a function of its input.
+    """
+    if external_workers and store_url is not None:  # never a setting silently ignored
+        raise ValueError(
+            "--store-url has no effect with --external-workers: those workers read the stored "
+            "profiles of their own store_url; drop one of the two"
+        )
     pred_lines = read_lines(predictions)
     label_lines = read_lines(ground_truth)
     run = uuid.uuid4().hex[:8]
@@ -310,7 +322,10 @@ def replay(
     )
     try:
         profiles = _load_reference(str(reference), config, _model_ids(pred_lines)) if reference else {}
-        catalog = ModelCatalog.load(config, extra_profiles=profiles, extra_source=f"file:{reference}")
+        stored = None if store_url is None else StoredProfiles(store_url, refresh_s=math.inf)
+        catalog = ModelCatalog.load(
+            config, extra_profiles=profiles, extra_source=f"file:{reference}", stored=stored
+        )
         app = DriftlineApp(
             config,
             catalog,

@@ -8,6 +8,9 @@ The model is calibrated while the world stays as it was trained: ``p = sigmoid(1
 - ``feature_drift_at``: ``x1`` shifts by +1.5 standard deviations (covariate drift the model never saw);
 - ``concept_drift_at``: the true relation flips sign for ``x2`` and ``x1`` (the model's
   accuracy collapses although the inputs look the same as before).
+
+With ``attributions``, each prediction carries its exact SHAP values: for a model linear in
+the logit with independent features they are ``coef · (x - E[x])`` (``amount`` is unused, 0).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def simulate(
     concept_drift_at: float | None = None,
     seed: int = 0,
     id_prefix: str = "p",
+    attributions: bool = False,
 ) -> Traffic:
     """``n`` predictions (event time spaced at ``events_per_s``) and their labels."""
     rng = np.random.default_rng(seed)
@@ -88,6 +92,13 @@ def simulate(
                 "segments": {"channel": str(channel[i])},
             }
         )
+        if attributions:
+            predictions[-1]["attributions"] = {
+                "x1": round(1.5 * float(x1[i]), 6),
+                "x2": round(-1.0 * float(x2[i]), 6),
+                "amount": 0.0,
+                "channel": round(0.8 * (float(web[i]) - 1.0 / len(CHANNELS)), 6),
+            }
         if labelled[i]:
             labels.append(
                 {

@@ -24,6 +24,7 @@ import yaml
 from driftline.alerting.rules import DEFAULT_RULES, SEVERITIES, Rule, rule_from_dict
 from driftline.detectors.vocabulary import (
     CORRECTIONS,
+    DEFAULT_ATTRIBUTION_THRESHOLD,
     DRIFT_TESTS,
     HEALTH_ALERTS,
     ONLINE_DETECTORS,
@@ -173,8 +174,15 @@ class ModelConfig:
     #: the model's registry reference, copied into retraining requests as their lineage
     #: (keys in REGISTRY_KEYS; the registered version is the events' ``model_version``)
     registry: Mapping[str, str] = field(default_factory=dict)
+    #: attribution drift below this nDCG of the window's attribution ranking against the
+    #: reference's (``attribution_drift``, which a default rule watches); in (0, 1]
+    attribution_threshold: float = DEFAULT_ATTRIBUTION_THRESHOLD
     #: integration-health alerts (silence, volume, labels, schema changes)
     health: HealthConfig = field(default_factory=HealthConfig)
+    #: multivariate drift (PCA reconstruction error, docs/detectors.md): off by default, since
+    #: its moment sketch makes the join 1.3x (8 features) to 1.7x (20) as costly
+    #: (benchmarks/root_cause_cost.py --join); needs a reference profile
+    multivariate: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in ("binary", "multiclass", "regression"):
@@ -204,8 +212,16 @@ class ModelConfig:
         unknown_registry = sorted(set(self.registry) - set(REGISTRY_KEYS))
         if unknown_registry:
             raise ValueError(f"registry: unknown keys {unknown_registry}; allowed: {list(REGISTRY_KEYS)}")
+        threshold = self.attribution_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold <= 1:
+            raise ValueError(
+                f"attribution_threshold must be a number in (0, 1] (an nDCG; 0.9 is SageMaker "
+                f"Clarify's), not {threshold!r}"
+            )
         if len(set(self.online_detectors)) != len(self.online_detectors):
             raise ValueError("online_detectors lists a detector twice")
+        if not isinstance(self.multivariate, bool):
+            raise ValueError(f"multivariate must be true or false, not {self.multivariate!r}")
 
     @property
     def classes(self) -> tuple[str, str] | None:
@@ -293,6 +309,9 @@ class Config:
     #: how often a worker checkpoints each join and merge partition's state (and only then
     #: acks, so commits follow): longer means less work in steady state, more replay after a crash
     checkpoint_interval_ms: int = 10_000
+    #: how often a worker re-reads which model versions have a reference profile in the
+    #: store (``driftline models follow`` records them): the longest a rebaseline waits
+    reference_refresh_ms: int = 30_000
     defaults: ModelConfig = field(default_factory=ModelConfig)
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
     store_url: str = "sqlite:///driftline.sqlite"
@@ -340,7 +359,9 @@ _MODEL_KEYS = {
     "rules": "rules",
     "online_detectors": "online_detectors",
     "registry": "registry",
+    "attribution_threshold": "attribution_threshold",
     "health": "health",
+    "multivariate": "multivariate",
 }
 #: a model's ``registry`` keys: tracking/registry URI, registered model name, alias, source run
 REGISTRY_KEYS = ("uri", "name", "alias", "run_id")
@@ -419,6 +440,7 @@ _TOP_KEYS = {
     "watermark_outliers",
     "max_event_time_jump",
     "checkpoint_interval",
+    "reference_refresh",
     "defaults",
     "models",
     "store_url",
@@ -476,6 +498,12 @@ def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path | None = None)
         kwargs["max_future_skew_ms"] = parse_duration_ms(raw["max_future_skew"])
     if "checkpoint_interval" in raw:
         kwargs["checkpoint_interval_ms"] = parse_duration_ms(raw["checkpoint_interval"])
+    if "reference_refresh" in raw:
+        kwargs["reference_refresh_ms"] = parse_duration_ms(raw["reference_refresh"])
+        if kwargs["reference_refresh_ms"] <= 0:
+            raise ValueError(
+                f"reference_refresh must be a positive duration (e.g. 30s), not {raw['reference_refresh']!r}"
+            )
     if "cloudevents" in raw:
         kwargs["cloudevents"] = _cloudevents_config(raw["cloudevents"])
     return Config(**kwargs)
