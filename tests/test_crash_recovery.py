@@ -344,7 +344,9 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
     assert clean_report["dead_letter"]["total"] == 3
     assert clean_report["alerts"], "the scenario must raise alerts, or the comparison proves little"
     # attribution sums ride in the window state too: judged against the bootstrapped reference
-    assert sum(w["attribution"] is not None for w in clean_report["windows"]) > 10
+    # (restart's stored reference profile has no attributions, so its windows carry none)
+    if models is None:
+        assert sum(w["attribution"] is not None for w in clean_report["windows"]) > 10
     if mode == "restart":  # the moments were there to lose
         assert any(w.get("multivariate") for w in clean_report["windows"])
     if mode != "foreign-partitioner":
