@@ -1,12 +1,16 @@
 """Drift of 20 features x 100k rows: driftline's window pipeline vs Evidently's DataDriftPreset.
 
 driftline does what the stream does for one window: hash the event ids, fold the rows into one
-sketch per feature in batches (as decoded from Kafka), then run each feature's default test
-against a reference profile that was built once, offline. Evidently gets both raw DataFrames
-and its default preset (it re-reads the whole reference on every run: that is its design).
-Reported: best wall time of ``--repeat`` runs each, and the ratio.
+sketch per feature in batches (as the join folds them: it holds joined events back and folds
+up to ``FLUSH_EVENTS`` at once; ``--batch 1000`` folds per decoded message instead), then run
+each feature's default test against a reference profile that was built once, offline.
+Evidently gets both raw DataFrames and its default preset (it re-reads the whole reference on
+every run: that is its design).
+Interleaved in one run (ours, Evidently, ours, Evidently, ...: ``--rounds`` of each), so a
+shared machine that slows down mid-run slows both alike; reported: the wall time of each side
+per round (median) and the ratio Evidently / driftline per round, min / median / max.
 
-    .venv/bin/python benchmarks/drift_vs_evidently.py [--rows 100000] [--batch 1000] [--repeat 3]
+    .venv/bin/python benchmarks/drift_vs_evidently.py [--rows 100000] [--batch 16384] [--rounds 5]
 
 Evidently is optional (``pip install evidently "pandas<3"``); without it only our time prints.
 """
@@ -14,6 +18,7 @@ Evidently is optional (``pip install evidently "pandas<3"``); without it only ou
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
 
@@ -22,6 +27,7 @@ import numpy as np
 from driftline.detectors import drift
 from driftline.detectors.hashing import stable_keys
 from driftline.detectors.sketches import CategoricalSketch, NumericSketch
+from driftline.streams.join import FLUSH_EVENTS
 
 N_NUMERIC, N_CATEGORICAL = 12, 8
 WINDOW_SAMPLE, REFERENCE_SAMPLE = 2000, 5000
@@ -97,45 +103,52 @@ def evidently_runner(reference: dict[str, np.ndarray], current: dict[str, np.nda
     return run
 
 
-def best_of(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--batch", type=int, default=1000, help="events per sketch update (a decoded batch)")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=FLUSH_EVENTS,
+                    help="events per sketch update (default: a join flush)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved runs of each side")
     args = ap.parse_args()
     reference = make_data(args.rows, seed=1)
     current = make_data(args.rows, seed=2, shift=0.2)
 
-    t_ref, ref = best_of(lambda: build_reference(reference), 1)
-    t_ours, results = best_of(lambda: ours(current, ref, args.batch), args.repeat)  # type: ignore[arg-type]
-    drifted = sum(r.drifted for r in results)  # type: ignore[union-attr]
-    rows = [("driftline: reference profile (once, offline)", t_ref, ""),
-            ("driftline: sketches + tests (per window)", t_ours, f"{drifted} drifted")]
+    t_ref, ref = timed(lambda: build_reference(reference))
     try:
         run = evidently_runner(reference, current)
     except ImportError:
         run = None
-    if run is not None:
-        t_ev, n_ev = best_of(run, args.repeat)
-        rows.append(("evidently DataDriftPreset", t_ev, f"{n_ev} drifted"))
-    print(f"{N_NUMERIC + N_CATEGORICAL} features x {args.rows} rows (batches of {args.batch}), "
-          f"best of {args.repeat}")
-    print(f"{'pipeline':48} {'seconds':>9}  verdict")
-    for name, t, verdict in rows:
-        print(f"{name:48} {t:9.3f}  {verdict}")
+    ours_s: list[float] = []
+    theirs_s: list[float] = []
+    drifted = n_ev = 0
+    for _ in range(args.rounds):
+        t, results = timed(lambda: ours(current, ref, args.batch))  # type: ignore[arg-type]
+        ours_s.append(t)
+        drifted = sum(r.drifted for r in results)  # type: ignore[union-attr]
+        if run is not None:
+            t, got = timed(run)
+            theirs_s.append(t)
+            n_ev = int(got)  # type: ignore[call-overload]
+    print(f"{N_NUMERIC + N_CATEGORICAL} features x {args.rows:,} rows (batches of {args.batch}), "
+          f"{args.rounds} interleaved rounds; wall seconds, median of the rounds\n")
+    print("| pipeline | seconds (median) | verdict |")
+    print("|---|---|---|")
+    print(f"| driftline: reference profile (once, offline) | {t_ref:.3f} | |")
+    mid = statistics.median(ours_s)
+    print(f"| driftline: sketches + tests (per window) | {mid:.3f} | {drifted} drifted |")
     if run is None:
-        print("evidently not installed (pip install evidently 'pandas<3'): no comparison")
-    else:
-        print(f"ratio evidently / driftline per window: {rows[2][1] / t_ours:.1f}x")
+        print("\nevidently not installed (pip install evidently 'pandas<3'): no comparison")
+        return
+    print(f"| Evidently DataDriftPreset | {statistics.median(theirs_s):.3f} | {n_ev} drifted |")
+    ratios = sorted(e / o for e, o in zip(theirs_s, ours_s, strict=True))
+    print(f"\nratio Evidently / driftline per round (min / median / max): {ratios[0]:.1f} / "
+          f"{statistics.median(ratios):.1f} / {ratios[-1]:.1f}x")
 
 
 if __name__ == "__main__":

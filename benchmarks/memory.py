@@ -15,6 +15,7 @@ import argparse
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +31,14 @@ from throughput import (
     write_config,
 )
 
+from driftline.detectors.aggregates import (
+    AggregateSpec,
+    WindowAggregate,
+    feature_columns,
+    fold_outcomes,
+    fold_predictions,
+)
+from driftline.detectors.hashing import stable_keys
 from driftline.platform.kafka import KafkaSettings, confluent_config
 from driftline.streams.producer import DriftlineProducer
 
@@ -131,10 +140,56 @@ def run(quick: bool) -> list[tuple[str, str, str]]:
     return rows
 
 
+def window_bytes(features: int, events: int, slices: int = 200) -> tuple[float, float]:
+    """(bytes per open window slice with no feature, bytes per numeric feature per open window
+    slice) of ``slices`` binary-model aggregates, each folded ``events`` predictions with
+    their labels, as the join holds them (tracemalloc: Python and numpy allocations alike)."""
+    spec = AggregateSpec(sample_size=1000)
+    rng = np.random.default_rng(5)
+    names = [f"f{j:02d}" for j in range(features)]
+    x = rng.normal(0.0, 1.0, (events, features))
+    columns = feature_columns([dict(zip(names, row, strict=True)) for row in x.tolist()])
+    keys = stable_keys([f"p{i}" for i in range(events)])
+    predictions = np.array([str(int(v > 0)) for v in x[:, 0]], dtype=object)
+    scores = 1.0 / (1.0 + np.exp(-x[:, 0]))
+    labels = np.array([str(int(v > 0)) for v in rng.normal(size=events)], dtype=object)
+    times = np.arange(events, dtype=np.float64)
+    rows = np.arange(events)
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    aggregates = [WindowAggregate(spec) for _ in range(slices)]
+    empty = tracemalloc.get_traced_memory()[0]
+    for agg in aggregates:
+        fold_predictions([(agg, rows)], columns, keys, predictions, scores)
+        fold_outcomes([(agg, rows)], predictions, labels, scores, keys, times)
+    full = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del aggregates
+    fixed = (empty - base) / slices
+    return fixed, (full - empty) / slices / max(features, 1)
+
+
+def per_window(features: int) -> list[str]:
+    lines = [f"Memory of open window slices, in process (binary model, {features} numeric features, "
+             "sample_size 1000, no reference profile)", "",
+             "| events per window slice | bytes per slice (fixed parts, empty) "
+             "| bytes per numeric feature per slice, filled |", "|---|---|---|"]
+    for events in (10, 100, 1000, 10_000):
+        fixed, per_feature = window_bytes(features, events)
+        lines.append(f"| {events:,} | {fixed:,.0f} | {per_feature:,.0f} |")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--per-window", action="store_true",
+                        help="only the bytes per open window slice and per feature, in process (seconds)")
+    parser.add_argument("--features", type=int, default=20, help="numeric features (--per-window)")
     args = parser.parse_args(argv)
+    if args.per_window:
+        print("\n".join(per_window(args.features)))
+        return
     for row in run(args.quick):
         print(" | ".join(row))
 

@@ -478,11 +478,58 @@ def run(quick: bool, profile: Path | None = None) -> list[tuple[str, str, str]]:
     return rows
 
 
-def interleaved(rounds: int, n: int, batch: int = 500) -> list[str]:
+#: where a worker's samples go, by the innermost frame of a known home (numpy, msgspec and the
+#: like count for whoever called them); a stack through a checkpoint counts as checkpoints, one
+#: that ends waiting in a selector or a condition as idle. py-spy names files relative to their
+#: package root (``streams/join.py``, ``aiokafka/consumer/fetcher.py``)
+_HOMES = (("checkpoints", ("platform/checkpoints.py", "snapshot (")),
+          ("driftline: join + sketches", ("streams/join.py", "detectors/", "streams/columns.py",
+                                           "streams/positions.py")),
+          ("driftline: ingest", ("streams/ingest.py", "streams/messages.py", "schemas/")),
+          ("driftline: merge + evaluation", ("streams/merge.py", "streams/evaluation.py", "alerting/")),
+          ("driftline: agents, transport, other", ("streams/", "driftline/", "platform/")),
+          ("aiokafka", ("aiokafka/",)), ("faust + mode", ("faust/", "mode/")),
+          ("confluent-kafka", ("confluent_kafka/",)), ("asyncio", ("asyncio/",)))
+_IDLE = ("select (", "Condition.wait (", "poll (")
+
+
+def _in(frame: str, mark: str) -> bool:
+    return (mark.endswith(" (") and mark in frame) or f"({mark}" in frame or f"/{mark}" in frame
+
+
+def time_by_home(raw: Path) -> list[tuple[str, float]]:
+    """Share of py-spy samples per home (see ``_HOMES``), from collapsed stacks."""
+    shares: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        home = "other (interpreter, libraries)"
+        if any(mark in frames[-1] for mark in _IDLE):
+            home = "idle (waiting in a selector or a lock)"
+        elif any(_in(f, mark) for f in frames for mark in _HOMES[0][1]):
+            home = _HOMES[0][0]
+        else:
+            for frame in reversed(frames):
+                found = next((h for h, marks in _HOMES[1:] if any(_in(frame, m) for m in marks)), None)
+                if found is not None:
+                    home = found
+                    break
+        shares[home] += n
+    return [(h, 100 * c / max(total, 1)) for h, c in shares.most_common()]
+
+
+def interleaved(rounds: int, n: int, batch: int = 500, profile: Path | None = None) -> list[str]:
     """Worker vs bare consumer on the same messages, alternating (bare, worker, bare, worker,
     ...) for ``rounds`` rounds per traffic shape: the ratio per round, then its min/median/max.
     Each round produces fresh input on new topics, reads it with the bare confluent-kafka +
-    orjson consumer, then runs a worker on it (timed from its first consumed message)."""
+    orjson consumer, then runs a worker on it (timed from its first consumed message).
+
+    With ``profile`` (a directory), one more worker run per shape after the counted rounds runs
+    under py-spy (not in the table: the sampler costs the worker a little) and the shares of
+    its samples per home are listed."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from cost_per_event import Case, case_traffic
 
@@ -492,6 +539,7 @@ def interleaved(rounds: int, n: int, batch: int = 500) -> list[str]:
              "(bare, worker, bare, worker, ...)", "",
              "| traffic | bare events/s (median) | worker events/s (median) "
              "| worker / bare: min / median / max |", "|---|---|---|---|"]
+    profiles: list[tuple[str, Path]] = []
     with broker() as settings, tempfile.TemporaryDirectory() as tmp:
         for shape in shapes:
             traffic = case_traffic(shape, n)
@@ -513,6 +561,20 @@ def interleaved(rounds: int, n: int, batch: int = 500) -> list[str]:
             mid_bare, mid_worker = statistics.median(bare), statistics.median(worker)
             lines.append(f"| {shape.name} | {mid_bare:,.0f} | {mid_worker:,.0f} "
                          f"| {ratios[0]:.3f} / {statistics.median(ratios):.3f} / {ratios[-1]:.3f} |")
+            if profile is not None:
+                profile.mkdir(parents=True, exist_ok=True)
+                raw = profile / f"worker-{shape.models}-models-{shape.dimensions}-dims.txt"
+                d = Path(tmp) / f"{shape.models}-{shape.dimensions}-profiled"
+                d.mkdir()
+                worker_rate(settings, n, batch, d, raw, traffic=pair)
+                if raw.exists():
+                    profiles.append((shape.name, raw))
+    for name, raw in profiles:
+        lines += ["", f"py-spy on the worker, {name} (share of samples, {raw}):", "",
+                  "| where | share |", "|---|---|",
+                  *(f"| {home} | {share:.1f} % |" for home, share in time_by_home(raw)), "",
+                  "| hottest functions (self) | self | inclusive |", "|---|---|---|",
+                  *(f"| `{fn}` | {own:.1f} % | {incl:.1f} % |" for fn, own, incl in hot_spots(raw, 12))]
     return lines
 
 
@@ -523,13 +585,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the batch run")
+    parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the batch run (with "
+                        "--interleaved: a directory, one extra profiled worker run per shape)")
     parser.add_argument("--interleaved", type=int, metavar="ROUNDS",
                         help="only the worker vs bare consumer, alternating for ROUNDS rounds per shape")
     parser.add_argument("--events", type=int, default=200_000, help="predictions per round (--interleaved)")
     args = parser.parse_args(argv)
     if args.interleaved:
-        print("\n".join(interleaved(args.interleaved, args.events)))
+        print("\n".join(interleaved(args.interleaved, args.events, profile=args.profile)))
         return
     for row in run(args.quick, args.profile):
         print(" | ".join(row))

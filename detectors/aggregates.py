@@ -58,6 +58,8 @@ Task = Literal["binary", "multiclass", "regression"]
 #: One bin of placeholder edges for numeric features with no reference profile yet: the
 #: bottom-k sample and the moments still work, and every partition agrees on the edges.
 _NO_EDGES = np.array([0.0, 0.0])
+#: the score histogram's edges (tenths of [0, 1]), one array for every window's score sketch
+_SCORE_EDGES = np.linspace(0.0, 1.0, 11)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +267,7 @@ class WindowAggregate:
         regression = spec.task == "regression"
         self.prediction_num = NumericSketch(_NO_EDGES, spec.sample_size) if regression else None
         self.prediction_cat = None if regression else CategoricalSketch((), spec.max_categories)
-        self.score = NumericSketch(np.linspace(0.0, 1.0, 11), spec.sample_size)
+        self.score = NumericSketch(_SCORE_EDGES, spec.sample_size)
         self.label_num = NumericSketch(_NO_EDGES, spec.sample_size) if regression else None
         self.label_cat = None if regression else CategoricalSketch((), spec.max_categories)
         self.confusion = None if regression else ConfusionCounts()
@@ -632,13 +634,8 @@ def fold_predictions(
                 q[take] = calibrator.apply(raw[take])
         ExpectedConfusion.update_many([aggs[i].expected for i in expected],  # type: ignore[misc]
                                       is_positive, q, local)
-        bounds = np.searchsorted(local, np.arange(len(expected) + 1))
-        for j, i in enumerate(expected):
-            part = slice(int(bounds[j]), int(bounds[j + 1]))
-            scored = ~np.isnan(raw[part])
-            if scored.any():
-                aggs[i].calibrated.update(  # type: ignore[union-attr]
-                    is_positive[part][scored], raw[part][scored], q[part][scored])
+        CalibratedScores.update_many([aggs[i].calibrated for i in expected],  # type: ignore[misc]
+                                     is_positive, raw, q, local)
     if class_scores is not None:
         # one matrix and one calibration per model (its slices share the calibrator object)
         # over the rows any of its slices takes; each slice then takes its rows of them
@@ -845,11 +842,12 @@ def fold_outcomes(
         lab, pred = labs[sel], preds[sel]
         known = np.not_equal(lab, NULL) & np.not_equal(pred, NULL)
         errors[sel] = np.where(known, (lab != pred).astype(np.float64), np.nan)
-        for i in classes:
-            a, b = bounds[i], bounds[i + 1]
-            aggs[i].confusion.update(labs[a:b], preds[a:b])  # type: ignore[union-attr]
-            if aggs[i].class_histograms is not None and class_scores is not None:
-                aggs[i]._add_class_labels(labs[a:b], [class_scores[r] for r in rows[a:b].tolist()])
+        ConfusionCounts.update_many([aggs[i].confusion for i in classes], lab, pred, local)  # type: ignore[misc]
+        if class_scores is not None:
+            for i in classes:
+                if aggs[i].class_histograms is not None:
+                    a, b = bounds[i], bounds[i + 1]
+                    aggs[i]._add_class_labels(labs[a:b], [class_scores[r] for r in rows[a:b].tolist()])
         CategoricalSketch.update_many([aggs[i].label_cat for i in classes], lab, local)  # type: ignore[misc]
         binary = [i for i in classes
                   if aggs[i].probability is not None and aggs[i].score_histogram is not None]

@@ -11,6 +11,7 @@ import copy
 import numpy as np
 import pytest
 
+import driftline.detectors.sketches as sketches_module
 from driftline.detectors.aggregates import (
     AggregateSpec,
     WindowAggregate,
@@ -22,7 +23,9 @@ from driftline.detectors.calibration import fit_calibrator
 from driftline.detectors.loss_model import fit_loss_model
 from driftline.detectors.multivariate import fit_reconstruction_rows
 from driftline.detectors.sketches import (
+    CalibratedScores,
     CategoricalSketch,
+    ConfusionCounts,
     ExactSum,
     ExpectedConfusion,
     NumericSketch,
@@ -118,6 +121,64 @@ def test_exact_sums_and_small_sketches_update_many_is_repeated_update(seed: int)
             if (ss == i).any():
                 one.update(yy[ss == i], pp[ss == i])
             assert sk.to_dict() == one.to_dict(), cls.__name__
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_calibrated_scores_update_many_is_repeated_update(seed: int) -> None:
+    """Onto sketches that already hold data (the cells are added in place), with NaN raw
+    scores and NaN probabilities skipped, scores at 0 and 1, and empty segments."""
+    rng = np.random.default_rng(seed)
+    count, n, n_bins = int(rng.integers(1, 9)), int(rng.integers(0, 400)), int(rng.choice([1, 7, 400]))
+    s = _segments(rng, n, count)
+    pos = rng.random(n) < 0.4
+    raw = rng.random(n) ** rng.choice([1.0, 8.0])
+    raw[rng.random(n) < 0.05] = rng.choice([0.0, 1.0])
+    raw[rng.random(n) < 0.05] = np.nan
+    q = rng.random(n)
+    q[rng.random(n) < 0.05] = np.nan
+    batched, oracle = [], []
+    for _ in range(count):
+        m = int(rng.integers(0, 30))
+        start = (rng.random(m) < 0.5, rng.random(m), rng.random(m))
+        a, b = CalibratedScores(n_bins), CalibratedScores(n_bins)
+        a.update(*start)
+        b.update(*start)
+        batched.append(a)
+        oracle.append(b)
+    CalibratedScores.update_many(batched, pos, raw, q, s)
+    for i in range(count):
+        oracle[i].update(pos[s == i], raw[s == i], q[s == i])
+        assert batched[i] == oracle[i] and batched[i].to_dict() == oracle[i].to_dict()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_confusion_update_many_is_repeated_update(seed: int) -> None:
+    """Onto sketches that hold none, some, all or other labels than the batch (each grows to
+    the union in sorted order), with empty segments; and past the table bound."""
+    rng = np.random.default_rng(seed)
+    count, n = int(rng.integers(1, 9)), int(rng.integers(0, 400))
+    s = _segments(rng, n, count)
+    pool = np.array(["0", "1", "b", "a", "zz", "10"], dtype=object)
+    width = int(rng.integers(1, pool.size + 1))
+    t, p = pool[rng.integers(0, width, n)], pool[rng.integers(0, width, n)]
+    batched, oracle = [], []
+    for _ in range(count):
+        a, b = ConfusionCounts(), ConfusionCounts()
+        m = int(rng.integers(0, 6))
+        start = (pool[rng.integers(0, pool.size, m)], pool[rng.integers(0, pool.size, m)])
+        a.update(*start)
+        b.update(*start)
+        batched.append(a)
+        oracle.append(b)
+    if seed % 4 == 0:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(sketches_module, "_CONFUSION_TABLE_MAX", 0)
+            ConfusionCounts.update_many(batched, t, p, s)
+    else:
+        ConfusionCounts.update_many(batched, t, p, s)
+    for i in range(count):
+        oracle[i].update(t[s == i], p[s == i])
+        assert batched[i] == oracle[i] and batched[i].to_dict() == oracle[i].to_dict()
 
 
 @pytest.mark.parametrize("seed", SEEDS)

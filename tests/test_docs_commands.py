@@ -149,3 +149,48 @@ def test_the_offline_commands_run(tmp_path: Path) -> None:
         assert done.returncode == 0, f"driftline {' '.join(args)}: {done.stderr[-2000:]}"
         ran.append(args)
     assert len(ran) >= 5
+
+
+#: a benchmark command line: the script and the rest of the line (options and values)
+_BENCHMARK = re.compile(r"benchmarks/(\w+)\.py([^`]*)")
+
+
+def documented_benchmark_commands() -> list[tuple[str, str, str]]:
+    """(where, script, options) for every ``benchmarks/NAME.py …`` in code blocks and inline
+    code spans of README.md and docs/*.md: the sizing numbers cite them."""
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        in_block = False
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.lstrip().startswith("```"):
+                in_block = not in_block
+                continue
+            spans = [line] if in_block else re.findall(r"`([^`]*benchmarks/\w+\.py[^`]*)`", line)
+            for span in spans:
+                for script, rest in _BENCHMARK.findall(span):
+                    found.append((f"{path.name}:{n}", script, re.sub(r"\s#\s.*$", "", rest)))
+    return found
+
+
+BENCHMARK_COMMANDS = documented_benchmark_commands()
+
+
+def test_the_documented_benchmark_commands_exist_with_their_options() -> None:
+    """Each documented benchmark script exists and takes every option the docs give it (read
+    from its ``--help``, one subprocess per script)."""
+    assert any(where.startswith("README.md") for where, _, _ in BENCHMARK_COMMANDS)
+    helps: dict[str, str] = {}
+    for where, script, rest in BENCHMARK_COMMANDS:
+        path = ROOT / "benchmarks" / f"{script}.py"
+        assert path.is_file(), f"{where}: no benchmarks/{script}.py"
+        options = re.findall(r"(?<![\w-])(--[a-z][\w-]*)", rest)
+        if not options:
+            continue
+        if script not in helps:
+            done = subprocess.run([sys.executable, str(path), "--help"], cwd=ROOT, capture_output=True,
+                                  text=True, timeout=120)
+            assert done.returncode == 0, f"benchmarks/{script}.py --help: {done.stderr[-2000:]}"
+            helps[script] = done.stdout
+        for option in options:
+            assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", helps[script]), (
+                f"{where}: benchmarks/{script}.py has no {option}")
