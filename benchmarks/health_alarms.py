@@ -19,7 +19,10 @@ Rows:
   drop to 50 % and to 0 % of the volume (``volume-out-of-band`` or ``no-predictions``), a
   doubling, and a coverage fall from 0.9 to 0.5 (``label-coverage-low`` or
   ``label-coverage-falling``, counted in final windows), on the overdispersed and the daily
-  traffic with 5 slices, at a seeded random point of the day after a day of history.
+  traffic with 5 slices, at a seeded random point of the day after a day of history;
+* a sustained drop to 50 % lasting ``SUSTAINED`` windows (8 hours) on the same traffic: the
+  model's windows firing ``volume-out-of-band`` out of the windows of the drop, and windows
+  firing in the 48 after traffic returns.
 
     .venv/bin/python benchmarks/health_alarms.py [--trials 3] [--delay-trials 40] [--seed 17]
 
@@ -181,6 +184,34 @@ def delays(
     return rows
 
 
+SUSTAINED = 96
+AFTER = 48
+
+
+def sustained(seed: int, trials: int, policy: HealthConfig) -> list[tuple[str, str, str]]:
+    """(traffic, windows firing / windows of the drop, windows firing after the return) of the
+    model's ``volume-out-of-band`` over ``trials`` drops to half of ``SUSTAINED`` windows."""
+    rows = []
+    for name, rate in (("overdispersed (var 3x)", overdispersed), ("daily cycle ±30 %", diurnal)):
+        during = after = 0
+        for trial in range(trials):
+            g = np.random.default_rng([seed, trial, len(rows), 2])
+            history = WINDOWS_PER_DAY + int(g.integers(WINDOWS_PER_DAY))
+            t = np.arange(history + SUSTAINED + AFTER)
+            totals = rate(g, t)
+            totals[history : history + SUSTAINED] = np.round(totals[history : history + SUSTAINED] * 0.5)
+            health = ModelHealth(WINDOW_MS, WINDOW_MS, policy)
+            for w, n in enumerate(totals.tolist()):
+                fired = any(
+                    e is not None and key == "" and alert_of(e.kind) == "volume-out-of-band"
+                    for key, e, *_ in health.judge_counts(w * WINDOW_MS, {"": int(n)})
+                )
+                during += fired and history <= w < history + SUSTAINED
+                after += fired and w >= history + SUSTAINED
+        rows.append((name, f"{during} / {trials * SUSTAINED}", f"{after} / {trials * AFTER}"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=3, help="30-day runs per traffic kind and slicing")
@@ -192,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     before = false_alerts(args.seed, 1, PREVIOUS)
     fa = false_alerts(args.seed, args.trials, policy)
     dl = delays(args.seed, args.delay_trials, policy)
+    st = sustained(args.seed, args.delay_trials, policy)
     took = time.perf_counter() - began
     print("# Integration-health alerts: false alerts per 30 days and detection delays\n")
     print(f"`.venv/bin/python benchmarks/health_alarms.py --trials {args.trials} --delay-trials "
@@ -217,6 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     print("| traffic | change | median delay | worst | model within 2 windows | a segment value within 2 |")
     print("|---|---|---|---|---|---|")
     for row in dl:
+        print("| " + " | ".join(row) + " |")
+    print(f"\n## Sustained drop to 50 % for {SUSTAINED} windows (8 hours; the model's slice)\n")
+    print(f"{args.delay_trials} trials each, the drop at a random point of the second day; "
+          f"volume_relearn {policy.volume_relearn}.\n")
+    print("| traffic | sustained drop: windows firing / windows of the drop "
+          f"| windows firing in the {AFTER} after the return |")
+    print("|---|---|---|")
+    for row in st:
         print("| " + " | ".join(row) + " |")
     return 0
 

@@ -248,14 +248,37 @@ def _poisson_ppf(q: float, mu: float) -> float:
 
 
 class VolumeWatch:
-    """Per key, the last ``history`` window counts; a window outside :func:`volume_band` of
-    those before it is an event (from ``min_history`` past windows on)."""
+    """Per key, the last ``history`` window counts judged in band; a window outside
+    :func:`volume_band` of those is an event (from ``min_history`` past windows on).
+
+    A window judged out of band is kept out of the history the band is fitted on: otherwise
+    the trend learns a lasting drop within a few windows and the alert resolves while the
+    traffic is still down, and returning traffic is judged against the outage. So the band
+    stays the pre-anomaly one for as long as the anomaly lasts, and the first window back in
+    it resolves the alert. Re-learning: the ``relearn``-th consecutive out-of-band window is
+    still an event, and then the history restarts from the last ``min(history, relearn)`` of
+    those windows, so the next window is judged against the new level (a permanent change
+    pages for exactly ``relearn`` windows, then resolves). Windows not yet judged (fewer than
+    ``min_history``) always join the history.
+    """
 
     def __init__(
-        self, *, history: int = 48, min_history: int = 8, k: float = 6.0, alpha: float = 1e-6
+        self,
+        *,
+        history: int = 48,
+        min_history: int = 8,
+        k: float = 6.0,
+        alpha: float = 1e-6,
+        relearn: int = 288,
     ) -> None:
+        if relearn < min_history:
+            raise ValueError("relearn must be >= min_history: the new level could never be judged")
         self.history, self.min_history, self.k, self.alpha = history, min_history, k, alpha
+        self.relearn = relearn
         self._counts: dict[str, deque[int]] = {}
+        #: per key, the current run of consecutive out-of-band windows (its last counts, and its length)
+        self._outside: dict[str, deque[int]] = {}
+        self._run: dict[str, int] = {}
 
     def update(self, window_start_ms: int, counts: Mapping[str, int]) -> list[HealthEvent]:
         events = []
@@ -266,10 +289,24 @@ class VolumeWatch:
                 low, high = volume_band(list(past), k=self.k, alpha=self.alpha)
                 if not low <= count <= high:
                     kind = "volume_low" if count < low else "volume_high"
+                    run = self._run.get(key, 0) + 1
                     events.append(
-                        HealthEvent(kind, key, window_start_ms, {"count": count, "low": low, "high": high})
+                        HealthEvent(
+                            kind, key, window_start_ms,
+                            {"count": count, "low": low, "high": high, "windows_out": run},
+                        )
                     )
+                    outside = self._outside.setdefault(key, deque(maxlen=min(self.history, self.relearn)))
+                    outside.append(count)
+                    if run >= self.relearn:  # accepted as the new normal
+                        self._counts[key] = deque(outside, maxlen=self.history)
+                        del self._outside[key], self._run[key]
+                    else:
+                        self._run[key] = run
+                    continue
             past.append(count)
+            self._outside.pop(key, None)
+            self._run.pop(key, None)
         return events
 
     def keys(self) -> set[str]:
@@ -289,18 +326,28 @@ class VolumeWatch:
             "min_history": self.min_history,
             "k": self.k,
             "alpha": self.alpha,
+            "relearn": self.relearn,
             "counts": {k: list(v) for k, v in self._counts.items()},
+            "outside": {k: list(v) for k, v in self._outside.items()},
+            "run": dict(self._run),
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> VolumeWatch:
+    def from_dict(cls, d: Mapping[str, Any], *, relearn: int = 288) -> VolumeWatch:
+        """From :meth:`to_dict`; a snapshot from before re-learning (no ``relearn``, no run)
+        restores with ``relearn`` and no out-of-band run."""
         w = cls(
             history=int(d["history"]),
             min_history=int(d["min_history"]),
             k=float(d["k"]),
             alpha=float(d["alpha"]),
+            relearn=int(d.get("relearn", relearn)),
         )
         w._counts = {str(k): deque((int(c) for c in v), maxlen=w.history) for k, v in d["counts"].items()}
+        size = min(w.history, w.relearn)
+        outside = d.get("outside", {})
+        w._outside = {str(k): deque((int(c) for c in v), maxlen=size) for k, v in outside.items()}
+        w._run = {str(k): int(v) for k, v in d.get("run", {}).items()}
         return w
 
 

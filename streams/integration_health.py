@@ -83,6 +83,7 @@ class ModelHealth:
             min_history=policy.volume_min_history,
             k=policy.volume_k,
             alpha=policy.volume_alpha,
+            relearn=policy.volume_relearn,
         )
         self.horizon_ms = horizon_ms
         self._labels: dict[str, LabelWatch] = {}
@@ -183,7 +184,7 @@ class ModelHealth:
 
     def restore(self, d: Mapping[str, Any]) -> None:
         self.silence = SilenceWatch.from_dict(d["silence"])
-        self.volume = VolumeWatch.from_dict(d["volume"])
+        self.volume = VolumeWatch.from_dict(d["volume"], relearn=self.policy.volume_relearn)
         self._coverage = {str(k): [float(c) for c in v] for k, v in d["coverage"].items()}
         self._last = None if d["last"] is None else int(d["last"])
         self._labels = {}

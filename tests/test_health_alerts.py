@@ -407,6 +407,8 @@ def test_a_change_reported_twice_fires_once() -> None:
         ({"disable": ["volume"]}, "models.m.health.disable[0] must be"),
         ({"volume_alpha": 0.7}, "models.m.health.volume_alpha must be a number in (0, 0.5), got 0.7"),
         ({"volume_min_history": 60}, "health.volume_min_history (60) must be <= volume_history (48)"),
+        ({"volume_relearn": 0}, "models.m.health.volume_relearn must be an integer >= 1, got 0"),
+        ({"volume_relearn": 4}, "health.volume_relearn (4) must be >= volume_min_history (8)"),
         ({"severity": "page"}, "models.m.health.severity must be"),
     ],
 )

@@ -117,6 +117,70 @@ def test_volume_false_alarms_on_overdispersed_stationary_traffic_are_rare() -> N
     assert alarms / judged < 0.01, alarms / judged
 
 
+def _sustained(rng: np.random.Generator, watch: VolumeWatch, before: int, during: int, after: int,
+               factor: float) -> list[tuple[int, str]]:
+    """(window, kind) of the events of overdispersed counts (mean 1000, variance 3000) whose
+    windows ``before`` .. ``before + during - 1`` are scaled by ``factor``."""
+    n = before + during + after
+    counts = rng.negative_binomial(500, 1 / 3, n).astype(float)
+    counts[before : before + during] = np.round(counts[before : before + during] * factor)
+    out = []
+    for w, c in enumerate(counts.tolist()):
+        out += [(w, e.kind) for e in watch.update(T0 + w * W, {"": int(c)})]
+    return [(w, kind) for w, kind in out if w >= before]  # a rare false alarm while learning is not this
+
+
+def test_a_sustained_drop_to_half_fires_every_window_until_traffic_returns() -> None:
+    """50 seeded streams: 48 windows of history, 100 windows at half the volume, 48 back to
+    normal. Every halved window is volume_low (the band keeps the pre-drop level) and no
+    window after the return is flagged: the first normal window is in band and resolves.
+    Checked to fail: appending every window to the history (the previous watch) flags only
+    the drop's first few windows (3-9)."""
+    rng = np.random.default_rng(1717)
+    for _ in range(50):
+        events = _sustained(rng, VolumeWatch(), 48, 100, 48, 0.5)
+        assert events == [(w, "volume_low") for w in range(48, 148)], events
+
+
+def test_traffic_returning_after_an_outage_of_40_percent_of_the_history_is_not_flagged_high() -> None:
+    """50 seeded streams: an outage (count 0) of 19 windows, 40 % of the 48-window history,
+    then normal traffic: the outage is flagged throughout, the return never (before, the trend
+    through an outage of more than 29 % of the history put the return above the band)."""
+    rng = np.random.default_rng(1718)
+    for _ in range(50):
+        events = _sustained(rng, VolumeWatch(), 48, 19, 48, 0.0)
+        assert events == [(w, "volume_low") for w in range(48, 67)], events
+
+
+def test_a_permanent_level_change_is_relearnt_exactly_after_relearn_windows() -> None:
+    """A drop to half that never ends, relearn 100 (and the default, 288): windows 48 .. 48 +
+    relearn - 1 are volume_low, each numbering its run; the next one is judged against the new
+    level (the last 48 halved windows) and is in band, and so is every later one. A snapshot
+    taken mid-run restores the run; one from before re-learning (no run in it) still restores."""
+    for relearn in (100, 288):
+        rng = np.random.default_rng(1719)
+        watch = VolumeWatch(relearn=relearn)
+        events = _sustained(rng, watch, 48, relearn + 60, 0, 0.5)
+        assert [w for w, _ in events] == list(range(48, 48 + relearn))
+        assert {k for _, k in events} == {"volume_low"}
+    rng = np.random.default_rng(1720)
+    watch = VolumeWatch(relearn=10)
+    counts = [int(c) for c in rng.poisson(1000, 60)] + [500] * 20
+    seen = []
+    for w, c in enumerate(counts):
+        if w == 65:  # mid-run: five windows out
+            watch = VolumeWatch.from_dict(json.loads(json.dumps(watch.to_dict())))
+        seen += [(w, e.detail["windows_out"]) for e in watch.update(T0 + w * W, {"": c})]
+    assert seen == [(60 + i, 1 + i) for i in range(10)]
+    new_keys = ("relearn", "outside", "run")
+    old = {k: v for k, v in VolumeWatch(relearn=10).to_dict().items() if k not in new_keys}
+    old["counts"] = {"": [1000] * 10}
+    restored = VolumeWatch.from_dict(old, relearn=12)
+    assert restored.relearn == 12 and restored.band("") is not None
+    with pytest.raises(ValueError, match="relearn must be >= min_history"):
+        VolumeWatch(min_history=8, relearn=7)
+
+
 def test_label_coverage_low_lag_high_and_falling_each_name_their_window() -> None:
     watch = LabelWatch(
         horizon_ms=3_600_000, expected_coverage=0.9, alpha=0.001, trend_windows=3, min_drop=0.05

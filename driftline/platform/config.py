@@ -68,11 +68,15 @@ class HealthConfig:
     #: judged from ``volume_min_history`` on: their robust trend (Theil-Sen) extrapolated one
     #: window ± ``volume_k`` robust sd of the residuals, at least the Poisson ``volume_alpha``
     #: quantiles. The defaults spend at most half an alert per model per 30 days of 5-minute
-    #: windows over 5 slices (benchmarks/HEALTH.md), and still find a drop to half at once
+    #: windows over 5 slices (benchmarks/HEALTH.md), and still find a drop to half at once.
+    #: Out-of-band windows stay out of the history, so a lasting change keeps firing; after
+    #: ``volume_relearn`` consecutive ones (288: a day of 5-minute windows) the history
+    #: restarts from them, the new level is accepted and the alert resolves
     volume_history: int = 48
     volume_min_history: int = 8
     volume_k: float = 6.0
     volume_alpha: float = 1e-6
+    volume_relearn: int = 288
     #: ``label-coverage-low``: labelled below the binomial ``coverage_alpha`` quantile at the
     #: median coverage of the slice's past ``coverage_min_history``+ final windows, and more
     #: than ``coverage_tolerance`` below it; also the noise a ``label-coverage-falling`` must
@@ -94,6 +98,7 @@ class HealthConfig:
             ("silence_windows", 1),
             ("volume_history", 1),
             ("volume_min_history", 1),
+            ("volume_relearn", 1),
             ("coverage_min_history", 1),
             ("trend_windows", 1),
         ):
@@ -104,6 +109,11 @@ class HealthConfig:
             raise ValueError(
                 f"volume_min_history ({self.volume_min_history}) must be <= volume_history "
                 f"({self.volume_history}): the band could never be judged"
+            )
+        if self.volume_relearn < self.volume_min_history:
+            raise ValueError(
+                f"volume_relearn ({self.volume_relearn}) must be >= volume_min_history "
+                f"({self.volume_min_history}): the re-learnt level could never be judged"
             )
         for key in ("volume_alpha", "coverage_alpha"):
             value = getattr(self, key)
