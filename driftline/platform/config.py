@@ -378,7 +378,10 @@ def _model_config(raw: Mapping[str, Any], base: ModelConfig, where: str) -> Mode
         if key in _DURATION_KEYS:
             value = parse_duration_ms(value)
         elif key == "rules":
-            value = tuple(rule_from_dict(r) for r in value)
+            try:
+                value = tuple(rule_from_dict(r) for r in value)
+            except ValueError as exc:  # say where in the file, not only which rule
+                raise ValueError(f"{where}.rules: {exc}") from exc
         elif key in ("positive_label", "negative_label"):
             value = str(value)
         elif key == "online_detectors":
