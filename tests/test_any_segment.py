@@ -344,3 +344,14 @@ def test_the_module_examples_run() -> None:
 
     for module in (any_segment, lifecycle, rules):
         assert doctest.testmod(module).failed == 0
+
+
+def test_the_documented_any_segment_rule_parses() -> None:
+    import pathlib
+
+    import yaml
+
+    text = (pathlib.Path(__file__).parent.parent / "docs" / "alerting.md").read_text()
+    block = text.split("### Rule scope (`scope`)")[1].split("```yaml\n")[1].split("```")[0]
+    (rule,) = [rule_from_dict(r) for r in yaml.safe_load(block)["rules"]]
+    assert rule.scope == "any_segment" and rule.test == "proportion"
