@@ -231,11 +231,13 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     # Data drift is label-free, so it is the earliest warning a model gets, often days before
     # labels arrive. A warning, not a page: drift does not always hurt accuracy. Not on a
     # window's verdict (a test at alpha: with 288 windows a day per slice, two in a row still
-    # fire every few days) but on the CUSUM of the windows' evidence, whose threshold is set for
-    # an expected run length (detectors/sequential.py): benchmarks/DETECTION.md measures under
-    # one false alert per model per 30 days counting every slice, and a 0.2 sigma shift at
-    # 1000 events a window found within 3 windows. It clears once the CUSUM is back under half
-    # its threshold. 100 predictions keeps the tests off near-empty windows.
+    # fire every few days) but on the per-feature CUSUMs of the windows' evidence, whose
+    # threshold is spent over the model's features and slices for an expected run length and
+    # reported on a common scale where 3 is that threshold (detectors/sequential.py):
+    # benchmarks/DETECTION.md measures under one false alert per model per 30 days counting
+    # every slice, and a 0.2 sigma shift at 1000 events a window found within 3 windows. It
+    # clears once the CUSUM is back under half its threshold. 100 predictions keeps the tests
+    # off near-empty windows.
     Rule(
         name="dataset-drift",
         metric="drift_cusum",

@@ -2,8 +2,8 @@
 
 In process, on the pure evaluation: seeded windows are folded into window aggregates
 (``WindowAggregate.add_predictions``, as the join does), and the real ``Evaluator`` judges them
-with the default configuration (tests, correction, the CUSUM-based ``dataset-drift`` rule and
-its lifecycle), against a reference profile built by ``build_profiles`` as a worker builds it.
+with the default configuration (tests, correction, the ``dataset-drift`` rule on the per-feature
+CUSUMs and its lifecycle), against a reference profile built by ``build_profiles`` as a worker builds it.
 
 Rows:
 
@@ -11,7 +11,7 @@ Rows:
   window) on a stationary stream of 4 numeric and 3 categorical features, counting every
   slice: the model alone, and with two segment dimensions (2 values each, so 5 slices), over
   several reference draws; next to it, the share of windows whose per-window verdict
-  (``dataset_drift``) is set, which the CUSUM replaces as the alert;
+  (``dataset_drift``) is set, which the CUSUMs replace as the alert;
 * detection delay (windows from the first drifted one to the firing alert) of 0.1, 0.2 and
   0.5 sigma mean shifts of one numeric feature and of a category-frequency change of
   Jensen-Shannon distance 0.05, at 1000 predictions a window, over seeded trials;
@@ -243,6 +243,64 @@ def estimation_rows(quick: bool = False) -> list[list[str]]:
     return out
 
 
+HEADER = """# Drift detection: false alerts per 30 days and detection delays (issue 14)
+
+Generated, this whole file, by `.venv/bin/python benchmarks/detection.py{args} > benchmarks/DETECTION.md`:
+in process on the pure evaluation with the real `Evaluator` and the
+default configuration (BH across features and predictions per window; the `dataset-drift`
+rule on `drift_cusum >= 3`, the largest of one CUSUM per feature and prediction entry on a
+common scale, its threshold spent so the model's slices and statistics together expect at most
+one false alert per 30 days, detectors/sequential.py). Model: 4 numeric (normal, lognormal,
+exponential, bimodal) and 3 categorical (2, 3, 6 categories) features, 1000 predictions a
+5-minute window; reference profiles of 20 000 rows built by `build_profiles` (three reference
+draws per stationary run). "5 slices": the model plus two segment dimensions of 2 values each,
+every slice counted. Detection delays: 5 stationary windows, then the change, counted in
+windows from the first changed one (1 = the first changed window alerts); trials split over 3
+references. The estimation rows come from `benchmarks/estimation_accuracy.py` (`rows()`), run
+by the same command.
+"""
+
+
+def notes(rows: Mapping[str, list[str]], trials: int) -> str:
+    """The reading notes, with this run's numbers."""
+    def value(label: str) -> str:
+        return rows[label][2] if label in rows else "-"
+
+    def detail(label: str) -> str:
+        return rows[label][3] if label in rows else "-"
+
+    cat = "category change JS 0.05 (c_three)"
+    return f"""
+Reading it:
+
+- **False alerts**: {value("stationary, 1 slice(s)")} per 30 days for the model alone
+  ({detail("stationary, 1 slice(s)").split(";")[0]}) and {value("stationary, 5 slice(s)")} with two
+  segment dimensions ({detail("stationary, 5 slice(s)").split(";")[0]}), every slice counted. The
+  budget is one expected false alert per 30 days (one per 8640 windows): each of the model's M
+  CUSUMs (features and prediction entry, times slices: 8 and 40 here) gets an in-control run
+  length of M x 8640 windows by Siegmund's approximation (threshold 3.05 for M = 8, 3.59 for
+  M = 40, at k = 1.5). A run of W windows at the budget expects W / 8640 alerts, Poisson: one
+  or two in a few thousand windows is within it, and the count per 30 days printed is that
+  count scaled, not a rate estimate with a small error (`tests/test_drift_alerts.py` checks the
+  evidence's tails and the run length the budget rests on). The per-window verdict
+  `dataset_drift` is still in every result; it does not page.
+- **0.2 sigma at 1000 predictions a window**: {value("0.2 sigma shift (x_normal)")} within 3
+  windows ({detail("0.2 sigma shift (x_normal)")}). 0.1 sigma (not a target at this traffic):
+  {value("0.1 sigma shift (x_normal)")} within 3 windows.
+- **Category change of Jensen-Shannon distance 0.05** (3-category feature):
+  {value(cat)} within 3 windows ({detail(cat)}) over {trials} trials; the single CUSUM of
+  Simes-combined evidence it replaces found 0.58 (median 3) in the previous run. The 95 %
+  target is not met: the window's chi-square test of that change at 1000 events has a
+  noncentrality of about 13 (z about 2.9 a window), and even pooling the counts of the last 1,
+  2 and 3 windows into Bonferroni-corrected tests would find it within 3 windows in only about
+  95 % at this budget (docs/detectors.md has the ceiling and the options).
+- **Online detectors** (defaults `adwin`, `ddm`, river's default parameters): false detections
+  per 30 days on a stationary error stream of 1000 labelled events a window, as listed.
+- **Accuracy drop**: the estimation rows' `accuracy-drop` lines (a 5-point drop at 2000 labels
+  a window, found within 2 windows).
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--days", type=float, default=30.0)
@@ -255,10 +313,16 @@ def main(argv: list[str] | None = None) -> int:
         args.days, args.trials = 3.0, 20
     t0 = time.perf_counter()
     rows: list[list[str]] = []
+
+    def add(row: list[str]) -> None:
+        """Keep a row, and show it as it comes (a long run that fails later keeps its rows)."""
+        rows.append(row)
+        print("| " + " | ".join(row) + " |", file=sys.stderr, flush=True)
+
     for segmented in (False, True):
         s = stationary(args.days, args.references, args.seed, segmented)
         slices = 1 + sum(len(v) for v in DIMENSIONS.values()) if segmented else 1
-        rows.append([f"stationary, {slices} slice(s)", "false drift alerts / model / 30 days",
+        add([f"stationary, {slices} slice(s)", "false drift alerts / model / 30 days",
                      f"{s['alerts_per_30d']:.2f}",
                      f"{s['alerts']} in {s['windows']} windows ({s['windows'] / WINDOWS_PER_DAY:.0f} days, "
                      f"{args.references} references); per-window verdict set in "
@@ -272,19 +336,21 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for label, change in scenarios:
         within3, median, found = _summary(delays(change, args.trials, args.references, args.seed))
-        rows.append([label, "share found within 3 windows", within3,
+        add([label, "share found within 3 windows", within3,
                      f"median delay {median} window(s); found within 10: {found}"])
     for kind, n in online_false(args.days, args.seed).items():
-        rows.append([f"stationary error stream, {kind}", "false online detections / slice / 30 days",
+        add([f"stationary error stream, {kind}", "false online detections / slice / 30 days",
                      f"{n:.1f}",
                      f"{EVENTS} labelled events a window, error rate 0.1"])
     rows.extend(estimation_rows(args.quick))
+    print(HEADER.replace("{args}", "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))))
     print(f"Seed {args.seed}, {EVENTS} predictions a 5-minute window, {args.days:g} days per stationary run, "
           f"{args.trials} trials per shift ({time.perf_counter() - t0:.0f} s).\n")
     print("| scenario | measure | value | detail |")
     print("|---|---|---:|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    print(notes({row[0]: row for row in rows}, args.trials))
     return 0
 
 

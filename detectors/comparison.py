@@ -42,7 +42,7 @@ from driftline.detectors.metrics import (
     regression_metrics,
 )
 from driftline.detectors.multivariate import ReconstructionModel
-from driftline.detectors.sketches import CategoricalSketch, NumericSketch, bin_index
+from driftline.detectors.sketches import CalibratedScores, CategoricalSketch, NumericSketch, bin_index
 from driftline.detectors.summaries import categorical_summary, coarse_cuts, numeric_summary
 from driftline.schemas.results import (
     DistributionSummary,
@@ -96,6 +96,8 @@ class Reference:
     reconstruction: ReconstructionModel | None = None
     #: mean |attribution| per feature (None: the reference carried no attributions)
     attributions: dict[str, float] | None = None
+    #: binary models: all predictions' raw scores counted on ``CalibratedScores``' grid
+    score_counts: np.ndarray | None = None
 
     @classmethod
     def from_aggregate(
@@ -121,6 +123,8 @@ class Reference:
             ref.prediction_sample = agg.prediction_num.sample_values.copy()
         if agg.attributions:
             ref.attributions = agg.attributions.means()
+        if agg.calibrated is not None and agg.calibrated.n:
+            ref.score_counts = agg.calibrated.count.sum(axis=0)
         return ref
 
     @classmethod
@@ -158,6 +162,9 @@ class Reference:
         attributions = getattr(profile, "attributions", None)
         if attributions:
             ref.attributions = dict(attributions)
+        scores = getattr(profile, "scores", None)
+        if scores is not None:
+            ref.score_counts = np.asarray(scores, dtype=np.int64)
         return ref
 
 
@@ -432,6 +439,48 @@ def _numeric_entry(
     return _Entry(result, kind, distance, dname, ref.summaries[key], window)
 
 
+def _score_entry(agg: WindowAggregate, ref: Reference, alpha: float) -> _Entry | None:
+    """Binary models: the whole-window KS of all predictions' raw scores against the
+    reference's, on the grid every window already counts them on (``CalibratedScores``: 400
+    bins of the score's logit, fine where confident models put their scores), so the test costs
+    no per-event work. Label-free, so it is complete at the provisional close. The distance is
+    the normed Wasserstein on that grid (bins spread evenly, the reference sd from bin
+    midpoints: both approximate at the grid's resolution); it is an entry of kind
+    ``prediction`` named ``score``."""
+    cal = agg.calibrated
+    if cal is None or ref.score_counts is None or ref.score_counts.size != cal.n_bins:
+        return None
+    r, c = ref.score_counts, cal.count.sum(axis=0)
+    if min(int(r.sum()), int(c.sum())) < drift_tests.MIN_SAMPLE:
+        return None
+    result = drift_tests.ks_binned(r, c, alpha, feature="score")
+    edges = _score_edges(cal.n_bins)
+    mid = (edges[:-1] + edges[1:]) / 2
+    n_r, mean_r, sd_r = _binned_moments(mid, r)
+    n_c, mean_c, sd_c = _binned_moments(mid, c)
+    distance = drift_tests.wasserstein_binned(edges, r, c, sd_r) if sd_r > 0 else math.nan
+    cuts = coarse_cuts(r)
+    key = "prediction:score"
+    if key not in ref.summaries:
+        ref.summaries[key] = numeric_summary(n_r, mean_r, sd_r, edges=edges, counts=r, cuts=cuts)
+    window = numeric_summary(n_c, mean_c, sd_c, edges=edges, counts=c, cuts=cuts)
+    return _Entry(result, "prediction", distance, "wasserstein_normed", ref.summaries[key], window)
+
+
+def _score_edges(n_bins: int) -> np.ndarray:
+    """``CalibratedScores``' bin edges as scores (uniform on the logit, the ends clipped)."""
+    z = np.linspace(-CalibratedScores.LOGIT_RANGE, CalibratedScores.LOGIT_RANGE, n_bins + 1)
+    return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+
+def _binned_moments(mid: np.ndarray, counts: np.ndarray) -> tuple[int, float, float]:
+    n = int(counts.sum())
+    if n == 0:
+        return 0, math.nan, math.nan
+    mean = float((mid * counts).sum() / n)
+    return n, mean, float(np.sqrt(max(float((counts * (mid - mean) ** 2).sum() / n), 0.0)))
+
+
 def _drift(agg: WindowAggregate, ref: Reference, policy: TestPolicy) -> list[DriftTest]:
     """Every test of the window, corrected as one family: the features' and the predictions'
     tests (all label-free, complete at the provisional close) by ``policy.correction``; the
@@ -470,6 +519,9 @@ def _drift(agg: WindowAggregate, ref: Reference, policy: TestPolicy) -> list[Dri
         )
         if entry is not None:
             entries.append(entry)
+    entry = _score_entry(agg, ref, alpha)
+    if entry is not None:
+        entries.append(entry)
     if policy.correction != "none" and entries:
         corrected = drift_tests.correct([e.result for e in entries], policy.correction, alpha)
         for e, r in zip(entries, corrected, strict=True):

@@ -40,9 +40,12 @@ Departures from NannyML, and why:
   their errors) is kept as
   ``threshold="chunks"`` for when windows have the size of those chunks.
 
-Encoding is NannyML's: a missing numeric value is imputed with the reference mean, a missing
-category with the reference's most frequent one, and a categorical feature becomes the
-reference frequency of its value (unseen values: 0), standardised like a numeric one. Frequency
+Encoding is NannyML's, with one departure: a numeric feature is mapped to its normal score
+through the reference's quantiles before it is standardised (see :class:`FeatureEncoding`: a
+heavy-tailed feature otherwise false-alarms small windows). A missing numeric value is imputed
+with the reference mean, a missing category with the reference's most frequent one, and a
+categorical feature becomes the reference frequency of its value (unseen values: 0),
+standardised like a numeric one. Frequency
 encoding keeps one column per feature, so the sketch holds ``d (d + 1) / 2`` sums for ``d``
 features whatever the number of categories (one-hot of the top 20 categories of 10 features
 would make ``d`` 200 and the sketch 20,000 sums), and a shift towards rare or unseen values
@@ -58,7 +61,7 @@ moves the encoded column, which the error sees.
 >>> flipped = MomentSketch(2); flipped.update(model.encode({"a": y, "b": -y}))
 >>> result = model.evaluate(flipped)
 >>> result.alert, result.drivers
-(True, ['a', 'b'])
+(True, ['b', 'a'])
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
+from scipy import special
 
 from driftline.detectors.categories import NULL, category_strings
 
@@ -341,7 +345,17 @@ class MomentSketch:
 
 @dataclass(frozen=True, slots=True)
 class FeatureEncoding:
-    """How one feature becomes one standardised column."""
+    """How one feature becomes one standardised column.
+
+    A numeric feature with a reference quantile grid (``grid``, the distinct reference
+    quantiles, and ``levels``, their cumulative probabilities) is first mapped to its normal
+    score ``Φ⁻¹(F_ref(x))`` (``F_ref`` interpolated linearly between grid points, clipped to
+    ``[CLIP, 1 - CLIP]``): a heavy-tailed feature (a lognormal amount) standardised as it is
+    gives squared errors with a far heavier tail than the band's near-normal approximation of
+    their window mean allows, and small stationary windows false-alarmed 0.7-1.5 % of the time
+    instead of 0.27 % (``tests/test_multivariate.py``). The score depends on the row alone, so
+    window moments stay exact sums and merge bit-identically. Without a grid (profiles written
+    before it) the raw value is standardised, as before."""
 
     name: str
     kind: Kind
@@ -349,11 +363,15 @@ class FeatureEncoding:
     scale: float  # its population standard deviation (1.0 when constant, as StandardScaler)
     fill: float | str  # imputed for a missing value: reference mean, or most frequent category
     frequencies: Mapping[str, float] = field(default_factory=dict)  # categorical only
+    grid: tuple[float, ...] = ()  # numeric only: distinct reference quantiles, increasing
+    levels: tuple[float, ...] = ()  # their reference CDF values
 
     def encode(self, values: np.ndarray) -> np.ndarray:
         if self.kind == "numeric":
             x = np.asarray(values, dtype=np.float64)
             x = np.where(np.isfinite(x), x, float(self.fill))
+            if self.grid:
+                x = normal_scores(x, self.grid, self.levels)
         else:
             cats = np.asarray(values, dtype=object)
             cats = np.where(np.equal(cats, NULL), self.fill, cats)
@@ -369,6 +387,8 @@ class FeatureEncoding:
             "scale": self.scale,
             "fill": self.fill,
             "frequencies": dict(self.frequencies),
+            "grid": list(self.grid),
+            "levels": list(self.levels),
         }
 
     @classmethod
@@ -380,7 +400,34 @@ class FeatureEncoding:
             float(d["scale"]),
             d["fill"],
             {str(k): float(v) for k, v in d.get("frequencies", {}).items()},
+            tuple(float(v) for v in d.get("grid", ())),
+            tuple(float(v) for v in d.get("levels", ())),
         )
+
+
+#: quantile levels of a numeric feature's reference grid (``GRID_POINTS + 1`` of them, 0 to 1)
+GRID_POINTS = 200
+#: the normal score's CDF clip: half a grid step, so scores lie within ±2.81 (an unseen
+#: extreme counts as the reference's most extreme, not as an unbounded squared error)
+CLIP = 0.5 / GRID_POINTS
+
+
+def quantile_grid(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The distinct reference quantiles at ``GRID_POINTS + 1`` even levels, each with the mean
+    of the levels it holds (an atom, say 30 % zeros, gets the middle of its CDF jump)."""
+    levels = np.linspace(0.0, 1.0, GRID_POINTS + 1)
+    q = np.quantile(np.asarray(x, dtype=np.float64), levels)
+    uniq, inv = np.unique(q, return_inverse=True)
+    mid = np.bincount(inv, weights=levels) / np.bincount(inv)
+    return tuple(uniq.tolist()), tuple(mid.tolist())
+
+
+def normal_scores(x: np.ndarray, grid: Sequence[float], levels: Sequence[float]) -> np.ndarray:
+    """``Φ⁻¹`` of the interpolated reference CDF, clipped (see :class:`FeatureEncoding`)."""
+    if len(grid) < 2:  # a constant reference: every value is the same score
+        return np.zeros(np.shape(x))
+    p = np.clip(np.interp(x, grid, levels, left=0.0, right=1.0), CLIP, 1.0 - CLIP)
+    return np.asarray(special.ndtri(p), dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -612,6 +659,9 @@ def _encoding(name: str, kind: Kind, values: np.ndarray) -> FeatureEncoding:
         finite = x[np.isfinite(x)]
         fill = float(finite.mean()) if finite.size else 0.0
         x = np.where(np.isfinite(x), x, fill)
+        grid, levels = quantile_grid(finite) if finite.size else ((), ())
+        if grid:
+            x = normal_scores(x, grid, levels)
         freqs: dict[str, float] = {}
         fill_value: float | str = fill
     else:
@@ -624,9 +674,10 @@ def _encoding(name: str, kind: Kind, values: np.ndarray) -> FeatureEncoding:
         freqs = {str(u): int(c) / present.size for u, c in zip(uniq, counts, strict=True)}
         filled = np.where(np.equal(cats, NULL), fill_value, cats).astype(str)
         x = np.array([freqs[c] for c in filled.tolist()], dtype=np.float64)
+        grid, levels = (), ()
     mean = float(x.mean())
     sd = float(x.std())
-    return FeatureEncoding(name, kind, mean, sd if sd > 0 else 1.0, fill_value, freqs)
+    return FeatureEncoding(name, kind, mean, sd if sd > 0 else 1.0, fill_value, freqs, grid, levels)
 
 
 #: folds of the reference's cross-fitted calibration (see :func:`_held_out_errors`)

@@ -193,6 +193,10 @@ class ReferenceProfile:
     #: mean |attribution| per feature over the rows that carried ``attributions`` (None when
     #: none did): the relevance a window's attribution ranking is scored against
     attributions: dict[str, float] | None = None
+    #: binary models: the reference's scored predictions counted on the raw-score grid every
+    #: window counts all its predictions on (``CalibratedScores``' logit bins), the reference
+    #: side of the label-free ``score`` drift test (None: not binary, or no scores)
+    scores: list[int] | None = None
 
     def get(self, name: str) -> FeatureProfile:
         """A feature's profile; ``"prediction"``/``"label"`` name those unless a feature is so named."""
@@ -219,6 +223,8 @@ class ReferenceProfile:
         }
         if self.attributions is not None:  # absent, not null: profiles without stay as they were
             out["attributions"] = dict(sorted(self.attributions.items()))
+        if self.scores is not None:  # absent, not null, likewise
+            out["scores"] = list(self.scores)
         return out
 
     @classmethod
@@ -238,7 +244,9 @@ class ReferenceProfile:
                    None if d.get("reconstruction") is None
                    else ReconstructionModel.from_dict(d["reconstruction"]),
                    None if d.get("attributions") is None
-                   else {str(k): float(v) for k, v in d["attributions"].items()})
+                   else {str(k): float(v) for k, v in d["attributions"].items()},
+                   # profiles written before score drift have none: no score test
+                   None if d.get("scores") is None else [int(v) for v in d["scores"]])
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ReferenceProfile) and _json_eq(self.to_dict(), other.to_dict())
@@ -413,7 +421,20 @@ def build_profile(
         reconstruction = fit_reconstruction_rows(feature_rows, kinds, encodings=encodings)
     return ReferenceProfile(model_id, model_version, features, prediction, label, metrics, n, calibrator,
                             loss_model, class_calibrator, reconstruction,
-                            attributions.means() if attributions else None)
+                            attributions.means() if attributions else None,
+                            _score_counts(scores) if task == "binary" else None)
+
+
+def _score_counts(scores: list[float]) -> list[int] | None:
+    """The reference scores on the windows' raw-score grid (NaN skipped, as windows skip it).
+    Multiclass models have no score test: their per-class vectors have no one score whose
+    shift stands for the model's (the top-class probability hides which class moved)."""
+    s = np.asarray(scores, dtype=np.float64)
+    s = s[~np.isnan(s)]
+    if not s.size:
+        return None
+    grid = CalibratedScores()
+    return np.bincount(grid.bins(s), minlength=grid.n_bins).tolist()
 
 
 def _add_attributions(columns: dict[str, list[float]], given: Any) -> None:

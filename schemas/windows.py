@@ -43,6 +43,7 @@ __all__ = [
     "closing_epoch",
     "due_phase",
     "due_phase_at",
+    "early_label_expiry",
     "final_at",
     "last_provisional_start",
     "parse_segment_key",
@@ -100,6 +101,18 @@ def provisional_at(end: T, grace_ms: T | int) -> T:
 def final_at(end: T, label_horizon_ms: T | int) -> T:
     """When a window's labels are complete and the window is forgotten."""
     return end + label_horizon_ms
+
+
+def early_label_expiry(label_ms: int, window_ms: int, grace_ms: int, label_horizon_ms: int) -> int:
+    """Until when, on prediction event time, a label that came before its prediction waits.
+
+    A label horizon after the label, but never before the grace of the label's own window has
+    passed: a prediction stamped no later than its label is in that window or an earlier one,
+    so while it is not late its label is still waiting, whatever the order in which the two
+    topics reached the join (docs/architecture.md, "Lateness by a source's own event time").
+    """
+    own_window_end = window_start(label_ms, window_ms) + window_ms
+    return max(label_ms + label_horizon_ms, provisional_at(own_window_end, grace_ms))
 
 
 Phase = Literal["provisional", "final"]

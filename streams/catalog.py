@@ -344,6 +344,12 @@ class ModelCatalog:
     def profile(self, model_id: str, segment: str = "") -> Any | None:
         return self.profiles.get((model_id, segment))
 
+    def slice_count(self, model_id: str) -> int:
+        """How many slices (the model and its segments) the model's reference names, at least
+        1: what the drift CUSUMs' false-alert budget is split over (detectors/sequential.py).
+        A bootstrapped model's segments are not known in advance and are not counted."""
+        return max(1, sum(m == model_id for m, _ in self.profiles))
+
     def has_reference(self, model_id: str) -> bool:
         return (model_id, "") in self.profiles
 

@@ -41,7 +41,7 @@ from driftline.detectors.comparison import (
 )
 from driftline.detectors.estimation import realised_name
 from driftline.detectors.online import DETECTORS, Detection, OnlineDetector
-from driftline.detectors.sequential import DriftCusum, window_evidence
+from driftline.detectors.sequential import DriftCusum, statistic_evidence, threshold_for
 from driftline.detectors.vocabulary import SEGMENT_RANKING_METRIC, is_label_free
 from driftline.platform.config import ModelConfig
 from driftline.schemas import AlertEvent, RetrainingRequest, Window, alert_event, retraining_request
@@ -94,6 +94,8 @@ class Pending:
     result: WindowResult
     phase: Phase
     judge_label_free: bool
+    #: the drift statistics whose CUSUM is at or over the threshold (DriftCusum.crossed)
+    cusum_crossed: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -328,15 +330,19 @@ class Evaluator:
             self._judged_against[slice_key] = ref.source
             self._cusum.pop(slice_key, None)
         found = compare(agg, ref, _policy(cfg))
+        crossed: list[dict[str, Any]] = []
         detections: list[Detection] = []
         if phase == "final":
             detections = self._detect((model_id, model_version, segment), start, agg, cfg)
         values = metric_values(found, agg, detections, online_kinds(cfg) if phase == "final" else [])
         if found.dataset_drift is not None:
             cusum = self._cusum.setdefault((model_id, model_version, segment), DriftCusum())
-            s = cusum.observe(start, window_evidence(found.drift))
+            z = statistic_evidence(found.drift)
+            h = threshold_for(cfg.window_ms, len(z), self.catalog.slice_count(model_id))
+            s = cusum.observe(start, z, h)
             if s is not None:
                 values["drift_cusum"] = s
+                crossed = cusum.crossed()
         attribution = _attribution(ref, agg, cfg)
         if attribution is not None:
             values["attribution_ndcg"] = attribution.ndcg
@@ -379,7 +385,7 @@ class Evaluator:
         )
         return Pending(
             cfg, model_id, model_version, segment, start, end, values, agg, ref, result, phase,
-            judge_label_free,
+            judge_label_free, crossed,
         )
 
     def judge(self, p: Pending, segments: Sequence[Pending] = ()) -> Evaluation:
@@ -411,6 +417,7 @@ class Evaluator:
             phase=p.phase,
             judge_label_free=p.judge_label_free,
             segments=(p, segments),
+            cusum_crossed=p.cusum_crossed,
         )
         return Evaluation(p.result, p.values, alerts, requests)
 
@@ -430,6 +437,7 @@ class Evaluator:
         phase: Phase,
         judge_label_free: bool,
         segments: tuple[Pending, Sequence[Pending]] | None = None,
+        cusum_crossed: Sequence[Mapping[str, Any]] = (),
     ) -> tuple[list[AlertEvent], list[RetrainingRequest]]:
         alerts: list[AlertEvent] = []
         requests: list[RetrainingRequest] = []
@@ -448,6 +456,8 @@ class Evaluator:
                 baseline = reference_metrics.get(realised_name(rule.metric, cfg.positive_label))
             baseline_n = reference_metrics.get("n", 0.0)
             evidence = _evidence(rule, result)
+            if rule.metric == "drift_cusum":  # which statistics' CUSUMs crossed, largest first
+                evidence["cusum_features"] = [dict(c) for c in cusum_crossed]
             if segments is not None and segments[1] and not label_free and phase == "final":
                 top = _ranked(rule, *segments)[:EVIDENCE_SEGMENTS]
                 if top:  # worst first

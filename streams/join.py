@@ -3,17 +3,22 @@
 The state here is a deterministic function of one ``join-input`` partition's log: the same
 messages in the same order give the same partials, byte for byte. That is what makes a
 restart from a checkpoint plus a replay of the log since then harmless, and why no Kafka or
-clock appears in this module.
+clock appears in this module. The final partials and counters (but ``early_labels``) go
+further: they depend only on each source's messages in that source's order, not on how the
+sources interleave, because lateness is judged on each event's own source (see
+docs/architecture.md, "Lateness by a source's own event time").
 
 The join is keyed by ``(model_id, prediction_id)``: two models that score the same request
 share its ``prediction_id``, and each has its own prediction and its own label
 (``GroundTruthEvent.model_id``). Ingest still partitions by ``prediction_id`` alone, so both
 models' events of one id meet in one partition anyway.
 - a prediction opens an entry in the window of its *own* event time; a label that arrives
-  first waits (up to the model's label horizon) for its prediction;
+  first waits (a label horizon, at least until its own window's grace) for its prediction;
 - an exact duplicate of either side (the same model and id again) is counted and ignored, so
   re-delivery is idempotent;
-- a prediction whose window has passed its grace when it arrives is late: counted, not used;
+- a prediction whose window has passed its grace on its source when it arrives is late:
+  counted, not used; a label whose prediction's window has passed its label horizon on the
+  label's source is counted unmatched, not used;
 - a prediction still unlabelled when its window's label horizon passes expires: counted as
   unlabelled (it already counts toward the window's prediction count, not its labelled count).
 
@@ -51,6 +56,7 @@ from driftline.schemas.windows import (
     Phase,
     closing_epoch,
     due_phase_at,
+    early_label_expiry,
     final_at,
     provisional_at,
     segment_slices,
@@ -393,7 +399,8 @@ class JoinPartition:
         :meth:`flush`. ``at`` is the rows' source and source offsets, when known.
 
         Rules, in event order: a (model, id) already in flight (or accepted earlier in this
-        block) is a duplicate; a prediction whose window has passed its grace is late; the rest
+        block) is a duplicate; a prediction whose window has passed its grace, by the event time
+        of its source or of this partition, whichever is further, is late; the rest
         open an entry in their window and meet any label of their model that came first. Per
         event this costs a few C-level passes (a set test, one dict update) per model; windows,
         lateness and window keys are computed per array or per (model, version, segments)
@@ -405,7 +412,14 @@ class JoinPartition:
         window, grace, horizon = self._settings(block)
         start = window_start(block.times, window)
         end = start + window
-        late = provisional_at(end, grace) <= self.watermark
+        # late by the event time its own source had reached (as this partition heard it, in
+        # that source's order), not by the minimum over sources: the decision is then a
+        # function of the source's log, whatever the other sources' messages arrived between
+        # (docs/architecture.md, "Lateness by a source's own event time")
+        reached = self.watermark
+        if at is not None:
+            reached = max(reached, self._source_wm.get(at[0], MIN_WATERMARK))
+        late = provisional_at(end, grace) <= reached
         if self._all_fresh(ids, block.by_model()):
             duplicates, n_late, accepted = 0, int(late.sum()), np.flatnonzero(~late)
         else:
@@ -479,11 +493,16 @@ class JoinPartition:
                         continue
                     label = waiting.pop(pid, None)
                     if label is not None:
+                        # it came after this window's horizon on its own source (see
+                        # _without_late_labels); checkpoints before this version lack the time
+                        if len(label) > 4 and self._wkeys[entries[pid][0]].final_at <= label[4]:
+                            self.counters["unmatched_labels"] += 1
+                            continue
                         labelled.add(pid)
                         joined.append(entries[pid])
                         labels.append(label[0])
                         label_times.append(label[1])
-                        if len(label) == 4:  # it waited with its source position
+                        if len(label) >= 4:  # it waited with its source position
                             window = self._window_of(entries[pid][0])
                             self.positions.add("labels", window, str(label[2]), int(label[3]))
         self._pend_outcomes(joined, labels, label_times)
@@ -710,6 +729,16 @@ class JoinPartition:
                 entries = self._entries.get(model, _NOTHING)
                 for i, entry in zip(idx.tolist(), map(entries.get, pick(ids, idx)), strict=True):
                     found[i] = entry
+        if at is not None and self._wkey_due:
+            reached = self._source_wm.get(at[0], MIN_WATERMARK)
+            if reached >= self._wkey_due[0][0]:  # some open window may be past its horizon there
+                wkeys = self._wkeys
+                late = [i for i, e in enumerate(found) if e is not None and wkeys[e[0]].final_at <= reached]
+                if late:
+                    block, found, at = self._without_late_labels(block, found, at, late)
+                    ids, parts, n = block.ids, block.by_model(), len(block)
+                    if not n:
+                        return
         if None not in found and self._all_unlabelled(ids, parts):
             for model, idx in parts:
                 self._labelled.setdefault(model, set()).update(ids if idx is None else pick(ids, idx))
@@ -721,6 +750,18 @@ class JoinPartition:
             self._pend_outcomes(*self._join_labels_slowly(block, found, at))
         if self._pending_count >= FLUSH_EVENTS:
             self.flush()
+
+    def _without_late_labels(
+        self, block: LabelBlock, found: list[_Entry | None], at: _At, late: list[int]
+    ) -> tuple[LabelBlock, list[_Entry | None], _At]:
+        """Drop labels whose prediction's window had passed its label horizon on the label's
+        own source: counted ``unmatched_labels``, as they are when another source's progress
+        has finalised that window first, so the outcome does not depend on which came first
+        (docs/architecture.md, "Lateness by a source's own event time")."""
+        self.counters["unmatched_labels"] += len(late)
+        keep = np.setdiff1d(np.arange(len(block)), np.array(late, dtype=np.int64))
+        kept = keep.tolist()
+        return block.take(keep), [found[i] for i in kept], (at[0], at[1][keep])
 
     def _all_unlabelled(self, ids: list[str], parts: list[tuple[str, np.ndarray | None]]) -> bool:
         """Whether no (model, id) of a label block is labelled already or repeated within it."""
@@ -765,6 +806,7 @@ class JoinPartition:
         joined_times: list[int] = []
         times, models = block.times.tolist(), block.model.tolist()
         offsets = at[1].tolist() if at is not None else [None] * len(block)
+        reached = MIN_WATERMARK if at is None else self._source_wm.get(at[0], MIN_WATERMARK)
         rows = zip(block.ids, found, block.labels, times, models, offsets, strict=True)
         for pid, entry, label, ts, m, offset in rows:
             model = block.models[m]
@@ -772,10 +814,12 @@ class JoinPartition:
                 if pid in self._early.get(model, _NOTHING):
                     self.counters["duplicate_labels"] += 1
                     continue
-                horizon = self.catalog.model(model).label_horizon_ms
-                early = (label, ts) if at is None else (label, ts, at[0], offset)
+                cfg = self.catalog.model(model)
+                expiry = early_label_expiry(ts, cfg.window_ms, cfg.grace_ms, cfg.label_horizon_ms)
+                # with its source position and how far its source had got when it came
+                early = (label, ts) if at is None else (label, ts, at[0], offset, reached)
                 self._early.setdefault(model, {})[pid] = early
-                heapq.heappush(self._early_expiry, (ts + horizon, model, pid))
+                heapq.heappush(self._early_expiry, (expiry, model, pid))
                 self.counters["early_labels"] += 1
                 continue
             labelled = self._labelled.setdefault(model, set())
@@ -930,7 +974,8 @@ def _ident_in(raw: list) -> tuple:
 
 #: a block's source and each row's source offset
 _At = tuple[str, np.ndarray]
-#: a label waiting for its prediction: (label, time), or (label, time, source, source offset)
+#: a label waiting for its prediction: (label, time), or (label, time, source, source offset,
+#: its source's event time when it came; absent in checkpoints before it was recorded)
 _Early = tuple[Any, ...]
 #: a window slice: (model, version, segment key, window start)
 _SliceKey = tuple[str, str, str, int]

@@ -556,3 +556,196 @@ def test_slices_close_from_their_index_exactly_as_a_scan_of_every_slice_would(se
     assert closed > 20
     assert jp.end_source(P_SRC) + jp.end_source(L_SRC)
     assert not jp._slices and not jp._wkeys
+
+
+@pytest.mark.parametrize("ahead_first", [False, True])
+def test_lateness_is_decided_by_the_events_own_source_whatever_the_others_sent_between(
+    ahead_first: bool,
+) -> None:
+    """Two input partitions, one join partition, the same two logs in two interleavings.
+    p:0 reaches 20 s, then sends an event of the first window (closed at 12 s by p:0's own
+    event time). Judged by the minimum over sources, it was on time when p:1 had said nothing
+    yet and late when p:1 had reached 20 s first: the outcome depended on how two topics
+    interleave, which a join that reads part of its input in place (issue 15) changes. By
+    its own source's event time it is late in both, and everything else is identical too.
+    Oracle: the other interleaving, and the count of the one event past its grace."""
+    import orjson
+
+    from driftline.streams.ingest import Incoming, Router
+    from driftline.streams.messages import decode_join_input
+
+    config = _config()
+    catalog = ModelCatalog(config)
+    jp = JoinPartition(0, catalog, prediction_sources=["p:0", "p:1"], label_sources=[])
+    router = Router(config, catalog, join_partitions=1)
+    offsets = {"p:0": 0, "p:1": 0}
+    out: list[Partial] = []
+
+    def send(source: str, *stamps: int) -> None:
+        topic, partition = source.split(":")
+        events = [
+            msgspec.to_builtins(_pred(f"{source}-{offsets[source]}-{i}", t)) for i, t in enumerate(stamps)
+        ]
+        body = orjson.dumps({"kind": "predictions", "events": events})
+        message = Incoming(body, topic, int(partition), offsets[source], ())
+        offsets[source] += 1
+        for record in router.route_many("predictions", [message], wall_ms=T0 + 10 * W):
+            out.extend(jp.apply(decode_join_input(record.value)))
+
+    p1 = [(T0 + 100, T0 + 200, T0 + 300), (T0 + 2 * W, T0 + 2 * W + 1, T0 + 2 * W + 2)]
+    if ahead_first:
+        for stamps in p1:
+            send("p:1", *stamps)
+    send("p:0", T0 + 10, T0 + 20, T0 + 30)
+    send("p:0", T0 + 2 * W, T0 + 2 * W + 1, T0 + 2 * W + 2)
+    send("p:0", T0 + 50)  # window [0, 10 s): past its grace on p:0
+    if not ahead_first:
+        for stamps in p1:
+            send("p:1", *stamps)
+    for source in ("p:0", "p:1"):
+        out.extend(jp.end_source(source))
+    assert jp.counters["late_predictions"] == 1
+    assert jp.counters["predictions"] == 12
+    finals = sorted(
+        (p.window_start, WindowAggregate.from_dict(p.aggregate, catalog.spec("m")).n_predictions)
+        for p in out
+        if p.phase == "final" and p.segment == ""
+    )
+    assert finals == [(T0, 6), (T0 + 2 * W, 6)]
+
+
+@pytest.mark.parametrize("label_first", [False, True])
+def test_an_early_label_waits_for_a_prediction_that_is_not_late_whatever_the_interleaving(
+    label_first: bool,
+) -> None:
+    """A label stamped with its prediction's time, early in a window; its prediction comes on
+    p:1 after p:1 has reached 5.5 s (out of order, within the grace: not late). A label
+    horizon after the label is 5.1 s, so when the label came first and waited only that long
+    it had expired as ``unmatched`` before its prediction arrived; when the prediction came
+    first they joined. Waiting until the grace of the label's window has passed too makes
+    both interleavings join. Oracle: the other interleaving, and the one pair that exists."""
+    import orjson
+
+    from driftline.streams.ingest import Incoming, Router
+    from driftline.streams.messages import decode_join_input
+
+    config = _config()  # 10 s windows, 2 s grace, 5 s label horizon
+    catalog = ModelCatalog(config)
+    jp = JoinPartition(0, catalog, prediction_sources=["p:0", "p:1"], label_sources=["l:0"])
+    router = Router(config, catalog, join_partitions=1)
+    offsets = {"p:0": 0, "p:1": 0, "l:0": 0}
+
+    def send(source: str, events: list) -> None:
+        topic, partition = source.split(":")
+        kind = "ground_truth" if topic == "l" else "predictions"
+        body = orjson.dumps({"kind": kind, "events": [msgspec.to_builtins(e) for e in events]})
+        message = Incoming(body, topic, int(partition), offsets[source], ())
+        offsets[source] += 1
+        for record in router.route_many(kind, [message], wall_ms=T0 + 10 * W):
+            jp.apply(decode_join_input(record.value))
+
+    def ahead(source: str, ts: int) -> list:
+        return [_pred(f"{source}-{i}", ts + i) for i in range(3)]
+
+    label = [_label("x", T0 + 100)]
+    if label_first:
+        send("l:0", label)
+    send("p:0", ahead("p:0", T0 + 6_000))
+    send("p:1", ahead("p:1", T0 + 5_500))
+    send("p:1", [_pred("x", T0 + 100)])
+    if not label_first:
+        send("l:0", label)
+    for source in ("p:0", "p:1", "l:0"):
+        jp.end_source(source)
+    assert jp.counters["late_predictions"] == 0
+    assert (jp.counters["joined"], jp.counters["unmatched_labels"]) == (1, 0)
+    assert jp.counters["expired_unlabelled"] == 6
+
+
+def _routed_logs(seed: int) -> dict[tuple[str, int], list[bytes]]:
+    """Three prediction and two label partitions with disorder inside each (mostly within the
+    grace, a few events far behind), labels stamped after their predictions on unrelated
+    partitions, routed by ingest to two join partitions: per (source, join partition), the
+    join-input records in the order that source's messages produce them."""
+    import itertools
+
+    import orjson
+
+    from driftline.streams.ingest import CONTROL_HEADER, END_OF_INPUT, Incoming, Router
+
+    rng = np.random.default_rng(seed)
+    config = _config()
+    router = Router(config, ModelCatalog(config), join_partitions=2)
+    n = 800
+    times = T0 + np.arange(n) * 60 + rng.integers(-1_500, 1_500, n)
+    times[rng.random(n) < 0.03] -= 15_000  # far behind their partition: late there
+    logs: dict[str, list[list]] = {f"p:{i}": [] for i in range(3)} | {f"l:{i}": [] for i in range(2)}
+    for i, ts in enumerate(times.tolist()):
+        prediction = _pred(f"id{i}", ts, int(rng.random() < 0.5), x=float(rng.random()))
+        logs[f"p:{rng.integers(3)}"].append(prediction)
+        if rng.random() < 0.8:
+            logs[f"l:{rng.integers(2)}"].append(_label(f"id{i}", ts + int(rng.integers(0, 4_000)), i % 2))
+    out: dict[tuple[str, int], list[bytes]] = {}
+    for source, events in logs.items():
+        topic, partition = source.split(":")
+        kind = "ground_truth" if topic == "l" else "predictions"
+        cuts = sorted(set(rng.integers(0, len(events), len(events) // 8).tolist()) | {0, len(events)})
+        messages = [
+            Incoming(
+                orjson.dumps({"kind": kind, "events": [msgspec.to_builtins(e) for e in events[a:b]]}),
+                topic, int(partition), offset, (),
+            )
+            for offset, (a, b) in enumerate(itertools.pairwise(cuts))
+        ]
+        end = Incoming(None, topic, int(partition), len(messages), ((CONTROL_HEADER, END_OF_INPUT),))
+        for message in [*messages, end]:
+            for record in router.route_many(kind, [message], wall_ms=T0 + 10 * n * 60):
+                if record.topic == router.join_topic:
+                    assert record.partition is not None and record.value is not None
+                    out.setdefault((source, record.partition), []).append(record.value)
+    return out
+
+
+def _join_in_order(logs: dict[tuple[str, int], list[bytes]], order: list[tuple[str, int]]) -> tuple:
+    """The final partials and counters of both join partitions fed ``logs`` in ``order`` (one
+    record of that (source, join partition) log per entry)."""
+    from driftline.streams.messages import decode_join_input
+
+    config = _config()
+    catalog = ModelCatalog(config)
+    parts = [
+        JoinPartition(j, catalog, prediction_sources=[f"p:{i}" for i in range(3)],
+                      label_sources=[f"l:{i}" for i in range(2)])
+        for j in range(2)
+    ]
+    finals: list = []
+    cursor = dict.fromkeys(logs, 0)
+    for key in order:
+        record = logs[key][cursor[key]]
+        cursor[key] += 1
+        for partial in parts[key[1]].apply(decode_join_input(record)):
+            if partial.phase == "final":
+                finals.append(msgspec.to_builtins(partial))
+    assert all(cursor[k] == len(v) for k, v in logs.items()) and all(p.ended for p in parts)
+    counters = [{k: v for k, v in p.counters.items() if k != "early_labels"} for p in parts]
+    return sorted(finals, key=lambda p: (p["join_partition"], p["window_start"], p["segment"])), counters
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_windows_do_not_depend_on_how_the_sources_interleave_at_the_join(seed: int) -> None:
+    """The argument of docs/architecture.md ("Lateness by a source's own event time"), run:
+    each (source, join partition) log in its order, the logs merged at random (what the hop
+    and the ingest interleaving, or a join that reads part of its input in place, can do),
+    against the same logs fed one source after another. Every final partial and every counter
+    but ``early_labels`` must be equal, late predictions included. Oracle: the sequential
+    order; 12 seeded data sets, each with its own random merge."""
+    logs = _routed_logs(seed)
+    sequential = [key for key, records in logs.items() for _ in records]
+    rng = np.random.default_rng(1_000 + seed)
+    merged = [key for key in rng.permutation(np.array(sequential, dtype=object)).tolist()]
+    # a random permutation of the multiset of keys is a random merge that keeps each log's order
+    expected = _join_in_order(logs, [tuple(k) for k in sequential])
+    got = _join_in_order(logs, [tuple(k) for k in merged])
+    assert sum(c["late_predictions"] for c in expected[1]) > 0, "the data must have late events"
+    assert sum(c["joined"] for c in expected[1]) > 500
+    assert got == expected
