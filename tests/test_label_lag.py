@@ -5,12 +5,14 @@ whatever the number of partitions, restarts or the order labels and predictions 
 
 from __future__ import annotations
 
+import doctest
 import math
 
 import numpy as np
 import pytest
 from test_join import _run, _stream
 
+from driftline.detectors import label_lag
 from driftline.detectors.aggregates import WindowAggregate
 from driftline.detectors.label_lag import RESOLUTION, SUB, LabelLagHistogram, lag_bins
 from driftline.detectors.vocabulary import LABEL_LAG_QUANTILES, METRICS
@@ -20,6 +22,10 @@ from driftline.streams.catalog import ModelCatalog
 from driftline.streams.join import JoinPartition
 
 T0 = 1_767_225_600_000
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(label_lag).failed == 0
 
 
 def _middle(lag: int) -> float:
