@@ -228,8 +228,9 @@ def test_a_silent_segment_value_is_named_at_its_nth_empty_window(enabled: bool) 
 def test_volume_out_of_its_learnt_band_names_the_window_and_the_band(enabled: bool) -> None:
     """100 predictions a window; window 10 gets 400 (volume_high), window 12 gets 30
     (volume_low); window 14, the last, is cut short by the end of the input and not judged.
-    The band of window 10 is volume_band of its 10 past windows: all 100, so
-    the Poisson floor at 100 (alpha 0.001): fires above 134, as scipy says."""
+    The band of window 10 is volume_band of its 10 past windows: all 100, so no trend and no
+    spread, and the Poisson floor at 100 (the default alpha 1e-6): fires above 153, as scipy
+    says."""
     from scipy import stats
 
     config = _config(volume_min_history=8, disable=() if enabled else ("volume-out-of-band",))
@@ -243,7 +244,8 @@ def test_volume_out_of_its_learnt_band_names_the_window_and_the_band(enabled: bo
     if not enabled:
         assert model == []
         return
-    high = float(stats.poisson.isf(0.0005, 100))
+    high = float(stats.poisson.isf(HealthConfig().volume_alpha / 2, 100))
+    assert high == 153.0
     assert model[0] == ("firing", 10 * W, 400.0, ">", high)
     assert model[1][:2] == ("resolved", 11 * W)
     assert model[2][:4] == ("firing", 12 * W, 30.0, "<")

@@ -67,14 +67,27 @@ def test_an_expected_key_that_never_sends_is_silent_from_the_start() -> None:
     assert _kinds(watch.update(T0 + W, {})) == [("no_predictions", "model=fraud", T0 + W)]
 
 
-def test_the_volume_band_is_the_wider_of_median_mad_and_the_poisson_quantiles() -> None:
-    history = [1000, 1100, 900, 1050, 950, 980, 1020, 30]  # an outage in the history
-    med = float(np.median(history))
-    mad = float(np.median(np.abs(np.array(history) - med)))
+def test_the_volume_band_is_the_wider_of_the_robust_trend_and_the_poisson_quantiles() -> None:
+    """Oracles: scipy's Theil-Sen line (its slope, then the median intercept) extrapolated one
+    window, and the Qn scale of its residuals from every pairwise distance; a regular
+    history falls back on scipy's Poisson quantiles at the extrapolated centre."""
+    from itertools import combinations
+
+    history = [1000, 1100, 900, 1050, 950, 980, 1020, 30, 1010, 1040]  # an outage in the history
+    t = np.arange(len(history))
+    slope = stats.theilslopes(history, t, method="separate").slope
+    intercept = float(np.median(np.array(history) - slope * t))
+    residuals = np.array(history) - intercept - slope * t
+    distances = sorted(abs(a - b) for a, b in combinations(residuals.tolist(), 2))
+    h = len(history) // 2 + 1
+    qn = 2.2219 * distances[h * (h - 1) // 2 - 1] * len(history) / (len(history) + 3.8)
+    centre = intercept + slope * len(history)
     low, high = volume_band(history, k=4.0, alpha=0.001)
-    assert (low, high) == (med - 4 * 1.4826 * mad, med + 4 * 1.4826 * mad)
-    regular = [500] * 10  # MAD 0: the band is Poisson's
-    assert volume_band(regular) == (stats.poisson.ppf(0.0005, 500), stats.poisson.isf(0.0005, 500))
+    assert (low, high) == pytest.approx((centre - 4 * qn, centre + 4 * qn), rel=1e-12)
+    regular = [500] * 10  # no spread: the band is Poisson's
+    assert volume_band(regular, alpha=0.001) == (stats.poisson.ppf(5e-4, 500), stats.poisson.isf(5e-4, 500))
+    rising = [500 + 10 * i for i in range(10)]  # a steady trend is followed, not flagged
+    assert volume_band(rising, alpha=0.001) == (stats.poisson.ppf(5e-4, 600), stats.poisson.isf(5e-4, 600))
 
 
 def test_volume_outside_the_learnt_band_is_named_at_its_window() -> None:
@@ -105,7 +118,9 @@ def test_volume_false_alarms_on_overdispersed_stationary_traffic_are_rare() -> N
 
 
 def test_label_coverage_low_lag_high_and_falling_each_name_their_window() -> None:
-    watch = LabelWatch(horizon_ms=3_600_000, expected_coverage=0.9, trend_windows=3, min_drop=0.05)
+    watch = LabelWatch(
+        horizon_ms=3_600_000, expected_coverage=0.9, alpha=0.001, trend_windows=3, min_drop=0.05
+    )
     series = [  # (predictions, labelled, p90 lag)
         (1000, 905, 600_000),
         (1000, 898, 600_000),
@@ -127,7 +142,9 @@ def test_label_coverage_low_lag_high_and_falling_each_name_their_window() -> Non
         ("label_coverage_falling", "", T0 + 5 * W),
     ]
     assert events[1].detail["min_labelled"] == floor
-    again = LabelWatch(horizon_ms=3_600_000, expected_coverage=0.9, trend_windows=3, min_drop=0.05)
+    again = LabelWatch(
+        horizon_ms=3_600_000, expected_coverage=0.9, alpha=0.001, trend_windows=3, min_drop=0.05
+    )
     again.restore(json.loads(json.dumps(watch.to_dict())))
     assert _kinds(again.update(T0 + 6 * W, "", 1000, 600)) == [
         ("label_coverage_low", "", T0 + 6 * W),

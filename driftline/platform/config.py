@@ -66,20 +66,24 @@ class HealthConfig:
     #: (or a segment value it had predictions for)
     silence_windows: int = 3
     #: ``volume-out-of-band``: the band is learnt from up to ``volume_history`` past windows,
-    #: judged from ``volume_min_history`` on: median ± ``volume_k`` robust sd, at least the
-    #: Poisson ``volume_alpha`` quantiles
+    #: judged from ``volume_min_history`` on: their robust trend (Theil-Sen) extrapolated one
+    #: window ± ``volume_k`` robust sd of the residuals, at least the Poisson ``volume_alpha``
+    #: quantiles. The defaults spend at most half an alert per model per 30 days of 5-minute
+    #: windows over 5 slices (benchmarks/HEALTH.md), and still find a drop to half at once
     volume_history: int = 48
     volume_min_history: int = 8
-    volume_k: float = 4.0
-    volume_alpha: float = 0.001
+    volume_k: float = 6.0
+    volume_alpha: float = 1e-6
     #: ``label-coverage-low``: labelled below the binomial ``coverage_alpha`` quantile at the
     #: median coverage of the slice's past ``coverage_min_history``+ final windows, and more
-    #: than ``coverage_tolerance`` below it
-    coverage_alpha: float = 0.001
+    #: than ``coverage_tolerance`` below it; also the noise a ``label-coverage-falling`` must
+    #: exceed (benchmarks/HEALTH.md)
+    coverage_alpha: float = 1e-6
     coverage_min_history: int = 4
     coverage_tolerance: float = 0.02
     #: ``label-coverage-falling``: coverage lower in each of ``trend_windows`` windows than in
-    #: the one before, by ``min_drop`` in all
+    #: the one before, by ``min_drop`` in all and by more than two windows' counting noise
+    #: at ``coverage_alpha``
     trend_windows: int = 4
     min_drop: float = 0.05
     #: ``label-lag-high``: at the final phase, the window's ``lag_quantile`` of label time -
