@@ -27,6 +27,7 @@ from driftline.detectors.vocabulary import (
     DEFAULT_ATTRIBUTION_THRESHOLD,
     DRIFT_TESTS,
     HEALTH_ALERTS,
+    LABEL_LAG_QUANTILES,
     ONLINE_DETECTORS,
     check_metric,
     check_name,
@@ -85,6 +86,12 @@ class HealthConfig:
     #: at ``coverage_alpha``
     trend_windows: int = 4
     min_drop: float = 0.05
+    #: ``label-lag-high``: at the final phase, the window's ``lag_quantile`` of label time -
+    #: prediction time above ``lag_share`` of the label horizon, judged once at least
+    #: ``lag_min_labelled`` labels joined (a quantile of three labels is one late label)
+    lag_quantile: float = 0.95
+    lag_share: float = 0.8
+    lag_min_labelled: int = 20
 
     def __post_init__(self) -> None:
         for i, name in enumerate(self.disable):
@@ -96,6 +103,7 @@ class HealthConfig:
             ("volume_min_history", 1),
             ("coverage_min_history", 1),
             ("trend_windows", 1),
+            ("lag_min_labelled", 1),
         ):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -115,6 +123,20 @@ class HealthConfig:
                 raise ValueError(f"{key} must be a number >= 0, got {value!r}")
         if self.coverage_tolerance > 1 or self.min_drop > 1:
             raise ValueError("coverage_tolerance and min_drop are shares of predictions: at most 1")
+        q = self.lag_quantile
+        if isinstance(q, bool) or not isinstance(q, int | float) or q not in LABEL_LAG_QUANTILES:
+            known = ", ".join(str(k) for k in LABEL_LAG_QUANTILES)
+            raise ValueError(
+                f"lag_quantile must be one of {known} (the label-lag quantiles a window carries), got {q!r}"
+            )
+        lag = self.lag_share
+        if isinstance(lag, bool) or not isinstance(lag, int | float) or not 0 < lag < 1e6:
+            raise ValueError(f"lag_share must be a number > 0 (a share of the label horizon), got {lag!r}")
+
+    @property
+    def lag_metric(self) -> str:
+        """The window metric ``label-lag-high`` watches (``label_lag_p95_ms`` by default)."""
+        return LABEL_LAG_QUANTILES[self.lag_quantile]
 
     def enabled(self, alert: str) -> bool:
         return alert not in self.disable
@@ -138,7 +160,7 @@ def health_config(raw: Any, where: str, base: HealthConfig | None = None) -> Hea
     if "disable" in raw:
         d = values["disable"]
         values["disable"] = (d,) if isinstance(d, str) else tuple(str(v) for v in (d or ()))
-    for key in ("volume_k", "volume_alpha", "coverage_alpha", "coverage_tolerance", "min_drop"):
+    for key in ("volume_k", "volume_alpha", "coverage_alpha", "coverage_tolerance", "min_drop", "lag_share"):
         if isinstance(values.get(key), int) and not isinstance(values[key], bool):
             values[key] = float(values[key])
     try:
