@@ -108,27 +108,74 @@ class AlertTracker:
         performance window that lacks labels now may be judged later, once enough labels arrive.
         """
         key = dedup_key(model_id, model_version, segment, rule.name)
-        state = self._states.get(key)
-        last_end = None if state is None else state.last_window_end_ms
-        if last_end is not None and window_end_ms <= last_end:
-            return []  # repeated or out-of-order window: already judged, or too late to matter
+        if self._seen(key, window_end_ms):
+            return []
         no_baseline = rule.relative_to_baseline and (baseline is None or not math.isfinite(baseline))
         if value is None or math.isnan(value) or samples < rule.min_samples or no_baseline:
             return []
-        if state is None:
-            state = self._states[key] = _State()
-        state.last_window_end_ms = window_end_ms
         # numpy scalars in, plain JSON-safe scalars out
         value, samples = float(value), int(samples)
         baseline = None if baseline is None else float(baseline)
         sizes = {"samples": samples, "baseline_samples": int(baseline_samples)}
         fire_threshold, clear_threshold = rule.thresholds(baseline, **sizes)
+        return self.observe_verdict(
+            rule,
+            model_id=model_id,
+            model_version=model_version,
+            segment=segment,
+            window_start_ms=window_start_ms,
+            window_end_ms=window_end_ms,
+            breached=rule.breached(value, baseline, **sizes),
+            cleared=rule.cleared(value, baseline, **sizes),
+            value=value,
+            threshold=fire_threshold,
+            clear_threshold=clear_threshold,
+            baseline=baseline,
+            samples=samples,
+            evidence=evidence,
+        )
+
+    def _seen(self, key: str, window_end_ms: int) -> bool:
+        state = self._states.get(key)
+        last_end = None if state is None else state.last_window_end_ms
+        # repeated or out-of-order window: already judged, or too late to matter
+        return last_end is not None and window_end_ms <= last_end
+
+    def observe_verdict(
+        self,
+        rule: Rule,
+        *,
+        model_id: str,
+        model_version: str,
+        segment: Mapping[str, str],
+        window_start_ms: int,
+        window_end_ms: int,
+        breached: bool,
+        cleared: bool,
+        value: float,
+        threshold: float,
+        clear_threshold: float,
+        baseline: float | None,
+        samples: int,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> list[AlertData]:
+        """Advance one series by a verdict decided elsewhere (``breached``: on the bad side of
+        the fire threshold; ``cleared``: past the clear one), e.g. a rule judged over several
+        slices (:mod:`driftline.alerting.any_segment`); ``value`` and the thresholds are what
+        the alert shows. The same state machine as :meth:`observe`, which calls it."""
+        key = dedup_key(model_id, model_version, segment, rule.name)
+        if self._seen(key, window_end_ms):
+            return []
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = _State()
+        state.last_window_end_ms = window_end_ms
 
         def alert(status: Literal["firing", "resolved"], fired_at_ms: int, consecutive: int) -> AlertData:
             details = dict(evidence or {})
             details.update(
                 value=value,
-                threshold=fire_threshold,
+                threshold=threshold,
                 clear_threshold=clear_threshold,
                 baseline=baseline,
                 samples=samples,
@@ -145,7 +192,7 @@ class AlertTracker:
                 segment=dict(segment),
                 window=Window(start=ms_to_rfc3339(window_start_ms), end=ms_to_rfc3339(window_end_ms)),
                 observed=value,
-                threshold=fire_threshold,
+                threshold=threshold,
                 comparison=rule.comparison,
                 evidence=details,
                 links={},
@@ -156,7 +203,7 @@ class AlertTracker:
         if state.status == "firing":
             # Hysteresis: only a value past the clear threshold counts towards resolving; a value
             # inside the band (or breaching again) restarts the count.
-            state.clearing = state.clearing + 1 if rule.cleared(value, baseline, **sizes) else 0
+            state.clearing = state.clearing + 1 if cleared else 0
             if state.clearing < rule.clear_windows:
                 return []
             fired_at = window_end_ms if state.fired_at_ms is None else state.fired_at_ms
@@ -165,7 +212,7 @@ class AlertTracker:
             state.breaching = state.clearing = 0
             return [resolved]
 
-        if not rule.breached(value, baseline, **sizes):
+        if not breached:
             state.status, state.breaching = "ok", 0
             return []
         state.breaching += 1

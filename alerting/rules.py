@@ -28,6 +28,14 @@ drop is both at least the minimum effect (``threshold``, an offset) and signific
 0.865
 >>> round(t.thresholds(0.9, samples=10**6, baseline_samples=10**6)[0], 4)  # the minimum effect does
 0.88
+
+``scope`` says which slices of a window the rule judges: ``every_slice`` (the default, and the
+behaviour before scopes existed: the whole model and each segment slice, each its own alert
+series), ``model`` (the whole model only), ``each_segment`` (each segment slice, own series) or
+``any_segment``: one verdict per window for the model, breached when any segment slice
+breaches, a ``test`` then run at ``alpha`` / the number of segment slices judged in that window
+(Bonferroni, so "some segment is worse" keeps the rule's false-alarm rate; see
+:mod:`driftline.alerting.any_segment`).
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ SEVERITIES: tuple[str, ...] = get_args(Severity)
 RULE_TESTS = ("", "proportion")
 #: what a retraining request may ask for (the ``action`` of schemas' RetrainingRequestData)
 ACTIONS: tuple[str, ...] = ("retrain", "recalibrate", "rollback", "investigate")
+#: which slices of a window a rule judges (see the module docstring); the first is the default
+SCOPES: tuple[str, ...] = ("every_slice", "model", "each_segment", "any_segment")
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -90,6 +100,8 @@ class Rule:
     alpha: float = 0.005
     #: what the retraining request of a ``retrain`` rule asks for (docs/retraining.md)
     action: str = "retrain"
+    #: which slices the rule judges (SCOPES; module docstring)
+    scope: str = "every_slice"
 
     def __post_init__(self) -> None:
         # Validate at construction so a bad rule fails at config load, not at 3 a.m. mid-stream.
@@ -107,6 +119,8 @@ class Rule:
             )
         if self.action not in ACTIONS:
             raise ValueError(f"rule {self.name!r}: action {self.action!r} is not one of {list(ACTIONS)}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"rule {self.name!r}: scope {self.scope!r} is not one of {list(SCOPES)}")
         if not math.isfinite(self.threshold):
             raise ValueError(f"rule {self.name!r}: threshold must be finite, got {self.threshold!r}")
         clear = self.clear_threshold
@@ -188,7 +202,7 @@ _FIELD_NAMES = tuple(f.name for f in fields(Rule))
 _FLOATS = ("threshold", "clear_threshold", "alpha")
 _INTS = ("min_samples", "for_windows", "clear_windows", "cooldown_ms")
 _BOOLS = ("retrain", "relative_to_baseline")
-_STRS = ("name", "metric", "comparison", "severity", "test", "action")
+_STRS = ("name", "metric", "comparison", "severity", "test", "action", "scope")
 
 
 def rule_from_dict(d: Mapping[str, Any]) -> Rule:

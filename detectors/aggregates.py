@@ -24,6 +24,7 @@ from driftline.detectors.attribution import AttributionSums
 from driftline.detectors.buffers import from_buffer, to_buffer
 from driftline.detectors.calibration import Calibrator, MulticlassCalibrator
 from driftline.detectors.categories import NULL, category_string, category_strings
+from driftline.detectors.label_lag import LabelLagHistogram
 from driftline.detectors.loss_model import LossModel
 from driftline.detectors.multivariate import FeatureEncoding, MomentSketch, encode_columns
 from driftline.detectors.sketches import (
@@ -49,6 +50,7 @@ __all__ = [
     "class_score_matrix",
     "feature_columns",
     "fold_attributions",
+    "fold_label_lags",
     "fold_outcomes",
     "fold_predictions",
 ]
@@ -301,6 +303,9 @@ class WindowAggregate:
         #: per feature, the count and exact sum of |attribution| (events that carry
         #: ``attributions``); None until one does, so windows without any cost nothing
         self.attributions: AttributionSums | None = None
+        #: label time - prediction time of the joined labels, on fixed log bins
+        #: (detectors/label_lag.py); None until a label joins, so payloads without stay as they were
+        self.label_lag: LabelLagHistogram | None = None
 
     def _parts(self) -> dict[str, Mergeable | None]:
         """The optional prediction/label/outcome sketches by wire name, present or None by
@@ -498,6 +503,10 @@ class WindowAggregate:
             if self.attributions is None:
                 self.attributions = AttributionSums()
             self.attributions.merge(other.attributions)
+        if other.label_lag is not None:
+            if self.label_lag is None:
+                self.label_lag = LabelLagHistogram()
+            self.label_lag.merge(other.label_lag)
         theirs = other._parts()
         for name, mine in self._parts().items():
             if mine is not None:
@@ -519,6 +528,8 @@ class WindowAggregate:
             out[name] = None if part is None else part.to_dict()
         if self.attributions is not None:  # absent, not null: payloads without stay as they were
             out["attributions"] = self.attributions.to_dict()
+        if self.label_lag is not None:  # absent likewise
+            out["label_lag"] = self.label_lag.to_dict()
         return out
 
     @classmethod
@@ -552,6 +563,8 @@ class WindowAggregate:
         agg.moments = _load(agg.moments, d, "moments")
         if d.get("attributions") is not None:
             agg.attributions = AttributionSums.from_dict(d["attributions"])
+        if d.get("label_lag") is not None:  # partials and checkpoints from before label lag have none
+            agg.label_lag = LabelLagHistogram.from_dict(d["label_lag"])
         return agg
 
 
@@ -726,6 +739,22 @@ def fold_attributions(
     for (agg, _), got in zip(parts, sums, strict=True):
         if got:
             agg.attributions = got
+
+
+def fold_label_lags(parts: Sequence[tuple[WindowAggregate, np.ndarray]], lags: np.ndarray) -> None:
+    """Count the lags (label time - prediction time, ms) at ``idx`` into every ``(agg, idx)``
+    of ``parts``, in one pass for all of them. An aggregate gets its histogram with its first
+    joined label, so one no label joined stays without, however its events were batched."""
+    sizes = [int(idx.size) for _, idx in parts]
+    if not sum(sizes):
+        return
+    rows = np.concatenate([idx for _, idx in parts])
+    seg = np.repeat(np.arange(len(parts), dtype=np.int64), sizes)
+    sketches = [agg.label_lag or LabelLagHistogram() for agg, _ in parts]
+    LabelLagHistogram.update_many(sketches, np.asarray(lags, dtype=np.int64)[rows], seg)
+    for (agg, _), got in zip(parts, sketches, strict=True):
+        if got:
+            agg.label_lag = got
 
 
 def _class_rows(

@@ -32,6 +32,7 @@ from driftline.detectors.estimation import (
     estimation_errors,
     multiclass_estimation_errors,
 )
+from driftline.detectors.label_lag import lag_metrics
 from driftline.detectors.loss_model import estimate_regression
 from driftline.detectors.metrics import (
     class_ranking_metrics,
@@ -196,6 +197,7 @@ def compare(window: WindowAggregate, reference: Reference | None, policy: TestPo
     if share is not None:
         dataset = share > 0 if policy.share <= 0 else share >= policy.share
     metrics, intervals = _performance(window)
+    metrics.update(lag_metrics(window.label_lag))  # not in _performance: no reference has a lag
     return Comparison(metrics, drift, share, dataset, _quality(window, reference), intervals,
                       DEFAULT_LEVEL if intervals else None, _multivariate(window, reference))
 

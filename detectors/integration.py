@@ -405,12 +405,10 @@ class LabelWatch:
                         },
                     )
                 )
-        if lag_ms is not None and lag_ms > self.lag_share * self.horizon_ms:
-            events.append(
-                HealthEvent(
-                    "label_lag_high", key, window_start_ms, {"lag_ms": lag_ms, "horizon_ms": self.horizon_ms}
-                )
-            )
+        if lag_ms is not None and lag_ms > self.lag_threshold_ms:
+            detail = {"lag_ms": lag_ms, "threshold_ms": self.lag_threshold_ms, "horizon_ms": self.horizon_ms,
+                      "labelled": labelled}
+            events.append(HealthEvent("label_lag_high", key, window_start_ms, detail))
         past = self._coverage.setdefault(key, deque(maxlen=self.trend_windows + 1))
         past.append(coverage)
         if len(past) == past.maxlen:
@@ -430,6 +428,11 @@ class LabelWatch:
                     )
                 )
         return events
+
+    @property
+    def lag_threshold_ms(self) -> float:
+        """The lag above which ``label_lag_high`` fires: ``lag_share`` of the horizon."""
+        return self.lag_share * self.horizon_ms
 
     def trend_judged(self, key: str) -> bool:
         """Whether the last update of ``key`` judged the trend (it has ``trend_windows + 1`` windows)."""

@@ -33,6 +33,7 @@ __all__ = [
     "HEALTH_ALERTS",
     "HEALTH_EVENTS",
     "LABEL_FREE_METRICS",
+    "LABEL_LAG_QUANTILES",
     "METRICS",
     "METRIC_FAMILIES",
     "MULTIVARIATE_METHODS",
@@ -109,6 +110,15 @@ SEGMENT_RANKING_METRIC: dict[str, tuple[str, bool]] = {
     "regression": ("mae", False),
 }
 
+#: the label-lag quantiles a window carries once labels joined (``detectors/label_lag.py``), by
+#: metric name; ``health.lag_quantile`` names one of these quantiles
+LABEL_LAG_QUANTILES: dict[float, str] = {
+    0.5: "label_lag_p50_ms",
+    0.9: "label_lag_p90_ms",
+    0.95: "label_lag_p95_ms",
+    0.99: "label_lag_p99_ms",
+}
+
 _AVERAGED = ("precision", "recall", "f1")
 #: metrics a window's values carry by exact name
 METRICS = frozenset(
@@ -118,6 +128,8 @@ METRICS = frozenset(
         "prediction_count",
         "labelled_count",
         "label_coverage",
+        # label time - prediction time of the joined labels (ms): how close to the horizon
+        *LABEL_LAG_QUANTILES.values(),
         # classification
         "accuracy",
         "balanced_accuracy",

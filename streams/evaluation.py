@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from driftline.alerting.any_segment import SegmentInput, judge_any_segment
 from driftline.alerting.lifecycle import AlertTracker
 from driftline.alerting.retraining import RetrainingPolicy
 from driftline.alerting.rules import Rule
@@ -44,7 +45,14 @@ from driftline.detectors.online import DETECTORS, Detection, OnlineDetector
 from driftline.detectors.sequential import DriftCusum, statistic_evidence, threshold_for
 from driftline.detectors.vocabulary import SEGMENT_RANKING_METRIC, is_label_free
 from driftline.platform.config import ModelConfig
-from driftline.schemas import AlertEvent, RetrainingRequest, Window, alert_event, retraining_request
+from driftline.schemas import (
+    AlertData,
+    AlertEvent,
+    RetrainingRequest,
+    Window,
+    alert_event,
+    retraining_request,
+)
 from driftline.schemas.results import (
     AttributionDriftResult,
     AttributionFeature,
@@ -64,6 +72,8 @@ __all__ = ["Evaluation", "Evaluator", "Pending", "metric_values", "online_kinds"
 
 #: how many ranked segments an alert's evidence names
 EVIDENCE_SEGMENTS = 3
+#: how many breaching segments an ``any_segment`` alert's evidence names (worst first)
+ANY_SEGMENT_EVIDENCE = 10
 #: how many features an attribution-drift alert's evidence names (those that moved most)
 EVIDENCE_ATTRIBUTIONS = 3
 
@@ -447,14 +457,12 @@ class Evaluator:
                 continue
             if not label_free and phase != "final":
                 continue
-            samples = agg.n_predictions if label_free or rule.metric == "label_coverage" else agg.n_labelled
-            # an estimate is judged against the reference's own estimate (the profile's, or the
-            # bootstrap windows'), else against the realised value of its metric
-            reference_metrics = ref.metrics if ref is not None else {}
-            baseline = reference_metrics.get(rule.metric)
-            if baseline is None:
-                baseline = reference_metrics.get(realised_name(rule.metric, cfg.positive_label))
-            baseline_n = reference_metrics.get("n", 0.0)
+            if not segment and rule.scope == "each_segment":
+                continue
+            if segment and rule.scope in ("model", "any_segment"):
+                continue  # an any_segment rule is judged once, on the model's slice, from its segments
+            inputs = _rule_inputs(rule, cfg, values, agg, ref)
+            samples, baseline, baseline_samples = inputs.samples, inputs.baseline, inputs.baseline_samples
             evidence = _evidence(rule, result)
             if rule.metric == "drift_cusum":  # which statistics' CUSUMs crossed, largest first
                 evidence["cusum_features"] = [dict(c) for c in cusum_crossed]
@@ -464,19 +472,25 @@ class Evaluator:
                     evidence["segments"] = [msgspec.to_builtins(c) for c in top]
             if segments is not None and segments[1] and "multivariate" in evidence:
                 _multivariate_segments(evidence["multivariate"], segments[1])
-            fired = self.tracker.observe(
-                rule,
-                model_id=model_id,
-                model_version=model_version,
-                segment=segment,
-                window_start_ms=start,
-                window_end_ms=end,
-                value=values.get(rule.metric),
-                samples=samples,
-                baseline=baseline,
-                evidence=evidence,
-                baseline_samples=int(baseline_n) if math.isfinite(baseline_n) else 0,
-            )
+            if rule.scope == "any_segment":
+                fired = self._any_segment(
+                    rule, cfg, model_id, model_version, start, end, evidence,
+                    [] if segments is None else segments[1],
+                )
+            else:
+                fired = self.tracker.observe(
+                    rule,
+                    model_id=model_id,
+                    model_version=model_version,
+                    segment=segment,
+                    window_start_ms=start,
+                    window_end_ms=end,
+                    value=values.get(rule.metric),
+                    samples=samples,
+                    baseline=baseline,
+                    evidence=evidence,
+                    baseline_samples=baseline_samples,
+                )
             for data in fired:
                 alerts.append(alert_event(data, source=self.source))
                 if data.status == "firing" and rule.retrain:
@@ -502,6 +516,66 @@ class Evaluator:
                         )
                         requests.append(retraining_request(request, source=self.source))
         return alerts, requests
+
+    def _any_segment(
+        self,
+        rule: Rule,
+        cfg: ModelConfig,
+        model_id: str,
+        model_version: str,
+        start: int,
+        end: int,
+        evidence: dict[str, Any],
+        segments: Sequence[Pending],
+    ) -> list[AlertData]:
+        """Judge a ``scope: any_segment`` rule once for the model's window, over its segment
+        slices (alerting/any_segment.py): one series, the model's, whose alert shows the worst
+        segment's value and thresholds and names every breaching segment, worst first."""
+        verdict = judge_any_segment(
+            rule,
+            [
+                SegmentInput(s.segment, i.value, i.samples, i.baseline, i.baseline_samples)
+                for s in segments
+                for i in (_rule_inputs(rule, cfg, s.values, s.agg, s.ref),)
+            ],
+        )
+        if verdict is None:
+            return []  # no segment could be judged: "no data", the lifecycle holds
+        worst = verdict.worst
+        breaching = verdict.breaching
+        evidence["any_segment"] = {
+            "correction": "bonferroni" if rule.test else "none",
+            "alpha": verdict.alpha if rule.test else None,
+            "rule_alpha": rule.alpha if rule.test else None,
+            "segments_judged": verdict.judged,
+            "breaching_count": len(breaching),
+            "breaching": [
+                {
+                    "segment": b.segment,
+                    "observed": b.observed,
+                    "threshold": b.threshold,
+                    "baseline": b.baseline,
+                    "n": b.samples,
+                }
+                for b in breaching[:ANY_SEGMENT_EVIDENCE]
+            ],
+        }
+        return self.tracker.observe_verdict(
+            rule,
+            model_id=model_id,
+            model_version=model_version,
+            segment={},
+            window_start_ms=start,
+            window_end_ms=end,
+            breached=verdict.breached,
+            cleared=verdict.cleared,
+            value=worst.observed,
+            threshold=worst.threshold,
+            clear_threshold=worst.clear_threshold,
+            baseline=worst.baseline,
+            samples=worst.samples,
+            evidence={**evidence, "worst_segment": worst.segment},
+        )
 
     def _reference_window(
         self, model_id: str, version: str, segment: Mapping[str, str], ref: Reference | None
@@ -591,6 +665,33 @@ def _baseline(ref: Reference | None, metric: str, cfg: ModelConfig) -> float | N
     if value is None:
         value = ref.metrics.get(realised_name(metric, cfg.positive_label))
     return value if value is not None and math.isfinite(value) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _RuleInputs:
+    value: float | None
+    samples: int
+    baseline: float | None
+    baseline_samples: int
+
+
+def _rule_inputs(
+    rule: Rule, cfg: ModelConfig, values: Mapping[str, float], agg: WindowAggregate, ref: Reference | None
+) -> _RuleInputs:
+    """What a rule is judged on in one slice: its value, the samples behind it (predictions
+    for a label-free metric, labels otherwise) and its baseline with the reference's size."""
+    label_free = is_label_free(rule.metric)
+    samples = agg.n_predictions if label_free or rule.metric == "label_coverage" else agg.n_labelled
+    # an estimate is judged against the reference's own estimate (the profile's, or the
+    # bootstrap windows'), else against the realised value of its metric
+    reference_metrics = ref.metrics if ref is not None else {}
+    baseline = reference_metrics.get(rule.metric)
+    if baseline is None:
+        baseline = reference_metrics.get(realised_name(rule.metric, cfg.positive_label))
+    baseline_n = reference_metrics.get("n", 0.0)
+    return _RuleInputs(
+        values.get(rule.metric), samples, baseline, int(baseline_n) if math.isfinite(baseline_n) else 0
+    )
 
 
 def _ranked(rule: Rule, model: Pending, segments: Sequence[Pending]) -> list[SegmentContribution]:

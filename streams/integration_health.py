@@ -11,7 +11,8 @@ received nothing produces no result at all, which :class:`SilenceWatch` counts f
 - provisional phase (predictions complete): silence and volume, per slice key;
 - final phase (label horizon passed): label coverage and its trend, per slice key, against
   the median coverage of the slice's own past final windows (reference files are usually fully
-  labelled, so their coverage says nothing about production's).
+  labelled, so their coverage says nothing about production's); and the window's label-lag
+  quantile (``health.lag_quantile``, a metric of the result) against a share of the horizon.
 
 Wired in the merger (``streams/merge.py``): every ``MergeOutput`` it closes is shown to its
 :class:`HealthMonitor`, whose verdicts :class:`HealthAlerts` turns into alert events through the
@@ -128,14 +129,18 @@ class ModelHealth:
         """The newest window whose counts were judged."""
         return self._last
 
-    def final(self, window_start_ms: int, key: str, predictions: int, labelled: int) -> list[HealthEvent]:
-        found = self.judge_labels(window_start_ms, key, predictions, labelled)
+    def final(
+        self, window_start_ms: int, key: str, predictions: int, labelled: int, lag_ms: float | None = None
+    ) -> list[HealthEvent]:
+        found = self.judge_labels(window_start_ms, key, predictions, labelled, lag_ms)
         return [e for _, e, *_ in found if e is not None]
 
     def judge_labels(
-        self, window_start_ms: int, key: str, predictions: int, labelled: int
-    ) -> list[tuple[str, HealthEvent | None, float | None, float, str]]:
-        """(alert, event or None, coverage, threshold, comparison) of a final window's labels."""
+        self, window_start_ms: int, key: str, predictions: int, labelled: int, lag_ms: float | None = None
+    ) -> list[tuple[str, HealthEvent | None, str, float | None, float, str]]:
+        """(alert, event or None, metric, value, threshold, comparison) of a final window's
+        labels: coverage, and ``lag_ms`` (the window's ``lag_quantile`` of label lag; None
+        when no label joined) once ``lag_min_labelled`` labels joined."""
         if predictions <= 0:
             return []
         past = self._coverage.setdefault(key, [])
@@ -145,22 +150,27 @@ class ModelHealth:
         if watch is None:
             watch = self._labels[key] = self._label_watch()
         watch.expected_coverage = expected
-        events = watch.update(window_start_ms, key, predictions, labelled)
+        lag_judged = lag_ms is not None and labelled >= p.lag_min_labelled
+        events = watch.update(window_start_ms, key, predictions, labelled, lag_ms if lag_judged else None)
         past.append(labelled / predictions)
         del past[: -p.volume_history]
         coverage = labelled / predictions
         kinds = {e.kind: e for e in events}
-        out: list[tuple[str, HealthEvent | None, float | None, float, str]] = []
+        out: list[tuple[str, HealthEvent | None, str, float | None, float, str]] = []
         if expected is not None:
             low = kinds.get("label_coverage_low")
             floor = expected - p.coverage_tolerance
             if low is not None:
                 floor = min(floor, low.detail["min_labelled"] / predictions)
-            out.append(("label-coverage-low", low, coverage, floor, "<"))
+            out.append(("label-coverage-low", low, "label_coverage", coverage, floor, "<"))
         if watch.trend_judged(key):
             falling = kinds.get("label_coverage_falling")
             start = falling.detail["from"] if falling is not None else coverage
-            out.append(("label-coverage-falling", falling, coverage, start - p.min_drop, "<="))
+            floor = start - p.min_drop
+            out.append(("label-coverage-falling", falling, "label_coverage", coverage, floor, "<="))
+        if lag_judged:
+            high = kinds.get("label_lag_high")
+            out.append(("label-lag-high", high, p.lag_metric, lag_ms, watch.lag_threshold_ms, ">"))
         return out
 
     def _label_watch(self) -> LabelWatch:
@@ -168,6 +178,7 @@ class ModelHealth:
         return LabelWatch(
             self.horizon_ms,
             alpha=p.coverage_alpha,
+            lag_share=p.lag_share,
             trend_windows=p.trend_windows,
             min_drop=p.min_drop,
             tolerance=p.coverage_tolerance,
@@ -252,13 +263,14 @@ class HealthMonitor:
                     r.prediction_count
                 )
             if r.phase == "final":
-                for alert, e, value, edge, cmp in health.judge_labels(
-                    r.window_start_ms, key, r.prediction_count, r.labelled_count
+                lag = r.metrics.get(health.policy.lag_metric)
+                for alert, e, metric, value, edge, cmp in health.judge_labels(
+                    r.window_start_ms, key, r.prediction_count, r.labelled_count, lag
                 ):
                     out.append(
                         Verdict(
                             r.model_id, r.model_version, alert, key, r.window_start_ms, e,
-                            "label_coverage", value, cmp, edge,
+                            metric, value, cmp, edge,
                         )
                     )
         for (model_id, version, start), window in sorted(counts.items(), key=lambda kv: (kv[0][2], kv[0])):

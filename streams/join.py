@@ -43,6 +43,7 @@ from driftline.detectors.aggregates import (
     FeatureColumns,
     WindowAggregate,
     fold_attributions,
+    fold_label_lags,
     fold_outcomes,
     fold_predictions,
 )
@@ -480,6 +481,7 @@ class JoinPartition:
         to those restored without a model, see :meth:`restore`)."""
         joined: list[_Entry] = []
         labels: list[object] = []
+        label_times: list[int] = []
         for model, idx in parts:
             sub = ids if idx is None else pick(ids, idx)
             for waiting in (self._early.get(model), self._early.get(_ANY_MODEL)):
@@ -499,10 +501,11 @@ class JoinPartition:
                         labelled.add(pid)
                         joined.append(entries[pid])
                         labels.append(label[0])
+                        label_times.append(label[1])
                         if len(label) >= 4:  # it waited with its source position
                             window = self._window_of(entries[pid][0])
                             self.positions.add("labels", window, str(label[2]), int(label[3]))
-        self._pend_outcomes(joined, labels)
+        self._pend_outcomes(joined, labels, label_times)
 
     def _settings(self, block: PredictionBlock) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each event's (window, grace, label horizon), from its model's settings."""
@@ -739,7 +742,7 @@ class JoinPartition:
         if None not in found and self._all_unlabelled(ids, parts):
             for model, idx in parts:
                 self._labelled.setdefault(model, set()).update(ids if idx is None else pick(ids, idx))
-            self._pend_outcomes(found, block.labels)  # type: ignore[arg-type]  # None not in found
+            self._pend_outcomes(found, block.labels, block.times)  # type: ignore[arg-type]  # None not in found
             if at is not None:
                 wids = np.fromiter((e[0] for e in found), dtype=np.int64, count=n)  # type: ignore[index]
                 self.positions.add_rows("labels", self._window_of, wids, at[0], at[1])
@@ -769,8 +772,10 @@ class JoinPartition:
                 return False
         return True
 
-    def _pend_outcomes(self, joined: Sequence[_Entry], labels: Sequence[object]) -> None:
-        """Queue joined (prediction entry, label) pairs for :meth:`flush`, as columns."""
+    def _pend_outcomes(
+        self, joined: Sequence[_Entry], labels: Sequence[object], label_times: Sequence[int] | np.ndarray
+    ) -> None:
+        """Queue joined (prediction entry, label, label time) triples for :meth:`flush`, as columns."""
         if not joined:
             return
         wids, predictions, scores, keys, times = zip(*(e[:5] for e in joined), strict=True)
@@ -784,6 +789,7 @@ class JoinPartition:
                 np.array(keys, dtype=np.uint64),
                 np.array(times, dtype=np.int64),
                 vectors if any(v is not None for v in vectors) else None,
+                np.asarray(label_times, dtype=np.int64),
             )
         )
         self.counters["joined"] += len(joined)
@@ -791,11 +797,13 @@ class JoinPartition:
 
     def _join_labels_slowly(
         self, block: LabelBlock, found: list[_Entry | None], at: _At | None = None
-    ) -> tuple[list[_Entry], list[object]]:
+    ) -> tuple[list[_Entry], list[object], list[int]]:
         """The per-label path: early labels wait (with their source position, when known),
-        duplicates are counted; returns the joined prediction entries and their labels."""
+        duplicates are counted; returns the joined prediction entries, their labels and the
+        labels' times."""
         joined: list[_Entry] = []
         joined_labels: list[object] = []
+        joined_times: list[int] = []
         times, models = block.times.tolist(), block.model.tolist()
         offsets = at[1].tolist() if at is not None else [None] * len(block)
         reached = MIN_WATERMARK if at is None else self._source_wm.get(at[0], MIN_WATERMARK)
@@ -821,13 +829,14 @@ class JoinPartition:
             labelled.add(pid)
             joined.append(entry)
             joined_labels.append(label)
+            joined_times.append(ts)
             if at is not None:
                 self.positions.add("labels", self._window_of(entry[0]), at[0], offset)
-        return joined, joined_labels
+        return joined, joined_labels, joined_times
 
     def _add_outcomes(self, chunks: list[_OutcomeChunk]) -> None:
         if len(chunks) == 1:
-            wids, predictions, labels, scores, keys, times, vectors = chunks[0]
+            wids, predictions, labels, scores, keys, times, vectors, label_times = chunks[0]
         else:
             wids = np.concatenate([c[0] for c in chunks])
             predictions = [v for c in chunks for v in c[1]]
@@ -837,10 +846,12 @@ class JoinPartition:
             times = np.concatenate([c[5] for c in chunks])
             vectors = (None if all(c[6] is None for c in chunks)
                        else [v for c in chunks for v in (c[6] or [None] * len(c[1]))])
+            label_times = np.concatenate([c[7] for c in chunks])
         parts, regression = self._slice_rows(wids)
         preds, labs = self._values(predictions, regression), self._values(labels, regression)
         ts = times.astype(np.float64)  # exact below 2**53 ms
         fold_outcomes(parts, preds, labs, scores, keys, ts, class_scores=vectors)
+        fold_label_lags(parts, label_times - times)
 
     # -- closing windows -----------------------------------------------------------------
     def _advance(self) -> list[Partial]:
@@ -973,10 +984,10 @@ _SliceKey = tuple[str, str, str, int]
 #: needs the vector when the label comes. Pairs in a tuple, not a dict, so the entry stays a
 #: tuple of untracked objects the garbage collector skips
 _Entry = tuple[Any, ...]
-#: joined outcomes as columns: window ids, predictions, labels, scores, keys, event times,
-#: score vectors (None: no row has one)
+#: joined outcomes as columns: window ids, predictions, labels, scores, keys, prediction event
+#: times, score vectors (None: no row has one), label event times
 _OutcomeChunk = tuple[np.ndarray, list[object], list[object], np.ndarray, np.ndarray, np.ndarray,
-                      list[dict[str, float] | None] | None]
+                      list[dict[str, float] | None] | None, np.ndarray]
 
 
 def _vector(scores: Mapping[str, float]) -> tuple[tuple[str, float], ...]:

@@ -292,6 +292,78 @@ def test_label_coverage_falling_window_after_window_names_the_fourth(enabled: bo
     assert run.named("label-coverage-low") == []
 
 
+def _slowing_labels(windows: int, per_window: int = 100) -> tuple[list[list[dict[str, Any]]], list[dict]]:
+    """Every prediction labelled, window w's labels spread evenly from 0 to ``(0.1 + 0.1 w)``
+    of the horizon late (so its p95 is 0.95 of that): up to 10 % of the horizon in window 0,
+    90 % in window 8, 100 % in window 9."""
+    messages, labels = _traffic(windows, per_window)
+    label_of = {g["prediction_id"]: g for g in labels}
+    horizon = 2_000
+    for w, batch in enumerate(messages):
+        top = (0.1 + 0.1 * w) * horizon
+        for j, e in enumerate(batch):
+            lag = round(top * j / (len(batch) - 1))
+            label_of[e["prediction_id"]]["timestamp"] = e["timestamp"] + lag
+    return messages, labels
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_labels_slowing_towards_the_horizon_name_the_first_window_whose_p95_passes_the_share(
+    enabled: bool,
+) -> None:
+    """Label lag grows from 10 % to 90 % of the 2 s horizon over windows 0-8, every label
+    still in time (coverage stays 1). The oracle: NumPy's p95 of each window's own lags; the
+    first above 0.8 of the horizon (1,600 ms) is window 8 (1,709 ms; window 7's is 1,519 ms;
+    every window's is farther from the threshold than the 1/32 resolution, so the bins cannot
+    flip one).
+    label-lag-high names window 8 for the model and both channels, not before, with the
+    observed p95 within the resolution of the oracle's."""
+    import numpy as np
+
+    from driftline.detectors.label_lag import RESOLUTION
+
+    config = _config(disable=() if enabled else ("label-lag-high",))
+    messages, labels = _slowing_labels(10)
+    lag = {g["prediction_id"]: g["timestamp"] for g in labels}
+    p95 = [
+        float(np.quantile([lag[e["prediction_id"]] - e["timestamp"] for e in b], 0.95, method="inverted_cdf"))
+        for b in messages
+    ]
+    first = next(w for w, v in enumerate(p95) if v > 1_600)
+    assert first == 8 and all(abs(v - 1_600) > RESOLUTION * v for v in p95)
+    run = _pipeline(config, messages, labels)
+    assert run.named("label-coverage-low") == [] and run.named("label-coverage-falling") == []
+    if not enabled:
+        assert run.named("label-lag-high") == []
+        return
+    assert sorted(run.named("label-lag-high"), key=str) == sorted(
+        [(s, first * W, (first + 1) * W) for s in ({}, {"channel": "ios"}, {"channel": "web"})], key=str
+    )
+    whole = next(a for a in run.alerts if a.data.rule == "label-lag-high" and a.data.segment == {})
+    assert whole.data.metric == "label_lag_p95_ms" and whole.data.comparison == ">"
+    assert whole.data.threshold == 1_600.0
+    assert abs(whole.data.observed - p95[first]) <= RESOLUTION * p95[first]
+    assert whole.data.evidence["window_start_ms"] == T0 + first * W
+    assert whole.data.evidence["horizon_ms"] == 2_000 and whole.data.evidence["labelled"] == 100
+    # window 9 is slower still: the alert stays firing, so nothing resolves
+    assert run.named("label-lag-high", "resolved") == []
+
+
+def test_a_lag_quantile_of_too_few_labels_is_not_judged() -> None:
+    """The same slowing labels, but ``lag_min_labelled`` above each channel's 50 labels a
+    window: only the whole model (100 labels) is judged, and fires at window 8."""
+    config = _config(lag_min_labelled=60)
+    run = _pipeline(config, *_slowing_labels(10))
+    assert run.named("label-lag-high") == [({}, 8 * W, 9 * W)]
+
+
+def test_a_lower_share_or_quantile_fires_earlier() -> None:
+    """p50 of window w sits at half of (0.1 + 0.1 w) of the horizon, about 100 ms more a window:
+    above 0.33 of it (660 ms) from window 6 (693 ms; window 5's is 594 ms)."""
+    run = _pipeline(_config(lag_quantile=0.5, lag_share=0.33), *_slowing_labels(10))
+    assert {a for _, a, _ in run.named("label-lag-high")} == {6 * W}
+
+
 # -- schema changes -----------------------------------------------------------------------
 
 
@@ -410,6 +482,9 @@ def test_a_change_reported_twice_fires_once() -> None:
         ({"volume_relearn": 0}, "models.m.health.volume_relearn must be an integer >= 1, got 0"),
         ({"volume_relearn": 4}, "health.volume_relearn (4) must be >= volume_min_history (8)"),
         ({"severity": "page"}, "models.m.health.severity must be"),
+        ({"lag_quantile": 0.8}, "models.m.health.lag_quantile must be one of 0.5, 0.9, 0.95, 0.99"),
+        ({"lag_share": 0}, "models.m.health.lag_share must be a number > 0 (a share of the label horizon)"),
+        ({"lag_min_labelled": 0}, "models.m.health.lag_min_labelled must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_health_settings_stop_start_up_naming_the_key(health: dict, message: str) -> None:

@@ -27,6 +27,7 @@ from driftline.detectors.vocabulary import (
     DEFAULT_ATTRIBUTION_THRESHOLD,
     DRIFT_TESTS,
     HEALTH_ALERTS,
+    LABEL_LAG_QUANTILES,
     ONLINE_DETECTORS,
     check_metric,
     check_name,
@@ -89,6 +90,12 @@ class HealthConfig:
     #: at ``coverage_alpha``
     trend_windows: int = 4
     min_drop: float = 0.05
+    #: ``label-lag-high``: at the final phase, the window's ``lag_quantile`` of label time -
+    #: prediction time above ``lag_share`` of the label horizon, judged once at least
+    #: ``lag_min_labelled`` labels joined (a quantile of three labels is one late label)
+    lag_quantile: float = 0.95
+    lag_share: float = 0.8
+    lag_min_labelled: int = 20
 
     def __post_init__(self) -> None:
         for i, name in enumerate(self.disable):
@@ -101,6 +108,7 @@ class HealthConfig:
             ("volume_relearn", 1),
             ("coverage_min_history", 1),
             ("trend_windows", 1),
+            ("lag_min_labelled", 1),
         ):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -125,6 +133,20 @@ class HealthConfig:
                 raise ValueError(f"{key} must be a number >= 0, got {value!r}")
         if self.coverage_tolerance > 1 or self.min_drop > 1:
             raise ValueError("coverage_tolerance and min_drop are shares of predictions: at most 1")
+        q = self.lag_quantile
+        if isinstance(q, bool) or not isinstance(q, int | float) or q not in LABEL_LAG_QUANTILES:
+            known = ", ".join(str(k) for k in LABEL_LAG_QUANTILES)
+            raise ValueError(
+                f"lag_quantile must be one of {known} (the label-lag quantiles a window carries), got {q!r}"
+            )
+        lag = self.lag_share
+        if isinstance(lag, bool) or not isinstance(lag, int | float) or not 0 < lag < 1e6:
+            raise ValueError(f"lag_share must be a number > 0 (a share of the label horizon), got {lag!r}")
+
+    @property
+    def lag_metric(self) -> str:
+        """The window metric ``label-lag-high`` watches (``label_lag_p95_ms`` by default)."""
+        return LABEL_LAG_QUANTILES[self.lag_quantile]
 
     def enabled(self, alert: str) -> bool:
         return alert not in self.disable
@@ -148,7 +170,7 @@ def health_config(raw: Any, where: str, base: HealthConfig | None = None) -> Hea
     if "disable" in raw:
         d = values["disable"]
         values["disable"] = (d,) if isinstance(d, str) else tuple(str(v) for v in (d or ()))
-    for key in ("volume_k", "volume_alpha", "coverage_alpha", "coverage_tolerance", "min_drop"):
+    for key in ("volume_k", "volume_alpha", "coverage_alpha", "coverage_tolerance", "min_drop", "lag_share"):
         if isinstance(values.get(key), int) and not isinstance(values[key], bool):
             values[key] = float(values[key])
     try:
@@ -392,7 +414,10 @@ def _model_config(raw: Mapping[str, Any], base: ModelConfig, where: str) -> Mode
         if key in _DURATION_KEYS:
             value = parse_duration_ms(value)
         elif key == "rules":
-            value = tuple(rule_from_dict(r) for r in value)
+            try:
+                value = tuple(rule_from_dict(r) for r in value)
+            except ValueError as exc:  # say where in the file, not only which rule
+                raise ValueError(f"{where}.rules: {exc}") from exc
         elif key in ("positive_label", "negative_label"):
             value = str(value)
         elif key == "online_detectors":
