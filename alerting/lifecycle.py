@@ -100,8 +100,13 @@ class AlertTracker:
         baseline: float | None = None,
         evidence: Mapping[str, Any] | None = None,
         baseline_samples: int = 0,
+        family: int = 1,
     ) -> list[AlertData]:
         """Judge one window for one rule and return the AlertData to emit now (usually none).
+
+        ``family`` is how many slices of the model the rule judges in this window: a rule with
+        a ``test`` runs it at ``alpha / family`` (Bonferroni), so a model's false alerts do not
+        grow with its number of segments.
 
         "No data" (value None or NaN, fewer than ``rule.min_samples`` samples, or a relative rule
         without a baseline) holds the state and does not mark the window as seen: a provisional
@@ -116,7 +121,7 @@ class AlertTracker:
         # numpy scalars in, plain JSON-safe scalars out
         value, samples = float(value), int(samples)
         baseline = None if baseline is None else float(baseline)
-        sizes = {"samples": samples, "baseline_samples": int(baseline_samples)}
+        sizes = {"samples": samples, "baseline_samples": int(baseline_samples), "family": int(family)}
         fire_threshold, clear_threshold = rule.thresholds(baseline, **sizes)
         return self.observe_verdict(
             rule,

@@ -153,7 +153,7 @@ class Rule:
                 raise ValueError(f"rule {self.name!r}: {field_name} must be >= {minimum}, got {value}")
 
     def thresholds(
-        self, baseline: float | None = None, *, samples: int = 0, baseline_samples: int = 0
+        self, baseline: float | None = None, *, samples: int = 0, baseline_samples: int = 0, family: int = 1
     ) -> tuple[float, float]:
         """The absolute (fire, clear) thresholds, resolving baseline offsets and, for a rule
         with a ``test``, the window's (``samples``) and the baseline's (``baseline_samples``;
@@ -173,7 +173,9 @@ class Rule:
             inverse_n = (1.0 / samples if samples > 0 else math.inf) + (
                 1.0 / baseline_samples if baseline_samples > 0 else 0.0
             )
-            margin = NormalDist().inv_cdf(1.0 - self.alpha) * math.sqrt(p0 * (1.0 - p0) * inverse_n)
+            # ``family``: how many slices the same test is run on in one window (Bonferroni)
+            alpha = self.alpha / max(1, family)
+            margin = NormalDist().inv_cdf(1.0 - alpha) * math.sqrt(p0 * (1.0 - p0) * inverse_n)
             if self.comparison in ("<", "<="):
                 fire = min(fire, baseline - margin)
                 clear = max(clear, fire)
@@ -183,17 +185,31 @@ class Rule:
         return fire, clear
 
     def breached(
-        self, value: float, baseline: float | None = None, *, samples: int = 0, baseline_samples: int = 0
+        self,
+        value: float,
+        baseline: float | None = None,
+        *,
+        samples: int = 0,
+        baseline_samples: int = 0,
+        family: int = 1,
     ) -> bool:
         """True when ``value`` is on the bad side of the fire threshold (NaN never breaches)."""
-        fire, _ = self.thresholds(baseline, samples=samples, baseline_samples=baseline_samples)
+        fire, _ = self.thresholds(baseline, samples=samples, baseline_samples=baseline_samples, family=family)
         return not math.isnan(value) and _OPS[self.comparison](value, fire)
 
     def cleared(
-        self, value: float, baseline: float | None = None, *, samples: int = 0, baseline_samples: int = 0
+        self,
+        value: float,
+        baseline: float | None = None,
+        *,
+        samples: int = 0,
+        baseline_samples: int = 0,
+        family: int = 1,
     ) -> bool:
         """True when ``value`` is strictly past the clear threshold on the good side (NaN never clears)."""
-        _, clear = self.thresholds(baseline, samples=samples, baseline_samples=baseline_samples)
+        _, clear = self.thresholds(
+            baseline, samples=samples, baseline_samples=baseline_samples, family=family
+        )
         return not math.isnan(value) and not _OPS[self.comparison](value, clear)
 
 

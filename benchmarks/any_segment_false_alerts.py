@@ -36,8 +36,13 @@ def _members(segment: str) -> list[int]:
     return [i for i, (c, r) in enumerate(CELLS) if (c if dim == "channel" else r) == value]
 
 
-def month(seed: int, labels: int, reference: int, accuracy: float = 0.9) -> tuple[int, int]:
-    """(per-slice firing events, any_segment firing events) in one stationary model-month."""
+def month(
+    seed: int, labels: int, reference: int, accuracy: float = 0.9, family: int = 1
+) -> tuple[int, int, int]:
+    """(per-slice firing events over the 5 segment series, any_segment firing events, the whole
+    model's own firing events) in one stationary model-month; ``family`` is the Bonferroni
+    family the per-slice rule is run with (``streams/evaluation.py`` passes the model's slice
+    count: 6 here)."""
     rule = next(r for r in DEFAULT_RULES if r.name == "accuracy-drop")
     anyr = dataclasses.replace(rule, scope="any_segment")
     rng = np.random.default_rng(seed)
@@ -46,8 +51,9 @@ def month(seed: int, labels: int, reference: int, accuracy: float = 0.9) -> tupl
     ref_right = rng.binomial(ref_per, accuracy, size=len(CELLS))
     refs = [(ref_right[m].sum() / (len(m) * ref_per), len(m) * ref_per) for m in members]
     right = rng.binomial(per, accuracy, size=(MONTH, len(CELLS)))
-    each, anyt = AlertTracker(), AlertTracker()
-    n_each = n_any = 0
+    each, anyt, whole = AlertTracker(), AlertTracker(), AlertTracker()
+    n_each = n_any = n_whole = 0
+    ref_all = (ref_right.sum() / (len(CELLS) * ref_per), len(CELLS) * ref_per)
     for w in range(MONTH):
         end = (w + 1) * WINDOW_MS
         inputs = [
@@ -58,9 +64,15 @@ def month(seed: int, labels: int, reference: int, accuracy: float = 0.9) -> tupl
             fired = each.observe(
                 rule, model_id="m", model_version="1", segment={"segment": i.segment},
                 window_start_ms=end - WINDOW_MS, window_end_ms=end, value=i.value, samples=i.samples,
-                baseline=i.baseline, baseline_samples=i.baseline_samples,
+                baseline=i.baseline, baseline_samples=i.baseline_samples, family=family,
             )
             n_each += sum(a.status == "firing" for a in fired)
+        fired = whole.observe(
+            rule, model_id="m", model_version="1", segment={}, window_start_ms=end - WINDOW_MS,
+            window_end_ms=end, value=right[w].sum() / labels, samples=per * len(CELLS),
+            baseline=ref_all[0], baseline_samples=ref_all[1], family=family,
+        )
+        n_whole += sum(a.status == "firing" for a in fired)
         v = judge_any_segment(anyr, inputs)
         assert v is not None
         fired = anyt.observe_verdict(
@@ -70,7 +82,7 @@ def month(seed: int, labels: int, reference: int, accuracy: float = 0.9) -> tupl
             baseline=v.worst.baseline, samples=v.worst.samples,
         )
         n_any += sum(a.status == "firing" for a in fired)
-    return n_each, n_any
+    return n_each, n_any, n_whole
 
 
 def main() -> None:
@@ -79,13 +91,17 @@ def main() -> None:
     parser.add_argument("--reference", type=int, default=20000, help="labels in the reference")
     parser.add_argument("--models", type=int, default=20)
     args = parser.parse_args()
-    counts = [month(seed, args.labels, args.reference) for seed in range(args.models)]
-    each = np.mean([c[0] for c in counts])
-    anys = np.mean([c[1] for c in counts])
-    print(
-        f"labels/window {args.labels}, reference {args.reference}, {args.models} model-months: "
-        f"per segment slice (5 series) {each:.2f}, any_segment {anys:.2f} false alerts per model per 30 days"
-    )
+    print(f"labels/window {args.labels}, reference {args.reference}, {args.models} stationary model-months;")
+    print("false alerts per model per 30 days (mean over model-months):")
+    print("| rule | whole model | 5 segment slices | all 6 series |")
+    print("|---|---:|---:|---:|")
+    runs = ((1, "every_slice, uncorrected (before)"), (1 + len(SEGMENTS), "every_slice, alpha / 6 (default)"))
+    for family, label in runs:
+        counts = [month(seed, args.labels, args.reference, family=family) for seed in range(args.models)]
+        each, anys, whole = (float(np.mean([c[i] for c in counts])) for i in range(3))
+        print(f"| {label} | {whole:.2f} | {each:.2f} | {whole + each:.2f} |")
+    both = whole + anys
+    print(f"| any_segment (segments) + whole model at alpha / 6 | {whole:.2f} | {anys:.2f} | {both:.2f} |")
 
 
 if __name__ == "__main__":

@@ -490,6 +490,8 @@ class Evaluator:
                     baseline=baseline,
                     evidence=evidence,
                     baseline_samples=baseline_samples,
+                    # a test-based rule on every slice is a family of tests per window
+                    family=1 if rule.scope == "model" else self.catalog.slice_count(model_id),
                 )
             for data in fired:
                 alerts.append(alert_event(data, source=self.source))

@@ -195,6 +195,32 @@ def test_the_same_drop_judged_on_each_segment_pages_once_per_breaching_slice() -
     assert len([a for a in _alerts(evaluations, DROP.name) if a.status == "firing"]) == 1
 
 
+def test_every_slice_rules_are_bonferroni_corrected_over_the_models_slices() -> None:
+    """A test-based rule judged on every slice runs its test at alpha / the model's slice count
+    (the whole model and the 5 segment values here), so a model's false alerts do not grow
+    with its segments; ``scope: model`` keeps alpha. Thresholds recomputed with scipy."""
+    every = dataclasses.replace(DROP, name="every", scope="every_slice")
+    model = dataclasses.replace(DROP, name="model-only", scope="model")
+    catalog, windows = _drop_stream(11, (every, model))
+    assert catalog.slice_count("m") == 6
+    evaluations = _run(catalog, windows)
+    fired = [a for a in _alerts(evaluations, "every") if a.status == "firing"]
+    ios = next(a for a in fired if a.segment == {"channel": "ios"})
+    ref = Evaluator(catalog).reference("m", "", "channel=ios")
+    assert ref is not None
+    p0, n0 = ref.metrics["accuracy"], int(ref.metrics["n"])
+    n = 1000  # ios's labelled events in a window (a third of 3000)
+    assert ios.threshold == pytest.approx(_threshold(p0, n0, n, DROP.alpha / 6, -0.02), abs=1e-12)
+    assert ios.threshold != pytest.approx(_threshold(p0, n0, n, DROP.alpha, -0.02), abs=1e-6)
+    # the whole model judged alone: the uncorrected test (if it fires at all on this drop)
+    for a in _alerts(evaluations, "model-only"):
+        assert a.segment == {}
+        whole = Evaluator(catalog).reference("m", "", "")
+        assert whole is not None
+        b0, m0 = whole.metrics["accuracy"], int(whole.metrics["n"])
+        assert a.threshold == pytest.approx(_threshold(b0, m0, 3000, DROP.alpha, -0.02), abs=1e-12)
+
+
 def test_an_any_segment_alert_survives_a_restart_of_join_and_merger_unchanged() -> None:
     catalog, windows = _drop_stream(11, (DROP,))
     straight = _alerts(_run(catalog, windows), DROP.name)
@@ -249,21 +275,28 @@ def _stationary_windows(seeds: range, windows: int, alpha: float):
 
 def test_through_the_evaluator_any_segment_fires_exactly_when_a_segment_breaches_at_alpha_over_6() -> None:
     """Window by window against an oracle (scikit-learn's accuracy per segment, the z-test's
-    threshold from scipy at alpha / 6): the correction is applied, and the uncorrected union
-    is what a per-segment rule pages on."""
+    threshold from scipy): any_segment tests each segment at alpha / 6 (the segments judged);
+    the per-segment rule at alpha / 7 (the model's slices: the whole model and 6 values); an
+    uncorrected union of per-segment tests would page several times as often."""
     alpha = 0.1
     windows = list(_stationary_windows(range(100, 108), windows=12, alpha=alpha))
     assert len(windows) == 96
+    uncorrected = 0
     for any_fired, each_fired, oracle in windows:
         assert any_fired == any(
             observed < _threshold(p0, n0, n, alpha / 6, 0.0) for observed, n, p0, n0 in oracle.values()
         )
         assert each_fired == {
-            v for v, (observed, n, p0, n0) in oracle.items() if observed < _threshold(p0, n0, n, alpha, 0.0)
+            v
+            for v, (observed, n, p0, n0) in oracle.items()
+            if observed < _threshold(p0, n0, n, alpha / 7, 0.0)
         }
+        uncorrected += any(
+            observed < _threshold(p0, n0, n, alpha, 0.0) for observed, n, p0, n0 in oracle.values()
+        )
     corrected = sum(w[0] for w in windows) / len(windows)
-    union = sum(bool(w[1]) for w in windows) / len(windows)
-    print(f"through the Evaluator, 96 windows: any_segment {corrected:.3f}, per-segment union {union:.3f}")
+    union = uncorrected / len(windows)
+    print(f"through the Evaluator, 96 windows: any_segment {corrected:.3f}, uncorrected union {union:.3f}")
     assert union >= 3 * alpha > corrected
 
 
