@@ -25,8 +25,6 @@ when every judged segment is past its clear threshold.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -87,24 +85,19 @@ class AnySegmentVerdict:
 def judge_any_segment(rule: Rule, inputs: Sequence[SegmentInput]) -> AnySegmentVerdict | None:
     """The window's verdict over its segment slices; None when no segment can be judged ("no
     data": the lifecycle holds its state, as for a slice without enough samples)."""
-    usable = [
-        s
-        for s in inputs
-        if s.value is not None
-        and not math.isnan(s.value)
-        and s.samples >= rule.min_samples
-        and not (rule.relative_to_baseline and (s.baseline is None or not math.isfinite(s.baseline)))
-    ]
+    usable = [s for s in inputs if rule.judgeable(s.value, s.samples, s.baseline)]
     if not usable:
         return None
+    # the rule's own Bonferroni family (Rule.thresholds): alpha / the segments judged
     alpha = rule.alpha / len(usable) if rule.test else rule.alpha
-    corrected = dataclasses.replace(rule, alpha=alpha) if rule.test else rule
     lower_is_bad = rule.comparison in ("<", "<=")
     judged = []
     for s in usable:
         value = float(s.value)  # type: ignore[arg-type]  # filtered above
-        sizes = {"samples": int(s.samples), "baseline_samples": int(s.baseline_samples)}
-        fire, clear = corrected.thresholds(s.baseline, **sizes)
+        fire, clear = rule.thresholds(
+            s.baseline, samples=int(s.samples), baseline_samples=int(s.baseline_samples), family=len(usable)
+        )
+        breached, cleared = rule.sides(value, fire, clear)
         judged.append(
             JudgedSegment(
                 segment=s.segment,
@@ -113,8 +106,8 @@ def judge_any_segment(rule: Rule, inputs: Sequence[SegmentInput]) -> AnySegmentV
                 clear_threshold=clear,
                 baseline=None if s.baseline is None else float(s.baseline),
                 samples=int(s.samples),
-                breached=corrected.breached(value, s.baseline, **sizes),
-                cleared=corrected.cleared(value, s.baseline, **sizes),
+                breached=breached,
+                cleared=cleared,
                 margin=(fire - value) if lower_is_bad else (value - fire),
             )
         )

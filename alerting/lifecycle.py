@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -115,14 +114,15 @@ class AlertTracker:
         key = dedup_key(model_id, model_version, segment, rule.name)
         if self._seen(key, window_end_ms):
             return []
-        no_baseline = rule.relative_to_baseline and (baseline is None or not math.isfinite(baseline))
-        if value is None or math.isnan(value) or samples < rule.min_samples or no_baseline:
+        if not rule.judgeable(value, samples, baseline):
             return []
+        assert value is not None  # judgeable
         # numpy scalars in, plain JSON-safe scalars out
         value, samples = float(value), int(samples)
         baseline = None if baseline is None else float(baseline)
         sizes = {"samples": samples, "baseline_samples": int(baseline_samples), "family": int(family)}
         fire_threshold, clear_threshold = rule.thresholds(baseline, **sizes)
+        breached, cleared = rule.sides(value, fire_threshold, clear_threshold)
         return self.observe_verdict(
             rule,
             model_id=model_id,
@@ -130,8 +130,8 @@ class AlertTracker:
             segment=segment,
             window_start_ms=window_start_ms,
             window_end_ms=window_end_ms,
-            breached=rule.breached(value, baseline, **sizes),
-            cleared=rule.cleared(value, baseline, **sizes),
+            breached=breached,
+            cleared=cleared,
             value=value,
             threshold=fire_threshold,
             clear_threshold=clear_threshold,

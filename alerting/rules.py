@@ -184,6 +184,23 @@ class Rule:
                 clear = min(clear, fire)
         return fire, clear
 
+    def judgeable(self, value: float | None, samples: int, baseline: float | None) -> bool:
+        """Whether a window can be judged at all: a value that is a number, at least
+        ``min_samples`` samples, and for a relative rule a finite baseline. Anything else is
+        "no data", which holds an alert's state instead of guessing."""
+        if value is None or math.isnan(value) or samples < self.min_samples:
+            return False
+        return not (self.relative_to_baseline and (baseline is None or not math.isfinite(baseline)))
+
+    def sides(self, value: float, fire: float, clear: float) -> tuple[bool, bool]:
+        """(breached, cleared) of ``value`` against thresholds already computed by
+        :meth:`thresholds`: on the bad side of ``fire``; strictly past ``clear`` on the good
+        side. NaN is neither."""
+        if math.isnan(value):
+            return False, False
+        op = _OPS[self.comparison]
+        return op(value, fire), not op(value, clear)
+
     def breached(
         self,
         value: float,
@@ -194,8 +211,9 @@ class Rule:
         family: int = 1,
     ) -> bool:
         """True when ``value`` is on the bad side of the fire threshold (NaN never breaches)."""
-        fire, _ = self.thresholds(baseline, samples=samples, baseline_samples=baseline_samples, family=family)
-        return not math.isnan(value) and _OPS[self.comparison](value, fire)
+        sizes = {"samples": samples, "baseline_samples": baseline_samples, "family": family}
+        fire, clear = self.thresholds(baseline, **sizes)
+        return self.sides(value, fire, clear)[0]
 
     def cleared(
         self,
@@ -207,10 +225,9 @@ class Rule:
         family: int = 1,
     ) -> bool:
         """True when ``value`` is strictly past the clear threshold on the good side (NaN never clears)."""
-        _, clear = self.thresholds(
-            baseline, samples=samples, baseline_samples=baseline_samples, family=family
-        )
-        return not math.isnan(value) and not _OPS[self.comparison](value, clear)
+        sizes = {"samples": samples, "baseline_samples": baseline_samples, "family": family}
+        fire, clear = self.thresholds(baseline, **sizes)
+        return self.sides(value, fire, clear)[1]
 
 
 _REQUIRED = ("name", "metric", "comparison", "threshold")
