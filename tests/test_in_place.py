@@ -208,3 +208,14 @@ def test_a_final_partial_replaces_a_provisional_one_whatever_its_seq() -> None:
     merger.add(partial("provisional", 12))
     held = merger._partials[("m", "v1", "", 0)][0]
     assert (held.phase, held.seq) == ("final", 5)
+
+
+def test_join_in_place_is_a_boolean_setting() -> None:
+    import pytest
+
+    from driftline.platform.config import config_from_mapping
+
+    assert config_from_mapping({}).join_in_place is True
+    assert config_from_mapping({"join_in_place": False}).join_in_place is False
+    with pytest.raises(ValueError, match="join_in_place"):
+        config_from_mapping({"join_in_place": "no"})
