@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import msgspec
-import orjson
 import pytest
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
@@ -22,7 +21,7 @@ from confluent_kafka import Producer
 from conftest import consume_all
 from fakes.webhook import FakeWebhook
 from sqlalchemy import select
-from workers import running_worker, write_worker_config
+from workers import ingest_batch, running_worker, write_worker_config
 
 from driftline.alerting.notifier_service import NotifierService
 from driftline.alerting.subscriptions import subscriptions_from_config
@@ -213,8 +212,8 @@ def _traffic() -> tuple[bytes, bytes]:
             label = int(i < round(accuracy * N_PER_WINDOW))  # the first ones are right
             labels.append({"prediction_id": pid, "model_id": "m1", "label": label, "timestamp": ts + 100})
     return (
-        orjson.dumps({"schema_version": "1.0", "kind": "predictions", "events": predictions}),
-        orjson.dumps({"schema_version": "1.0", "kind": "ground_truth", "events": labels}),
+        ingest_batch("predictions", predictions),
+        ingest_batch("ground_truth", labels),
     )
 
 
@@ -230,8 +229,8 @@ def _tail(partition: int) -> tuple[bytes, bytes]:
     ]  # fmt: skip
     labels = [{"prediction_id": pid, "model_id": "m1", "label": 1, "timestamp": later} for pid in pids]
     return (
-        orjson.dumps({"schema_version": "1.0", "kind": "predictions", "events": predictions}),
-        orjson.dumps({"schema_version": "1.0", "kind": "ground_truth", "events": labels}),
+        ingest_batch("predictions", predictions),
+        ingest_batch("ground_truth", labels),
     )
 
 
