@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Producer
 from conftest import consume_all
 from scipy import stats
-from workers import ingest_batch, running_worker, write_worker_config
+from workers import ACCURACY_LOW_RULE, ingest_batch, running_worker, write_worker_config
 
 from driftline.detectors.profile import DEFAULT_GRID_BINS, quantile_edges
 from driftline.platform.kafka import KafkaSettings, confluent_config, ensure_topics
@@ -69,22 +69,12 @@ def spine_setup(tmp_path: Path, kafka_settings: KafkaSettings, unique_prefix: st
         for i in range(3000):
             row = {"features": {"x1": float(reference[0, i]), "x2": float(reference[1, i])}, "prediction": 1}
             fh.write(orjson.dumps(row) + b"\n")
-    rule = {
-        "name": "accuracy-low",
-        "metric": "accuracy",
-        "comparison": "<",
-        "threshold": 0.6,
-        "clear_threshold": 0.7,
-        "min_samples": 20,
-        "severity": "critical",
-        "retrain": True,
-    }
     cfg_path = write_worker_config(
         tmp_path,
         kafka_settings,
         unique_prefix,
         topics={"join": 3, "partials": 2},
-        defaults={"rules": [rule]},
+        defaults={"rules": [dict(ACCURACY_LOW_RULE)]},
         models={MODEL: {"reference": str(ref_path)}},
     )
     return cfg_path, rng, reference

@@ -27,6 +27,19 @@ SMALL_TOPICS = {
     "dead_letter": 1,
 }
 
+#: the end-to-end worker tests' rule: accuracy under 0.6 on 20+ labels is a critical alert that
+#: asks for retraining, cleared above 0.7; their traffic is built to fire it once and resolve it
+ACCURACY_LOW_RULE: Mapping[str, Any] = {
+    "name": "accuracy-low",
+    "metric": "accuracy",
+    "comparison": "<",
+    "threshold": 0.6,
+    "clear_threshold": 0.7,
+    "min_samples": 20,
+    "severity": "critical",
+    "retrain": True,
+}
+
 
 def write_worker_config(tmp_path: Path, settings: KafkaSettings, prefix: str, **overrides: Any) -> Path:
     """A worker config under ``prefix`` with a fresh, migrated SQLite store (the worker
