@@ -19,10 +19,13 @@ from typing import Any
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-__all__ = ["FETCH_MAX_WAIT_MS", "Transport"]
+__all__ = ["FETCH_MAX_WAIT_MS", "PRODUCER_MAX_BATCH_BYTES", "Transport"]
 
 #: the longest a fetch waits for data on partitions that have none
 FETCH_MAX_WAIT_MS = 50
+#: the producer's batch per partition (Faust's ``producer_max_batch_size``, default 16 KB):
+#: aiokafka sends one request per broker at a time with at most one batch per partition
+PRODUCER_MAX_BATCH_BYTES = 1024 * 1024
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
