@@ -41,7 +41,7 @@ from driftline.streams.messages import (
     decode_partials,
     encode_internal,
 )
-from driftline.streams.transport import PRODUCER_MAX_BATCH_BYTES
+from driftline.streams.transport import PRODUCER_MAX_BATCH_BYTES, set_fetch_wait
 
 __all__ = [
     "END_OF_RESULTS",
@@ -164,6 +164,7 @@ class DriftlineApp:
                 broker_heartbeat_interval=max(0.5, session_timeout_s / 6),
             )
         self.faust = faust.App(config.app_id, **options)
+        set_fetch_wait(self.faust, config.fetch_wait_ms)
         self._stopping: asyncio.Event | None = None
         self._define()
 

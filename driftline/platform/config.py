@@ -322,6 +322,14 @@ class CloudEventsConfig:
 _CLOUDEVENTS_KEYS = ("alerts", "retraining_requests")
 
 
+#: a fetch must return well within the consumer's request timeout (aiokafka: 40 s); past a
+#: few seconds a worker would hold back what it produced itself (streams/transport.py)
+MAX_FETCH_WAIT_MS = 5_000
+#: the default ``fetch_wait``: on the embedded broker each consumed hop costs half of it on
+#: average in alert latency (benchmarks/RESULTS.md, "Faust's per-message cost")
+DEFAULT_FETCH_WAIT_MS = 10
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration; build it with :func:`load_config`."""
@@ -345,6 +353,10 @@ class Config:
     #: how often a worker checkpoints each join and merge partition's state (and only then
     #: acks, so commits follow): longer means less work in steady state, more replay after a crash
     checkpoint_interval_ms: int = 10_000
+    #: the longest a worker's fetch waits for data on partitions that have none (its Kafka
+    #: consumer's long-poll, streams/transport.py): shorter means less latency per internal hop
+    #: on brokers that answer only when the wait ends, more empty fetches when idle
+    fetch_wait_ms: int = DEFAULT_FETCH_WAIT_MS
     #: how often a worker re-reads which model versions have a reference profile in the
     #: store (``driftline models follow`` records them): the longest a rebaseline waits
     reference_refresh_ms: int = 30_000
@@ -479,6 +491,7 @@ _TOP_KEYS = {
     "watermark_outliers",
     "max_event_time_jump",
     "checkpoint_interval",
+    "fetch_wait",
     "reference_refresh",
     "defaults",
     "models",
@@ -537,6 +550,8 @@ def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path | None = None)
         kwargs["max_future_skew_ms"] = parse_duration_ms(raw["max_future_skew"])
     if "checkpoint_interval" in raw:
         kwargs["checkpoint_interval_ms"] = parse_duration_ms(raw["checkpoint_interval"])
+    if "fetch_wait" in raw:
+        kwargs["fetch_wait_ms"] = _fetch_wait_ms(raw["fetch_wait"])
     if "reference_refresh" in raw:
         kwargs["reference_refresh_ms"] = parse_duration_ms(raw["reference_refresh"])
         if kwargs["reference_refresh_ms"] <= 0:
@@ -546,6 +561,20 @@ def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path | None = None)
     if "cloudevents" in raw:
         kwargs["cloudevents"] = _cloudevents_config(raw["cloudevents"])
     return Config(**kwargs)
+
+
+def _fetch_wait_ms(raw: Any) -> int:
+    """``fetch_wait``: above 0 (a zero wait spins on empty fetches) and at most
+    ``MAX_FETCH_WAIT_MS``; anything else stops loading with the key."""
+    wrong = f"fetch_wait must be a duration above 0 and at most {MAX_FETCH_WAIT_MS} ms (e.g. 10ms), "
+    wrong += f"not {raw!r}"
+    try:
+        ms = parse_duration_ms(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(wrong) from exc
+    if not 0 < ms <= MAX_FETCH_WAIT_MS:
+        raise ValueError(wrong)
+    return ms
 
 
 def _cloudevents_config(raw: Any) -> CloudEventsConfig:
