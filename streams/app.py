@@ -47,6 +47,7 @@ from driftline.streams.messages import (
     decode_partials,
     encode_internal,
 )
+from driftline.streams.transport import PRODUCER_MAX_BATCH_BYTES, set_fetch_wait
 
 __all__ = [
     "END_OF_RESULTS",
@@ -187,6 +188,12 @@ class DriftlineApp:
             "topic_disable_leader": True,
             "consumer_auto_offset_reset": "earliest",
             "producer_max_request_size": 16 * 1024 * 1024,
+            # aiokafka keeps one produce request in flight per broker and puts at most one
+            # batch per partition in it; at Faust's 16 KB batch size a 15-30 KB join block or
+            # partial was a batch, so a request, a write and a round trip, alone. Batches up
+            # to the request size let what arrives during a round trip leave with the next one
+            # (streams/transport.py: PRODUCER_MAX_BATCH_BYTES; no linger, so no added latency)
+            "producer_max_batch_size": PRODUCER_MAX_BATCH_BYTES,
             # fetch messages larger than the size limit, so they reach the validator and the
             # dead-letter topic instead of stalling the partition
             "consumer_max_fetch_size": max(8 * 1024 * 1024, 4 * config.max_message_bytes),
@@ -199,6 +206,7 @@ class DriftlineApp:
                 broker_heartbeat_interval=max(0.5, session_timeout_s / 6),
             )
         self.faust = faust.App(config.app_id, **options)
+        set_fetch_wait(self.faust, config.fetch_wait_ms)
         self._stopping: asyncio.Event | None = None
         self._define()
 

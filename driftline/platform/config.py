@@ -322,6 +322,14 @@ class CloudEventsConfig:
 _CLOUDEVENTS_KEYS = ("alerts", "retraining_requests")
 
 
+#: a fetch must return well within the consumer's request timeout (aiokafka: 40 s); past a
+#: few seconds a worker would hold back what it produced itself (streams/transport.py)
+MAX_FETCH_WAIT_MS = 5_000
+#: the default ``fetch_wait``: on the embedded broker each consumed hop costs half of it on
+#: average in alert latency (benchmarks/RESULTS.md, "Faust's per-message cost")
+DEFAULT_FETCH_WAIT_MS = 10
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration; build it with :func:`load_config`."""
@@ -349,6 +357,10 @@ class Config:
     #: partition they came on skip the hop through ``internal.join-input`` when this worker
     #: holds both (docs/architecture.md, "Joining co-partitioned input where it is read")
     join_in_place: bool = True
+    #: the longest a worker's fetch waits for data on partitions that have none (its Kafka
+    #: consumer's long-poll, streams/transport.py): shorter means less latency per internal hop
+    #: on brokers that answer only when the wait ends, more empty fetches when idle
+    fetch_wait_ms: int = DEFAULT_FETCH_WAIT_MS
     #: how often a worker re-reads which model versions have a reference profile in the
     #: store (``driftline models follow`` records them): the longest a rebaseline waits
     reference_refresh_ms: int = 30_000
@@ -484,6 +496,7 @@ _TOP_KEYS = {
     "max_event_time_jump",
     "checkpoint_interval",
     "join_in_place",
+    "fetch_wait",
     "reference_refresh",
     "defaults",
     "models",
@@ -546,6 +559,8 @@ def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path | None = None)
         kwargs["join_in_place"] = raw["join_in_place"]
     if "checkpoint_interval" in raw:
         kwargs["checkpoint_interval_ms"] = parse_duration_ms(raw["checkpoint_interval"])
+    if "fetch_wait" in raw:
+        kwargs["fetch_wait_ms"] = _fetch_wait_ms(raw["fetch_wait"])
     if "reference_refresh" in raw:
         kwargs["reference_refresh_ms"] = parse_duration_ms(raw["reference_refresh"])
         if kwargs["reference_refresh_ms"] <= 0:
@@ -555,6 +570,20 @@ def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path | None = None)
     if "cloudevents" in raw:
         kwargs["cloudevents"] = _cloudevents_config(raw["cloudevents"])
     return Config(**kwargs)
+
+
+def _fetch_wait_ms(raw: Any) -> int:
+    """``fetch_wait``: above 0 (a zero wait spins on empty fetches) and at most
+    ``MAX_FETCH_WAIT_MS``; anything else stops loading with the key."""
+    wrong = f"fetch_wait must be a duration above 0 and at most {MAX_FETCH_WAIT_MS} ms (e.g. 10ms), "
+    wrong += f"not {raw!r}"
+    try:
+        ms = parse_duration_ms(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(wrong) from exc
+    if not 0 < ms <= MAX_FETCH_WAIT_MS:
+        raise ValueError(wrong)
+    return ms
 
 
 def _cloudevents_config(raw: Any) -> CloudEventsConfig:
