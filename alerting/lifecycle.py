@@ -111,9 +111,7 @@ class AlertTracker:
         without a baseline) holds the state and does not mark the window as seen: a provisional
         performance window that lacks labels now may be judged later, once enough labels arrive.
         """
-        key = dedup_key(model_id, model_version, segment, rule.name)
-        if self._seen(key, window_end_ms):
-            return []
+        # A window already judged is dropped by observe_verdict, the one place that checks it.
         if not rule.judgeable(value, samples, baseline):
             return []
         assert value is not None  # judgeable

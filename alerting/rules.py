@@ -201,33 +201,22 @@ class Rule:
         op = _OPS[self.comparison]
         return op(value, fire), not op(value, clear)
 
-    def breached(
-        self,
-        value: float,
-        baseline: float | None = None,
-        *,
-        samples: int = 0,
-        baseline_samples: int = 0,
-        family: int = 1,
-    ) -> bool:
-        """True when ``value`` is on the bad side of the fire threshold (NaN never breaches)."""
-        sizes = {"samples": samples, "baseline_samples": baseline_samples, "family": family}
+    def judge(self, value: float, baseline: float | None = None, **sizes: int) -> tuple[bool, bool]:
+        """(breached, cleared) of ``value`` at the thresholds for this baseline and these sample
+        sizes (``samples``, ``baseline_samples``, ``family``, as for :meth:`thresholds`, which
+        rejects any other name): :meth:`thresholds` then :meth:`sides`, for one value."""
         fire, clear = self.thresholds(baseline, **sizes)
-        return self.sides(value, fire, clear)[0]
+        return self.sides(value, fire, clear)
 
-    def cleared(
-        self,
-        value: float,
-        baseline: float | None = None,
-        *,
-        samples: int = 0,
-        baseline_samples: int = 0,
-        family: int = 1,
-    ) -> bool:
-        """True when ``value`` is strictly past the clear threshold on the good side (NaN never clears)."""
-        sizes = {"samples": samples, "baseline_samples": baseline_samples, "family": family}
-        fire, clear = self.thresholds(baseline, **sizes)
-        return self.sides(value, fire, clear)[1]
+    def breached(self, value: float, baseline: float | None = None, **sizes: int) -> bool:
+        """True when ``value`` is on the bad side of the fire threshold (NaN never breaches);
+        ``sizes`` as for :meth:`judge`."""
+        return self.judge(value, baseline, **sizes)[0]
+
+    def cleared(self, value: float, baseline: float | None = None, **sizes: int) -> bool:
+        """True when ``value`` is strictly past the clear threshold on the good side (NaN never
+        clears); ``sizes`` as for :meth:`judge`."""
+        return self.judge(value, baseline, **sizes)[1]
 
 
 _REQUIRED = ("name", "metric", "comparison", "threshold")

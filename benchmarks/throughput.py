@@ -296,13 +296,16 @@ def worker_rate(
     *,
     traffic: tuple[list, list] | None = None,
     before_worker: Callable[[list[str], int], None] | None = None,
+    settings_extra: dict[str, Any] | None = None,
 ) -> tuple[float, float, float]:
     """(predictions/s, input events/s, producer events/s) of one worker on input that is already
     on the topics, from its first consumed message to end-of-results: the same start rule as the
     bare consumer's, so the ratio compares processing with processing (producing 400k events
     from Python is measured apart: it is the serving apps' cost, not the worker's)."""
     traffic = traffic or _traffic(n)
-    config = write_config(settings, directory, TOPICS, defaults={"window": "5m", "grace": "1m"})
+    config = write_config(
+        settings, directory, TOPICS, defaults={"window": "5m", "grace": "1m"}, **(settings_extra or {})
+    )
     prefix = prefix_of(config)
     app_config = load_config(config)
     ensure_topics(settings, TopicNames.from_config(app_config).partitions(app_config))
@@ -521,7 +524,9 @@ def time_by_home(raw: Path) -> list[tuple[str, float]]:
     return [(h, 100 * c / max(total, 1)) for h, c in shares.most_common()]
 
 
-def interleaved(rounds: int, n: int, batch: int = 500, profile: Path | None = None) -> list[str]:
+def interleaved(
+    rounds: int, n: int, batch: int = 500, profile: Path | None = None, ab_in_place: bool = False
+) -> list[str]:
     """Worker vs bare consumer on the same messages, alternating (bare, worker, bare, worker,
     ...) for ``rounds`` rounds per traffic shape: the ratio per round, then its min/median/max.
     Each round produces fresh input on new topics, reads it with the bare confluent-kafka +
@@ -529,7 +534,12 @@ def interleaved(rounds: int, n: int, batch: int = 500, profile: Path | None = No
 
     With ``profile`` (a directory), one more worker run per shape after the counted rounds runs
     under py-spy (not in the table: the sampler costs the worker a little) and the shares of
-    its samples per home are listed."""
+    its samples per home are listed.
+
+    With ``ab_in_place``, each round runs two workers, each after its own bare read: one
+    joining co-partitioned input in place (``join_in_place: true``, the default) and one
+    sending every row through the internal topic (``false``), in alternating order, so the
+    two are compared under the same load (two rows per shape)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from cost_per_event import Case, case_traffic
 
@@ -544,23 +554,32 @@ def interleaved(rounds: int, n: int, batch: int = 500, profile: Path | None = No
         for shape in shapes:
             traffic = case_traffic(shape, n)
             pair = (traffic.predictions, traffic.labels)
-            bare: list[float] = []
-            worker: list[float] = []
+            variants = {"in place": True, "hop": False} if ab_in_place else {"": None}
+            bare: dict[str, list[float]] = {v: [] for v in variants}
+            worker: dict[str, list[float]] = {v: [] for v in variants}
             for r in range(rounds):
-                d = Path(tmp) / f"{shape.models}-{shape.dimensions}-{r}"
-                d.mkdir()
+                order = list(variants) if r % 2 == 0 else list(variants)[::-1]
+                for variant in order:
+                    d = Path(tmp) / f"{shape.models}-{shape.dimensions}-{r}-{variant.replace(' ', '-')}"
+                    d.mkdir()
 
-                def read_bare(topics: list[str], events: int, into: list[float] = bare) -> None:
-                    into.append(bare_consumer_rate(settings, topics, events))
+                    def read_bare(topics: list[str], events: int, into: list[float] = bare[variant]) -> None:
+                        into.append(bare_consumer_rate(settings, topics, events))
 
-                _, events_s, _ = worker_rate(settings, n, batch, d, traffic=pair, before_worker=read_bare)
-                worker.append(events_s)
-                print(f"{shape.name} round {r + 1}: bare {bare[-1]:,.0f}/s worker {events_s:,.0f}/s "
-                      f"ratio {events_s / bare[-1]:.3f}", file=sys.stderr)
-            ratios = sorted(w / b for w, b in zip(worker, bare, strict=True))
-            mid_bare, mid_worker = statistics.median(bare), statistics.median(worker)
-            lines.append(f"| {shape.name} | {mid_bare:,.0f} | {mid_worker:,.0f} "
-                         f"| {ratios[0]:.3f} / {statistics.median(ratios):.3f} / {ratios[-1]:.3f} |")
+                    flag = variants[variant]
+                    extra = None if flag is None else {"join_in_place": flag}
+                    _, events_s, _ = worker_rate(
+                        settings, n, batch, d, traffic=pair, before_worker=read_bare, settings_extra=extra
+                    )
+                    worker[variant].append(events_s)
+                    print(f"{shape.name} {variant} round {r + 1}: bare {bare[variant][-1]:,.0f}/s worker "
+                          f"{events_s:,.0f}/s ratio {events_s / bare[variant][-1]:.3f}", file=sys.stderr)
+            for variant in variants:
+                ratios = sorted(w / b for w, b in zip(worker[variant], bare[variant], strict=True))
+                mid_bare, mid_worker = statistics.median(bare[variant]), statistics.median(worker[variant])
+                name = f"{shape.name}, {variant}" if variant else shape.name
+                lines.append(f"| {name} | {mid_bare:,.0f} | {mid_worker:,.0f} "
+                             f"| {ratios[0]:.3f} / {statistics.median(ratios):.3f} / {ratios[-1]:.3f} |")
             if profile is not None:
                 profile.mkdir(parents=True, exist_ok=True)
                 raw = profile / f"worker-{shape.models}-models-{shape.dimensions}-dims.txt"
@@ -590,9 +609,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--interleaved", type=int, metavar="ROUNDS",
                         help="only the worker vs bare consumer, alternating for ROUNDS rounds per shape")
     parser.add_argument("--events", type=int, default=200_000, help="predictions per round (--interleaved)")
+    parser.add_argument("--ab-in-place", action="store_true",
+                        help="with --interleaved: a worker joining in place, one through the hop, per round")
     args = parser.parse_args(argv)
     if args.interleaved:
-        print("\n".join(interleaved(args.interleaved, args.events, profile=args.profile)))
+        lines = interleaved(args.interleaved, args.events, profile=args.profile, ab_in_place=args.ab_in_place)
+        print("\n".join(lines))
         return
     for row in run(args.quick, args.profile):
         print(" | ".join(row))

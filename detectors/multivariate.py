@@ -76,6 +76,7 @@ import numpy as np
 from scipy import special
 
 from driftline.detectors.categories import NULL, category_strings
+from driftline.detectors.sketches import exact_int_text, exact_int_value
 
 if TYPE_CHECKING:  # aggregates folds these sketches, so it imports this module, not the reverse
     from driftline.detectors.aggregates import FeatureColumns
@@ -190,12 +191,12 @@ class _ExactVector:
         return np.array([s / denom for s in self.scaled]) + self.special / n
 
     def to_json(self) -> list[list[str]]:
-        return [[format(s, "x"), repr(float(x))] for s, x in zip(self.scaled, self.special, strict=True)]
+        return [[exact_int_text(s), repr(float(x))] for s, x in zip(self.scaled, self.special, strict=True)]
 
     @classmethod
     def from_json(cls, d: Sequence[Sequence[str]]) -> _ExactVector:
         v = cls(len(d))
-        v.scaled = [int(s, 16) for s, _ in d]
+        v.scaled = [exact_int_value(s) for s, _ in d]
         v.special = np.array([float(x) for _, x in d])
         return v
 

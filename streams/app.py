@@ -16,6 +16,7 @@ import asyncio
 import logging
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +32,17 @@ from driftline.platform.health import ProgressTracker
 from driftline.platform.kafka import KafkaSettings, TopicNames, settings_for
 from driftline.schemas import AlertEvent, encode, kafka_record
 from driftline.schemas.deadletter import SOURCE_TOPIC_HEADER, Reason, dead_letter_headers, reason_of
+from driftline.schemas.windows import MIN_WATERMARK
 from driftline.streams.catalog import ModelCatalog
 from driftline.streams.evaluation import Evaluation, Evaluator
-from driftline.streams.ingest import CONTROL_HEADER, Incoming, Kind, Outgoing, Router
+from driftline.streams.ingest import CONTROL_HEADER, Incoming, InPlace, Kind, Outgoing, Router, source_name
 from driftline.streams.join import JoinPartition
 from driftline.streams.merge import WindowMerger
 from driftline.streams.messages import (
+    JoinInput,
+    LabelColumns,
+    PredictionColumns,
+    Tick,
     decode_join_input,
     decode_partials,
     encode_internal,
@@ -61,6 +67,14 @@ FINAL_WINDOWS_HEADER = "driftline-final-windows"
 INGEST_TAKE = 256
 #: ... waiting at most this long for more (the latency it may add to a quiet stream)
 INGEST_WITHIN_S = 0.02
+#: on a join-input record (a no-op tick) this worker sends to a join partition it holds with
+#: that partition's inputs, before it joins them in place: once the join applied the newest of
+#: them, everything the hop carried for those inputs is applied (``DriftlineApp._in_place``)
+HANDOFF_HEADER = "driftline-handoff"
+#: a join partition holding more rows than this for its handoff gives up joining in place
+MAX_HELD_ROWS = 250_000
+#: what a handoff record carries: a tick of no source, which moves nothing
+_HANDOFF_BODY = encode_internal(Tick(source="", watermark=MIN_WATERMARK))
 
 
 def _faust_credentials(settings: KafkaSettings) -> Any:
@@ -116,6 +130,8 @@ class DriftlineApp:
         self.checkpoint_interval_s = (
             config.checkpoint_interval_ms / 1000 if checkpoint_interval_s is None else checkpoint_interval_s
         )
+        #: per (agent, partition), events to ack at that partition's next checkpoint; under
+        #: ("join", p) also the input events whose rows joined in place there
         self._unacked: dict[tuple[str, int], list[Any]] = {}
         self._last_checkpoint: dict[tuple[str, int], float] = {}
         self._models_of: dict[int, set[str]] = {}
@@ -129,6 +145,32 @@ class DriftlineApp:
         t = config.topics
         self.prediction_sources = [f"{self.topics.predictions}:{p}" for p in range(t.predictions)]
         self.label_sources = [f"{self.topics.ground_truth}:{p}" for p in range(t.ground_truth)]
+        #: the input topics whose partition p may join in place at join partition p: those with
+        #: as many partitions as the join topic, which Faust's assignor gives, partition by
+        #: partition, to the worker that has the join partition (docs/architecture.md)
+        self._in_place_topics = frozenset(
+            topic
+            for topic, count in (
+                (self.topics.predictions, t.predictions),
+                (self.topics.ground_truth, t.ground_truth),
+            )
+            if config.join_in_place and count == t.join
+        )
+        #: one join partition's state is changed by one step at a time: its agent's message, or
+        #: the rows an ingest step joins in place there, each with the outputs and checkpoint
+        self._join_locks: dict[int, asyncio.Lock] = {}
+        #: bumped when partitions are revoked: what was routed in place before is void
+        self._generation = 0
+        self._worker_id = uuid.uuid4().hex
+        #: the join partitions whose handoff record was sent in this generation, those whose
+        #: join applied it, what is held for each until then (in order, and the input events
+        #: to ack with it), and those that gave up joining in place until the next rebalance
+        self._handoff_sent: set[int] = set()
+        self._handoff_seen: set[int] = set()
+        self._held: dict[int, list[JoinInput]] = {}
+        self._held_events: dict[int, list[Any]] = {}
+        self._held_rows: dict[int, int] = {}
+        self._gave_up: set[int] = set()
         options: dict[str, Any] = {
             "broker": f"driftline://{config.bootstrap_servers}",  # aiokafka, tuned: streams/transport.py
             "broker_credentials": _faust_credentials(self.settings),
@@ -175,20 +217,31 @@ class DriftlineApp:
         # Ingest takes what has arrived (up to INGEST_TAKE messages, waiting at most
         # INGEST_WITHIN_S) and routes it at once: the valid events of consecutive messages of
         # a source reach the join as one block (Router.route_many).
+        # Ingest acks itself (``noack_take``; ``take_events`` acks every event it yielded): an
+        # event whose rows joined in place only at that join partition's next checkpoint
+        # (checkpoint-then-ack), any other once its output is sent.
         @self.faust.agent(predictions, name="ingest-predictions")
         async def ingest_predictions(stream: Any) -> None:
-            async for events in stream.take_events(INGEST_TAKE, within=INGEST_WITHIN_S):
+            async for events in stream.noack_take(INGEST_TAKE, within=INGEST_WITHIN_S):
                 await self._ingest("predictions", events)
 
         @self.faust.agent(ground_truth, name="ingest-ground-truth")
         async def ingest_ground_truth(stream: Any) -> None:
-            async for events in stream.take_events(INGEST_TAKE, within=INGEST_WITHIN_S):
+            async for events in stream.noack_take(INGEST_TAKE, within=INGEST_WITHIN_S):
                 await self._ingest("ground_truth", events)
 
         @self.faust.agent(join_input, name="join")
         async def join(stream: Any) -> None:
             async for event in stream.noack().events():
-                await self._stateful("join", self.state.joins, self._new_join, self._join_message, event)
+                partition = event.message.partition
+                async with self._join_lock(partition):
+                    await self._stateful("join", self.state.joins, self._new_join, self._join_message, event)
+                if event.message.headers and self._saw_handoff(partition, event.message.headers):
+                    await self._release_held(partition)
+
+        @self.faust.on_partitions_revoked.connect
+        async def revoked(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            await self._revoked(args[0] if args else kwargs.get("revoked", ()))
 
         @self.faust.agent(partials, name="merge")
         async def merge(stream: Any) -> None:
@@ -204,7 +257,12 @@ class DriftlineApp:
                 for tp in self.faust.consumer.assignment()
                 if tp.topic in (t.predictions, t.ground_truth)
             ]
-            await self._send(self.router.idle_ticks(assigned, time.monotonic(), self.idle_after_s))
+            generation = self._generation
+            local = await self._in_place()
+            out = self.router.idle_ticks(assigned, time.monotonic(), self.idle_after_s, local=local)
+            await self._send(out)
+            if local is not None and local.messages:
+                await self._join_in_place(local, generation, {})
 
         @self.faust.timer(interval=1.0)
         async def track_assignment() -> None:
@@ -212,6 +270,12 @@ class DriftlineApp:
 
     # -- agents' bodies ----------------------------------------------------------------------
     async def _ingest(self, kind: Kind, events: Sequence[Any]) -> None:
+        # a take may hold events fetched before a rebalance: Faust reads their partitions again
+        # from the committed offsets (here or elsewhere), so they are left to that read
+        current = self.faust.consumer_generation_id
+        events = [e for e in events if e.message.generation_id == current]
+        generation = self._generation
+        local = await self._in_place()
         messages = [
             Incoming(
                 e.message.value, e.message.topic, e.message.partition, e.message.offset,
@@ -224,18 +288,189 @@ class DriftlineApp:
             self.progress.advanced(m.topic, m.partition, m.offset + 1)
         now = time.monotonic()
         try:
-            out = self.router.route_many(kind, messages, now=now)
+            out = self.router.route_many(kind, messages, now=now, local=local)
         except Exception:  # a bug on some message: find it, and keep its neighbours
             log.exception("routing %d message(s) failed; routing them one at a time", len(messages))
             out = []
+            if local is not None:  # what the failed attempt kept is not to be joined
+                local = InPlace(local.partitions)
             for event, m in zip(events, messages, strict=True):
-                out.extend(await self._run_guarded(event, self.router.route_many, kind, [m], now=now) or [])
+                routed = await self._run_guarded(
+                    event, self.router.route_many, kind, [m], now=now, local=local
+                )
+                out.extend(routed or [])
         for record in out:
             if record.topic == self.topics.dead_letter:
                 headers = dict(record.headers)
                 source_topic = headers.get(SOURCE_TOPIC_HEADER, b"?").decode()
                 metrics.EVENTS_INVALID.labels(source_topic, reason_of(headers)).inc()
         await self._send(out)
+        # an event of a source that joins in place is acked with its join partition's next
+        # checkpoint (whether or not its own rows stayed here: acks of a partition are in order)
+        deferred: dict[int, list[Any]] = {}
+        homes = local.partitions if local is not None else {}
+        for e in events:
+            home = homes.get(source_name(e.message.topic, e.message.partition))
+            if home is None:
+                e.ack()
+            else:
+                deferred.setdefault(home, []).append(e)
+        if local is not None:
+            await self._join_in_place(local, generation, deferred)
+
+    # -- joining where the input is read ------------------------------------------------------
+    def _join_lock(self, partition: int) -> asyncio.Lock:
+        lock = self._join_locks.get(partition)
+        if lock is None:
+            lock = self._join_locks[partition] = asyncio.Lock()
+        return lock
+
+    async def _in_place(self) -> InPlace | None:
+        """Which input partitions join where they are read, from the live assignment (never
+        assumed): partition p of an input topic with as many partitions as the join topic,
+        when this worker also holds join partition p.
+
+        Before the first row of such a source joins in place, whatever the hop carried for it
+        to that partition (before a restart or a rebalance, or while this worker had only one
+        of the two) must be applied, or it would come after newer rows and be skipped as
+        re-sent: one path per (source, join partition), in order. So at the start of each
+        generation (assignment) this worker sends a *handoff record* to join partition p and
+        holds what it would join there in place until its join agent has applied that record
+        (``_release_held``); everything the hop carried there before is then applied. A join
+        partition that would hold too much meanwhile gives up joining in place until the
+        next rebalance: what it held goes through the hop, after the rest."""
+        if not self._in_place_topics:
+            return None
+        held = self.faust.consumer.assignment()
+        joins = {tp.partition for tp in held if tp.topic == self.topics.join} - self._gave_up
+        homes: dict[str, int] = {}
+        for tp in held:
+            if tp.topic in self._in_place_topics and tp.partition in joins:
+                homes[source_name(tp.topic, tp.partition)] = tp.partition
+        for p in sorted(set(homes.values()) - self._handoff_sent):
+            self._handoff_sent.add(p)
+            token = f"{self._worker_id}:{self._generation}".encode()
+            headers = ((HANDOFF_HEADER, token),)
+            await self._send([Outgoing(self.topics.join, _HANDOFF_BODY, partition=p, headers=headers)])
+        return InPlace(homes) if homes else None
+
+    def _saw_handoff(self, partition: int, raw: Any) -> bool:
+        """Whether a join-input record the join just applied is this worker's handoff record
+        of this generation for that partition: its inputs join in place from now on."""
+        token = f"{self._worker_id}:{self._generation}".encode()
+        for key, value in _headers(raw):
+            if key == HANDOFF_HEADER and value == token and partition in self._handoff_sent:
+                self._handoff_seen.add(partition)
+                log.info("join/%d: co-partitioned input joins in place from now on", partition)
+                return True
+        return False
+
+    async def _release_held(self, partition: int) -> None:
+        """Join what was held for a partition until its handoff, once its join applied it."""
+        await self._join_in_place(InPlace({}), self._generation, {partition: []})
+
+    async def _revoked(self, revoked: Iterable[Any]) -> None:
+        """Partitions revoked (a rebalance): Faust reads every partition this worker gets next
+        from its committed offset again. A join state is dropped, not kept: another worker
+        may advance it through in-place rows, which move no join-input offset that ``_stateful``
+        could see, so it is restored from its checkpoint when needed again; the events waiting
+        for its checkpoint are never acked (they are read again). The router forgets how far
+        the revoked inputs got, so its ticks follow what is read again."""
+        self._generation += 1
+        self._handoff_sent.clear()
+        self._handoff_seen.clear()
+        self._held.clear()
+        self._held_events.clear()
+        self._held_rows.clear()
+        self._gave_up.clear()
+        revoked = list(revoked)
+        inputs = (self.topics.predictions, self.topics.ground_truth)
+        self.router.forget(source_name(tp.topic, tp.partition) for tp in revoked if tp.topic in inputs)
+        for tp in revoked:
+            if tp.topic != self.topics.join:
+                continue
+            async with self._join_lock(tp.partition):
+                self.state.joins.pop(tp.partition, None)
+                self._unacked.pop(("join", tp.partition), None)
+                self._last_checkpoint.pop(("join", tp.partition), None)
+
+    def _join_state(self, partition: int) -> JoinPartition:
+        state = self.state.joins.get(partition)
+        if state is None:
+            state = self.state.joins[partition] = self._new_join(partition)
+            self._restore(f"join/{partition}", state)
+            self._unacked[("join", partition)] = []
+        return state
+
+    async def _join_in_place(
+        self, local: InPlace, generation: int, deferred: dict[int, list[Any]]
+    ) -> None:
+        """Apply what an ingest step kept in place to each join partition, in order, as the join
+        agent applies a message: outputs sent, then the input events wait for the partition's
+        next checkpoint. Before the partition's handoff it is held instead (``_in_place``).
+        If a rebalance came since the step routed them, nothing is applied or acked: those
+        inputs are read again from their committed offsets."""
+        kept: dict[int, list[JoinInput]] = {}
+        for p, message in local.messages:
+            kept.setdefault(p, []).append(message)
+        for p in sorted(kept.keys() | deferred.keys()):
+            async with self._join_lock(p):
+                if generation != self._generation:
+                    return
+                messages, events = kept.get(p, []), deferred.get(p, [])
+                if p in self._gave_up:  # gave up while this step was routed: the hop, after the rest
+                    await self._hop(p, messages, events)
+                    continue
+                if p not in self._handoff_seen:
+                    self._held.setdefault(p, []).extend(messages)
+                    self._held_events.setdefault(p, []).extend(events)
+                    rows = sum(len(getattr(m, "ids", ())) for m in messages)
+                    self._held_rows[p] = self._held_rows.get(p, 0) + rows
+                    if self._held_rows[p] > MAX_HELD_ROWS:
+                        log.warning(
+                            "join/%d: its handoff takes long (%d rows held): its co-partitioned "
+                            "input goes through %s until the next rebalance",
+                            p, self._held_rows[p], self.topics.join,
+                        )
+                        self._gave_up.add(p)
+                        await self._hop(p, self._held.pop(p), self._held_events.pop(p))
+                        self._held_rows.pop(p)
+                    continue
+                if p in self._held:  # the handoff came: what was held first
+                    messages = [*self._held.pop(p), *messages]
+                    events = [*self._held_events.pop(p), *events]
+                    self._held_rows.pop(p, None)
+                state = self._join_state(p)
+                out: list[Outgoing] = []
+                for message in messages:
+                    try:
+                        out.extend(self._join_outputs(state, message))
+                    except Exception as exc:  # one message must never stop the stream
+                        await self._poison_in_place(message, exc)
+                    if isinstance(message, PredictionColumns | LabelColumns):
+                        topic = message.source.rpartition(":")[0]
+                        metrics.JOIN_ROWS_IN_PLACE.labels(topic).inc(len(message.ids))
+                await self._send(out)
+                self._unacked.setdefault(("join", p), []).extend(events)
+                await self._checkpoint_due("join", p, state)
+
+    async def _hop(self, partition: int, messages: list[JoinInput], events: list[Any]) -> None:
+        """Send what was kept for in place through the join topic instead; its events are then
+        acked as any other ingest event, once sent."""
+        join = self.topics.join
+        await self._send([Outgoing(join, encode_internal(m), partition=partition) for m in messages])
+        for e in events:
+            e.ack()
+
+    async def _poison_in_place(self, message: JoinInput, exc: Exception) -> None:
+        source = getattr(message, "source", "?:-1")
+        topic, _, partition = source.rpartition(":")
+        offset = getattr(message, "offset", -1)
+        log.exception("rows of %s@%s joined in place failed; dead-lettered", source, offset)
+        metrics.EVENTS_INVALID.labels(topic, Reason.PROCESSING_ERROR).inc()
+        where = (topic, int(partition), offset, None)
+        headers = dead_letter_headers(Reason.PROCESSING_ERROR, type(exc).__name__, *where)
+        await self._out[self.topics.dead_letter].send(value=encode_internal(message), headers=list(headers))
 
     def _new_join(self, jp: int) -> JoinPartition:
         return JoinPartition(
@@ -312,8 +547,12 @@ class DriftlineApp:
         checkpoint holding its effects is stored, and a checkpoint is written only after the
         producer delivered what those events emitted."""
         state.next_offset = event.message.offset + 1
+        self._unacked.setdefault((kind, partition), []).append(event)
+        await self._checkpoint_due(kind, partition, state)
+
+    async def _checkpoint_due(self, kind: str, partition: int, state: Any) -> None:
+        """Store a checkpoint of ``state`` when one is due, then ack what waited for it."""
         pending = self._unacked.setdefault((kind, partition), [])
-        pending.append(event)
         if self.checkpoints is None:
             for e in pending:
                 e.ack()
@@ -336,8 +575,13 @@ class DriftlineApp:
         pending.clear()
 
     async def _join_message(self, state: JoinPartition, event: Any) -> None:
+        await self._send(self._join_outputs(state, decode_join_input(event.message.value)))
+
+    def _join_outputs(self, state: JoinPartition, message: JoinInput) -> list[Outgoing]:
+        """Apply one join-input message (read from the join topic, or kept in place) and return
+        the partials and progress it releases."""
         before = state.progress_epoch()
-        partials = state.apply(decode_join_input(event.message.value))
+        partials = state.apply(message)
         n_merge = self.config.topics.partials
         out = [
             Outgoing(
@@ -351,7 +595,7 @@ class DriftlineApp:
         if state.progress_epoch() != before:
             progress = encode_internal(state.progress())
             out.extend(Outgoing(self.topics.partials, progress, partition=p) for p in range(n_merge))
-        await self._send(out)
+        return out
 
     async def _merge_message(self, merger: WindowMerger, event: Any) -> None:
         mp = event.message.partition

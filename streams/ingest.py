@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -44,12 +44,13 @@ from driftline.schemas.deadletter import Reason, dead_letter_headers
 from driftline.schemas.windows import MIN_WATERMARK, closing_epoch, window_shapes, window_start
 from driftline.streams.catalog import ModelCatalog
 from driftline.streams.columns import LabelBlock, PredictionBlock, groups
-from driftline.streams.messages import EndOfInput, HealthFinding, Tick, encode_internal
+from driftline.streams.messages import EndOfInput, HealthFinding, JoinInput, Tick, encode_internal
 
 __all__ = [
     "CONTROL_HEADER",
     "END_OF_INPUT",
     "Headers",
+    "InPlace",
     "Incoming",
     "Outgoing",
     "Router",
@@ -104,6 +105,30 @@ class Outgoing:
     key: bytes | None = None
     partition: int | None = None
     headers: Headers = ()
+
+
+@dataclass(slots=True)
+class InPlace:
+    """Where rows join where they are read (docs/architecture.md, "Joining co-partitioned
+    input where it is read"): ``partitions`` maps a source to the join partition this worker
+    holds together with it, and ``messages`` collects, in order, what the router sends there
+    instead of through ``internal.join-input``: that source's rows for that partition, and its
+    ticks and end of input, so that each (source, join partition) has exactly one path."""
+
+    partitions: Mapping[str, int]
+    messages: list[tuple[int, JoinInput]] = field(default_factory=list)
+
+    def keeps(self, source: str, partition: int, message: JoinInput) -> bool:
+        """Whether ``message`` of ``source`` for ``partition`` joins in place (it is then
+        kept here, in order); otherwise the caller sends it through the join topic."""
+        if self.partitions.get(source) == partition:
+            self.messages.append((partition, message))
+            return True
+        return False
+
+
+def _keeps(local: InPlace | None, source: str, partition: int, message: JoinInput) -> bool:
+    return local is not None and local.keeps(source, partition, message)
 
 
 def source_name(topic: str, partition: int) -> str:
@@ -240,7 +265,13 @@ class Router:
         return self.route_many(kind, [message], now=now, wall_ms=wall_ms)
 
     def route_many(
-        self, kind: Kind, messages: Sequence[Incoming], *, now: float = 0.0, wall_ms: float | None = None
+        self,
+        kind: Kind,
+        messages: Sequence[Incoming],
+        *,
+        now: float = 0.0,
+        wall_ms: float | None = None,
+        local: InPlace | None = None,
     ) -> list[Outgoing]:
         """Everything these input messages turn into, in the order it must be produced.
 
@@ -249,7 +280,10 @@ class Router:
         boundary (:meth:`_crosses`). Each row keeps its message's offset, so a join partition
         that applied part of a block before a restart skips exactly that part. With
         single-event messages this turns one join-input message per event into one per batch
-        of messages; Faust's cost per message is most of a worker's cost there."""
+        of messages; Faust's cost per message is most of a worker's cost there.
+
+        With ``local``, what a source sends to the join partition ``local`` pairs it with
+        (rows, ticks, end of input) is collected there instead of returned."""
         out: list[Outgoing] = []
         pending: dict[str, _Pending] = {}
         horizon = (time.time() * 1000 if wall_ms is None else wall_ms) + self.config.max_future_skew_ms
@@ -258,17 +292,22 @@ class Router:
             self._last_seen[source] = now
             if m.headers and any(k == CONTROL_HEADER and v == END_OF_INPUT for k, v in m.headers):
                 if source in pending:
-                    out.extend(self._flush(kind, source, pending.pop(source).chunks))
+                    out.extend(self._flush(kind, source, pending.pop(source).chunks, local))
                 self._idle.discard(source)
-                body = encode_internal(EndOfInput(source))
-                out.extend(Outgoing(self.join_topic, body, partition=p) for p in range(self.join_partitions))
+                end = EndOfInput(source)
+                body = encode_internal(end)
+                out.extend(
+                    Outgoing(self.join_topic, body, partition=p)
+                    for p in range(self.join_partitions)
+                    if not _keeps(local, source, p, end)
+                )
                 continue
             events, times = self._validate(kind, m, horizon, out)
             if events:
                 newest = int(times.max())
                 block = pending.get(source)
                 if block is not None and self._crosses(block.newest, newest):
-                    out.extend(self._flush(kind, source, pending.pop(source).chunks))
+                    out.extend(self._flush(kind, source, pending.pop(source).chunks, local))
                     block = None
                 if block is None:
                     seen = self._wm.get(source, MIN_WATERMARK)
@@ -277,12 +316,12 @@ class Router:
                 block.events += len(events)
                 block.newest = max(block.newest, newest)
                 if block.events >= MAX_BLOCK_EVENTS:
-                    out.extend(self._flush(kind, source, pending.pop(source).chunks))
+                    out.extend(self._flush(kind, source, pending.pop(source).chunks, local))
             elif source in self._idle and source not in pending:  # a sign of life, no valid event
                 self._idle.discard(source)
-                out.extend(self._ticks(source, set(), force=True))
+                out.extend(self._ticks(source, set(), force=True, local=local))
         for source, block in pending.items():
-            out.extend(self._flush(kind, source, block.chunks))
+            out.extend(self._flush(kind, source, block.chunks, local))
         return out
 
     def _crosses(self, seen: int, newest: int) -> bool:
@@ -343,14 +382,16 @@ class Router:
         values = [e.prediction for e in events] if kind == "predictions" else [e.label for e in events]
         return fits.pop().fits_all(values)
 
-    def _flush(self, kind: Kind, source: str, chunks: list[_Chunk]) -> list[Outgoing]:
+    def _flush(
+        self, kind: Kind, source: str, chunks: list[_Chunk], local: InPlace | None = None
+    ) -> list[Outgoing]:
         if len(chunks) == 1:
             offset, events, times = chunks[0]
-            return self._forward(kind, source, offset, events, times)
+            return self._forward(kind, source, offset, events, times, local=local)
         events = [e for c in chunks for e in c[1]]
         times = np.concatenate([c[2] for c in chunks])
         rows = np.repeat(np.array([c[0] for c in chunks], dtype=np.int64), [len(c[1]) for c in chunks])
-        return self._forward(kind, source, chunks[-1][0], events, times, rows)
+        return self._forward(kind, source, chunks[-1][0], events, times, rows, local=local)
 
     def _refuse(
         self,
@@ -412,6 +453,8 @@ class Router:
         events: Sequence[PredictionEvent] | Sequence[GroundTruthEvent],
         times: np.ndarray,
         rows: np.ndarray | None = None,
+        *,
+        local: InPlace | None = None,
     ) -> list[Outgoing]:
         """Send the valid events to their join partitions as columns (see streams/columns.py);
         ``rows`` are the events' source offsets when they come from several messages."""
@@ -445,11 +488,12 @@ class Router:
             touched.add(jp)
             share = block if chunk is None else block.take(chunk)
             share_rows = rows if chunk is None or rows is None else rows[chunk]
-            body = encode_internal(share.to_wire(source, offset, wm, share_rows))
-            out.append(Outgoing(self.join_topic, body, partition=jp))
+            wire = share.to_wire(source, offset, wm, share_rows)
+            if not _keeps(local, source, jp, wire):
+                out.append(Outgoing(self.join_topic, encode_internal(wire), partition=jp))
         was_idle = source in self._idle
         self._idle.discard(source)
-        out.extend(self._ticks(source, touched, force=was_idle))
+        out.extend(self._ticks(source, touched, force=was_idle, local=local))
         return findings + out
 
     # -- schema changes ----------------------------------------------------------------------
@@ -577,7 +621,13 @@ class Router:
             )
 
     def _ticks(
-        self, source: str, skip: set[int], *, force: bool = False, idle: bool = False
+        self,
+        source: str,
+        skip: set[int],
+        *,
+        force: bool = False,
+        idle: bool = False,
+        local: InPlace | None = None,
     ) -> list[Outgoing]:
         """Tell the partitions this message skipped how far the source has got: when its event
         time crosses a boundary where some window closes (:func:`closing_epoch`; nothing
@@ -587,14 +637,21 @@ class Router:
         if not force and epoch == self._ticked.get(source):
             return []
         self._ticked[source] = epoch
-        body = encode_internal(Tick(source=source, watermark=wm, idle=idle))
+        tick = Tick(source=source, watermark=wm, idle=idle)
+        body = encode_internal(tick)
         return [
-            Outgoing(self.join_topic, body, partition=p) for p in range(self.join_partitions) if p not in skip
+            Outgoing(self.join_topic, body, partition=p)
+            for p in range(self.join_partitions)
+            if p not in skip and not _keeps(local, source, p, tick)
         ]
 
     # -- idleness ------------------------------------------------------------------------
     def idle_ticks(
-        self, assigned: Iterable[tuple[str, int]], now: float, idle_after_s: float
+        self,
+        assigned: Iterable[tuple[str, int]],
+        now: float,
+        idle_after_s: float,
+        local: InPlace | None = None,
     ) -> list[Outgoing]:
         """Mark assigned sources that sent nothing for ``idle_after_s`` as idle, so one quiet
         partition does not hold every window open. Called from a wall-clock timer: this is
@@ -606,5 +663,15 @@ class Router:
             if source in self._idle or now - last < idle_after_s:
                 continue
             self._idle.add(source)
-            out.extend(self._ticks(source, set(), force=True, idle=True))
+            out.extend(self._ticks(source, set(), force=True, idle=True, local=local))
         return out
+
+    def forget(self, sources: Iterable[str]) -> None:
+        """Forget how far these sources got, when this worker lost them (a rebalance): after
+        it, each is read again from its committed offset (here or on another worker), and
+        its event time and ticks must follow what is read, as after a restart, not run ahead
+        of rows that never reached their join partition."""
+        for source in sources:
+            self._wm.pop(source, None)
+            self._newest.pop(source, None)
+            self._ticked.pop(source, None)

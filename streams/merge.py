@@ -173,7 +173,7 @@ class WindowMerger:
             key = (message.model_id, message.model_version, message.segment, message.window_start)
             if key in self._ends or not self._already_closed(key, message.window_end):
                 held = self._partials[key].get(message.join_partition)
-                if held is None or message.seq >= held.seq:  # an older re-emission never wins
+                if held is None or _rank(message) >= _rank(held):  # an older re-emission never wins
                     self._partials[key][message.join_partition] = message
                 self._ends[key] = message.window_end
             return MergeOutput()
@@ -255,3 +255,13 @@ class WindowMerger:
                 judge_label_free,
                 positions if segment == "" else None,
             )
+
+
+def _rank(partial: Partial) -> tuple[bool, int]:
+    """Which of two partials of one join partition and window slice is newer: a final one,
+    then the higher ``seq``. A join partition that joins input in place emits after a restore
+    at join-input offsets that may be lower than before the crash (the in-place rows move
+    none), so a final partial can come with a lower ``seq`` than the provisional one it
+    replaces; one phase's content does not depend on when it was emitted."""
+    return (partial.phase == "final", partial.seq)
+

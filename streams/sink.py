@@ -27,8 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import msgspec
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -39,7 +38,6 @@ from driftline.platform.config import Config
 from driftline.platform.kafka import (
     KafkaSettings,
     TopicNames,
-    confluent_config,
     ensure_topics,
     record_headers,
     settings_for,
@@ -62,6 +60,7 @@ from driftline.schemas import (
     decode_window_result,
     rfc3339_to_ms,
 )
+from driftline.streams.group_consumer import GroupConsumer
 from driftline.streams.ingest import CONTROL_HEADER
 
 __all__ = [
@@ -176,7 +175,7 @@ def ingest_report(report: Mapping[str, Any], session: Session) -> SinkStats:
     return stats
 
 
-class HistorySink:
+class HistorySink(GroupConsumer):
     """Consume the three output topics of one driftline deployment into the store.
 
     Runs as its own consumer group (``{app_id}-history``), so it neither competes with nor
@@ -230,17 +229,9 @@ class HistorySink:
                     self.topics.retraining: t.retraining,
                 },
             )
-        options = confluent_config(
-            self.settings,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            enable_partition_eof=False,
+        super().__init__(
+            self.settings, group_id=self.group_id, consumer_config=consumer_config, enable_partition_eof=False
         )
-        options.update(consumer_config or {})
-        self._consumer = Consumer(options)
-        self._subscribed = False
-        self._closed = False
         self._assigned_at: float | None = None
 
     def run(self, stop_event: threading.Event | None = None, idle_timeout: float | None = None) -> SinkStats:
@@ -384,19 +375,6 @@ class HistorySink:
             # that harmless.
             log.warning("history sink: offset commit failed: %s", exc)
 
-    def close(self) -> None:
-        """Leave the group and close the consumer (idempotent)."""
-        if not self._closed:
-            self._closed = True
-            self._consumer.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _offsets(messages: Iterable[Message], *, first: bool) -> list[TopicPartition]:

@@ -41,13 +41,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Protocol, Self, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaException, Message, TopicPartition
 
-from driftline.platform.kafka import KafkaSettings, confluent_config, record_headers, record_position
+from driftline.platform.kafka import KafkaSettings, record_headers, record_position
 from driftline.schemas import RetrainingRequest, decode_retraining_request
+from driftline.streams.group_consumer import GroupConsumer
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class ConsumerStats:
     acknowledge_failures: int = 0
 
 
-class RetrainingConsumer:
+class RetrainingConsumer(GroupConsumer):
     """Consume ``{topic_prefix}retraining-requests`` and call ``handler`` once per request."""
 
     def __init__(
@@ -171,16 +171,7 @@ class RetrainingConsumer:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._attempts: dict[tuple[str, int, int], int] = {}
-        config = confluent_config(
-            settings,
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        config.update(consumer_config or {})
-        self._consumer = Consumer(config)
-        self._subscribed = False
-        self._closed = False
+        super().__init__(settings, group_id=group_id, consumer_config=consumer_config)
 
     def run(self, *, stop_event: threading.Event | None = None, idle_timeout: float | None = None) -> None:
         """Consume until ``stop_event`` is set, nothing arrives for ``idle_timeout`` seconds,
@@ -281,19 +272,3 @@ class RetrainingConsumer:
             # in the dedup store, skipped.
             log.warning("offset commit failed for %s[%d]@%d: %s", *record_position(message), exc)
 
-    def close(self) -> None:
-        """Leave the group and close the consumer (idempotent)."""
-        if not self._closed:
-            self._closed = True
-            self._consumer.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -3,9 +3,10 @@ local Slack and PagerDuty fakes the alerting tests deliver to."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import httpx
 import pytest
@@ -76,6 +77,50 @@ def consume_all(
         return messages
     finally:
         consumer.close()
+
+
+def run_until(
+    run: Callable[[threading.Event], object],
+    done: Callable[[], bool],
+    *,
+    timeout: float = 30.0,
+    what: Callable[[], str] = lambda: "",
+) -> None:
+    """Call ``run(stop)`` on a thread until ``done()`` holds (at most ``timeout`` s), then set
+    ``stop`` and join. A consumer loop checks ``stop`` only between messages or batches, so the
+    one that made ``done()`` true is fully processed (and committed). Whatever ``run`` raised is
+    raised here; a ``done()`` that never held fails the test, with ``what()`` in the message."""
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run(stop)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not done() and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    if failure:
+        raise failure[0]
+    assert done(), f"did not reach the expected state in {timeout} s {what()}"
+
+
+def committed_offsets(settings: KafkaSettings, group: str, topics: Sequence[str]) -> dict[str, int]:
+    """``group``'s committed offset on partition 0 of each topic (``OFFSET_INVALID``: none),
+    read by a consumer that never joins the group."""
+    inspector = Consumer(confluent_config(settings, group_id=group, enable_auto_commit=False))
+    try:
+        parts = inspector.committed([TopicPartition(t, 0) for t in topics], timeout=10)
+        return {tp.topic: int(tp.offset) for tp in parts}
+    finally:
+        inspector.close()
 
 
 @pytest.fixture()

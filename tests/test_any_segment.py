@@ -14,22 +14,19 @@ import msgspec
 import numpy as np
 import pytest
 from scipy import stats
+from segment_traffic import CHANNELS, T0, W, labelled_events, model_catalog, reference_rows
 from sklearn.metrics import accuracy_score
 
 from driftline.alerting.any_segment import SegmentInput, judge_any_segment
 from driftline.alerting.lifecycle import AlertTracker, dedup_key
 from driftline.alerting.rules import Rule, rule_from_dict
-from driftline.platform.config import Config, ModelConfig, load_config
-from driftline.schemas import GroundTruthEvent, PredictionEvent
-from driftline.streams.catalog import ModelCatalog, build_profiles
+from driftline.platform.config import ModelConfig, load_config
+from driftline.streams.catalog import ModelCatalog
 from driftline.streams.evaluation import Evaluator
 from driftline.streams.join import JoinPartition
 from driftline.streams.merge import WindowMerger
 from driftline.streams.messages import Partial, Progress
 
-T0 = 1_767_225_600_000
-W = 60_000
-CHANNELS = ("web", "ios", "android")
 DROP = Rule(
     name="segment-drop",
     metric="accuracy",
@@ -46,52 +43,15 @@ DROP = Rule(
 )
 
 
-def _events(
-    rng, n: int, t0: int, accuracy: dict[str, float], dims: dict[str, tuple[str, ...]], features: bool = True
-):
-    """n events in [t0, t0 + W): the first dimension's values in turn, the others at random;
-    right with the probability of the event's first-dimension value (default 0.9)."""
-    first, *others = dims
-    preds, labels = [], []
-    for i in range(n):
-        segments = {first: dims[first][i % len(dims[first])]}
-        segments.update({d: dims[d][int(rng.integers(len(dims[d])))] for d in others})
-        y = int(rng.integers(2))
-        right = rng.random() < accuracy.get(segments[first], 0.9)
-        pid = f"{t0}-{i}"
-        ts = t0 + i * (W // n)
-        preds.append(
-            PredictionEvent(
-                prediction_id=pid,
-                model_id="m",
-                timestamp=ts,
-                features={"x": float(rng.normal())} if features else {},
-                prediction=y if right else 1 - y,
-                segments=segments,
-            )
-        )
-        labels.append(GroundTruthEvent(prediction_id=pid, model_id="m", label=y, timestamp=ts + 10))
-    return preds, labels
-
-
 def _catalog(
     rng, rules: tuple[Rule, ...], dims, n_reference: int, accuracy: float = 0.9, features: bool = True
 ) -> ModelCatalog:
     first = next(iter(dims.values()))
-    ref_preds, ref_labels = _events(
-        rng, n_reference, T0 - 10 * W, dict.fromkeys(first, accuracy), dims, features
+    rows = reference_rows(
+        *labelled_events(rng, n_reference, T0 - 10 * W, dict.fromkeys(first, accuracy), dims, features)
     )
-    rows = [
-        {
-            "features": dict(p.features),
-            "prediction": p.prediction,
-            "label": g.label,
-            "segments": dict(p.segments),
-        }
-        for p, g in zip(ref_preds, ref_labels, strict=True)
-    ]
     cfg = ModelConfig(window_ms=W, grace_ms=1_000, label_horizon_ms=2_000, online_detectors=(), rules=rules)
-    return ModelCatalog(Config(defaults=cfg, models={"m": cfg}), build_profiles(rows, "m", cfg))
+    return model_catalog(cfg, rows)
 
 
 def _run(catalog, windows, restart_after: int | None = None):
@@ -134,7 +94,7 @@ def _drop_stream(seed: int, rules: tuple[Rule, ...]):
     rng = np.random.default_rng(seed)
     catalog = _catalog(rng, rules, DIMS, 6000)
     accuracies = [{}, {"ios": 0.7}, {"ios": 0.7}, {}]  # ios only, for two windows
-    windows = [_events(rng, 3000, T0 + k * W, acc, DIMS) for k, acc in enumerate(accuracies)]
+    windows = [labelled_events(rng, 3000, T0 + k * W, acc, DIMS) for k, acc in enumerate(accuracies)]
     return catalog, windows
 
 
@@ -249,7 +209,7 @@ def _stationary_windows(seeds: range, windows: int, alpha: float):
         merger = WindowMerger(catalog, Evaluator(catalog), 1)
         jp = JoinPartition(0, catalog, prediction_sources=["p:0"], label_sources=["l:0"])
         for k in range(windows):
-            preds, labels = _events(
+            preds, labels = labelled_events(
                 rng, 6 * 150, T0 + k * W, dict.fromkeys(dims["s"], 0.8), dims, features=False
             )
             jp.add_predictions(preds)

@@ -17,12 +17,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 from confluent_kafka import Producer
 from conftest import consume_all
 from sklearn.metrics import accuracy_score
-from workers import SMALL_TOPICS, running_worker, write_worker_config
+from workers import (
+    SMALL_TOPICS,
+    ingest_batch,
+    running_worker,
+    tail_events,
+    window_events,
+    write_worker_config,
+)
 
 from driftline.apps.watchdog import EXIT_STALLED
 from driftline.platform.broker import EmbeddedBroker, free_loopback_port
@@ -44,45 +50,19 @@ EXIT_BOUND_S = 60.0
 PREFIX = "loss."
 
 
-def _events(w: int, n: int, n_correct: int) -> tuple[list[dict], list[dict]]:
-    predictions, labels = [], []
-    for i in range(n):
-        pid, ts, predicted = f"w{w}-{i:03d}", T0 + w * WINDOW_MS + i * 100, i % 2
-        predictions.append(
-            {
-                "prediction_id": pid,
-                "model_id": MODEL,
-                "model_version": "v1",
-                "timestamp": ts,
-                "features": {"x1": float(i)},
-                "prediction": predicted,
-                "score": 0.5,
-            }
-        )
-        label = predicted if i < n_correct else 1 - predicted
-        labels.append({"prediction_id": pid, "model_id": MODEL, "label": label, "timestamp": ts + 500})
-    return predictions, labels
-
-
-def _batch(kind: str, events: list[dict]) -> bytes:
-    return orjson.dumps({"schema_version": "1.0", "kind": kind, "events": events})
-
-
 def _produce(settings: KafkaSettings) -> None:
     """Both windows, then event time moved past their label horizon in every input partition."""
     producer = Producer(confluent_config(settings))
     pred, gt = f"{PREFIX}predictions", f"{PREFIX}ground-truth"
     for w, (n, n_correct) in enumerate(WINDOWS):
-        predictions, labels = _events(w, n, n_correct)
-        producer.produce(pred, _batch("predictions", predictions), key=MODEL.encode())
-        producer.produce(gt, _batch("ground_truth", labels), key=MODEL.encode())
+        predictions, labels = window_events(MODEL, T0, WINDOW_MS, w, n, n_correct)
+        producer.produce(pred, ingest_batch("predictions", predictions), key=MODEL.encode())
+        producer.produce(gt, ingest_batch("ground_truth", labels), key=MODEL.encode())
     later = T0 + 6 * WINDOW_MS
     for part in range(SMALL_TOPICS["predictions"]):  # a partition's event time skips its 2 newest
-        ids = [f"tail-{part}-{i}" for i in range(3)]
-        tail = [{**_events(0, 1, 1)[0][0], "prediction_id": pid, "timestamp": later} for pid in ids]
-        producer.produce(pred, _batch("predictions", tail), partition=part)
-        labels = [{"prediction_id": pid, "model_id": MODEL, "label": 0, "timestamp": later} for pid in ids]
-        producer.produce(gt, _batch("ground_truth", labels), partition=part)
+        tail, labels = tail_events(MODEL, part, later)
+        producer.produce(pred, ingest_batch("predictions", tail), partition=part)
+        producer.produce(gt, ingest_batch("ground_truth", labels), partition=part)
     assert producer.flush(30) == 0
 
 
@@ -90,7 +70,7 @@ def _expected() -> dict[int, tuple[int, float]]:
     """Window start -> (predictions, accuracy), computed from what was produced."""
     out = {}
     for w, (n, n_correct) in enumerate(WINDOWS):
-        predictions, labels = _events(w, n, n_correct)
+        predictions, labels = window_events(MODEL, T0, WINDOW_MS, w, n, n_correct)
         accuracy = accuracy_score([e["label"] for e in labels], [e["prediction"] for e in predictions])
         out[T0 + w * WINDOW_MS] = (n, float(accuracy))
     return out

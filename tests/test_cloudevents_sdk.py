@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import msgspec
-import orjson
 import pytest
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
@@ -22,7 +21,7 @@ from confluent_kafka import Producer
 from conftest import consume_all
 from fakes.webhook import FakeWebhook
 from sqlalchemy import select
-from workers import running_worker, write_worker_config
+from workers import ACCURACY_LOW_RULE, ingest_batch, running_worker, write_worker_config
 
 from driftline.alerting.notifier_service import NotifierService
 from driftline.alerting.subscriptions import subscriptions_from_config
@@ -188,16 +187,6 @@ T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a multiple of the window
 WINDOW_MS = 10_000
 ACCURACY = [0.9, 0.3, 0.95]  # window 1 fires (and asks for retraining), window 2 resolves
 N_PER_WINDOW = 40
-RULE = {
-    "name": "accuracy-low",
-    "metric": "accuracy",
-    "comparison": "<",
-    "threshold": 0.6,
-    "clear_threshold": 0.7,
-    "min_samples": 20,
-    "severity": "critical",
-    "retrain": True,
-}
 
 
 def _traffic() -> tuple[bytes, bytes]:
@@ -213,8 +202,8 @@ def _traffic() -> tuple[bytes, bytes]:
             label = int(i < round(accuracy * N_PER_WINDOW))  # the first ones are right
             labels.append({"prediction_id": pid, "model_id": "m1", "label": label, "timestamp": ts + 100})
     return (
-        orjson.dumps({"schema_version": "1.0", "kind": "predictions", "events": predictions}),
-        orjson.dumps({"schema_version": "1.0", "kind": "ground_truth", "events": labels}),
+        ingest_batch("predictions", predictions),
+        ingest_batch("ground_truth", labels),
     )
 
 
@@ -230,8 +219,8 @@ def _tail(partition: int) -> tuple[bytes, bytes]:
     ]  # fmt: skip
     labels = [{"prediction_id": pid, "model_id": "m1", "label": 1, "timestamp": later} for pid in pids]
     return (
-        orjson.dumps({"schema_version": "1.0", "kind": "predictions", "events": predictions}),
-        orjson.dumps({"schema_version": "1.0", "kind": "ground_truth", "events": labels}),
+        ingest_batch("predictions", predictions),
+        ingest_batch("ground_truth", labels),
     )
 
 
@@ -240,7 +229,8 @@ def _worker_output(tmp_path: Path, settings: KafkaSettings, prefix: str, mode: s
     firing, the resolved alert and the retraining request; returns its configuration."""
     config = write_worker_config(
         # the tail jumps event time: its silent windows would add a no-predictions alert
-        tmp_path, settings, prefix, defaults={"rules": [RULE], "health": {"disable": ["no-predictions"]}},
+        tmp_path, settings, prefix,
+        defaults={"rules": [dict(ACCURACY_LOW_RULE)], "health": {"disable": ["no-predictions"]}},
         cloudevents={"alerts": mode, "retraining_requests": mode},
     )  # fmt: skip
     ensure_topics(settings, {f"{prefix}predictions": 2, f"{prefix}ground-truth": 2})

@@ -30,7 +30,7 @@ from driftline.apps.simulate import Traffic, simulate, write_jsonl
 from driftline.platform.broker import free_loopback_port
 from driftline.platform.config import load_config
 from driftline.platform.kafka import KafkaSettings, TopicNames, confluent_config, ensure_topics
-from driftline.platform.metrics import scrape_messages_consumed
+from driftline.platform.metrics import scrape_messages_consumed, scrape_total
 from driftline.platform.store.db import upgrade
 from driftline.schemas import rfc3339_to_ms
 from driftline.streams.producer import DriftlineProducer
@@ -218,7 +218,8 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
     producers, the producer helper and one with another partitioner
     (:func:`_feed_with_two_partitioners`), so many land on partitions other than their join
     partition's; the replay only adds the bad lines and ends the input."""
-    partitions = 6 if mode == "scale-out" else 0
+    # as many input as join partitions joins co-partitioned input in place (3 and 4: the hop only)
+    partitions = {"scale-out": 6, "two-workers": 0}.get(mode, 4)
     traffic = simulate(
         60_000, events_per_s=100, feature_drift_at=0.5, concept_drift_at=0.75, seed=21, attributions=True
     )
@@ -316,7 +317,7 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
             os.kill(a.pid, signal.SIGKILL)
             a.wait(10)
         if b is None:
-            b = _cli(cfg, *worker_args, log=tmp_path / "worker-b.log")
+            b = _cli(cfg, *worker_args, "--metrics-port", str(ports[1]), log=tmp_path / "worker-b.log")
         if feeding is not None:  # the replay ends the input once every live event is in
             halfway.set()
             sent = feeding.result(timeout=120)
@@ -328,6 +329,15 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
             assert a.poll() is None and b.poll() is None, "both workers ran to the end"
             shares = [scrape_messages_consumed(port) for port in ports]
             assert all(shares), f"both workers must have consumed input: {shares}"
+        # rows joined where they were read, by the workers alive at the end: some wherever input
+        # and join partitions are as many (the replay's feeder round-robins, so a share of the
+        # rows is on its join partition), none where they are not
+        alive = [port for port, proc in zip(ports, (a, b), strict=True) if proc.poll() is None]
+        in_place = sum(scrape_total(port, "driftline_join_rows_in_place_total") for port in alive)
+        if mode == "two-workers":
+            assert in_place == 0
+        else:
+            assert in_place > 1000, in_place
     finally:
         halfway.set()
         pool.shutdown(wait=True)

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from replaying import replay_cli
+from replaying import replay_events
 
-from driftline.apps.simulate import simulate, write_jsonl
+from driftline.apps.simulate import simulate
 from driftline.platform.config import Config, ModelConfig
 from driftline.schemas import (
     PredictionEvent,
@@ -134,9 +133,6 @@ def test_a_stream_whose_events_carry_lineage_gives_a_v2_request_with_those_value
     for p in traffic.predictions:
         p["registry"] = {"name": "fraud-detector", "run_id": str(g.choice(["run-a", "run-b"]))}
     bad = dict(traffic.predictions[0], prediction_id="bad", registry={"run_id": ""})
-    pred, gt, report_path = tmp_path / "p.jsonl", tmp_path / "g.jsonl", tmp_path / "report.json"
-    write_jsonl([*traffic.predictions, bad], pred)
-    write_jsonl(traffic.labels, gt)
     config = {
         "topics": {"predictions": 2, "ground_truth": 2},
         "defaults": {
@@ -146,9 +142,7 @@ def test_a_stream_whose_events_carry_lineage_gives_a_v2_request_with_those_value
             "registry": {"uri": "sqlite:///mlflow.db", "name": "fraud", "alias": "champion"},
         },
     }
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(config))
-    report = replay_cli(cfg, pred, gt, report_path)
+    report = replay_events(tmp_path, [*traffic.predictions, bad], traffic.labels, config)
 
     assert report["dead_letter"]["by_reason"] == {"invalid_value": 1}
     assert report["retraining_requests"]

@@ -30,10 +30,8 @@ from driftline.alerting.notifiers.base import (
     SECRET,
     HttpRequest,
     NotifierKind,
-    Outcome,
     Setting,
-    body_text,
-    classify_status,
+    classify_response,
     summary_line,
 )
 from driftline.alerting.outbox import default_rate_per_s, ingest
@@ -61,8 +59,7 @@ class TeamsNotifier:
         body = json.dumps({"text": summary_line(alerts[0])}).encode()
         return HttpRequest("POST", self.url, {"Content-Type": "application/json"}, body)
 
-    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
-        return classify_status(status, headers, body_text(body))
+    classify = staticmethod(classify_response)
 
 
 def _teams(settings: Mapping[str, Any], secret: Callable[[str], Secret]) -> TeamsNotifier:

@@ -5,61 +5,25 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from segment_traffic import T0, W, labelled_events, model_catalog, reference_rows
 
 from driftline.alerting.rules import Rule
-from driftline.platform.config import Config, ModelConfig
-from driftline.schemas import GroundTruthEvent, PredictionEvent
-from driftline.streams.catalog import ModelCatalog, build_profiles
+from driftline.platform.config import ModelConfig
 from driftline.streams.evaluation import Evaluator
 from driftline.streams.join import JoinPartition
 from driftline.streams.merge import WindowMerger
 from driftline.streams.ranking import rank_for_rule
 
-T0 = 1_767_225_600_000
-W = 60_000
-
-
-def _events(rng, n: int, t0: int, ios_accuracy: float):
-    preds, labels = [], []
-    for i in range(n):
-        channel = ["web", "ios", "android"][i % 3]
-        region = ["eu", "us"][int(rng.integers(2))]
-        y = int(rng.integers(2))
-        right = rng.random() < (ios_accuracy if channel == "ios" else 0.9)
-        pid = f"{t0}-{i}"
-        ts = t0 + i * (W // n)
-        preds.append(
-            PredictionEvent(
-                prediction_id=pid,
-                model_id="m",
-                timestamp=ts,
-                features={"x": float(rng.normal())},
-                prediction=y if right else 1 - y,
-                segments={"channel": channel, "region": region},
-            )
-        )
-        labels.append(GroundTruthEvent(prediction_id=pid, model_id="m", label=y, timestamp=ts + 10))
-    return preds, labels
-
 
 def test_the_segment_that_lost_accuracy_is_ranked_first_through_join_and_merge() -> None:
     rng = np.random.default_rng(5)
-    ref_preds, ref_labels = _events(rng, 3000, T0 - 10 * W, ios_accuracy=0.9)
-    rows = [
-        {
-            "features": dict(p.features),
-            "prediction": p.prediction,
-            "label": g.label,
-            "segments": dict(p.segments),
-        }
-        for p, g in zip(ref_preds, ref_labels, strict=True)
-    ]
+    rows = reference_rows(*labelled_events(rng, 3000, T0 - 10 * W, {"ios": 0.9}))
     cfg = ModelConfig(window_ms=W, grace_ms=1_000, label_horizon_ms=2_000, online_detectors=())
-    catalog = ModelCatalog(Config(defaults=cfg, models={"m": cfg}), build_profiles(rows, "m", cfg))
+    catalog = model_catalog(cfg, rows)
     evaluator = Evaluator(catalog)
     jp = JoinPartition(0, catalog, prediction_sources=["p:0"], label_sources=["l:0"])
     merger = WindowMerger(catalog, evaluator, 1)
-    preds, labels = _events(rng, 3000, T0, ios_accuracy=0.6)
+    preds, labels = labelled_events(rng, 3000, T0, {"ios": 0.6})
     jp.add_predictions(preds)
     jp.add_labels(labels)
     results = []

@@ -16,10 +16,10 @@ from pathlib import Path
 import jsonschema
 import msgspec
 import yaml
-from replaying import replay_cli
+from replaying import replay_events
 
 from driftline.apps.replay import BATCH_LINES
-from driftline.apps.simulate import simulate, write_jsonl
+from driftline.apps.simulate import simulate
 from driftline.schemas import decode_retraining_request, ms_to_rfc3339, rfc3339_to_ms
 from driftline.schemas import jsonschema as schema_gen
 
@@ -50,9 +50,6 @@ def test_a_concept_drift_gives_a_v2_request_with_the_exact_input_of_its_windows(
     # the 5th; 80 % of predictions get a label, up to 5 s later (some before their prediction
     # reaches the join: the early-label path records positions too)
     traffic = simulate(14_400, events_per_s=30.0, concept_drift_at=4 / 8, label_share=0.8, seed=9)
-    pred, gt, report_path = tmp_path / "p.jsonl", tmp_path / "g.jsonl", tmp_path / "report.json"
-    write_jsonl(traffic.predictions, pred)
-    write_jsonl(traffic.labels, gt)
     config = {
         "topics": {"predictions": PARTITIONS, "ground_truth": PARTITIONS},
         "defaults": {
@@ -62,9 +59,7 @@ def test_a_concept_drift_gives_a_v2_request_with_the_exact_input_of_its_windows(
             "registry": {"uri": "sqlite:///mlflow.db", "name": "fraud", "alias": "champion"},
         },
     }
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(config))
-    report = replay_cli(cfg, pred, gt, report_path)
+    report = replay_events(tmp_path, traffic.predictions, traffic.labels, config)
 
     assert report["retraining_requests"], "the flipped relation must ask for retraining"
     event = report["retraining_requests"][0]

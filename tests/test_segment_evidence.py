@@ -16,68 +16,34 @@ import msgspec
 import numpy as np
 import pytest
 from scipy import stats
+from segment_traffic import CHANNELS, T0, W, labelled_events, model_catalog, reference_rows
 from sklearn.metrics import accuracy_score, mean_absolute_error
 
 from driftline.alerting.rules import Rule
 from driftline.detectors.hashing import partition_for
-from driftline.platform.config import Config, ModelConfig
+from driftline.platform.config import ModelConfig
 from driftline.schemas import GroundTruthEvent, PredictionEvent
-from driftline.streams.catalog import ModelCatalog, build_profiles
+from driftline.streams.catalog import ModelCatalog
 from driftline.streams.evaluation import Evaluator
 from driftline.streams.join import JoinPartition
 from driftline.streams.merge import WindowMerger
 from driftline.streams.messages import Partial, Progress
 
-T0 = 1_767_225_600_000
-W = 60_000
 N = 3000  # per window
-CHANNELS = ("web", "ios", "android")
 RULE = Rule(name="accuracy_floor", metric="accuracy", comparison="<", threshold=0.85)
 
 
-def _events(rng, n: int, t0: int, ios_accuracy: float):
-    preds, labels = [], []
-    for i in range(n):
-        channel = CHANNELS[i % 3]
-        region = ("eu", "us")[int(rng.integers(2))]
-        y = int(rng.integers(2))
-        right = rng.random() < (ios_accuracy if channel == "ios" else 0.9)
-        pid = f"{t0}-{i}"
-        ts = t0 + i * (W // n)
-        preds.append(
-            PredictionEvent(
-                prediction_id=pid,
-                model_id="m",
-                timestamp=ts,
-                features={"x": float(rng.normal())},
-                prediction=y if right else 1 - y,
-                segments={"channel": channel, "region": region},
-            )
-        )
-        labels.append(GroundTruthEvent(prediction_id=pid, model_id="m", label=y, timestamp=ts + 10))
-    return preds, labels
-
-
 def _catalog(rng, rule: Rule = RULE) -> tuple[ModelCatalog, list]:
-    ref_preds, ref_labels = _events(rng, 3000, T0 - 10 * W, ios_accuracy=0.9)
-    rows = [
-        {
-            "features": dict(p.features),
-            "prediction": p.prediction,
-            "label": g.label,
-            "segments": dict(p.segments),
-        }
-        for p, g in zip(ref_preds, ref_labels, strict=True)
-    ]
+    rows = reference_rows(*labelled_events(rng, 3000, T0 - 10 * W, {"ios": 0.9}))
     cfg = ModelConfig(window_ms=W, grace_ms=1_000, label_horizon_ms=2_000, online_detectors=(), rules=(rule,))
-    return ModelCatalog(Config(defaults=cfg, models={"m": cfg}), build_profiles(rows, "m", cfg)), rows
+    return model_catalog(cfg, rows), rows
 
 
 def _stream(seed: int, ios_accuracy: float = 0.6, rule: Rule = RULE):
     rng = np.random.default_rng(seed)
     catalog, rows = _catalog(rng, rule)
-    before = _events(rng, N, T0, ios_accuracy=0.9)
-    after = _events(rng, N, T0 + W, ios_accuracy=ios_accuracy)
+    before = labelled_events(rng, N, T0, {"ios": 0.9})
+    after = labelled_events(rng, N, T0 + W, {"ios": ios_accuracy})
     return catalog, rows, before[0] + after[0], before[1] + after[1]
 
 
@@ -252,20 +218,11 @@ def test_a_regression_model_ranks_segments_by_mae_where_higher_is_worse() -> Non
             labels.append(GroundTruthEvent(prediction_id=pid, model_id="m", label=y, timestamp=ts + 10))
         return preds, labels
 
-    ref_preds, ref_labels = events(3000, T0 - 10 * W, 1.0)
-    rows = [
-        {
-            "features": dict(p.features),
-            "prediction": p.prediction,
-            "label": g.label,
-            "segments": dict(p.segments),
-        }
-        for p, g in zip(ref_preds, ref_labels, strict=True)
-    ]
+    rows = reference_rows(*events(3000, T0 - 10 * W, 1.0))
     cfg = ModelConfig(
         task="regression", window_ms=W, grace_ms=1_000, label_horizon_ms=2_000, online_detectors=()
     )
-    catalog = ModelCatalog(Config(defaults=cfg, models={"m": cfg}), build_profiles(rows, "m", cfg))
+    catalog = model_catalog(cfg, rows)
     preds, labels = events(N, T0, 3.0)
     (model,) = [
         e.result

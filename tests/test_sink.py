@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -19,7 +18,8 @@ from typing import Any
 
 import msgspec
 import pytest
-from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Producer
+from conftest import committed_offsets, run_until
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -178,13 +178,9 @@ def _publish(settings: KafkaSettings, config: Config) -> None:
 
 
 def _committed(settings: KafkaSettings, group: str, config: Config) -> dict[str, int]:
-    inspector = Consumer(confluent_config(settings, group_id=group, enable_auto_commit=False))
-    try:
-        names = [config.topics.name(t) for t in ("window-results", "alerts", "retraining-requests")]
-        parts = inspector.committed([TopicPartition(n, 0) for n in names], timeout=10)
-        return {tp.topic.removeprefix(config.topics.prefix): tp.offset for tp in parts}
-    finally:
-        inspector.close()
+    names = [config.topics.name(t) for t in ("window-results", "alerts", "retraining-requests")]
+    offsets = committed_offsets(settings, group, names)
+    return {topic.removeprefix(config.topics.prefix): offset for topic, offset in offsets.items()}
 
 
 def _counts(sessions: sessionmaker[Session]) -> dict[str, int]:
@@ -197,26 +193,7 @@ def _counts(sessions: sessionmaker[Session]) -> dict[str, int]:
 
 def _run(sink: HistorySink, until: Any, timeout: float = 30.0) -> None:
     """Run on a thread until ``until()`` holds; the stop event is checked between batches."""
-    stop = threading.Event()
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            sink.run(stop)
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not until() and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    thread.join(timeout=10)
-    assert not thread.is_alive()
-    if failure:
-        raise failure[0]
-    assert until(), f"sink did not reach the expected state in time: {sink.stats}"
+    run_until(sink.run, until, timeout=timeout, what=lambda: f"(sink: {sink.stats})")
 
 
 EXPECTED_COUNTS = {"window_results": 4, "alert_transitions": 2, "retraining_requests": 1, "model_versions": 2}

@@ -24,6 +24,8 @@ from driftline.detectors.sketches import (
     RegressionSums,
     ScoreHistogram,
     bin_index,
+    exact_int_text,
+    exact_int_value,
 )
 
 EDGES = np.array([-2.0, -0.5, 0.0, 0.5, 2.0])
@@ -236,6 +238,28 @@ def test_exact_sum_is_correctly_rounded(xs):
     for x in reversed(xs):
         t.add_scalar(x)
     assert t == s
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1e300, 1e300, allow_subnormal=True), max_size=20))
+def test_exact_sum_text_round_trips_and_reads_the_old_plain_hex(xs):
+    s = ExactSum()
+    s.add(np.array(xs, dtype=np.float64))
+    back = ExactSum.from_json(json.loads(json.dumps(s.to_json())))
+    assert back == s and back.fraction == s.fraction
+    n = s.fraction.numerator * (1 << 1126) // s.fraction.denominator  # the scaled integer
+    assert exact_int_value(format(n, "x")) == n  # what checkpoints of earlier versions hold
+    assert exact_int_value(exact_int_text(n)) == n
+
+
+def test_exact_sum_text_is_short_for_ordinary_values():
+    s = ExactSum()
+    s.add(np.array([123.25, -0.5, 1e-3, 7.0]))
+    text = s.to_json()[0]
+    assert len(text) < 40, text  # the full integer was ~285 hex digits
+    assert exact_int_text(0) == "0" and exact_int_value("0") == 0
+    assert exact_int_value(exact_int_text(-(5 << 900))) == -(5 << 900)
+    assert exact_int_text(-(5 << 900)) == "-5p900"
 
 
 def test_exact_sum_non_finite():

@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Producer
 from conftest import consume_all
 from scipy import stats
-from workers import running_worker, write_worker_config
+from workers import ACCURACY_LOW_RULE, ingest_batch, running_worker, write_worker_config
 
 from driftline.detectors.profile import DEFAULT_GRID_BINS, quantile_edges
 from driftline.platform.kafka import KafkaSettings, confluent_config, ensure_topics
@@ -60,10 +60,6 @@ def _events(rng: np.random.Generator) -> tuple[list[dict], list[dict], dict[int,
     return predictions, labels, features
 
 
-def _batch(kind: str, events: list[dict]) -> bytes:
-    return orjson.dumps({"schema_version": "1.0", "kind": kind, "events": events})
-
-
 @pytest.fixture()
 def spine_setup(tmp_path: Path, kafka_settings: KafkaSettings, unique_prefix: str):
     rng = np.random.default_rng(42)
@@ -73,22 +69,12 @@ def spine_setup(tmp_path: Path, kafka_settings: KafkaSettings, unique_prefix: st
         for i in range(3000):
             row = {"features": {"x1": float(reference[0, i]), "x2": float(reference[1, i])}, "prediction": 1}
             fh.write(orjson.dumps(row) + b"\n")
-    rule = {
-        "name": "accuracy-low",
-        "metric": "accuracy",
-        "comparison": "<",
-        "threshold": 0.6,
-        "clear_threshold": 0.7,
-        "min_samples": 20,
-        "severity": "critical",
-        "retrain": True,
-    }
     cfg_path = write_worker_config(
         tmp_path,
         kafka_settings,
         unique_prefix,
         topics={"join": 3, "partials": 2},
-        defaults={"rules": [rule]},
+        defaults={"rules": [dict(ACCURACY_LOW_RULE)]},
         models={MODEL: {"reference": str(ref_path)}},
     )
     return cfg_path, rng, reference
@@ -106,11 +92,11 @@ def test_worker_end_to_end_with_bad_input(
         producer = Producer(confluent_config(kafka_settings, **{"message.max.bytes": 5_000_000}))
         pred_topic, gt_topic = f"{p}predictions", f"{p}ground-truth"
         # window 0's labels arrive before their predictions
-        producer.produce(gt_topic, _batch("ground_truth", labels[:100]), key=b"labels-0")
+        producer.produce(gt_topic, ingest_batch("ground_truth", labels[:100]), key=b"labels-0")
         # predictions: batches of 50 with a model key, then single events keyed by id
         for start in range(0, 300, 50):
             producer.produce(
-                pred_topic, _batch("predictions", predictions[start : start + 50]), key=MODEL.encode()
+                pred_topic, ingest_batch("predictions", predictions[start : start + 50]), key=MODEL.encode()
             )
         # bad input mixed in between valid messages
         bad_member = dict(predictions[300], features={"x1": [1, 2]})  # a list is no feature value
@@ -123,21 +109,21 @@ def test_worker_end_to_end_with_bad_input(
             pred_topic, orjson.dumps(dict(predictions[0], features="abc", prediction_id="wrong-type"))
         )
         producer.produce(pred_topic, b'{"padding": "' + b"x" * 2_000_000 + b'"}')
-        producer.produce(pred_topic, _batch("predictions", [*mixed[:5], bad_member, *mixed[5:]]))
+        producer.produce(pred_topic, ingest_batch("predictions", [*mixed[:5], bad_member, *mixed[5:]]))
         for event in predictions[310:]:
             producer.produce(pred_topic, orjson.dumps(event), key=event["prediction_id"].encode())
-        producer.produce(gt_topic, _batch("ground_truth", labels[100:]), key=b"labels-rest")
+        producer.produce(gt_topic, ingest_batch("ground_truth", labels[100:]), key=b"labels-rest")
         # event time moves on in every input partition, so windows 0..3 become final; it takes
         # watermark_outliers + 1 events (3) to move a partition's event time, never one
         later = T0 + 10 * WINDOW_MS
         for part in range(2):
             ids = [f"tail-{part}-{i}" for i in range(3)]
             tail = [dict(predictions[0], prediction_id=pid, timestamp=later) for pid in ids]
-            producer.produce(pred_topic, _batch("predictions", tail), partition=part)
+            producer.produce(pred_topic, ingest_batch("predictions", tail), partition=part)
             tail_label = [
                 {"prediction_id": pid, "model_id": MODEL, "label": 1, "timestamp": later} for pid in ids
             ]
-            producer.produce(gt_topic, _batch("ground_truth", tail_label), partition=part)
+            producer.produce(gt_topic, ingest_batch("ground_truth", tail_label), partition=part)
         assert producer.flush(30) == 0
 
         results = _wait_for_final_windows(kafka_settings, f"{p}window-results", n=len(ACCURACY), timeout=90)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Producer
+from conftest import committed_offsets, run_until
 
 from driftline.platform.kafka import (
     KafkaSettings,
@@ -60,36 +59,11 @@ def _consumer(
 
 
 def _run_until(consumer: RetrainingConsumer, done: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Run the consumer on a thread until ``done()``; the loop only checks the stop event between
-    messages, so the message that made ``done()`` true is fully processed (and committed)."""
-    stop = threading.Event()
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            consumer.run(stop_event=stop)
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not done() and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    stop.set()
-    thread.join(timeout=10)
-    assert not thread.is_alive()
-    if failure:
-        raise failure[0]
-    assert done(), "consumer did not reach the expected state in time"
+    run_until(lambda stop: consumer.run(stop_event=stop), done, timeout=timeout, what=lambda: "(consumer)")
 
 
 def _committed(settings: KafkaSettings, group: str, topic: str) -> int:
-    inspector = Consumer(confluent_config(settings, group_id=group, enable_auto_commit=False))
-    try:
-        return int(inspector.committed([TopicPartition(topic, 0)], timeout=10)[0].offset)
-    finally:
-        inspector.close()
+    return committed_offsets(settings, group, [topic])[topic]
 
 
 def test_each_request_is_handled_once_and_bad_messages_are_skipped(

@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka import Producer
 from sklearn.metrics import accuracy_score
 from test_prometheus_scrape import free_port, query, require_prometheus, running_prometheus
-from workers import running_worker, write_worker_config
+from workers import ingest_batch, running_worker, tail_events, window_events, write_worker_config
 
 from driftline.platform.kafka import KafkaSettings, confluent_config, ensure_topics
 
@@ -32,31 +32,6 @@ MODEL = "scraped"
 #: per window: (predictions, correct ones); the newest final window is the second: 36/48
 WINDOWS = [(40, 20), (48, 36)]
 DEADLINE_S = 70.0
-
-
-def _window(w: int, n: int, n_correct: int) -> tuple[list[dict], list[dict]]:
-    """Predictions alternate 0/1; the first ``n_correct`` labels agree with them."""
-    predictions, labels = [], []
-    for i in range(n):
-        pid, ts, predicted = f"w{w}-{i:03d}", T0 + w * WINDOW_MS + i * 100, i % 2
-        predictions.append(
-            {
-                "prediction_id": pid,
-                "model_id": MODEL,
-                "model_version": "v1",
-                "timestamp": ts,
-                "features": {"x1": float(i)},
-                "prediction": predicted,
-                "score": 0.5,
-            }
-        )
-        label = predicted if i < n_correct else 1 - predicted
-        labels.append({"prediction_id": pid, "model_id": MODEL, "label": label, "timestamp": ts + 500})
-    return predictions, labels
-
-
-def _batch(kind: str, events: list[dict]) -> bytes:
-    return orjson.dumps({"schema_version": "1.0", "kind": kind, "events": events})
 
 
 @pytest.fixture()
@@ -89,19 +64,17 @@ def _produce(settings: KafkaSettings, prefix: str) -> tuple[int, int]:
         sent[topic] += 1
 
     for w, (n, n_correct) in enumerate(WINDOWS):
-        predictions, labels = _window(w, n, n_correct)
-        send(pred_topic, _batch("predictions", predictions), key=MODEL.encode())
-        send(gt_topic, _batch("ground_truth", labels), key=MODEL.encode())
+        predictions, labels = window_events(MODEL, T0, WINDOW_MS, w, n, n_correct)
+        send(pred_topic, ingest_batch("predictions", predictions), key=MODEL.encode())
+        send(gt_topic, ingest_batch("ground_truth", labels), key=MODEL.encode())
     send(pred_topic, b'{"prediction_id": "x", "model_id": ', key=b"bad-1")  # invalid_json
     send(pred_topic, b"not json at all", key=b"bad-2")  # invalid_json
     send(pred_topic, orjson.dumps({"model_id": MODEL, "timestamp": T0, "prediction": 1}))  # missing_field
     later = T0 + 6 * WINDOW_MS  # past both windows' end + label horizon
     for part in range(2):  # three events: a partition's event time ignores its two newest stamps
-        ids = [f"tail-{part}-{i}" for i in range(3)]
-        tail = [{**_window(0, 1, 1)[0][0], "prediction_id": pid, "timestamp": later} for pid in ids]
-        send(pred_topic, _batch("predictions", tail), partition=part)
-        labels = [{"prediction_id": pid, "model_id": MODEL, "label": 0, "timestamp": later} for pid in ids]
-        send(gt_topic, _batch("ground_truth", labels), partition=part)
+        tail, labels = tail_events(MODEL, part, later)
+        send(pred_topic, ingest_batch("predictions", tail), partition=part)
+        send(gt_topic, ingest_batch("ground_truth", labels), partition=part)
     assert producer.flush(30) == 0
     return sent[pred_topic], sent[gt_topic]
 
@@ -130,7 +103,7 @@ def test_prometheus_scrapes_a_running_worker(
     binary = require_prometheus()
     with running_prometheus(binary, [f"127.0.0.1:{worker}"], tmp_path) as prometheus:
         n_pred_messages, n_gt_messages = _produce(kafka_settings, unique_prefix)
-        predictions, labels = _window(1, *WINDOWS[1])
+        predictions, labels = window_events(MODEL, T0, WINDOW_MS, 1, *WINDOWS[1])
         accuracy = accuracy_score([e["label"] for e in labels], [e["prediction"] for e in predictions])
         assert accuracy == 0.75
         p, m = unique_prefix, f'model="{MODEL}"'

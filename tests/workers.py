@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 from driftline.platform.kafka import KafkaSettings
@@ -24,6 +25,19 @@ SMALL_TOPICS = {
     "alerts": 1,
     "retraining": 1,
     "dead_letter": 1,
+}
+
+#: the end-to-end worker tests' rule: accuracy under 0.6 on 20+ labels is a critical alert that
+#: asks for retraining, cleared above 0.7; their traffic is built to fire it once and resolve it
+ACCURACY_LOW_RULE: Mapping[str, Any] = {
+    "name": "accuracy-low",
+    "metric": "accuracy",
+    "comparison": "<",
+    "threshold": 0.6,
+    "clear_threshold": 0.7,
+    "min_samples": 20,
+    "severity": "critical",
+    "retrain": True,
 }
 
 
@@ -74,3 +88,44 @@ def running_worker(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)
+
+
+def ingest_batch(kind: str, events: Sequence[Mapping[str, Any]]) -> bytes:
+    """One input-topic record as clients send it: a schema 1.0 batch of ``kind`` events
+    (``predictions`` or ``ground_truth``)."""
+    return orjson.dumps({"schema_version": "1.0", "kind": kind, "events": list(events)})
+
+
+def window_events(
+    model: str, t0: int, window_ms: int, w: int, n: int, n_correct: int
+) -> tuple[list[dict], list[dict]]:
+    """Window ``w`` after ``t0``: n predictions 100 ms apart alternating 0/1, each labelled
+    500 ms later; the first ``n_correct`` labels agree with their prediction."""
+    predictions, labels = [], []
+    for i in range(n):
+        pid, ts, predicted = f"w{w}-{i:03d}", t0 + w * window_ms + i * 100, i % 2
+        predictions.append(
+            {
+                "prediction_id": pid,
+                "model_id": model,
+                "model_version": "v1",
+                "timestamp": ts,
+                "features": {"x1": float(i)},
+                "prediction": predicted,
+                "score": 0.5,
+            }
+        )
+        label = predicted if i < n_correct else 1 - predicted
+        labels.append({"prediction_id": pid, "model_id": model, "label": label, "timestamp": ts + 500})
+    return predictions, labels
+
+
+def tail_events(model: str, partition: int, timestamp: int) -> tuple[list[dict], list[dict]]:
+    """Three predictions and their labels at ``timestamp`` for one input partition: its event
+    time ignores its two newest stamps, so three move it on and every earlier window whose
+    label horizon has passed becomes final. Shaped like :func:`window_events`' first event."""
+    first = window_events(model, 0, 0, 0, 1, 1)[0][0]
+    ids = [f"tail-{partition}-{i}" for i in range(3)]
+    predictions = [{**first, "prediction_id": pid, "timestamp": timestamp} for pid in ids]
+    labels = [{"prediction_id": pid, "model_id": model, "label": 0, "timestamp": timestamp} for pid in ids]
+    return predictions, labels

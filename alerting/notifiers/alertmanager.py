@@ -24,10 +24,8 @@ from driftline.alerting.notifiers.base import (
     SECRET,
     HttpRequest,
     NotifierKind,
-    Outcome,
     Setting,
-    body_text,
-    classify_status,
+    classify_response,
     condition_text,
     describe_segment,
     summary_line,
@@ -111,8 +109,7 @@ class AlertmanagerNotifier:
             alert["generatorURL"] = generator
         return alert
 
-    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
-        return classify_status(status, headers, body_text(body))
+    classify = staticmethod(classify_response)
 
 
 def _from_settings(settings: Mapping[str, Any], secret: Callable[[str], Secret]) -> AlertmanagerNotifier:

@@ -222,6 +222,13 @@ def classify_status(
     return Outcome(delivered=False, retry=False, retry_after_s=None, reason=reason, http_status=status)
 
 
+def classify_response(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
+    """:func:`classify_status` with the response body as the detail: the ``classify`` of every
+    destination whose error text is its whole body (Slack, Alertmanager, webhooks), and what
+    :func:`send` uses when it is given no other."""
+    return classify_status(status, headers, body_text(body))
+
+
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     # Case-insensitive lookup that works for plain dicts as well as httpx.Headers.
     for key, value in headers.items():
@@ -246,7 +253,7 @@ def send(
     """
     import httpx
 
-    classify = classify or (lambda status, headers, body: classify_status(status, headers, body_text(body)))
+    classify = classify or classify_response
     secrets = _scrub_list(request)
     url = request.url.reveal() if isinstance(request.url, Secret) else request.url
     headers = {k: v.reveal() if isinstance(v, Secret) else v for k, v in request.headers.items()}

@@ -23,10 +23,8 @@ from driftline.alerting.notifiers.base import (
     SECRET,
     HttpRequest,
     NotifierKind,
-    Outcome,
     Setting,
-    body_text,
-    classify_status,
+    classify_response,
     condition_text,
     describe_segment,
     summary_line,
@@ -77,8 +75,7 @@ class SlackNotifier:
             body=msgspec.json.encode(message),
         )
 
-    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
-        return classify_status(status, headers, body_text(body))
+    classify = staticmethod(classify_response)
 
     def _blocks(self, alerts: Sequence[AlertEvent]) -> list[dict[str, Any]]:
         links = self._links(alerts)

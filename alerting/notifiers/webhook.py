@@ -31,10 +31,8 @@ from driftline.alerting.notifiers.base import (
     URL_OR_SECRET,
     HttpRequest,
     NotifierKind,
-    Outcome,
     Setting,
-    body_text,
-    classify_status,
+    classify_response,
 )
 from driftline.alerting.secrets import Secret
 from driftline.schemas import AlertEvent
@@ -82,8 +80,7 @@ class WebhookNotifier:
             headers[SIGNATURE_HEADER] = signature(self.signing_secret, timestamp, body)
         return HttpRequest(method="POST", url=self.url, headers=headers, body=body)
 
-    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
-        return classify_status(status, headers, body_text(body))
+    classify = staticmethod(classify_response)
 
 
 def _from_settings(settings: Mapping[str, Any], secret: Callable[[str], Secret]) -> WebhookNotifier:

@@ -345,6 +345,10 @@ class Config:
     #: how often a worker checkpoints each join and merge partition's state (and only then
     #: acks, so commits follow): longer means less work in steady state, more replay after a crash
     checkpoint_interval_ms: int = 10_000
+    #: join co-partitioned input where it is read: rows whose join partition is the input
+    #: partition they came on skip the hop through ``internal.join-input`` when this worker
+    #: holds both (docs/architecture.md, "Joining co-partitioned input where it is read")
+    join_in_place: bool = True
     #: how often a worker re-reads which model versions have a reference profile in the
     #: store (``driftline models follow`` records them): the longest a rebaseline waits
     reference_refresh_ms: int = 30_000
@@ -479,6 +483,7 @@ _TOP_KEYS = {
     "watermark_outliers",
     "max_event_time_jump",
     "checkpoint_interval",
+    "join_in_place",
     "reference_refresh",
     "defaults",
     "models",
@@ -535,6 +540,10 @@ def config_from_mapping(raw: Mapping[str, Any], *, base_dir: Path | None = None)
         kwargs["max_event_time_jump_ms"] = parse_duration_ms(raw["max_event_time_jump"])
     if "max_future_skew" in raw:
         kwargs["max_future_skew_ms"] = parse_duration_ms(raw["max_future_skew"])
+    if "join_in_place" in raw:
+        if not isinstance(raw["join_in_place"], bool):
+            raise ValueError(f"join_in_place must be true or false, not {raw['join_in_place']!r}")
+        kwargs["join_in_place"] = raw["join_in_place"]
     if "checkpoint_interval" in raw:
         kwargs["checkpoint_interval_ms"] = parse_duration_ms(raw["checkpoint_interval"])
     if "reference_refresh" in raw:

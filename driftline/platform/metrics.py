@@ -89,6 +89,12 @@ EVENTS_AHEAD = Counter(
 EVENTS_DUPLICATE = Counter(
     "driftline_events_duplicate_total", "Exact re-deliveries of an event, counted and ignored", ["topic"]
 )
+JOIN_ROWS_IN_PLACE = Counter(
+    "driftline_join_rows_in_place_total",
+    "Rows joined where they were read (input partition and its join partition on one worker), "
+    "without the hop through internal.join-input",
+    ["topic"],
+)
 JOIN_OUTCOMES = Counter(
     "driftline_join_outcomes_total",
     "Join outcomes: joined pairs, labels early, predictions expired unlabelled, labels unmatched",
@@ -385,11 +391,19 @@ def scrape_messages_consumed(port: int, host: str = "127.0.0.1", timeout: float 
     """A running worker's input messages consumed (``driftline_messages_consumed_total`` over
     topics), read from its ``/metrics`` endpoint: how benchmarks and tests see from outside that
     a worker started, or did its share. Raises ``OSError`` while nothing serves there."""
+    return scrape_total(port, "driftline_messages_consumed_total", host, timeout)
+
+
+def scrape_total(port: int, name: str, host: str = "127.0.0.1", timeout: float = 5.0) -> float:
+    """A running worker's series ``name`` summed over its labels, from its ``/metrics``."""
     url = f"http://{host}:{port}/metrics"
     with urllib.request.urlopen(url, timeout=timeout) as response:
         text = response.read().decode()
-    prefix = "driftline_messages_consumed_total{"
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
 
 
 def exported_metric_names(registry: CollectorRegistry = REGISTRY) -> frozenset[str]:
