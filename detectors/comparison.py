@@ -52,7 +52,16 @@ from driftline.schemas.results import (
     MultivariateDrift,
 )
 
-__all__ = ["Comparison", "Reference", "TestPolicy", "compare", "drift_evidence", "finite", "performance"]
+__all__ = [
+    "Comparison",
+    "Reference",
+    "TestPolicy",
+    "compare",
+    "compare_many",
+    "drift_evidence",
+    "finite",
+    "performance",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +199,27 @@ class Comparison:
 def compare(window: WindowAggregate, reference: Reference | None, policy: TestPolicy) -> Comparison:
     """Compare one merged window slice with its reference (None: still bootstrapping, so
     performance and data quality only)."""
-    drift = _drift(window, reference, policy) if reference is not None else []
+    return compare_many([(window, reference, policy)])[0]
+
+
+def compare_many(
+    slices: Sequence[tuple[WindowAggregate, Reference | None, TestPolicy]],
+) -> list[Comparison]:
+    """:func:`compare` of many window slices (a window close: every slice of every model that
+    closed together), with the KS p-values of all their whole-window tests computed in one
+    vectorised call (``drift.ks_p_values``) instead of one scipy call per feature and slice.
+    Each result is the one :func:`compare` gives the slice alone, bit for bit: the tests are
+    the same element-wise functions, and the correction across a slice's features runs on
+    its own tests once their p-values are in."""
+    drafts = [_entries(w, r, p) if r is not None else [] for w, r, p in slices]
+    _resolve_ks([e for entries in drafts for e in entries])
+    return [_compare(w, r, p, entries) for (w, r, p), entries in zip(slices, drafts, strict=True)]
+
+
+def _compare(
+    window: WindowAggregate, reference: Reference | None, policy: TestPolicy, entries: list[_Entry]
+) -> Comparison:
+    drift = _drift(window, reference, policy, entries) if reference is not None else []
     features = [d for d in drift if d.kind == "feature"]
     share = sum(d.drifted for d in features) / len(features) if features else None
     dataset = None
@@ -291,6 +320,34 @@ class _Entry:
     distance_name: str | None = None
     reference: DistributionSummary | None = None
     window: DistributionSummary | None = None
+    #: a whole-window KS test whose p-value is still to compute (:func:`_resolve_ks`): the
+    #: sizes (n_ref, n_window); ``result`` holds its statistic and alpha meanwhile
+    ks_sizes: tuple[float, float] | None = None
+
+
+def _pending_ks(ref_counts: np.ndarray, cur_counts: np.ndarray, alpha: float, feature: str
+                ) -> tuple[DriftResult, tuple[float, float] | None]:
+    """``drift.ks_binned`` without its p-value: a placeholder result holding the statistic,
+    and the sizes the p-value needs (None: a side is empty, the result is final)."""
+    d, n1, n2 = drift_tests.ks_binned_statistic(ref_counts, cur_counts)
+    if math.isnan(d):
+        return drift_tests.ks_binned(ref_counts, cur_counts, alpha, feature=feature), None
+    return DriftResult(feature, "ks", d, math.nan, alpha, False), (n1, n2)
+
+
+def _resolve_ks(entries: Sequence[_Entry]) -> None:
+    """Fill in the p-values of every pending KS test among ``entries``, in one call: the result
+    is what ``drift.ks_binned`` gives each test alone (``tests/test_evaluation_batch.py``)."""
+    pending = [e for e in entries if e.ks_sizes is not None]
+    if not pending:
+        return
+    d = np.array([e.result.statistic for e in pending], dtype=np.float64)
+    sizes = np.array([e.ks_sizes for e in pending], dtype=np.float64)
+    p = drift_tests.ks_p_values(d, sizes[:, 0], sizes[:, 1]).tolist()
+    for e, pi in zip(pending, p, strict=True):
+        r = e.result
+        e.result = DriftResult(r.feature, "ks", r.statistic, pi, r.threshold, bool(pi < r.threshold))
+        e.ks_sizes = None
 
 
 def _to_test(e: _Entry) -> DriftTest:
@@ -390,14 +447,13 @@ def _numeric_entry(
         and feature in ref.numeric_counts
     )
     result: DriftResult | None
+    ks_sizes: tuple[float, float] | None = None
     if test in drift_tests.COUNT_TESTS and binned:
         result = drift_tests.run_test(
             test, ref.numeric_counts[feature], sk.counts, feature=feature, alpha=alpha
         )
     elif test in ("", "ks") and gridded and min(n_ref, sk.n) >= drift_tests.MIN_SAMPLE:
-        result = drift_tests.ks_binned(
-            ref.numeric_grid_counts[feature], sk.grid_counts, alpha, feature=feature
-        )
+        result, ks_sizes = _pending_ks(ref.numeric_grid_counts[feature], sk.grid_counts, alpha, feature)
     else:
         result = _sample_test(test, feature, ref_sample, sk.sample_values, alpha)
     if result is None:
@@ -436,7 +492,7 @@ def _numeric_entry(
     window = numeric_summary(
         sk.n, sk.mean, sk.std, edges=shown_edges, counts=cur_counts, cuts=cuts, sample=sk.sample_values
     )
-    return _Entry(result, kind, distance, dname, ref.summaries[key], window)
+    return _Entry(result, kind, distance, dname, ref.summaries[key], window, ks_sizes)
 
 
 def _score_entry(agg: WindowAggregate, ref: Reference, alpha: float) -> _Entry | None:
@@ -453,7 +509,7 @@ def _score_entry(agg: WindowAggregate, ref: Reference, alpha: float) -> _Entry |
     r, c = ref.score_counts, cal.count.sum(axis=0)
     if min(int(r.sum()), int(c.sum())) < drift_tests.MIN_SAMPLE:
         return None
-    result = drift_tests.ks_binned(r, c, alpha, feature="score")
+    result, ks_sizes = _pending_ks(r, c, alpha, "score")
     edges = _score_edges(cal.n_bins)
     mid = (edges[:-1] + edges[1:]) / 2
     n_r, mean_r, sd_r = _binned_moments(mid, r)
@@ -464,7 +520,7 @@ def _score_entry(agg: WindowAggregate, ref: Reference, alpha: float) -> _Entry |
     if key not in ref.summaries:
         ref.summaries[key] = numeric_summary(n_r, mean_r, sd_r, edges=edges, counts=r, cuts=cuts)
     window = numeric_summary(n_c, mean_c, sd_c, edges=edges, counts=c, cuts=cuts)
-    return _Entry(result, "prediction", distance, "wasserstein_normed", ref.summaries[key], window)
+    return _Entry(result, "prediction", distance, "wasserstein_normed", ref.summaries[key], window, ks_sizes)
 
 
 def _score_edges(n_bins: int) -> np.ndarray:
@@ -481,11 +537,9 @@ def _binned_moments(mid: np.ndarray, counts: np.ndarray) -> tuple[int, float, fl
     return n, mean, float(np.sqrt(max(float((counts * (mid - mean) ** 2).sum() / n), 0.0)))
 
 
-def _drift(agg: WindowAggregate, ref: Reference, policy: TestPolicy) -> list[DriftTest]:
-    """Every test of the window, corrected as one family: the features' and the predictions'
-    tests (all label-free, complete at the provisional close) by ``policy.correction``; the
-    label test, which exists only once labels arrive, by Bonferroni with that family's size
-    plus one, so it never changes a label-free verdict already judged (docs/detectors.md)."""
+def _entries(agg: WindowAggregate, ref: Reference, policy: TestPolicy) -> list[_Entry]:
+    """The window's label-free tests (features, predictions, scores), uncorrected; KS tests on
+    counts are left pending for :func:`_resolve_ks`."""
     alpha = policy.alpha
     cache = ref.summaries
     entries: list[_Entry] = []
@@ -522,6 +576,19 @@ def _drift(agg: WindowAggregate, ref: Reference, policy: TestPolicy) -> list[Dri
     entry = _score_entry(agg, ref, alpha)
     if entry is not None:
         entries.append(entry)
+    return entries
+
+
+def _drift(
+    agg: WindowAggregate, ref: Reference, policy: TestPolicy, entries: list[_Entry]
+) -> list[DriftTest]:
+    """Every test of the window, corrected as one family: the features' and the predictions'
+    tests (``entries``, all label-free, complete at the provisional close) by
+    ``policy.correction``; the label test, which exists only once labels arrive, by Bonferroni
+    with that family's size plus one, so it never changes a label-free verdict already judged
+    (docs/detectors.md)."""
+    alpha = policy.alpha
+    cache = ref.summaries
     if policy.correction != "none" and entries:
         corrected = drift_tests.correct([e.result for e in entries], policy.correction, alpha)
         for e, r in zip(entries, corrected, strict=True):

@@ -45,8 +45,10 @@ __all__ = [
     "hellinger",
     "jensen_shannon",
     "ks_binned",
+    "ks_binned_statistic",
     "ks_binning_error",
     "ks_p_value",
+    "ks_p_values",
     "ks_test",
     "psi",
     "run_test",
@@ -174,12 +176,18 @@ def ks_binned(ref_counts: np.ndarray, cur_counts: np.ndarray, alpha: float = 0.0
 
     The p-value is :func:`ks_p_value`.
     """
+    d, n1, n2 = ks_binned_statistic(ref_counts, cur_counts)
+    return _by_p(feature, "ks", d, _NAN if math.isnan(d) else ks_p_value(d, n1, n2), alpha)
+
+
+def ks_binned_statistic(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[float, float, float]:
+    """:func:`ks_binned`'s statistic and both sizes, ``(d, n1, n2)``; d is NaN when a side is
+    empty. Its p-value is :func:`ks_p_value`, or :func:`ks_p_values` for many at once."""
     r, c = _counts(ref_counts, cur_counts)
     n1, n2 = float(r.sum()), float(c.sum())
     if n1 <= 0 or n2 <= 0:
-        return _by_p(feature, "ks", _NAN, _NAN, alpha)
-    d = float(np.max(np.abs(np.cumsum(r)[:-1] / n1 - np.cumsum(c)[:-1] / n2), initial=0.0))
-    return _by_p(feature, "ks", d, ks_p_value(d, n1, n2), alpha)
+        return _NAN, n1, n2
+    return float(np.max(np.abs(np.cumsum(r)[:-1] / n1 - np.cumsum(c)[:-1] / n2), initial=0.0)), n1, n2
 
 
 _KSTWO_MAX_N = 500  # above it scipy's kstwo.sf costs milliseconds (a second at 10^6) per call
@@ -194,11 +202,28 @@ def ks_p_value(d: float, n1: float, n2: float) -> float:
     ``kstwo`` costs milliseconds: within 0.005 of it, and within 4 % of it below p = 0.05, from
     en = 500 on, closer as en grows (``tests/test_drift.py``).
     """
+    return float(ks_p_values(np.array([d]), np.array([n1]), np.array([n2]))[0])
+
+
+def ks_p_values(d: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
+    """:func:`ks_p_value` of many statistics at once: one ``kstwo.sf`` and one
+    ``kstwobign.sf`` call for all of them. scipy's distribution methods cost about a
+    millisecond a call in argument checks whatever the array size, and a window close holds
+    one KS test per numeric feature of every slice closing (issue 15); the values are the
+    scalar ones, element by element (both are element-wise special functions)."""
+    d = np.asarray(d, dtype=np.float64)
+    n1 = np.asarray(n1, dtype=np.float64)
+    n2 = np.asarray(n2, dtype=np.float64)
     en = n1 * n2 / (n1 + n2)
-    if en <= _KSTWO_MAX_N:
-        return float(np.clip(stats.kstwo.sf(d, round(en)), 0.0, 1.0))
-    root = math.sqrt(en)
-    return float(np.clip(stats.kstwobign.sf((root + 0.12 + 0.11 / root) * d), 0.0, 1.0))
+    out = np.empty(d.shape, dtype=np.float64)
+    small = en <= _KSTWO_MAX_N
+    if small.any():
+        out[small] = stats.kstwo.sf(d[small], np.round(en[small]))
+    large = ~small
+    if large.any():
+        root = np.sqrt(en[large])
+        out[large] = stats.kstwobign.sf((root + 0.12 + 0.11 / root) * d[large])
+    return np.clip(out, 0.0, 1.0)
 
 
 def ks_binning_error(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:

@@ -53,6 +53,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.stats import norm
@@ -76,6 +77,7 @@ __all__ = [
     "estimation_errors",
     "multiclass_estimation_errors",
     "realised_name",
+    "two_sided_z",
 ]
 
 #: the nominal level of the intervals around estimates
@@ -99,6 +101,14 @@ class Estimate:
     values: dict[str, float]
     intervals: dict[str, tuple[float, float]]
     level: float
+
+
+@lru_cache(maxsize=64)
+def two_sided_z(level: float) -> float:
+    """The normal quantile of a two-sided interval at ``level``: a constant per level, but
+    ``norm.ppf`` costs about a millisecond a call in scipy's argument checks, paid per window
+    slice and estimate before it was cached (issue 15)."""
+    return float(norm.ppf(0.5 + level / 2.0))
 
 
 def _interval(value: float, var: float, z: float) -> tuple[float, float]:
@@ -198,7 +208,7 @@ def estimate_binary(
         tp, fn, tn = expected.tp.value, expected.fn.value, expected.tn.value
     v_tp, v_fn = float(var_q[1].sum()), float(var_q[0].sum())
     widen = 1.0 + (n / n_reference if n_reference > 0 else 0.0)
-    z = float(norm.ppf(0.5 + level / 2.0))
+    z = two_sided_z(level)
     values: dict[str, float] = {}
     variances: dict[str, float] = {}
     values["estimated_accuracy"] = (tp + tn) / n
@@ -262,7 +272,7 @@ def estimate_multiclass(
     for m in _BINARY[1:]:
         values[f"estimated_{m}"] = float(np.mean([c.values[f"estimated_{m}"] for c in classes]))
     widen = 1.0 + (n / n_reference if n_reference > 0 else 0.0)
-    z = float(norm.ppf(0.5 + level / 2.0))
+    z = two_sided_z(level)
     intervals = {"estimated_accuracy": _interval(values["estimated_accuracy"], v_tp / n**2 * widen, z)}
     return Estimate(values, intervals, level)
 
@@ -338,7 +348,7 @@ def estimate_class_probabilities(
         values[f"estimated_{metric}"] = float(np.mean([values[x] for x in members]))
         grads[f"estimated_{metric}"] = np.mean([grads[x] for x in members], axis=0)
     widen = 1.0 + (n / n_reference if n_reference > 0 else 0.0)
-    z = float(norm.ppf(0.5 + level / 2.0))
+    z = two_sided_z(level)
     intervals: dict[str, tuple[float, float]] = {}
     for name in names:
         g = grads[name]

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
 
+from driftline.detectors.estimation import two_sided_z
 from driftline.detectors.sketches import bin_index
 
 __all__ = ["LossModel", "estimate_regression", "fit_loss_model"]
@@ -130,7 +130,7 @@ def estimate_regression(
     if n == 0 or c.size != len(model.rows):
         return {"estimated_mae": math.nan, "estimated_rmse": math.nan}, {}
     r = np.maximum(np.asarray(model.rows, dtype=np.float64), 1.0)
-    z = float(norm.ppf(0.5 + level / 2.0))
+    z = two_sided_z(level)
     mae = float(np.dot(c, model.abs_mean) / n)
     mse = float(np.dot(c, model.sq_mean) / n)
     rmse = math.sqrt(mse)

@@ -18,7 +18,7 @@ bottom-k sample is the one view of it that every split of the events agrees on
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from driftline.detectors.comparison import (
     Reference,
     TestPolicy,
     compare,
+    compare_many,
     drift_evidence,
     finite,
     performance,
@@ -68,7 +69,16 @@ from driftline.streams.positions import InputPositions
 from driftline.streams.ranking import contributions, rank_for_rule
 from driftline.streams.requests import InputHistory, version_two
 
-__all__ = ["Evaluation", "Evaluator", "Pending", "metric_values", "online_kinds", "online_signal"]
+__all__ = [
+    "CLOSE_BATCH",
+    "ClosedSlice",
+    "Evaluation",
+    "Evaluator",
+    "Pending",
+    "metric_values",
+    "online_kinds",
+    "online_signal",
+]
 
 #: how many ranked segments an alert's evidence names
 EVIDENCE_SEGMENTS = 3
@@ -76,6 +86,9 @@ EVIDENCE_SEGMENTS = 3
 ANY_SEGMENT_EVIDENCE = 10
 #: how many features an attribution-drift alert's evidence names (those that moved most)
 EVIDENCE_ATTRIBUTIONS = 3
+#: the most window slices :meth:`Evaluator.evaluate_close` computes together: their merged
+#: aggregates are held at once, so a close of a whole backlog (a replay's end) stays bounded
+CLOSE_BATCH = 512
 
 
 @dataclass(slots=True)
@@ -84,6 +97,42 @@ class Evaluation:
     values: dict[str, float]
     alerts: list[AlertEvent]
     requests: list[RetrainingRequest]
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedSlice:
+    """A window slice a watermark advance closed, as the merger hands it to the evaluator:
+    its merged aggregate, the phase it closed in, whether its label-free rules are still to
+    judge (False for a final phase whose provisional phase judged them) and, for a whole-model
+    slice, its input offsets (streams/positions.py, for retraining requests)."""
+
+    model_id: str
+    model_version: str
+    segment: str
+    start: int
+    end: int
+    agg: WindowAggregate
+    phase: Phase
+    judge_label_free: bool
+    positions: InputPositions | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.model_id, self.model_version, self.segment)
+
+
+def _windows(slices: Iterable[ClosedSlice]) -> Iterator[list[ClosedSlice]]:
+    """Consecutive slices of one window of one model version: what is judged together."""
+    window: list[ClosedSlice] = []
+    for s in slices:
+        if window and (window[0].start, window[0].model_id, window[0].model_version) != (
+            s.start, s.model_id, s.model_version
+        ):
+            yield window
+            window = []
+        window.append(s)
+    if window:
+        yield window
 
 
 @dataclass(slots=True)
@@ -290,21 +339,11 @@ class Evaluator:
         """Evaluate one window slice; ``judge_label_free`` is False for a final phase whose
         provisional phase already judged the label-free rules. ``positions`` are the whole
         model slice's input offsets (streams/positions.py), for retraining requests. A
-        whole-model slice evaluated so has no segments to rank; :meth:`prepare` then
-        :meth:`judge` gives them to it."""
-        return self.judge(
-            self.prepare(
-                model_id,
-                model_version,
-                segment,
-                start,
-                end,
-                agg,
-                phase,
-                judge_label_free=judge_label_free,
-                positions=positions,
-            )
-        )
+        whole-model slice evaluated so has no segments to rank; :meth:`evaluate_close` gives
+        a window's slices together."""
+        closed = ClosedSlice(model_id, model_version, segment, start, end, agg, phase,
+                             judge_label_free, positions)
+        return self.evaluate_close([closed])[0]
 
     def prepare(
         self,
@@ -321,37 +360,93 @@ class Evaluator:
     ) -> Pending:
         """Compute one window slice's result and values (references, drift, online detectors,
         CUSUM, the input history), without judging its rules."""
-        cfg = self.catalog.model(model_id)
+        closed = ClosedSlice(model_id, model_version, segment, start, end, agg, phase,
+                             judge_label_free, positions)
+        ref = self._resolve(closed)
+        return self._complete(closed, ref, compare(agg, ref, _policy(self.catalog.model(model_id))))
+
+    def evaluate_close(self, slices: Iterable[ClosedSlice]) -> list[Evaluation]:
+        """Evaluate the window slices one watermark advance closed, in the merger's order
+        (window start, model, version, the whole-model slice before its segments), each
+        window's slices judged together so that its whole-model slice can name its worst
+        segments (:meth:`judge`).
+
+        Slices are computed in batches of whole windows (:data:`CLOSE_BATCH` slices at most,
+        no slice twice): every slice's reference first, then one :func:`compare_many` for the
+        batch (one vectorised call for all its KS p-values), then per window, in order, the
+        stateful rest (CUSUM, online detectors, alert lifecycles). The results are those of
+        evaluating the slices one at a time: a batch never holds two windows of one slice, and
+        what the stateful steps read is kept per slice, so computing a later slice's reference
+        before an earlier window is judged changes nothing (``tests/test_evaluation_batch.py``)."""
+        out: list[Evaluation] = []
+        batch: list[list[ClosedSlice]] = []
+        keys: set[tuple[str, str, str]] = set()
+        size = 0
+        for window in _windows(slices):
+            window_keys = {s.key for s in window}
+            if batch and (size + len(window) > CLOSE_BATCH or not keys.isdisjoint(window_keys)):
+                out += self._evaluate_batch(batch)
+                batch, keys, size = [], set(), 0
+            batch.append(window)
+            keys |= window_keys
+            size += len(window)
+        if batch:
+            out += self._evaluate_batch(batch)
+        return out
+
+    def _evaluate_batch(self, windows: Sequence[Sequence[ClosedSlice]]) -> list[Evaluation]:
+        flat = [s for window in windows for s in window]
+        refs = [self._resolve(s) for s in flat]
+        founds = iter(compare_many(
+            [(s.agg, ref, _policy(self.catalog.model(s.model_id))) for s, ref in zip(flat, refs, strict=True)]
+        ))
+        refs_it = iter(refs)
+        out: list[Evaluation] = []
+        for window in windows:
+            group = [self._complete(s, next(refs_it), next(founds)) for s in window]
+            segments = [p for p in group if p.segment]
+            out += [self.judge(p, segments) for p in group]
+        return out
+
+    def _resolve(self, s: ClosedSlice) -> Reference | None:
+        """The reference a window slice is judged against, learning a bootstrapped one from the
+        slice's first windows (what a slice's later windows depend on, so done in order)."""
+        model_id, model_version, segment = s.key
         # a version's profile in the store comes first (streams/catalog.py)
         ref = self._stored_reference(model_id, model_version, segment)
         if ref is None and self.catalog.has_reference(model_id):
             ref = self.reference(model_id, model_version, segment)
         elif ref is None:
-            key = (model_id, model_version, segment)
-            self._learn(key, start, agg, phase)
-            boot = self._bootstrap[key]
+            self._learn(s.key, s.start, s.agg, s.phase)
+            boot = self._bootstrap[s.key]
             # a window the reference is learnt from is never judged against it: whether the
             # reference was complete when such a window became final depends on how partitions'
             # progress interleaved, and results must not
-            ref = None if start in boot.windows else boot.reference
-        slice_key = (model_id, model_version, segment)
+            ref = None if s.start in boot.windows else boot.reference
+        return ref
+
+    def _complete(self, s: ClosedSlice, ref: Reference | None, found: Comparison) -> Pending:
+        """The rest of a slice's result once its comparison is in: CUSUM, online detectors,
+        attribution drift, the input history (state kept per slice, fed in window order)."""
+        model_id, model_version, segment = slice_key = s.key
+        start, end, agg, phase = s.start, s.end, s.agg, s.phase
+        cfg = self.catalog.model(model_id)
         if ref is not None and self._judged_against.setdefault(slice_key, ref.source) != ref.source:
             # rebaselined: evidence gathered against the old reference is not evidence against this one
             self._judged_against[slice_key] = ref.source
             self._cusum.pop(slice_key, None)
-        found = compare(agg, ref, _policy(cfg))
         crossed: list[dict[str, Any]] = []
         detections: list[Detection] = []
         if phase == "final":
-            detections = self._detect((model_id, model_version, segment), start, agg, cfg)
+            detections = self._detect(slice_key, start, agg, cfg)
         values = metric_values(found, agg, detections, online_kinds(cfg) if phase == "final" else [])
         if found.dataset_drift is not None:
-            cusum = self._cusum.setdefault((model_id, model_version, segment), DriftCusum())
+            cusum = self._cusum.setdefault(slice_key, DriftCusum())
             z = statistic_evidence(found.drift)
             h = threshold_for(cfg.window_ms, len(z), self.catalog.slice_count(model_id))
-            s = cusum.observe(start, z, h)
-            if s is not None:
-                values["drift_cusum"] = s
+            cur = cusum.observe(start, z, h)
+            if cur is not None:
+                values["drift_cusum"] = cur
                 crossed = cusum.crossed()
         attribution = _attribution(ref, agg, cfg)
         if attribution is not None:
@@ -362,7 +457,7 @@ class Evaluator:
         seg = parse_segment_key(segment)
         if segment == "":
             self.inputs.record(
-                model_id, model_version, start, end, positions or InputPositions(), n, agg.n_labelled
+                model_id, model_version, start, end, s.positions or InputPositions(), n, agg.n_labelled
             )
         result = WindowResult(
             model_id=model_id,
@@ -395,7 +490,7 @@ class Evaluator:
         )
         return Pending(
             cfg, model_id, model_version, segment, start, end, values, agg, ref, result, phase,
-            judge_label_free, crossed,
+            s.judge_label_free, crossed,
         )
 
     def judge(self, p: Pending, segments: Sequence[Pending] = ()) -> Evaluation:

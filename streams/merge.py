@@ -9,6 +9,7 @@ workers share one hot model and still produce one result per window.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import msgspec
@@ -18,7 +19,7 @@ from driftline.detectors.integration import HealthEvent
 from driftline.schemas import AlertEvent
 from driftline.schemas.windows import MAX_WATERMARK, MIN_WATERMARK, due_phase, final_at
 from driftline.streams.catalog import ModelCatalog
-from driftline.streams.evaluation import Evaluation, Evaluator, Pending
+from driftline.streams.evaluation import ClosedSlice, Evaluation, Evaluator
 from driftline.streams.integration_health import HealthAlerts, HealthMonitor
 from driftline.streams.messages import HealthFinding, Partial, PartialsMessage, Progress
 from driftline.streams.positions import InputPositions
@@ -213,10 +214,13 @@ class WindowMerger:
         return out
 
     def _close(self, wm: int, fwm: int) -> list[Evaluation]:
-        evaluations: list[Evaluation] = []
-        # one window of one model version at a time: every slice computed, then judged in the
-        # same order, so the whole-model slice's alerts can name its worst segments
-        group: list[Pending] = []
+        """Evaluate every slice the watermarks close, all handed over at once so that the
+        evaluator batches them (Evaluator.evaluate_close: per window, every slice computed,
+        then judged in the same order, so the whole-model slice's alerts can name its worst
+        segments)."""
+        return self.evaluator.evaluate_close(self._closed(wm, fwm))
+
+    def _closed(self, wm: int, fwm: int) -> Iterator[ClosedSlice]:
         # window order per model, and the whole-model slice before its segments, so that
         # bootstrapped references and alert lifecycles see windows in event-time order
         for key in sorted(self._partials, key=lambda k: (k[3], k[0], k[1], k[2] != "", k[2])):
@@ -232,22 +236,7 @@ class WindowMerger:
             positions = InputPositions.merged(
                 InputPositions.from_wire(p.positions) for p in self._partials[key].values()
             )
-            if group and (group[0].start, group[0].model_id, group[0].model_version) != (start, *key[:2]):
-                evaluations += self._judge(group)
-                group = []
-            group.append(
-                self.evaluator.prepare(
-                    model_id,
-                    version,
-                    segment,
-                    start,
-                    end,
-                    aggregate,
-                    phase,
-                    judge_label_free=key not in self._provisional_done,
-                    positions=positions if segment == "" else None,
-                )
-            )
+            judge_label_free = key not in self._provisional_done
             if phase == "final":
                 self.finalised += 1
                 del self._partials[key]
@@ -255,12 +244,17 @@ class WindowMerger:
                 self._provisional_done.discard(key)
             else:
                 self._provisional_done.add(key)
-        return evaluations + self._judge(group)
-
-    def _judge(self, group: list[Pending]) -> list[Evaluation]:
-        """Judge one window's slices in their order, each whole-model slice given its segments."""
-        segments = [p for p in group if p.segment]
-        return [self.evaluator.judge(p, segments) for p in group]
+            yield ClosedSlice(
+                model_id,
+                version,
+                segment,
+                start,
+                end,
+                aggregate,
+                phase,
+                judge_label_free,
+                positions if segment == "" else None,
+            )
 
 
 def _rank(partial: Partial) -> tuple[bool, int]:

@@ -94,14 +94,14 @@ def _run(catalog: ModelCatalog, windows: list[tuple[list, list]], partitions: in
     ]
     merger = WindowMerger(catalog, Evaluator(catalog), partitions)
     closed: dict[tuple[str, int, str], WindowAggregate] = {}
-    prepare = merger.evaluator.prepare
+    evaluate_close = merger.evaluator.evaluate_close
 
-    def keep(*args, **kwargs):  # the merged aggregate each slice is evaluated on
-        pending = prepare(*args, **kwargs)
-        closed[(pending.segment, pending.start, pending.phase)] = pending.agg
-        return pending
+    def kept(slices):  # the merged aggregate each slice is evaluated on
+        for s in slices:
+            closed[(s.segment, s.start, s.phase)] = s.agg
+            yield s
 
-    merger.evaluator.prepare = keep  # type: ignore[method-assign]
+    merger.evaluator.evaluate_close = lambda slices: evaluate_close(kept(slices))  # type: ignore[method-assign]
     evaluations = []
     for preds, labels in windows:
         part = stable_keys([p.prediction_id for p in preds]) % np.uint64(partitions)
