@@ -485,7 +485,7 @@ def run(quick: bool, profile: Path | None = None) -> list[tuple[str, str, str]]:
 #: like count for whoever called them); a stack through a checkpoint counts as checkpoints, one
 #: that ends waiting in a selector or a condition as idle. py-spy names files relative to their
 #: package root (``streams/join.py``, ``aiokafka/consumer/fetcher.py``)
-_HOMES = (("checkpoints", ("platform/checkpoints.py", "snapshot (")),
+_HOMES = (("checkpoints", ("platform/checkpoints.py", "snapshot (", "checkpoint (", "_delta (")),
           ("driftline: join + sketches", ("streams/join.py", "detectors/", "streams/columns.py",
                                            "streams/positions.py")),
           ("driftline: ingest", ("streams/ingest.py", "streams/messages.py", "schemas/")),

@@ -540,8 +540,11 @@ class DriftlineApp:
                 ", ".join(self.topic_ids[t] for t in stale),
             )
             return
-        state.restore(loaded.payload)
-        log.info("%s restored from its checkpoint at offset %d", name, state.next_offset)
+        state.restore(loaded.payload, loaded.deltas)
+        log.info(
+            "%s restored from its checkpoint at offset %d (%d delta(s) on its base)",
+            name, state.next_offset, len(loaded.deltas),
+        )
 
     def _checkpointed_topic_ids(self) -> dict[str, str]:
         """The ids of the topics a join or merge state is built from: its own input, and the
@@ -571,16 +574,25 @@ class DriftlineApp:
         if now - self._last_checkpoint.get(key, 0.0) < self.checkpoint_interval_s:
             return
         await self.faust.producer.flush()
-        self.checkpoints.save(
-            f"{self.config.app_id}/{kind}/{partition}",
-            state.snapshot(),
-            state.next_offset,
-            self._checkpointed_topic_ids(),
-        )
+        # a delta of what changed since the last write when the chain allows, else the whole
+        # state; written on the store's thread, and only what it covers is acked after it
+        name, topic_ids = f"{self.config.app_id}/{kind}/{partition}", self._checkpointed_topic_ids()
+        whole = not state.tracking or self.checkpoints.wants_base(name)
+        covered, pending[:] = list(pending), []
+        try:
+            written = await self.checkpoints.write(
+                name, state.checkpoint(whole=whole), state.next_offset, topic_ids, delta=not whole
+            )
+            if not written:  # another writer's chain is stored now: start a chain of our own
+                await self.checkpoints.write(
+                    name, state.checkpoint(whole=True), state.next_offset, topic_ids, delta=False
+                )
+        except BaseException:  # not stored: acked with the next checkpoint, which will be whole
+            pending[:0] = covered
+            raise
         self._last_checkpoint[key] = now
-        for e in pending:
+        for e in covered:
             e.ack()
-        pending.clear()
 
     async def _join_message(self, state: JoinPartition, event: Any) -> None:
         await self._send(self._join_outputs(state, decode_join_input(event.message.value)))

@@ -65,6 +65,7 @@ from driftline.schemas.windows import (
 )
 from driftline.streams.catalog import ModelCatalog
 from driftline.streams.columns import LabelBlock, PredictionBlock, groups, pick, row_offsets
+from driftline.streams.deltas import apply_join_delta
 from driftline.streams.messages import (
     EndOfInput,
     JoinInput,
@@ -186,6 +187,9 @@ class JoinPartition:
         self._pending_attributions: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         #: input offsets per open window, for retraining requests (streams/positions.py)
         self.positions = WindowPositions()
+        #: what changed since the last checkpoint, for the next delta (None: not tracking;
+        #: see :meth:`checkpoint`)
+        self._changes: _Changes | None = None
 
     def accept(self, source: str, offset: int) -> bool:
         """False for a batch of ``source`` at or below an offset already applied (a re-send)."""
@@ -202,44 +206,89 @@ class JoinPartition:
         return _encoder.encode(
             {
                 "v": 3,
-                "next_offset": self.next_offset,
-                "watermark": self.watermark,
-                "final_watermark": self.final_watermark,
-                "counters": self.counters,
-                "source_wm": self._source_wm,
-                "idle": sorted(self._idle),
-                "ended": sorted(self._ended),
-                "applied": self._applied,
+                **self._head(),
                 "entries": self._entries,
                 "labelled": {model: sorted(pids) for model, pids in self._labelled.items()},
-                "early": {m: {pid: list(v) for pid, v in w.items()} for m, w in self._early.items()},
-                "early_expiry": [list(x) for x in self._early_expiry],
-                "next_wid": self._next_wid,
-                "wkeys": [
-                    [
-                        wid,
-                        k.model_id,
-                        k.model_version,
-                        k.slices,
-                        k.start,
-                        k.end,
-                        k.final_at,
-                        _ident_out(k.ident),
-                        k.pids,
-                    ]
-                    for wid, k in self._wkeys.items()
-                ],
-                "slices": [
-                    [list(skey), st.aggregate.to_dict(), st.close_at, st.final_at, st.provisional_sent]
-                    for skey, st in self._slices.items()
-                ],
-                "segment_values": [[m, d, sorted(v)] for (m, d), v in self._segment_values.items()],
-                "positions": self.positions.to_wire(),
+                "wkeys": [_wkey_out(wid, k) for wid, k in self._wkeys.items()],
+                "slices": [_slice_out(skey, st) for skey, st in self._slices.items()],
             }
         )
 
-    def restore(self, data: bytes) -> None:
-        """Replace this partition's state with a snapshot's.
+    def _head(self) -> dict[str, Any]:
+        """The parts of a snapshot a delta carries whole: small, or (early labels) rare."""
+        return {
+            "next_offset": self.next_offset,
+            "watermark": self.watermark,
+            "final_watermark": self.final_watermark,
+            "counters": self.counters,
+            "source_wm": self._source_wm,
+            "idle": sorted(self._idle),
+            "ended": sorted(self._ended),
+            "applied": self._applied,
+            "early": {m: {pid: list(v) for pid, v in w.items()} for m, w in self._early.items()},
+            "early_expiry": [list(x) for x in self._early_expiry],
+            "next_wid": self._next_wid,
+            "segment_values": [[m, d, sorted(v)] for (m, d), v in self._segment_values.items()],
+            "positions": self.positions.to_wire(),
+        }
+
+    @property
+    def tracking(self) -> bool:
+        """Whether the changes since the last :meth:`checkpoint` (or restore) are known, so
+        that the next checkpoint can be a delta."""
+        return self._changes is not None
+
+    def checkpoint(self, *, whole: bool) -> bytes:
+        """The next checkpoint of a chain: the whole state (:meth:`snapshot`) when ``whole``
+        or when nothing is tracked yet, else a delta of what changed since the last checkpoint
+        or restore (streams/deltas.py applies it). Either way changes are tracked from here on,
+        so only call this for a checkpoint that will be written (and write a whole one after
+        a failed write)."""
+        data = self.snapshot() if whole or self._changes is None else self._delta(self._changes)
+        self._changes = _Changes({wid: len(k.pids) for wid, k in self._wkeys.items()})
+        return data
+
+    def _delta(self, changes: _Changes) -> bytes:
+        """What changed since ``changes`` started: the head whole, the window keys made, grown
+        or gone, the in-flight predictions' additions, labels and removals in the order they
+        happened, and the slices touched or gone (each touched slice's aggregate whole)."""
+        self.flush()
+        seen = changes.pids
+        wkeys, grown = [], []
+        for wid, k in self._wkeys.items():
+            had = seen.get(wid)
+            if had is None:
+                wkeys.append(_wkey_out(wid, k))
+            elif had < len(k.pids):
+                grown.append([wid, k.pids[had:]])
+        gone_wkeys = [wid for wid in seen if wid not in self._wkeys]
+        slices, gone_slices = [], []
+        for skey in changes.slices:
+            st = self._slices.get(skey)
+            if st is None:
+                gone_slices.append(list(skey))
+            else:
+                slices.append(_slice_out(skey, st))
+        return _encoder.encode(
+            {
+                "delta": 1,
+                "head": {
+                    **self._head(),
+                    "entry_models": list(self._entries),
+                    "labelled_models": list(self._labelled),
+                },
+                "wkeys": wkeys,
+                "grown": grown,
+                "wkeys_gone": gone_wkeys,
+                "entries": _entry_ops(changes.entries, self._entries),
+                "slices": slices,
+                "slices_gone": gone_slices,
+            }
+        )
+
+    def restore(self, data: bytes, deltas: Sequence[bytes] = ()) -> None:
+        """Replace this partition's state with a snapshot's, and then the ``deltas`` of its
+        chain after it, in order (see :meth:`checkpoint`); changes are tracked from here on.
 
         Versions 1 and 2 keyed the join by ``prediction_id`` alone. Their in-flight entries
         move under the model of their window key; their early labels did not record a model,
@@ -248,6 +297,10 @@ class JoinPartition:
         d = _decoder.decode(data)
         if d.get("v") not in (1, 2, 3):
             raise ValueError(f"unknown join checkpoint version {d.get('v')!r}")
+        if deltas and d["v"] != 3:
+            raise ValueError(f"join checkpoint version {d['v']} cannot carry deltas (only version 3)")
+        for delta in deltas:
+            apply_join_delta(d, _decoder.decode(delta))
         self.next_offset = d["next_offset"]
         self.watermark, self.final_watermark = d["watermark"], d["final_watermark"]
         self.counters = {**dict.fromkeys(COUNTERS, 0), **d["counters"]}
@@ -303,6 +356,7 @@ class JoinPartition:
         heapq.heapify(self._wkey_due)
         self._segment_values = {(m, dim): set(v) for m, dim, v in d["segment_values"]}
         self.positions = WindowPositions.from_wire(d.get("positions"))  # absent before positions
+        self._changes = _Changes({wid: len(k.pids) for wid, k in self._wkeys.items()})
 
     def apply(self, message: JoinInput) -> list[Partial]:
         """One join-input message: its events (unless already applied), then the event-time
@@ -445,14 +499,20 @@ class JoinPartition:
             rows = [row if vec is None else (*row, _vector(vec))
                     for row, vec in zip(rows, block.class_scores, strict=True)]
         parts = block.by_model()
+        changes = self._changes
         if len(parts) == 1:
             self._entries.setdefault(parts[0][0], {}).update(zip(ids, rows, strict=True))
+            if changes is not None:
+                changes.entries.append(("+", parts[0][0], ids))
         else:
             all_rows = list(rows)
             for model, idx in parts:
                 assert idx is not None
                 entries = self._entries.setdefault(model, {})
-                entries.update(zip(pick(ids, idx), pick(all_rows, idx), strict=True))
+                sub = pick(ids, idx)
+                entries.update(zip(sub, pick(all_rows, idx), strict=True))
+                if changes is not None:
+                    changes.entries.append(("+", model, sub))
         for wid, idx in groups(wids):
             self._wkeys[wid].pids.extend(ids if idx.size == len(ids) else pick(ids, idx))
         self.counters["predictions"] += len(ids)
@@ -499,6 +559,8 @@ class JoinPartition:
                             self.counters["unmatched_labels"] += 1
                             continue
                         labelled.add(pid)
+                        if self._changes is not None:
+                            self._changes.entries.append(("L", model, (pid,)))
                         joined.append(entries[pid])
                         labels.append(label[0])
                         label_times.append(label[1])
@@ -684,10 +746,15 @@ class JoinPartition:
         return out
 
     def _slice_states(self, wkey: _WindowKey) -> list[_SliceState]:
+        """The slices of a window key, made when new; each counts as changed for the next
+        delta checkpoint (every fold and every new slice comes through here)."""
         states = []
         cfg = self.catalog.model(wkey.model_id)
+        changed = None if self._changes is None else self._changes.slices
         for segment in wkey.slices:
             skey = (wkey.model_id, wkey.model_version, segment, wkey.start)
+            if changed is not None:
+                changed[skey] = None
             state = self._slices.get(skey)
             if state is None:
                 state = _SliceState(
@@ -736,12 +803,16 @@ class JoinPartition:
                 late = [i for i, e in enumerate(found) if e is not None and wkeys[e[0]].final_at <= reached]
                 if late:
                     block, found, at = self._without_late_labels(block, found, at, late)
-                    ids, parts, n = block.ids, block.by_model(), len(block)
-                    if not n:
+                    ids, n = block.ids, len(block)
+                    if not n:  # every label late (by_model of no rows would fail)
                         return
+                    parts = block.by_model()
         if None not in found and self._all_unlabelled(ids, parts):
             for model, idx in parts:
-                self._labelled.setdefault(model, set()).update(ids if idx is None else pick(ids, idx))
+                sub = ids if idx is None else pick(ids, idx)
+                self._labelled.setdefault(model, set()).update(sub)
+                if self._changes is not None:
+                    self._changes.entries.append(("L", model, sub))
             self._pend_outcomes(found, block.labels, block.times)  # type: ignore[arg-type]  # None not in found
             if at is not None:
                 wids = np.fromiter((e[0] for e in found), dtype=np.int64, count=n)  # type: ignore[index]
@@ -827,6 +898,8 @@ class JoinPartition:
                 self.counters["duplicate_labels"] += 1
                 continue
             labelled.add(pid)
+            if self._changes is not None:
+                self._changes.entries.append(("L", model, (pid,)))
             joined.append(entry)
             joined_labels.append(label)
             joined_times.append(ts)
@@ -880,6 +953,8 @@ class JoinPartition:
             if phase is None:  # cannot happen: every slice in ``due`` is
                 continue
             out.append(self._partial(skey, state, phase))
+            if self._changes is not None:
+                self._changes.slices[skey] = None
             if phase == "final":
                 del self._slices[skey]
                 if skey[2] == "":
@@ -891,6 +966,8 @@ class JoinPartition:
             if wkey is None:
                 continue
             del self._wkey_index[wkey.ident]
+            if self._changes is not None:
+                self._changes.entries.append(("-", wkey.model_id, wkey.pids))
             entries = self._entries.get(wkey.model_id, {})
             labelled = self._labelled.get(wkey.model_id, set())
             for pid in wkey.pids:  # one window key, one model: bare ids
@@ -970,6 +1047,44 @@ def _ident_out(ident: tuple) -> list:
 def _ident_in(raw: list) -> tuple:
     model_id, version, segments, start = raw
     return (model_id, version, tuple((k, v) for k, v in segments), start)
+
+
+def _wkey_out(wid: int, k: _WindowKey) -> list:
+    ident = _ident_out(k.ident)
+    return [wid, k.model_id, k.model_version, k.slices, k.start, k.end, k.final_at, ident, k.pids]
+
+
+def _slice_out(skey: tuple[str, str, str, int], st: _SliceState) -> list:
+    return [list(skey), st.aggregate.to_dict(), st.close_at, st.final_at, st.provisional_sent]
+
+
+@dataclass(slots=True)
+class _Changes:
+    """What a join partition changed since its last checkpoint (the next delta's content)."""
+
+    #: each window key's pid count at the last checkpoint (keys not here are new)
+    pids: dict[int, int]
+    #: the in-flight predictions' changes in order: ("+", model, pids) opened, ("L", model,
+    #: pids) labelled, ("-", model, pids) expired with their window key
+    entries: list[tuple[str, str, Sequence[str]]] = field(default_factory=list)
+    #: slices folded into, made, or closed (a dict for its order: first change first)
+    slices: dict[tuple[str, str, str, int], None] = field(default_factory=dict)
+
+
+def _entry_ops(ops: list[tuple[str, str, Sequence[str]]], entries: dict[str, dict[str, _Entry]]) -> list:
+    """The entry changes as a delta writes them, runs of one kind and model merged: an opened
+    prediction with its entry as it is now (None: gone again since; a later "-" says so)."""
+    out: list[list[Any]] = []
+    for op, model, pids in ops:
+        if out and out[-1][0] == op and out[-1][1] == model:
+            out[-1][2].extend(pids)
+        else:
+            out.append([op, model, list(pids)])
+    for run in out:
+        if run[0] == "+":
+            held = entries.get(run[1], _NOTHING)
+            run[2] = dict(zip(run[2], map(held.get, run[2]), strict=True))
+    return out
 
 
 #: a block's source and each row's source offset

@@ -9,8 +9,9 @@ workers share one hot model and still produce one result per window.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -19,6 +20,7 @@ from driftline.detectors.integration import HealthEvent
 from driftline.schemas import AlertEvent
 from driftline.schemas.windows import MAX_WATERMARK, MIN_WATERMARK, due_phase, final_at
 from driftline.streams.catalog import ModelCatalog
+from driftline.streams.deltas import apply_merge_delta
 from driftline.streams.evaluation import ClosedSlice, Evaluation, Evaluator
 from driftline.streams.integration_health import HealthAlerts, HealthMonitor
 from driftline.streams.messages import HealthFinding, Partial, PartialsMessage, Progress
@@ -72,6 +74,10 @@ class WindowMerger:
         self.next_offset = 0
         #: the watermark when every input ended (a bounded replay): later windows were cut short
         self.input_cut: int | None = None
+        #: the windows changed since the last checkpoint, and whether the evaluator may have
+        #: (None: not tracking; see :meth:`checkpoint`)
+        self._changed: dict[_Key, None] | None = None
+        self._evaluator_changed = False
         self._init_health()
 
     # -- integration health ----------------------------------------------------------------
@@ -108,36 +114,76 @@ class WindowMerger:
     def snapshot(self) -> bytes:
         """The merger's state and its evaluator's (alert lifecycle, retraining cooldowns,
         bootstrapped references), as msgpack."""
-        partials = [
-            [list(key), [_encoder.encode(p) for _, p in sorted(by_jp.items())]]
-            for key, by_jp in self._partials.items()
-        ]
+        partials = [[list(key), self._encoded(key)] for key in self._partials]
         return _encoder.encode(
             {
                 "v": 1,
-                "next_offset": self.next_offset,
-                "watermark": self.watermark,
-                "final_watermark": self.final_watermark,
-                "ended": self.ended,
-                "progress": self._progress,
-                "final_progress": self._final_progress,
-                "ended_partitions": sorted(self._ended),
-                "counters": self._counters,
-                "progress_seq": self._progress_seq,
+                **self._head(),
                 "partials": partials,
                 "ends": [[list(k), v] for k, v in self._ends.items()],
-                "provisional_done": [list(k) for k in self._provisional_done],
-                "finalised": self.finalised,
+                "provisional_done": sorted(list(k) for k in self._provisional_done),
                 "evaluator": self.evaluator.snapshot(),
-                "health": self.health.to_dict(),
-                "input_cut": self.input_cut,
             }
         )
 
-    def restore(self, data: bytes) -> None:
+    def _encoded(self, key: _Key) -> list[bytes]:
+        return [_encoder.encode(p) for _, p in sorted(self._partials[key].items())]
+
+    def _head(self) -> dict[str, Any]:
+        """The parts of a snapshot a delta carries whole (all small)."""
+        return {
+            "next_offset": self.next_offset,
+            "watermark": self.watermark,
+            "final_watermark": self.final_watermark,
+            "ended": self.ended,
+            "progress": self._progress,
+            "final_progress": self._final_progress,
+            "ended_partitions": sorted(self._ended),
+            "counters": self._counters,
+            "progress_seq": self._progress_seq,
+            "finalised": self.finalised,
+            "health": self.health.to_dict(),
+            "input_cut": self.input_cut,
+        }
+
+    @property
+    def tracking(self) -> bool:
+        """Whether the changes since the last :meth:`checkpoint` (or restore) are known."""
+        return self._changed is not None
+
+    def checkpoint(self, *, whole: bool) -> bytes:
+        """The next checkpoint of a chain: the whole state when ``whole`` or when nothing is
+        tracked yet, else a delta since the last checkpoint or restore (streams/deltas.py):
+        the head, the windows whose partials changed or that closed, and the evaluator's
+        state only if a window was judged or an alert raised since. Changes are tracked from
+        here on, so only call this for a checkpoint that will be written."""
+        changed = self._changed
+        if whole or changed is None:
+            data = self.snapshot()
+        else:
+            head = self._head()
+            if self._evaluator_changed:
+                head["evaluator"] = self.evaluator.snapshot()
+            windows, gone = [], []
+            for key in changed:
+                if key in self._partials:
+                    windows.append(
+                        [list(key), self._encoded(key), self._ends[key], key in self._provisional_done]
+                    )
+                else:
+                    gone.append(list(key))
+            data = _encoder.encode({"delta": 1, "head": head, "windows": windows, "gone": gone})
+        self._changed, self._evaluator_changed = {}, False
+        return data
+
+    def restore(self, data: bytes, deltas: Sequence[bytes] = ()) -> None:
+        """Replace this merger's state with a snapshot's, then the ``deltas`` of its chain
+        after it, in order (see :meth:`checkpoint`); changes are tracked from here on."""
         d = _decoder.decode(data)
         if d.get("v") != 1:
             raise ValueError(f"unknown merge checkpoint version {d.get('v')!r}")
+        for delta in deltas:
+            apply_merge_delta(d, _decoder.decode(delta))
         self.next_offset = d["next_offset"]
         self.watermark, self.final_watermark, self.ended = d["watermark"], d["final_watermark"], d["ended"]
         self._progress = {int(k): v for k, v in d["progress"].items()}
@@ -158,6 +204,7 @@ class WindowMerger:
         self.input_cut = d.get("input_cut")
         if d.get("health") is not None:  # absent in checkpoints from before health alerts
             self.health.restore(d["health"])
+        self._changed, self._evaluator_changed = {}, False
 
     @property
     def counters(self) -> dict[str, int]:
@@ -176,8 +223,11 @@ class WindowMerger:
                 if held is None or _rank(message) >= _rank(held):  # an older re-emission never wins
                     self._partials[key][message.join_partition] = message
                 self._ends[key] = message.window_end
+                if self._changed is not None:
+                    self._changed[key] = None
             return MergeOutput()
         if isinstance(message, HealthFinding):
+            self._evaluator_changed = True  # its alerts go through the evaluator's tracker
             return self._finding(message)
         return self._progress_to(message)
 
@@ -206,6 +256,7 @@ class WindowMerger:
                 self.input_cut = self.watermark
             self.watermark = max(wm, self.watermark)
             self.final_watermark = max(fwm, self.final_watermark)
+            self._evaluator_changed = True
             out.evaluations = self._close(self.watermark, self.final_watermark)
             out.alerts = self._health(out.evaluations, self.input_cut)
         if len(self._ended) >= self.n_join_partitions and not self.ended:
@@ -237,6 +288,8 @@ class WindowMerger:
                 InputPositions.from_wire(p.positions) for p in self._partials[key].values()
             )
             judge_label_free = key not in self._provisional_done
+            if self._changed is not None:
+                self._changed[key] = None
             if phase == "final":
                 self.finalised += 1
                 del self._partials[key]

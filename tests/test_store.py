@@ -16,12 +16,15 @@ from collections.abc import Iterator
 import msgspec
 import pytest
 from pg import find_pg_bin, postgres_server
-from sqlalchemy import Engine, create_engine, func, inspect, select, text
+from sqlalchemy import JSON, Engine, LargeBinary, create_engine, func, inspect, select, text
+from sqlalchemy import column as sa_column
+from sqlalchemy import table as sa_table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from driftline.detectors.profile import ReferenceProfile, build_profile
+from driftline.platform.checkpoints import CheckpointStore
 from driftline.platform.store import (
     SchemaOutOfDate,
     check_schema,
@@ -90,6 +93,7 @@ TABLES = {
     "retraining_requests",
     "retraining_acknowledgements",
     "stream_checkpoints",
+    "stream_checkpoint_deltas",
 }
 SECRET = "pw-Sup3r-S3cret-xyzzy"
 
@@ -248,10 +252,10 @@ def test_migrate_up_down_up(db_url: str) -> None:
     assert current_revision(db_url) is None
     assert tables() == set()
     upgrade(db_url)
-    assert current_revision(db_url) == head_revision() == "0005"
+    assert current_revision(db_url) == head_revision() == "0006"
     assert tables() == TABLES
     upgrade(db_url)  # already at head: a no-op, not an error
-    assert current_revision(db_url) == "0005"
+    assert current_revision(db_url) == "0006"
     downgrade(db_url, "base")
     assert current_revision(db_url) is None
     assert tables() == set()
@@ -700,6 +704,95 @@ def test_checkpoints(sessions: sessionmaker[Session]) -> None:
         )
         merge = load_checkpoint(s, "merge")
         assert merge is not None and merge.payload == b""
+
+
+def test_checkpoint_chain_appends_only_to_its_own_chain(db_url: str) -> None:
+    """A delta goes onto the chain this store wrote or loaded, seq by seq; a base replaces the
+    chain and its deltas in one transaction; a second writer (a worker that took the partition
+    over) makes the first one's next delta fail instead of interleaving with its own."""
+    upgrade(db_url)
+    a, b = CheckpointStore(db_url), CheckpointStore(db_url)
+    try:
+        assert a.load("j") is None and a.wants_base("j")
+        assert not a.save_delta("j", b"d0", 1)  # nothing to append to
+        a.save("j", b"base", 10, {"t": "id1"})
+        assert not a.wants_base("j")
+        assert a.save_delta("j", b"d1", 11) and a.save_delta("j", b"d2", 12, {"t": "id1"})
+        got = b.load("j")
+        assert got is not None
+        assert (got.payload, list(got.deltas), got.next_offset, dict(got.topic_ids)) == (
+            b"base", [b"d1", b"d2"], 12, {"t": "id1"}
+        )
+        assert b.save_delta("j", b"d3", 13)  # b continues the chain it loaded
+        assert not a.save_delta("j", b"x3", 13)  # a's view is stale: refused, nothing written
+        assert a.wants_base("j")
+        a.save("j", b"base2", 14)  # a new chain: b's next delta is refused in turn
+        assert not b.save_delta("j", b"d4", 15)
+        got = b.load("j")
+        assert got is not None and (got.payload, list(got.deltas), got.next_offset) == (b"base2", [], 14)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_checkpoint_chain_compacts_past_its_bounds(db_url: str) -> None:
+    upgrade(db_url)
+    store = CheckpointStore(db_url, max_deltas=3)
+    try:
+        store.save("j", b"0123456789", 1)
+        assert store.save_delta("j", b"abcd", 2) and not store.wants_base("j")
+        assert store.save_delta("j", b"efgh", 3) and not store.wants_base("j")
+        assert store.save_delta("j", b"ij", 4)
+        assert store.wants_base("j")  # 3 deltas (and 10 bytes of them: not yet more than the base)
+        store.save("j", b"base", 5)
+        assert store.save_delta("j", b"12345", 6)
+        assert store.wants_base("j")  # the delta outweighs the base
+    finally:
+        store.close()
+
+
+def test_a_checkpoint_from_before_chains_restores_and_the_next_write_is_a_base(db_url: str) -> None:
+    """Revision 0005 rows are a base without a chain: they load as before, and nothing is
+    appended to them (the worker that wrote them kept no chain)."""
+    upgrade(db_url, "0005")
+    engine = make_engine(db_url)
+    try:
+        old = sa_table(  # the table as 0005 has it: no chain column
+            "stream_checkpoints",
+            sa_column("name"), sa_column("payload", LargeBinary), sa_column("offsets", JSON),
+            sa_column("updated_ms"),
+        )
+        with engine.begin() as c:
+            c.execute(old.insert().values(
+                name="j", payload=b"old state", offsets={"next_offset": 7, "topic_ids": {"t": "x"}},
+                updated_ms=1,
+            ))
+    finally:
+        engine.dispose()
+    upgrade(db_url)
+    store = CheckpointStore(db_url)
+    try:
+        got = store.load("j")
+        assert got is not None
+        assert (got.payload, list(got.deltas), got.next_offset, dict(got.topic_ids)) == (
+            b"old state", [], 7, {"t": "x"}
+        )
+        assert store.wants_base("j") and not store.save_delta("j", b"d", 8)
+    finally:
+        store.close()
+
+
+def test_downgrade_refuses_to_drop_checkpoint_deltas(db_url: str) -> None:
+    upgrade(db_url)
+    store = CheckpointStore(db_url)
+    try:
+        store.save("j", b"base", 1)
+        assert store.save_delta("j", b"d1", 2)
+    finally:
+        store.close()
+    with pytest.raises(RuntimeError, match="checkpoint delta"):
+        downgrade(db_url, "0005")
+    assert current_revision(db_url) == "0006"
 
 
 def test_transaction_rolls_back_alert_with_its_outbox(sessions: sessionmaker[Session]) -> None:

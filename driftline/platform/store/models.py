@@ -230,11 +230,32 @@ class RetrainingAcknowledgement(Base):
 
 
 class StreamCheckpoint(Base):
-    """Opaque worker state plus the input offsets it covers (reserved for state checkpoints)."""
+    """A partition's whole state (the base of its checkpoint chain) plus the input offsets it
+    covers; the chain's deltas are in ``stream_checkpoint_deltas``."""
 
     __tablename__ = "stream_checkpoints"
 
     name: Mapped[str] = mapped_column(primary_key=True)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+    offsets: Mapped[dict[str, Any]]
+    updated_ms: Mapped[int]
+    #: a new random id at every base write (revision 0006; NULL before): a writer appends a
+    #: delta only to the chain it wrote or restored, so two writers never interleave deltas
+    chain: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class StreamCheckpointDelta(Base):
+    """One step of a checkpoint chain: what changed in a partition's state since the step
+    before (revision 0006). Restoring applies the base, then every delta in ``seq`` order; a
+    base write deletes them in the same transaction."""
+
+    __tablename__ = "stream_checkpoint_deltas"
+
+    name: Mapped[str] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    #: the base's ``chain`` (a reader pairs a base only with its own chain's deltas)
+    chain: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    #: the offsets the chain covers up to this delta (the base row's after a base write)
     offsets: Mapped[dict[str, Any]]
     updated_ms: Mapped[int]

@@ -31,6 +31,7 @@ from driftline.platform.store.models import (
     ReferenceProfileRow,
     RetrainingRequestRow,
     StreamCheckpoint,
+    StreamCheckpointDelta,
     WindowResultRow,
 )
 from driftline.schemas import AlertEvent, RetrainingRequest
@@ -47,6 +48,7 @@ from driftline.schemas.windows import parse_segment_key, segment_key
 __all__ = [
     "Checkpoint",
     "GivenUp",
+    "append_checkpoint_delta",
     "due_notifications",
     "enqueue_notification",
     "event_payload",
@@ -575,18 +577,29 @@ def event_payload(session: Session, event_id: str) -> dict[str, Any] | None:
 # ---- checkpoints ------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
+    """A checkpoint chain as stored: its base, the deltas after it in order, and the offsets
+    the whole chain covers (the last delta's, or the base's)."""
+
     payload: bytes
     offsets: dict[str, Any]
     updated_ms: int
+    chain: str | None = None
+    deltas: tuple[bytes, ...] = ()
 
 
 def save_checkpoint(
-    session: Session, name: str, payload: bytes, offsets: Mapping[str, Any], now_ms: int
+    session: Session,
+    name: str,
+    payload: bytes,
+    offsets: Mapping[str, Any],
+    now_ms: int,
+    chain: str | None = None,
 ) -> None:
-    """Replace a named checkpoint: worker state together with the input offsets it reflects, so
-    a restart resumes from a consistent pair (replaying only what came after those offsets)."""
+    """Replace a named checkpoint by a new base: worker state together with the input offsets
+    it reflects, so a restart resumes from a consistent pair (replaying only what came after
+    those offsets). The previous chain's deltas go in the same transaction: the base holds them."""
     stmt = _insert(session, StreamCheckpoint.__table__).values(
-        name=name, payload=payload, offsets=dict(offsets), updated_ms=now_ms
+        name=name, payload=payload, offsets=dict(offsets), updated_ms=now_ms, chain=chain
     )
     session.execute(
         stmt.on_conflict_do_update(
@@ -595,11 +608,62 @@ def save_checkpoint(
                 "payload": stmt.excluded.payload,
                 "offsets": stmt.excluded.offsets,
                 "updated_ms": stmt.excluded.updated_ms,
+                "chain": stmt.excluded.chain,
             },
         )
     )
+    session.execute(delete(StreamCheckpointDelta).where(StreamCheckpointDelta.name == name))
+
+
+def append_checkpoint_delta(
+    session: Session,
+    name: str,
+    chain: str,
+    seq: int,
+    payload: bytes,
+    offsets: Mapping[str, Any],
+    now_ms: int,
+) -> bool:
+    """Add delta ``seq`` (1, 2, ...) to the chain ``chain`` of a named checkpoint; False, and
+    nothing written, when the stored chain is another one or does not end at ``seq - 1``:
+    another writer (a worker that took the partition over) wrote since, and only a new base
+    is safe then. The base row is locked (``FOR UPDATE`` on PostgreSQL; SQLite serialises
+    writers) until the transaction ends, so the check and the insert are one step."""
+    stored = session.execute(
+        select(StreamCheckpoint.chain).where(StreamCheckpoint.name == name).with_for_update()
+    ).first()
+    if stored is None or stored[0] != chain:
+        return False
+    last = session.scalar(
+        select(func.max(StreamCheckpointDelta.seq)).where(StreamCheckpointDelta.name == name)
+    )
+    if (last or 0) != seq - 1:
+        return False
+    session.execute(
+        insert(StreamCheckpointDelta).values(
+            name=name, seq=seq, chain=chain, payload=payload, offsets=dict(offsets), updated_ms=now_ms
+        )
+    )
+    return True
 
 
 def load_checkpoint(session: Session, name: str) -> Checkpoint | None:
     row = session.get(StreamCheckpoint, name, populate_existing=True)
-    return None if row is None else Checkpoint(bytes(row.payload), dict(row.offsets), row.updated_ms)
+    if row is None:
+        return None
+    deltas = session.execute(
+        select(StreamCheckpointDelta.payload, StreamCheckpointDelta.offsets, StreamCheckpointDelta.updated_ms)
+        # of this base's chain only: under READ COMMITTED a base written between the two reads
+        # would otherwise pair this (older) base with the newer chain's deltas
+        .where(StreamCheckpointDelta.name == name, StreamCheckpointDelta.chain == row.chain)
+        .order_by(StreamCheckpointDelta.seq)
+    ).all()
+    if not deltas:
+        return Checkpoint(bytes(row.payload), dict(row.offsets), row.updated_ms, row.chain)
+    return Checkpoint(
+        bytes(row.payload),
+        dict(deltas[-1].offsets),
+        deltas[-1].updated_ms,
+        row.chain,
+        tuple(bytes(d.payload) for d in deltas),
+    )
