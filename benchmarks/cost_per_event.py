@@ -68,10 +68,12 @@ CASES = (
 _EXTRA_DIMENSIONS = (("region", ("eu", "us", "apac")), ("tier", ("free", "pro", "team")))
 
 
-def case_traffic(case: Case, n: int) -> Traffic:
+def case_traffic(case: Case, n: int, rate: float = 100.0) -> Traffic:
     """The simulator's traffic (4 features, segments by ``channel``), reshaped to ``case``:
-    extra numeric features, 0 to 3 segment dimensions, models round robin."""
-    base = simulate(n, events_per_s=100.0, label_delay_ms=5_000, seed=1, attributions=case.attributions)
+    extra numeric features, 0 to 3 segment dimensions, models round robin. ``rate`` is
+    predictions per second of event time: what sets the events per model per window, hence
+    how far the per-slice fixed costs are shared (``--events`` alone only adds windows)."""
+    base = simulate(n, events_per_s=rate, label_delay_ms=5_000, seed=1, attributions=case.attributions)
     rng = np.random.default_rng(7)
     extra = np.round(rng.normal(0.0, 1.0, (n, max(case.features - 4, 0))), 6).tolist()
     dims = rng.integers(0, 3, (n, len(_EXTRA_DIMENSIONS))).tolist()
@@ -95,8 +97,10 @@ def case_traffic(case: Case, n: int) -> Traffic:
     return base
 
 
-def case_messages(case: Case, n: int, batch: int) -> tuple[list[tuple[str, int, int, bytes]], int]:
-    traffic = case_traffic(case, n)
+def case_messages(
+    case: Case, n: int, batch: int, rate: float = 100.0
+) -> tuple[list[tuple[str, int, int, bytes]], int]:
+    traffic = case_traffic(case, n, rate)
     return encode_traffic(traffic, batch), len(traffic.predictions) + len(traffic.labels)
 
 
@@ -121,11 +125,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--merge", action="store_true", help="also time the merge and window evaluation")
     parser.add_argument("--only", nargs="*", help="case names to run (with the baseline)")
+    parser.add_argument("--rate", type=float, default=100.0,
+                        help="predictions per second of event time (events per window per model)")
     args = parser.parse_args(argv)
     cases = [c for c in CASES if not args.only or c is BASELINE or any(o in c.name for o in args.only)]
     prepared = {}
     for case in cases:
-        prepared[case] = case_messages(case, args.events, args.batch)
+        prepared[case] = case_messages(case, args.events, args.batch, args.rate)
     results: dict[Case, list[dict[str, float]]] = {c: [] for c in cases}
     for r in range(args.rounds):
         order = cases[r % len(cases):] + cases[: r % len(cases)]
@@ -134,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             results[case].append(measure(messages, args.merge))
         print(f"round {r + 1}: " + ", ".join(
             f"{c.name.split(' (')[0]} {results[c][-1]['stream']:.2f}s" for c in cases), file=sys.stderr)
-    print(f"\n{args.events:,} predictions and their labels per case, {args.rounds} interleaved rounds; "
+    print(f"\n{args.events:,} predictions and their labels per case at {args.rate:g}/s of event time, "
+          f"{args.rounds} interleaved rounds; "
           f"Python {platform.python_version()}, {platform.machine()}\n")
     head = ("| case | CPU µs per event (ingest + join), median "
             "| ratio to baseline (min / median / max) | join alone: ratio |")
