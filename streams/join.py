@@ -64,7 +64,7 @@ from driftline.schemas.windows import (
     window_start,
 )
 from driftline.streams.catalog import ModelCatalog
-from driftline.streams.columns import LabelBlock, PredictionBlock, groups, pick, row_offsets
+from driftline.streams.columns import LabelBlock, PredictionBlock, groups, pick, row_offsets, runs
 from driftline.streams.deltas import apply_join_delta
 from driftline.streams.messages import (
     EndOfInput,
@@ -474,7 +474,8 @@ class JoinPartition:
         if at is not None:
             reached = max(reached, self._source_wm.get(at[0], MIN_WATERMARK))
         late = provisional_at(end, grace) <= reached
-        if self._all_fresh(ids, block.by_model()):
+        parts = block.by_model()
+        if self._all_fresh(ids, parts):
             duplicates, n_late, accepted = 0, int(late.sum()), np.flatnonzero(~late)
         else:
             duplicates, n_late, accepted = self._first_fresh(block, late)
@@ -484,6 +485,7 @@ class JoinPartition:
             return
         if accepted.size < n:
             block = block.take(accepted)
+            parts = block.by_model()
             start, end, horizon = start[accepted], end[accepted], horizon[accepted]
         wids = self._window_ids(block, start, end, final_at(end, horizon))
         if at is not None:
@@ -498,7 +500,6 @@ class JoinPartition:
         if block.class_scores is not None:  # a multiclass score vector rides with its entry
             rows = [row if vec is None else (*row, _vector(vec))
                     for row, vec in zip(rows, block.class_scores, strict=True)]
-        parts = block.by_model()
         changes = self._changes
         if len(parts) == 1:
             self._entries.setdefault(parts[0][0], {}).update(zip(ids, rows, strict=True))
@@ -513,8 +514,10 @@ class JoinPartition:
                 entries.update(zip(sub, pick(all_rows, idx), strict=True))
                 if changes is not None:
                     changes.entries.append(("+", model, sub))
-        for wid, idx in groups(wids):
-            self._wkeys[wid].pids.extend(ids if idx.size == len(ids) else pick(ids, idx))
+        order, distinct, bounds = runs(wids)
+        by_wid = ids if order is None else pick(ids, order)
+        for wid, a, b in zip(distinct, bounds[:-1], bounds[1:], strict=True):
+            self._wkeys[wid].pids.extend(by_wid[a:b])
         self.counters["predictions"] += len(ids)
         self._pending_predictions.append(
             (block.features, wids, block.keys, predictions, block.scores, block.class_scores))
