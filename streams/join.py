@@ -83,6 +83,13 @@ __all__ = ["COUNTERS", "JoinPartition"]
 
 #: joined events held back before they are folded into the aggregates (see JoinPartition.flush)
 FLUSH_EVENTS = 16_384
+#: ... and at least this many per open slice: a flush costs per slice it touches (a few dozen
+#: numpy calls per sketch), so with a hundred models' slices on a partition 16k events gave
+#: each slice ~40 rows per fold and the per-slice steps outweighed the per-row work
+#: (benchmarks/RESULTS.md, "Flush size"); at most ``FLUSH_EVENTS_MAX`` held back, which bounds
+#: the memory the held rows take (their feature values and ids: ~30 MB at 20 features)
+FLUSH_PER_SLICE = 128
+FLUSH_EVENTS_MAX = 131_072
 
 #: what a join partition counts; cumulative, reported in Progress and the replay report
 COUNTERS = (
@@ -526,7 +533,7 @@ class JoinPartition:
             self._pending_attributions.append((wids, block.attributions))
         if self._early:
             self._meet_early_labels(ids, parts)
-        if self._pending_count >= FLUSH_EVENTS:
+        if self._pending_count >= self._flush_at():
             self.flush()
 
     def _all_fresh(self, ids: list[str], parts: list[tuple[str, np.ndarray | None]]) -> bool:
@@ -629,6 +636,10 @@ class JoinPartition:
         wids = pair_wid[pair]
         return wids
 
+    def _flush_at(self) -> int:
+        """How many held-back events make a flush due (see ``FLUSH_PER_SLICE``)."""
+        return min(FLUSH_EVENTS_MAX, max(FLUSH_EVENTS, FLUSH_PER_SLICE * len(self._slices)))
+
     def flush(self) -> None:
         """Fold the joined events held back so far into their windows' aggregates.
 
@@ -636,9 +647,10 @@ class JoinPartition:
         slice, whatever the batch size), and one join-input message carries only its share of
         a producer batch. So the join decides matches at once, per message, but folds events
         into the aggregates in large batches: before any window closes, before a snapshot, and
-        every ``FLUSH_EVENTS``. Every sketch merges exactly, and the concatenated feature
-        columns are what one batch of all those events gives, so when the fold happens changes
-        no result: the partials are byte-identical to folding per message."""
+        every ``FLUSH_EVENTS`` (more with many open slices: :meth:`_flush_at`). Every sketch
+        merges exactly, and the concatenated feature columns are what one batch of all those
+        events gives, so when the fold happens changes no result: the partials are
+        byte-identical to folding per message."""
         pending, outcomes = self._pending_predictions, self._pending_outcomes
         self._pending_predictions, self._pending_outcomes, self._pending_count = [], [], 0
         if pending:
@@ -822,7 +834,7 @@ class JoinPartition:
                 self.positions.add_rows("labels", self._window_of, wids, at[0], at[1])
         else:
             self._pend_outcomes(*self._join_labels_slowly(block, found, at))
-        if self._pending_count >= FLUSH_EVENTS:
+        if self._pending_count >= self._flush_at():
             self.flush()
 
     def _without_late_labels(
