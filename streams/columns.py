@@ -27,7 +27,7 @@ from driftline.streams.messages import LabelColumns, PredictionColumns
 
 __all__ = [
     "Group", "LabelBlock", "PredictionBlock", "RegistryRef", "group_bounds", "groups", "pick",
-    "row_offsets", "runs",
+    "row_offsets", "runs", "split_rows",
 ]
 
 #: (model id, model version, segments as sorted (dimension, value) pairs)
@@ -75,6 +75,20 @@ def groups(ids: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         return
     for value, a, b in zip(values, bounds[:-1], bounds[1:], strict=True):
         yield value, order[a:b]
+
+
+def split_rows(values: Sequence[Any], parts: Sequence[tuple[Any, np.ndarray | None]]) -> list[list[Any]]:
+    """``values`` of each part's rows (parts as ``by_model`` gives them: None is every row),
+    with one pick for all parts: a block of a hundred models was two hundred picks."""
+    if len(parts) == 1 and parts[0][1] is None:
+        return [values if isinstance(values, list) else list(values)]
+    flat = pick(values, np.concatenate([idx for _, idx in parts]))
+    out, a = [], 0
+    for _, idx in parts:
+        b = a + idx.size  # type: ignore[union-attr]  # not None with several parts
+        out.append(flat[a:b])
+        a = b
+    return out
 
 
 def group_bounds(ids: np.ndarray, values: np.ndarray) -> tuple[list[int], list[int], list[int]]:

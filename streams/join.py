@@ -65,7 +65,15 @@ from driftline.schemas.windows import (
     window_start,
 )
 from driftline.streams.catalog import ModelCatalog
-from driftline.streams.columns import LabelBlock, PredictionBlock, groups, pick, row_offsets, runs
+from driftline.streams.columns import (
+    LabelBlock,
+    PredictionBlock,
+    groups,
+    pick,
+    row_offsets,
+    runs,
+    split_rows,
+)
 from driftline.streams.deltas import apply_join_delta
 from driftline.streams.messages import (
     EndOfInput,
@@ -483,7 +491,8 @@ class JoinPartition:
             reached = max(reached, self._source_wm.get(at[0], MIN_WATERMARK))
         late = provisional_at(end, grace) <= reached
         parts = block.by_model()
-        if self._all_fresh(ids, parts):
+        subs = split_rows(ids, parts)
+        if self._all_fresh(parts, subs):
             duplicates, n_late, accepted = 0, int(late.sum()), np.flatnonzero(~late)
         else:
             duplicates, n_late, accepted = self._first_fresh(block, late)
@@ -494,6 +503,7 @@ class JoinPartition:
         if accepted.size < n:
             block = block.take(accepted)
             parts = block.by_model()
+            subs = split_rows(block.ids, parts)
             start, end, horizon = start[accepted], end[accepted], horizon[accepted]
         wids = self._window_ids(block, start, end, final_at(end, horizon))
         if at is not None:
@@ -514,12 +524,8 @@ class JoinPartition:
             if changes is not None:
                 changes.entries.append(("+", parts[0][0], ids))
         else:
-            all_rows = list(rows)
-            for model, idx in parts:
-                assert idx is not None
-                entries = self._entries.setdefault(model, {})
-                sub = pick(ids, idx)
-                entries.update(zip(sub, pick(all_rows, idx), strict=True))
+            for (model, _), sub, sub_rows in zip(parts, subs, split_rows(list(rows), parts), strict=True):
+                self._entries.setdefault(model, {}).update(zip(sub, sub_rows, strict=True))
                 if changes is not None:
                     changes.entries.append(("+", model, sub))
         order, distinct, bounds = runs(wids)
@@ -533,28 +539,26 @@ class JoinPartition:
         if block.attributions is not None:
             self._pending_attributions.append((wids, block.attributions))
         if self._early:
-            self._meet_early_labels(ids, parts)
+            self._meet_early_labels(parts, subs)
         if self._pending_count >= self._flush_at():
             self.flush()
 
-    def _all_fresh(self, ids: list[str], parts: list[tuple[str, np.ndarray | None]]) -> bool:
+    def _all_fresh(self, parts: list[tuple[str, np.ndarray | None]], subs: list[list[str]]) -> bool:
         """Whether no (model, id) of a block is in flight or repeated within it, with a set
-        pass per model (the common case: one)."""
-        for model, idx in parts:
-            sub = ids if idx is None else pick(ids, idx)
+        pass per model (the common case: one); ``subs`` are each part's ids."""
+        for (model, _), sub in zip(parts, subs, strict=True):
             entries = self._entries.get(model)
             if len(set(sub)) < len(sub) or (entries and not entries.keys().isdisjoint(sub)):
                 return False
         return True
 
-    def _meet_early_labels(self, ids: list[str], parts: list[tuple[str, np.ndarray | None]]) -> None:
+    def _meet_early_labels(self, parts: list[tuple[str, np.ndarray | None]], subs: list[list[str]]) -> None:
         """Join just-accepted predictions to the labels of their model that came first (then
         to those restored without a model, see :meth:`restore`)."""
         joined: list[_Entry] = []
         labels: list[object] = []
         label_times: list[int] = []
-        for model, idx in parts:
-            sub = ids if idx is None else pick(ids, idx)
+        for (model, _), sub in zip(parts, subs, strict=True):
             for waiting in (self._early.get(model), self._early.get(_ANY_MODEL)):
                 if not waiting or waiting.keys().isdisjoint(sub):
                     continue
@@ -805,13 +809,13 @@ class JoinPartition:
         parts = block.by_model()
         if len(parts) == 1:
             found = list(map(self._entries.get(parts[0][0], _NOTHING).get, ids))
-        else:
-            found = [None] * n
-            for model, idx in parts:
-                assert idx is not None
-                entries = self._entries.get(model, _NOTHING)
-                for i, entry in zip(idx.tolist(), map(entries.get, pick(ids, idx)), strict=True):
-                    found[i] = entry
+        else:  # looked up model by model, then put back in block order, all in C
+            by_model: list[_Entry | None] = []
+            for (model, _), sub in zip(parts, split_rows(ids, parts), strict=True):
+                by_model.extend(map(self._entries.get(model, _NOTHING).get, sub))
+            back = np.empty(n, dtype=np.int64)
+            back[np.concatenate([idx for _, idx in parts])] = np.arange(n)
+            found = pick(by_model, back)
         if at is not None and self._wkey_due:
             reached = self._source_wm.get(at[0], MIN_WATERMARK)
             if reached >= self._wkey_due[0][0]:  # some open window may be past its horizon there
@@ -823,9 +827,9 @@ class JoinPartition:
                     if not n:  # every label late (by_model of no rows would fail)
                         return
                     parts = block.by_model()
-        if None not in found and self._all_unlabelled(ids, parts):
-            for model, idx in parts:
-                sub = ids if idx is None else pick(ids, idx)
+        subs = split_rows(ids, parts)
+        if None not in found and self._all_unlabelled(parts, subs):
+            for (model, _), sub in zip(parts, subs, strict=True):
                 self._labelled.setdefault(model, set()).update(sub)
                 if self._changes is not None:
                     self._changes.entries.append(("L", model, sub))
@@ -850,10 +854,9 @@ class JoinPartition:
         kept = keep.tolist()
         return block.take(keep), [found[i] for i in kept], (at[0], at[1][keep])
 
-    def _all_unlabelled(self, ids: list[str], parts: list[tuple[str, np.ndarray | None]]) -> bool:
+    def _all_unlabelled(self, parts: list[tuple[str, np.ndarray | None]], subs: list[list[str]]) -> bool:
         """Whether no (model, id) of a label block is labelled already or repeated within it."""
-        for model, idx in parts:
-            sub = ids if idx is None else pick(ids, idx)
+        for (model, _), sub in zip(parts, subs, strict=True):
             labelled = self._labelled.get(model)
             if len(set(sub)) < len(sub) or (labelled and not labelled.isdisjoint(sub)):
                 return False
