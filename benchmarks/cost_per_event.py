@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline import encode_traffic, run_pipeline
+from pipeline import PARTITIONS, encode_traffic, run_pipeline
 
 from driftline.apps.simulate import Traffic, simulate
 
@@ -98,15 +98,17 @@ def case_traffic(case: Case, n: int, rate: float = 100.0) -> Traffic:
 
 
 def case_messages(
-    case: Case, n: int, batch: int, rate: float = 100.0
+    case: Case, n: int, batch: int, rate: float = 100.0, partitions: int = PARTITIONS
 ) -> tuple[list[tuple[str, int, int, bytes]], int]:
     traffic = case_traffic(case, n, rate)
-    return encode_traffic(traffic, batch), len(traffic.predictions) + len(traffic.labels)
+    return encode_traffic(traffic, batch, partitions), len(traffic.predictions) + len(traffic.labels)
 
 
-def measure(messages: Sequence[tuple[str, int, int, bytes]], merge: bool) -> dict[str, float]:
+def measure(
+    messages: Sequence[tuple[str, int, int, bytes]], merge: bool, partitions: int = PARTITIONS
+) -> dict[str, float]:
     gc.collect()
-    timing = run_pipeline(messages, merge=merge, clock=time.process_time)["timing"]
+    timing = run_pipeline(messages, merge=merge, clock=time.process_time, partitions=partitions)["timing"]
     stream = timing["ingest"] + timing["join"]
     return {"stream": stream, "join": timing["join"], "merge": timing.get("merge", 0.0)}
 
@@ -127,21 +129,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", help="case names to run (with the baseline)")
     parser.add_argument("--rate", type=float, default=100.0,
                         help="predictions per second of event time (events per window per model)")
+    parser.add_argument("--partitions", type=int, default=PARTITIONS,
+                        help="input and join partitions: each holds its own part of every open slice")
     args = parser.parse_args(argv)
     cases = [c for c in CASES if not args.only or c is BASELINE or any(o in c.name for o in args.only)]
     prepared = {}
     for case in cases:
-        prepared[case] = case_messages(case, args.events, args.batch, args.rate)
+        prepared[case] = case_messages(case, args.events, args.batch, args.rate, args.partitions)
     results: dict[Case, list[dict[str, float]]] = {c: [] for c in cases}
     for r in range(args.rounds):
         order = cases[r % len(cases):] + cases[: r % len(cases)]
         for case in order:
             messages, _ = prepared[case]
-            results[case].append(measure(messages, args.merge))
+            results[case].append(measure(messages, args.merge, args.partitions))
         print(f"round {r + 1}: " + ", ".join(
             f"{c.name.split(' (')[0]} {results[c][-1]['stream']:.2f}s" for c in cases), file=sys.stderr)
     print(f"\n{args.events:,} predictions and their labels per case at {args.rate:g}/s of event time, "
-          f"{args.rounds} interleaved rounds; "
+          f"{args.partitions} partitions, {args.rounds} interleaved rounds; "
           f"Python {platform.python_version()}, {platform.machine()}\n")
     head = ("| case | CPU µs per event (ingest + join), median "
             "| ratio to baseline (min / median / max) | join alone: ratio |")

@@ -44,14 +44,16 @@ def encoded_messages(n: int, batch: int = 500) -> list[tuple[str, int, int, byte
     return encode_traffic(simulate(n, events_per_s=100.0, label_delay_ms=5_000, seed=1), batch)
 
 
-def encode_traffic(traffic: Traffic, batch: int = 500) -> list[tuple[str, int, int, bytes]]:
+def encode_traffic(
+    traffic: Traffic, batch: int = 500, partitions: int = PARTITIONS
+) -> list[tuple[str, int, int, bytes]]:
     """``traffic`` as :func:`encoded_messages` writes it (per input partition, in order)."""
     out: list[tuple[str, int, int, bytes]] = []
     for kind, rows in (("predictions", traffic.predictions), ("ground_truth", traffic.labels)):
         buffers: dict[int, list[Any]] = defaultdict(list)
         offsets: dict[int, int] = defaultdict(int)
         for row in rows:
-            p = partition_of(row["prediction_id"], PARTITIONS)
+            p = partition_of(row["prediction_id"], partitions)
             buffers[p].append(_as_struct(kind, row))  # type: ignore[arg-type]
             if len(buffers[p]) == batch or row is rows[-1]:
                 for q in [q for q, b in buffers.items() if len(b) == batch or row is rows[-1]]:
@@ -62,8 +64,8 @@ def encode_traffic(traffic: Traffic, batch: int = 500) -> list[tuple[str, int, i
     return out
 
 
-def _config() -> Config:
-    topics = TopicConfig(predictions=PARTITIONS, ground_truth=PARTITIONS, join=PARTITIONS, partials=1)
+def _config(partitions: int) -> Config:
+    topics = TopicConfig(predictions=partitions, ground_truth=partitions, join=partitions, partials=1)
     return Config(topics=topics, max_future_skew_ms=10**15)
 
 
@@ -72,23 +74,25 @@ def run_pipeline(
     *,
     merge: bool = True,
     clock: Callable[[], float] = time.perf_counter,
+    partitions: int = PARTITIONS,
 ) -> dict[str, Any]:
     """Run every stage over ``messages`` (the merge and evaluation only with ``merge``);
     returns counts and the seconds each stage took on ``clock`` (wall time by default;
-    ``time.process_time`` for CPU time, which other processes on a shared machine disturb less)."""
-    config = _config()
+    ``time.process_time`` for CPU time, which other processes on a shared machine disturb less).
+    ``partitions`` must be what ``messages`` were encoded for (input and join partitions)."""
+    config = _config(partitions)
     catalog = ModelCatalog(config)
-    router = Router(config, catalog, PARTITIONS)
+    router = Router(config, catalog, partitions)
     topics = config.topics
-    pred_sources = [f"{topics.name('predictions')}:{p}" for p in range(PARTITIONS)]
-    label_sources = [f"{topics.name('ground-truth')}:{p}" for p in range(PARTITIONS)]
+    pred_sources = [f"{topics.name('predictions')}:{p}" for p in range(partitions)]
+    label_sources = [f"{topics.name('ground-truth')}:{p}" for p in range(partitions)]
     joins = [
         JoinPartition(p, catalog, prediction_sources=pred_sources, label_sources=label_sources)
-        for p in range(PARTITIONS)
+        for p in range(partitions)
     ]
-    merger = WindowMerger(catalog, Evaluator(catalog), PARTITIONS)
+    merger = WindowMerger(catalog, Evaluator(catalog), partitions)
     timing: dict[str, float] = defaultdict(float)
-    join_log: list[list[bytes]] = [[] for _ in range(PARTITIONS)]
+    join_log: list[list[bytes]] = [[] for _ in range(partitions)]
     t0 = clock()
     for kind, p, offset, value in messages:
         topic = topics.name("predictions" if kind == "predictions" else "ground-truth")
@@ -96,7 +100,7 @@ def run_pipeline(
             if record.partition is not None and record.topic == router.join_topic:
                 join_log[record.partition].append(record.value or b"")
     for kind, topic in (("predictions", "predictions"), ("ground_truth", "ground-truth")):
-        for p in range(PARTITIONS):
+        for p in range(partitions):
             for record in router.route(kind, None, topics.name(topic), p, 0,  # type: ignore[arg-type]
                                        [("driftline-control", b"end-of-input")]):
                 join_log[record.partition or 0].append(record.value or b"")
