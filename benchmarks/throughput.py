@@ -530,7 +530,10 @@ def interleaved(
     """Worker vs bare consumer on the same messages, alternating (bare, worker, bare, worker,
     ...) for ``rounds`` rounds per traffic shape: the ratio per round, then its min/median/max.
     Each round produces fresh input on new topics, reads it with the bare confluent-kafka +
-    orjson consumer, then runs a worker on it (timed from its first consumed message).
+    orjson consumer, then runs a worker on it (timed from its first consumed message), then
+    runs the worker's pure stages on the same messages in this process (``pipeline.py``: no
+    broker, no Faust, one core, wall time): that last ratio is the ceiling the worker's own
+    compute sets, whatever the transport.
 
     With ``profile`` (a directory), one more worker run per shape after the counted rounds runs
     under py-spy (not in the table: the sampler costs the worker a little) and the shares of
@@ -542,13 +545,15 @@ def interleaved(
     two are compared under the same load (two rows per shape)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from cost_per_event import Case, case_traffic
+    from pipeline import encode_traffic, run_pipeline
 
     shapes = [Case("1 model, 1 segment dimension, 4 features", 4, 1, 1),
               Case("10 models x 2 segment dimensions", 4, 2, 10)]
     lines = [f"{n:,} predictions + {n:,} labels per round, batches of {batch}, {rounds} rounds "
              "(bare, worker, bare, worker, ...)", "",
              "| traffic | bare events/s (median) | worker events/s (median) "
-             "| worker / bare: min / median / max |", "|---|---|---|---|"]
+             "| worker / bare: min / median / max | pure stages in process / bare: min / median / max |",
+             "|---|---|---|---|---|"]
     profiles: list[tuple[str, Path]] = []
     with broker() as settings, tempfile.TemporaryDirectory() as tmp:
         for shape in shapes:
@@ -557,6 +562,10 @@ def interleaved(
             variants = {"in place": True, "hop": False} if ab_in_place else {"": None}
             bare: dict[str, list[float]] = {v: [] for v in variants}
             worker: dict[str, list[float]] = {v: [] for v in variants}
+            # the worker's compute alone (ingest, join, merge and evaluation on one core, no
+            # broker, no Faust): the most any worker built on it could keep of the bare rate
+            messages = encode_traffic(traffic, batch)
+            stages: dict[str, list[float]] = {v: [] for v in variants}
             for r in range(rounds):
                 order = list(variants) if r % 2 == 0 else list(variants)[::-1]
                 for variant in order:
@@ -572,14 +581,19 @@ def interleaved(
                         settings, n, batch, d, traffic=pair, before_worker=read_bare, settings_extra=extra
                     )
                     worker[variant].append(events_s)
+                    t0 = time.perf_counter()
+                    run_pipeline(messages, merge=True)
+                    stages[variant].append((n + len(traffic.labels)) / (time.perf_counter() - t0))
                     print(f"{shape.name} {variant} round {r + 1}: bare {bare[variant][-1]:,.0f}/s worker "
                           f"{events_s:,.0f}/s ratio {events_s / bare[variant][-1]:.3f}", file=sys.stderr)
             for variant in variants:
                 ratios = sorted(w / b for w, b in zip(worker[variant], bare[variant], strict=True))
+                ceiling = sorted(c / b for c, b in zip(stages[variant], bare[variant], strict=True))
                 mid_bare, mid_worker = statistics.median(bare[variant]), statistics.median(worker[variant])
                 name = f"{shape.name}, {variant}" if variant else shape.name
                 lines.append(f"| {name} | {mid_bare:,.0f} | {mid_worker:,.0f} "
-                             f"| {ratios[0]:.3f} / {statistics.median(ratios):.3f} / {ratios[-1]:.3f} |")
+                             f"| {ratios[0]:.3f} / {statistics.median(ratios):.3f} / {ratios[-1]:.3f} "
+                             f"| {ceiling[0]:.3f} / {statistics.median(ceiling):.3f} / {ceiling[-1]:.3f} |")
             if profile is not None:
                 profile.mkdir(parents=True, exist_ok=True)
                 raw = profile / f"worker-{shape.models}-models-{shape.dimensions}-dims.txt"

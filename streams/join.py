@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -64,7 +65,15 @@ from driftline.schemas.windows import (
     window_start,
 )
 from driftline.streams.catalog import ModelCatalog
-from driftline.streams.columns import LabelBlock, PredictionBlock, groups, pick, row_offsets
+from driftline.streams.columns import (
+    LabelBlock,
+    PredictionBlock,
+    groups,
+    pick,
+    row_offsets,
+    runs,
+    split_rows,
+)
 from driftline.streams.deltas import apply_join_delta
 from driftline.streams.messages import (
     EndOfInput,
@@ -83,6 +92,13 @@ __all__ = ["COUNTERS", "JoinPartition"]
 
 #: joined events held back before they are folded into the aggregates (see JoinPartition.flush)
 FLUSH_EVENTS = 16_384
+#: ... and at least this many per open slice: a flush costs per slice it touches (a few dozen
+#: numpy calls per sketch), so with a hundred models' slices on a partition 16k events gave
+#: each slice ~40 rows per fold and the per-slice steps outweighed the per-row work
+#: (benchmarks/RESULTS.md, "Flush size"); at most ``FLUSH_EVENTS_MAX`` held back, which bounds
+#: the memory the held rows take (their feature values and ids: ~30 MB at 20 features)
+FLUSH_PER_SLICE = 128
+FLUSH_EVENTS_MAX = 131_072
 
 #: what a join partition counts; cumulative, reported in Progress and the replay report
 COUNTERS = (
@@ -474,7 +490,9 @@ class JoinPartition:
         if at is not None:
             reached = max(reached, self._source_wm.get(at[0], MIN_WATERMARK))
         late = provisional_at(end, grace) <= reached
-        if self._all_fresh(ids, block.by_model()):
+        parts = block.by_model()
+        subs = split_rows(ids, parts)
+        if self._all_fresh(parts, subs):
             duplicates, n_late, accepted = 0, int(late.sum()), np.flatnonzero(~late)
         else:
             duplicates, n_late, accepted = self._first_fresh(block, late)
@@ -484,6 +502,8 @@ class JoinPartition:
             return
         if accepted.size < n:
             block = block.take(accepted)
+            parts = block.by_model()
+            subs = split_rows(block.ids, parts)
             start, end, horizon = start[accepted], end[accepted], horizon[accepted]
         wids = self._window_ids(block, start, end, final_at(end, horizon))
         if at is not None:
@@ -498,23 +518,20 @@ class JoinPartition:
         if block.class_scores is not None:  # a multiclass score vector rides with its entry
             rows = [row if vec is None else (*row, _vector(vec))
                     for row, vec in zip(rows, block.class_scores, strict=True)]
-        parts = block.by_model()
         changes = self._changes
         if len(parts) == 1:
             self._entries.setdefault(parts[0][0], {}).update(zip(ids, rows, strict=True))
             if changes is not None:
                 changes.entries.append(("+", parts[0][0], ids))
         else:
-            all_rows = list(rows)
-            for model, idx in parts:
-                assert idx is not None
-                entries = self._entries.setdefault(model, {})
-                sub = pick(ids, idx)
-                entries.update(zip(sub, pick(all_rows, idx), strict=True))
+            for (model, _), sub, sub_rows in zip(parts, subs, split_rows(list(rows), parts), strict=True):
+                self._entries.setdefault(model, {}).update(zip(sub, sub_rows, strict=True))
                 if changes is not None:
                     changes.entries.append(("+", model, sub))
-        for wid, idx in groups(wids):
-            self._wkeys[wid].pids.extend(ids if idx.size == len(ids) else pick(ids, idx))
+        order, distinct, bounds = runs(wids)
+        by_wid = ids if order is None else pick(ids, order)
+        for wid, a, b in zip(distinct, bounds[:-1], bounds[1:], strict=True):
+            self._wkeys[wid].pids.extend(by_wid[a:b])
         self.counters["predictions"] += len(ids)
         self._pending_predictions.append(
             (block.features, wids, block.keys, predictions, block.scores, block.class_scores))
@@ -522,28 +539,26 @@ class JoinPartition:
         if block.attributions is not None:
             self._pending_attributions.append((wids, block.attributions))
         if self._early:
-            self._meet_early_labels(ids, parts)
-        if self._pending_count >= FLUSH_EVENTS:
+            self._meet_early_labels(parts, subs)
+        if self._pending_count >= self._flush_at():
             self.flush()
 
-    def _all_fresh(self, ids: list[str], parts: list[tuple[str, np.ndarray | None]]) -> bool:
+    def _all_fresh(self, parts: list[tuple[str, np.ndarray | None]], subs: list[list[str]]) -> bool:
         """Whether no (model, id) of a block is in flight or repeated within it, with a set
-        pass per model (the common case: one)."""
-        for model, idx in parts:
-            sub = ids if idx is None else pick(ids, idx)
+        pass per model (the common case: one); ``subs`` are each part's ids."""
+        for (model, _), sub in zip(parts, subs, strict=True):
             entries = self._entries.get(model)
             if len(set(sub)) < len(sub) or (entries and not entries.keys().isdisjoint(sub)):
                 return False
         return True
 
-    def _meet_early_labels(self, ids: list[str], parts: list[tuple[str, np.ndarray | None]]) -> None:
+    def _meet_early_labels(self, parts: list[tuple[str, np.ndarray | None]], subs: list[list[str]]) -> None:
         """Join just-accepted predictions to the labels of their model that came first (then
         to those restored without a model, see :meth:`restore`)."""
         joined: list[_Entry] = []
         labels: list[object] = []
         label_times: list[int] = []
-        for model, idx in parts:
-            sub = ids if idx is None else pick(ids, idx)
+        for (model, _), sub in zip(parts, subs, strict=True):
             for waiting in (self._early.get(model), self._early.get(_ANY_MODEL)):
                 if not waiting or waiting.keys().isdisjoint(sub):
                     continue
@@ -626,6 +641,10 @@ class JoinPartition:
         wids = pair_wid[pair]
         return wids
 
+    def _flush_at(self) -> int:
+        """How many held-back events make a flush due (see ``FLUSH_PER_SLICE``)."""
+        return min(FLUSH_EVENTS_MAX, max(FLUSH_EVENTS, FLUSH_PER_SLICE * len(self._slices)))
+
     def flush(self) -> None:
         """Fold the joined events held back so far into their windows' aggregates.
 
@@ -633,9 +652,10 @@ class JoinPartition:
         slice, whatever the batch size), and one join-input message carries only its share of
         a producer batch. So the join decides matches at once, per message, but folds events
         into the aggregates in large batches: before any window closes, before a snapshot, and
-        every ``FLUSH_EVENTS``. Every sketch merges exactly, and the concatenated feature
-        columns are what one batch of all those events gives, so when the fold happens changes
-        no result: the partials are byte-identical to folding per message."""
+        every ``FLUSH_EVENTS`` (more with many open slices: :meth:`_flush_at`). Every sketch
+        merges exactly, and the concatenated feature columns are what one batch of all those
+        events gives, so when the fold happens changes no result: the partials are
+        byte-identical to folding per message."""
         pending, outcomes = self._pending_predictions, self._pending_outcomes
         self._pending_predictions, self._pending_outcomes, self._pending_count = [], [], 0
         if pending:
@@ -789,13 +809,13 @@ class JoinPartition:
         parts = block.by_model()
         if len(parts) == 1:
             found = list(map(self._entries.get(parts[0][0], _NOTHING).get, ids))
-        else:
-            found = [None] * n
-            for model, idx in parts:
-                assert idx is not None
-                entries = self._entries.get(model, _NOTHING)
-                for i, entry in zip(idx.tolist(), map(entries.get, pick(ids, idx)), strict=True):
-                    found[i] = entry
+        else:  # looked up model by model, then put back in block order, all in C
+            by_model: list[_Entry | None] = []
+            for (model, _), sub in zip(parts, split_rows(ids, parts), strict=True):
+                by_model.extend(map(self._entries.get(model, _NOTHING).get, sub))
+            back = np.empty(n, dtype=np.int64)
+            back[np.concatenate([idx for _, idx in parts])] = np.arange(n)
+            found = pick(by_model, back)
         if at is not None and self._wkey_due:
             reached = self._source_wm.get(at[0], MIN_WATERMARK)
             if reached >= self._wkey_due[0][0]:  # some open window may be past its horizon there
@@ -807,9 +827,9 @@ class JoinPartition:
                     if not n:  # every label late (by_model of no rows would fail)
                         return
                     parts = block.by_model()
-        if None not in found and self._all_unlabelled(ids, parts):
-            for model, idx in parts:
-                sub = ids if idx is None else pick(ids, idx)
+        subs = split_rows(ids, parts)
+        if None not in found and self._all_unlabelled(parts, subs):
+            for (model, _), sub in zip(parts, subs, strict=True):
                 self._labelled.setdefault(model, set()).update(sub)
                 if self._changes is not None:
                     self._changes.entries.append(("L", model, sub))
@@ -819,7 +839,7 @@ class JoinPartition:
                 self.positions.add_rows("labels", self._window_of, wids, at[0], at[1])
         else:
             self._pend_outcomes(*self._join_labels_slowly(block, found, at))
-        if self._pending_count >= FLUSH_EVENTS:
+        if self._pending_count >= self._flush_at():
             self.flush()
 
     def _without_late_labels(
@@ -834,10 +854,9 @@ class JoinPartition:
         kept = keep.tolist()
         return block.take(keep), [found[i] for i in kept], (at[0], at[1][keep])
 
-    def _all_unlabelled(self, ids: list[str], parts: list[tuple[str, np.ndarray | None]]) -> bool:
+    def _all_unlabelled(self, parts: list[tuple[str, np.ndarray | None]], subs: list[list[str]]) -> bool:
         """Whether no (model, id) of a label block is labelled already or repeated within it."""
-        for model, idx in parts:
-            sub = ids if idx is None else pick(ids, idx)
+        for (model, _), sub in zip(parts, subs, strict=True):
             labelled = self._labelled.get(model)
             if len(set(sub)) < len(sub) or (labelled and not labelled.isdisjoint(sub)):
                 return False
@@ -970,13 +989,14 @@ class JoinPartition:
                 self._changes.entries.append(("-", wkey.model_id, wkey.pids))
             entries = self._entries.get(wkey.model_id, {})
             labelled = self._labelled.get(wkey.model_id, set())
-            for pid in wkey.pids:  # one window key, one model: bare ids
-                if entries.pop(pid, None) is None:
-                    continue
-                if pid in labelled:
-                    labelled.discard(pid)
-                else:
-                    self.counters["expired_unlabelled"] += 1
+            # one window key, one model: bare ids, each once; set operations in C, not a
+            # Python step per event (this ran for every prediction)
+            live = entries.keys() & wkey.pids
+            if live:
+                done = labelled & live
+                self.counters["expired_unlabelled"] += len(live) - len(done)
+                labelled -= done
+                deque(map(entries.__delitem__, live), maxlen=0)
         while self._early_expiry and self._early_expiry[0][0] <= wm:
             _, model, pid = heapq.heappop(self._early_expiry)
             if self._early.get(model, {}).pop(pid, None) is not None:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from driftline.streams.columns import RegistryRef, groups
+from driftline.streams.columns import RegistryRef, group_bounds, groups
 
 __all__ = ["InputPositions", "WindowPositions", "registry_order", "split_source"]
 
@@ -138,9 +138,8 @@ class WindowPositions:
         source offset. One min and one max per window, in numpy."""
         if not len(wids):
             return
-        for wid, idx in groups(wids):
-            rows = offsets[idx]
-            self._at(window_of(wid)).add(kind, source, int(rows.min()), int(rows.max()))
+        for wid, first, last in zip(*group_bounds(wids, offsets), strict=True):
+            self._at(window_of(wid)).add(kind, source, first, last)
 
     def add_lineage(
         self,

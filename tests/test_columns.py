@@ -204,6 +204,39 @@ def test_a_columnar_block_means_what_its_events_mean_one_by_one() -> None:
     assert in_flight == expected_in_flight
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_block_of_many_models_sharing_ids_joins_each_label_to_its_own_model(seed: int) -> None:
+    """Models interleaved row by row in one block, every id scored by several models, labels
+    in another order: the block path (one lookup per model, put back in block order) gives
+    the one-by-one path's partials and state, and each model's own label meets its prediction."""
+    rng = random.Random(seed)
+    models = [f"m{k}" for k in range(7)]
+    rows = [(f"id{i}", model) for i in range(40) for model in rng.sample(models, 3)]
+    rng.shuffle(rows)
+    preds = [_pred(pid, 50 + i, model=model, prediction=int(model[1:]) % 2)
+             for i, (pid, model) in enumerate(rows)]
+    rng.shuffle(rows)
+    labels = [_label(pid, 500 + i, int(model[1:]) % 2, model) for i, (pid, model) in enumerate(rows)]
+    one, block = _join(), _join()
+    for e in preds:
+        one.add_predictions([e])
+    for e in labels:
+        one.add_labels([e])
+    block.add_prediction_block(PredictionBlock.from_events(preds, block.catalog.positive_label))
+    block.add_label_block(LabelBlock.from_events(labels))
+    assert block.counters == one.counters and one.counters["joined"] == len(rows)
+    out_one = one.source_progress(P_SRC, T0 + 10 * W) + one.source_progress(L_SRC, T0 + 10 * W)
+    out_block = block.source_progress(P_SRC, T0 + 10 * W) + block.source_progress(L_SRC, T0 + 10 * W)
+    assert [encode_internal(p) for p in out_block] == [encode_internal(p) for p in out_one]
+    finals = [p for p in out_block if p.phase == "final" and p.segment == ""]
+    assert {p.model_id for p in finals} == set(models)
+    for p in finals:  # every prediction met the label of its own model: all correct
+        assert p.aggregate["n_labelled"] == p.aggregate["n_predictions"] > 0
+        matrix = p.aggregate["confusion"]["matrix"]  # label x prediction: only the diagonal
+        assert all(v == 0 for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j)
+        assert sum(map(sum, matrix)) == p.aggregate["n_labelled"]
+
+
 def test_join_input_written_by_the_previous_version_is_still_read() -> None:
     """An upgraded worker resuming mid-log meets event-struct batches: same state either way."""
     from driftline.streams.messages import LabelBatch, PredictionBatch

@@ -302,6 +302,28 @@ def test_older_re_emissions_never_replace_newer_partials_or_counters() -> None:
     assert (result.prediction_count, result.labelled_count) == (1, 1)  # from the final partial
 
 
+def test_a_flush_waits_for_more_events_the_more_slices_are_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flush costs per slice it touches, so the join holds back FLUSH_PER_SLICE events per
+    open slice (at least FLUSH_EVENTS, at most FLUSH_EVENTS_MAX) before folding."""
+    monkeypatch.setattr("driftline.streams.join.FLUSH_EVENTS", 100)
+    monkeypatch.setattr("driftline.streams.join.FLUSH_PER_SLICE", 50)
+    monkeypatch.setattr("driftline.streams.join.FLUSH_EVENTS_MAX", 1_000)
+    jp = _join(_config())
+    preds = [
+        PredictionEvent(prediction_id=f"id{i}", model_id=f"m{i % 12}", timestamp=T0 + i,
+                        features={"x": 1.0}, prediction=1)
+        for i in range(1_200)
+    ]
+    jp.add_predictions(preds[:12])  # 12 models, one slice each: 600 events make a flush due
+    assert len(jp._slices) == 12 and jp._flush_at() == 600
+    jp.add_predictions(preds[12:590])
+    assert jp._pending_count == 590  # not folded at FLUSH_EVENTS
+    jp.add_predictions(preds[590:600])
+    assert jp._pending_count == 0
+    monkeypatch.setattr("driftline.streams.join.FLUSH_PER_SLICE", 10_000)
+    assert jp._flush_at() == 1_000  # the memory bound
+
+
 @pytest.mark.parametrize("flush_events", [1, 50, 10**9])
 def test_when_joined_events_are_folded_never_changes_a_partial(
     flush_events: int, monkeypatch: pytest.MonkeyPatch
@@ -312,6 +334,7 @@ def test_when_joined_events_are_folded_never_changes_a_partial(
 
     def partials(threshold: int) -> list[bytes]:
         monkeypatch.setattr("driftline.streams.join.FLUSH_EVENTS", threshold)
+        monkeypatch.setattr("driftline.streams.join.FLUSH_PER_SLICE", 0)  # exactly threshold
         jp = _join(_config())
         preds, labels = _stream(900, seed=11)
         out: list[Partial] = []
