@@ -402,12 +402,14 @@ class ConfusionCounts:
         names = uniq.tolist()
         for j, i in enumerate(live.tolist()):
             sk, block = sketches[i], table[j]
-            if not sk.labels:  # a new slice: its labels are those its rows hold, as _extend makes them
-                if k == 1 or bool(block.all()):
-                    sk.labels, sk.matrix = list(names), block.copy()
-                else:
-                    used = np.flatnonzero(block.any(axis=0) | block.any(axis=1))
-                    sk.labels, sk.matrix = [names[u] for u in used.tolist()], block[np.ix_(used, used)]
+            if not sk.labels:  # a new slice: the labels its rows hold (sorted, as _extend grows
+                # them) and its block of them, without growing an empty matrix and placing it
+                if bool(block.all()):  # every cell filled (two classes, a few dozen rows)
+                    sk.labels, sk.matrix = list(names), block.astype(np.int64)
+                    continue
+                used = np.flatnonzero(block.any(axis=0) | block.any(axis=1))
+                sk.labels = [names[u] for u in used.tolist()]
+                sk.matrix = block[np.ix_(used, used)].astype(np.int64, copy=False)
                 continue
             if sk.labels != names:
                 used = np.flatnonzero(block.any(axis=0) | block.any(axis=1))
