@@ -7,6 +7,7 @@ edges, mixed-type feature columns, regression and classification models in one b
 from __future__ import annotations
 
 import copy
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -123,6 +124,23 @@ def test_exact_sums_and_small_sketches_update_many_is_repeated_update(seed: int)
             assert sk.to_dict() == one.to_dict(), cls.__name__
 
 
+@pytest.mark.parametrize("count", [511, 512, 1023, 1024, 1025, 3000])
+def test_add_segments_of_crowded_exponents_is_the_exact_sum(count: int) -> None:
+    """A (sum, exponent) bin of many values: the high mantissa halves of ``count`` values near
+    -1 (and near +1: the largest mantissa) sum to about ``count * 2**26`` in magnitude, so past
+    1024 values the int64 shortcut of ``_add_parts`` (taken while |Σ high| < 2**36) is left for
+    Python ints. Against the exact rational sum, on both sides of that bound."""
+    rng = np.random.default_rng(count)
+    near_one = 1.0 - rng.integers(0, 2**20, count) * 2.0**-53  # mantissas just below 2**53
+    v = np.concatenate([-np.ones(count), near_one, near_one * 2.0**-1000, [3.5, -(2.0**-1074)]])
+    seg = np.repeat(np.arange(3), [count, count, count + 2])
+    sums = [ExactSum() for _ in range(3)]
+    ExactSum.add_segments(sums, v, seg)
+    for i in range(3):
+        exact = sum((Fraction(float(x)) for x in v[seg == i]), Fraction(0))
+        assert sums[i].fraction == exact
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_calibrated_scores_update_many_is_repeated_update(seed: int) -> None:
     """Onto sketches that already hold data (the cells are added in place), with NaN raw
@@ -189,13 +207,20 @@ def test_categorical_update_many_is_repeated_update(seed: int) -> None:
     pool = np.array([None, "a", "b", "c", "1", "zz", *[f"v{i}" for i in range(30)]], dtype=object)
     v = pool[rng.integers(0, pool.size, n)]
     pins, cap = ("a", "b"), int(rng.integers(0, 6))
-    batched = [CategoricalSketch(pins, cap) for _ in range(count)]
+    batched, oracle = [], []
+    for _ in range(count):  # some already hold categories (kept, evicted) the batch has too
+        a, b = CategoricalSketch(pins, cap), CategoricalSketch(pins, cap)
+        start = pool[rng.integers(0, pool.size, int(rng.choice([0, 0, 3, 20])))]
+        a.update(start)
+        b.update(start)
+        batched.append(a)
+        oracle.append(b)
     CategoricalSketch.update_many(batched, v, s)
     for i, sk in enumerate(batched):
-        one = CategoricalSketch(pins, cap)
+        one = oracle[i]
         if (s == i).any():
             one.update(v[s == i])
-        assert sk.to_dict() == one.to_dict()
+        assert sk.to_dict() == one.to_dict() and sk._extra_keys == one._extra_keys
 
 
 def _rows(rng: np.random.Generator, n: int) -> list[dict[str, object]]:
